@@ -1,0 +1,447 @@
+//! From a requested file name (`GET /fs/dm/prov/{file}`) to a typed request.
+//!
+//! A phone tells us who it is mostly through the name of the file it asks for: `0004f2abcdef.cfg`,
+//! `spa001122aabbcc.xml`, `snomD785-000413aabbcc.htm`, or a vendor's common file such as Polycom's
+//! `000000000000.cfg`. The patterns come from the vendor table (data), so this module knows no
+//! vendor by name; it only matches `{mac}` / `{model}` / `{hw}` placeholders.
+//!
+//! Two failure classes are kept apart because the route answers them differently: a name that
+//! tries to leave the provisioning directory (`..`, separators, NUL, also after one more round of
+//! percent-decoding) is an attack or a broken client → 400; a well-behaved name we simply do not
+//! serve → 404. Neither ever creates a device.
+
+use std::borrow::Cow;
+
+use percent_encoding::percent_decode_str;
+
+use super::mac::Mac;
+use super::vendor::VendorTable;
+
+/// A recognised file request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileRequest {
+    /// A phone's own file; `vendor_hint` set when the pattern is unique to one vendor (spa…,
+    /// cfg….xml, {model}-{mac}.htm), `candidates` lists the vendors whose patterns matched (e.g.
+    /// polycom, yealink, audiocodes for {mac}.cfg), in table order.
+    PerPhone {
+        mac: Mac,
+        /// Template kind, e.g. "phone" or "phone-htm".
+        kind: String,
+        vendor_hint: Option<String>,
+        candidates: Vec<String>,
+        /// The model when the file name carries one (`{model}-{mac}.htm`), as the phone spelled it.
+        model: Option<String>,
+    },
+    /// A vendor's common/master file (Polycom 000000000000.cfg, Yealink y0000000000XX.cfg).
+    Common {
+        vendor: String,
+        kind: String,
+        /// Yealink's two-digit hardware code, when the pattern has `{hw}`.
+        hw_code: Option<String>,
+    },
+}
+
+/// Why a file name is not served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FileNameError {
+    /// The name tries to escape the provisioning directory.
+    #[error("path traversal in requested file name")]
+    Traversal,
+    /// Not a file name any vendor asks for (or a malformed MAC).
+    #[error("unknown provisioning file name")]
+    Unknown,
+}
+
+impl FileNameError {
+    /// The HTTP status the provisioning route answers with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            FileNameError::Traversal => 400,
+            FileNameError::Unknown => 404,
+        }
+    }
+}
+
+/// No vendor's file name is anywhere near this long; longer input is refused before matching.
+const MAX_NAME_LEN: usize = 255;
+/// Longest `{model}` we capture (snomD785, snom870 …).
+const MAX_MODEL_LEN: usize = 32;
+
+/// Parses a file name that the HTTP layer has already percent-decoded once.
+pub fn parse_file_name(raw_percent_decoded: &str, table: &VendorTable) -> Result<FileRequest, FileNameError> {
+    let name = raw_percent_decoded;
+    if is_traversal(name) {
+        return Err(FileNameError::Traversal);
+    }
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(FileNameError::Unknown);
+    }
+
+    // Common files first: they are literal names (or nearly), and `000000000000.cfg` must never
+    // fall through to a `{mac}.cfg` pattern (Mac refuses it anyway).
+    for v in table.vendors() {
+        for f in &v.common_files {
+            if let Some(c) = f.compiled.matches(name) {
+                return Ok(FileRequest::Common {
+                    vendor: v.name.clone(),
+                    kind: f.kind.clone(),
+                    hw_code: c.hw,
+                });
+            }
+        }
+    }
+
+    let mut found: Option<(Mac, String, Option<String>)> = None;
+    let mut candidates = Vec::new();
+    for v in table.vendors() {
+        for f in &v.phone_files {
+            let Some(c) = f.compiled.matches(name) else { continue };
+            let Some(mac) = c.mac else { continue };
+            // A model in the name must be one of this vendor's, so `foo-0004f2abcdef.htm` is not
+            // mistaken for a snom request.
+            if let Some(model) = &c.model {
+                if !v.accepts_model(model) {
+                    continue;
+                }
+            }
+            if found.is_none() {
+                found = Some((mac, f.kind.clone(), c.model));
+            }
+            candidates.push(v.name.clone());
+            break;
+        }
+    }
+    let (mac, kind, model) = found.ok_or(FileNameError::Unknown)?;
+    let vendor_hint = match candidates.as_slice() {
+        [only] => Some(only.clone()),
+        _ => None,
+    };
+    Ok(FileRequest::PerPhone {
+        mac,
+        kind,
+        vendor_hint,
+        candidates,
+        model,
+    })
+}
+
+/// True when the name, or the name percent-decoded once more (double encoding such as
+/// `%252e%252e` arrives here as `%2e%2e`), contains a path separator, a `..`, or a NUL.
+/// No vendor file name contains any of these, so refusing them costs nothing.
+fn is_traversal(name: &str) -> bool {
+    let again: Cow<'_, str> = percent_decode_str(name).decode_utf8_lossy();
+    [name, again.as_ref()]
+        .iter()
+        .any(|s| s.contains('/') || s.contains('\\') || s.contains('\0') || s.contains(".."))
+}
+
+/// One piece of a file-name pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    /// Matched ASCII-case-insensitively.
+    Literal(String),
+    Mac,
+    Model,
+    Hw,
+}
+
+/// A compiled file-name pattern such as `spa{mac}.xml` or `y0000000000{hw}.cfg`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    segments: Vec<Segment>,
+}
+
+/// What a pattern captured from a file name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Captures {
+    pub mac: Option<Mac>,
+    pub model: Option<String>,
+    pub hw: Option<String>,
+}
+
+impl Pattern {
+    /// Compiles a pattern. Per-phone patterns (`common == false`) need exactly one `{mac}` and no
+    /// `{hw}`; common patterns may have one `{hw}` and neither `{mac}` nor `{model}`.
+    pub fn parse(pattern: &str, common: bool) -> Result<Pattern, String> {
+        if is_traversal(pattern) || pattern.is_empty() {
+            return Err("must be a plain file name".into());
+        }
+        let mut segments = Vec::new();
+        let mut rest = pattern;
+        while !rest.is_empty() {
+            match rest.find('{') {
+                Some(0) => {
+                    let end = rest.find('}').ok_or("unclosed '{'")?;
+                    let seg = match &rest[1..end] {
+                        "mac" => Segment::Mac,
+                        "model" => Segment::Model,
+                        "hw" => Segment::Hw,
+                        other => return Err(format!("unknown placeholder {{{other}}}")),
+                    };
+                    if matches!(segments.last(), Some(Segment::Mac | Segment::Model | Segment::Hw)) {
+                        return Err("two placeholders need a literal between them".into());
+                    }
+                    segments.push(seg);
+                    rest = &rest[end + 1..];
+                }
+                found => {
+                    let end = found.unwrap_or(rest.len());
+                    let lit = &rest[..end];
+                    if lit.contains('}') {
+                        return Err("stray '}'".into());
+                    }
+                    segments.push(Segment::Literal(lit.to_string()));
+                    rest = &rest[end..];
+                }
+            }
+        }
+        let count = |s: &Segment| segments.iter().filter(|x| *x == s).count();
+        let (macs, models, hws) = (count(&Segment::Mac), count(&Segment::Model), count(&Segment::Hw));
+        if common {
+            if macs > 0 || models > 0 || hws > 1 {
+                return Err("a common file has no {mac} or {model} and at most one {hw}".into());
+            }
+        } else if macs != 1 || models > 1 || hws > 0 {
+            return Err("a per-phone file has exactly one {mac}, at most one {model}, no {hw}".into());
+        }
+        Ok(Pattern { segments })
+    }
+
+    /// Matches a whole file name, returning what the placeholders captured.
+    pub(crate) fn matches(&self, name: &str) -> Option<Captures> {
+        let mut caps = Captures::default();
+        match_from(&self.segments, name, &mut caps).then_some(caps)
+    }
+}
+
+/// Backtracking matcher; patterns have at most a few placeholders, so this is cheap.
+fn match_from(segs: &[Segment], s: &str, caps: &mut Captures) -> bool {
+    let Some((first, rest)) = segs.split_first() else {
+        return s.is_empty();
+    };
+    match first {
+        Segment::Literal(lit) => match s.get(..lit.len()) {
+            Some(head) if head.eq_ignore_ascii_case(lit) => match_from(rest, &s[lit.len()..], caps),
+            _ => false,
+        },
+        Segment::Mac => {
+            // 12 = bare, 14 = xxxx.xxxx.xxxx, 17 = xx:xx:xx:xx:xx:xx
+            for len in [12, 14, 17] {
+                let Some(head) = s.get(..len) else { continue };
+                if let Ok(mac) = Mac::parse(head) {
+                    if match_from(rest, &s[len..], caps) {
+                        caps.mac = Some(mac);
+                        return true;
+                    }
+                }
+            }
+            false
+        }
+        Segment::Model => {
+            let max = s
+                .bytes()
+                .take(MAX_MODEL_LEN)
+                .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                .count();
+            for len in (1..=max).rev() {
+                if match_from(rest, &s[len..], caps) {
+                    caps.model = Some(s[..len].to_string());
+                    return true;
+                }
+            }
+            false
+        }
+        Segment::Hw => match s.get(..2) {
+            Some(head) if head.bytes().all(|b| b.is_ascii_digit()) => {
+                if match_from(rest, &s[2..], caps) {
+                    caps.hw = Some(head.to_string());
+                    true
+                } else {
+                    false
+                }
+            }
+            _ => false,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(name: &str) -> Result<FileRequest, FileNameError> {
+        parse_file_name(name, &VendorTable::builtin())
+    }
+
+    fn mac() -> Mac {
+        Mac::parse("0004f2abcdef").unwrap()
+    }
+
+    fn per_phone(name: &str) -> (Mac, String, Option<String>, Vec<String>, Option<String>) {
+        match parse(name) {
+            Ok(FileRequest::PerPhone { mac, kind, vendor_hint, candidates, model }) => {
+                (mac, kind, vendor_hint, candidates, model)
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_mac_cfg_in_every_spelling() {
+        for name in [
+            "0004f2abcdef.cfg",
+            "0004F2ABCDEF.cfg",
+            "0004F2ABCDEF.CFG",
+            "00:04:f2:ab:cd:ef.cfg",
+            "00-04-F2-AB-CD-EF.cfg",
+            "0004.f2ab.cdef.cfg",
+        ] {
+            let (m, kind, hint, cands, model) = per_phone(name);
+            assert_eq!(m, mac(), "{name}");
+            assert_eq!(kind, "phone");
+            assert_eq!(hint, None);
+            assert_eq!(cands, ["polycom", "yealink", "audiocodes"]);
+            assert_eq!(model, None);
+        }
+    }
+
+    #[test]
+    fn every_vendor_file_name_form() {
+        let cases: &[(&str, &str, Option<&str>, Option<&str>)] = &[
+            ("0004f2abcdef-phone.cfg", "phone", Some("polycom"), None),
+            ("0004F2ABCDEF-PHONE.cfg", "phone", Some("polycom"), None),
+            ("spa0004f2abcdef.cfg", "phone", Some("cisco"), None),
+            ("SPA0004F2ABCDEF.xml", "phone", Some("cisco"), None),
+            ("spa00:04:f2:ab:cd:ef.xml", "phone", Some("cisco"), None),
+            ("cfg0004f2abcdef.xml", "phone", Some("grandstream"), None),
+            ("cfg0004F2ABCDEF.XML", "phone", Some("grandstream"), None),
+            ("0004f2abcdef.xml", "phone", Some("snom"), None),
+            ("snomD785-0004f2abcdef.htm", "phone-htm", Some("snom"), Some("snomD785")),
+            ("snom370-0004F2ABCDEF.htm", "phone-htm", Some("snom"), Some("snom370")),
+            ("snom370-00-04-f2-ab-cd-ef.htm", "phone-htm", Some("snom"), Some("snom370")),
+        ];
+        for (name, kind, hint, model) in cases {
+            let (m, k, h, cands, md) = per_phone(name);
+            assert_eq!(m, mac(), "{name}");
+            assert_eq!(&k, kind, "{name}");
+            assert_eq!(h.as_deref(), *hint, "{name}");
+            assert_eq!(cands, [hint.unwrap()], "{name}");
+            assert_eq!(md.as_deref(), *model, "{name}");
+        }
+    }
+
+    #[test]
+    fn common_files() {
+        assert_eq!(
+            parse("000000000000.cfg"),
+            Ok(FileRequest::Common { vendor: "polycom".into(), kind: "master".into(), hw_code: None })
+        );
+        assert_eq!(
+            parse("y000000000066.cfg"),
+            Ok(FileRequest::Common { vendor: "yealink".into(), kind: "common".into(), hw_code: Some("66".into()) })
+        );
+        assert_eq!(
+            parse("Y000000000028.CFG"),
+            Ok(FileRequest::Common { vendor: "yealink".into(), kind: "common".into(), hw_code: Some("28".into()) })
+        );
+    }
+
+    #[test]
+    fn garbage_is_unknown() {
+        for name in [
+            "",
+            "index.html",
+            "favicon.ico",
+            "0004f2abcde.cfg",
+            "0004f2abcdefa.cfg",
+            "0004f2abcdeg.cfg",
+            "0004f2abcdef",
+            "0004f2abcdef.cfgx",
+            "0004f2abcdef.txt",
+            "ffffffffffff.cfg",
+            "010203040506.cfg",
+            "00:00:00:00:00:00.xml",
+            "spa.cfg",
+            "spa000000000000.cfg",
+            "foo-0004f2abcdef.htm",
+            "-0004f2abcdef.htm",
+            "y00000000006.cfg",
+            "y0000000000ab.cfg",
+            "y0000000000666.cfg",
+            "0004f2abcdef.cfg ",
+            " 0004f2abcdef.cfg",
+            "0004f2abcdef.cfg%00",
+            "%2e%2f",
+            "0004f2abcdéf.cfg",
+            "ＶＶＸ.cfg",
+        ] {
+            let r = parse(name);
+            assert!(r.is_err(), "{name:?}: {r:?}");
+        }
+        let long = "a".repeat(10_000) + ".cfg";
+        assert_eq!(parse(&long), Err(FileNameError::Unknown));
+        let long_model = "snom".to_string() + &"1".repeat(100) + "-0004f2abcdef.htm";
+        assert_eq!(parse(&long_model), Err(FileNameError::Unknown));
+    }
+
+    #[test]
+    fn traversal_is_flagged_apart_from_unknown() {
+        for name in [
+            "..",
+            "../0004f2abcdef.cfg",
+            "../../etc/passwd",
+            "/etc/passwd",
+            "..\\..\\windows\\win.ini",
+            "%2e%2e",
+            "%2E%2E%2Fetc%2Fpasswd",
+            "%2fetc%2fpasswd",
+            "0004f2abcdef.cfg\0",
+            "0004f2abcdef\0.cfg",
+            "templates/polycom/phone.cfg",
+            "0004f2abcdef..cfg",
+        ] {
+            assert_eq!(parse(name), Err(FileNameError::Traversal), "{name:?}");
+        }
+        assert_eq!(FileNameError::Traversal.http_status(), 400);
+        assert_eq!(FileNameError::Unknown.http_status(), 404);
+    }
+
+    #[test]
+    fn patterns_compile_and_refuse_nonsense() {
+        assert!(Pattern::parse("{mac}.cfg", false).is_ok());
+        assert!(Pattern::parse("{model}-{mac}.htm", false).is_ok());
+        assert!(Pattern::parse("y0000000000{hw}.cfg", true).is_ok());
+        for (p, common) in [
+            ("", false),
+            ("plain.cfg", false),
+            ("{mac}{model}.cfg", false),
+            ("{mac}-{mac}.cfg", false),
+            ("{mac}.{ext}", false),
+            ("{mac.cfg", false),
+            ("mac}.cfg{mac}", false),
+            ("{hw}{mac}.cfg", false),
+            ("{mac}.cfg", true),
+            ("../{mac}.cfg", false),
+            ("a/{mac}.cfg", false),
+        ] {
+            assert!(Pattern::parse(p, common).is_err(), "{p}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(s in "\\PC{0,40}") {
+            let _ = parse(&s);
+        }
+
+        #[test]
+        fn any_device_mac_cfg_is_recognised(o in proptest::prelude::any::<[u8; 6]>()) {
+            let mut o = o;
+            o[0] &= 0xfe;
+            o[1] |= 0x01; // never all-zero
+            let m = Mac::try_from(o).unwrap();
+            let (got, ..) = per_phone(&format!("{}.cfg", m.colon()));
+            proptest::prop_assert_eq!(got, m);
+        }
+    }
+}
