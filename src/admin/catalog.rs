@@ -1,0 +1,142 @@
+//! DNs, profiles and sites.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+
+use super::AdminState;
+use crate::http::error::ApiError;
+use crate::store::model::{Dn, Profile, Site};
+
+pub fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/dns", get(list_dns).post(create_dn))
+        .route("/dns/{number}", get(read_dn).put(update_dn).delete(delete_dn))
+        .route("/profiles", get(list_profiles).post(create_profile))
+        .route("/profiles/{name}", get(read_profile).put(update_profile).delete(delete_profile))
+        .route("/sites", get(list_sites).post(create_site))
+        .route("/sites/{name}", get(read_site).put(update_site).delete(delete_site))
+}
+
+fn body<T>(j: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    j.map(|Json(t)| t).map_err(|e| match e {
+        // Well-formed JSON of the wrong shape is unprocessable; broken JSON is a bad request.
+        JsonRejection::JsonDataError(_) => ApiError::Dm(crate::service::DmError::Invalid(e.body_text())),
+        _ => ApiError::BadRequest(e.body_text()),
+    })
+}
+
+/// The path names the resource; a body naming another is a client mistake.
+fn same_key(path: &str, body: &str) -> Result<(), ApiError> {
+    if path == body {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!("path names `{path}` but body names `{body}`")))
+    }
+}
+
+async fn list_dns(State(st): State<AdminState>) -> Result<Response, ApiError> {
+    Ok(Json(st.dm.store.dns().await?).into_response())
+}
+
+async fn create_dn(State(st): State<AdminState>, j: Result<Json<Dn>, JsonRejection>) -> Result<Response, ApiError> {
+    let dn = st.dm.add_dn(body(j)?).await.map_err(ApiError::from)?;
+    Ok((StatusCode::CREATED, Json(dn)).into_response())
+}
+
+async fn read_dn(State(st): State<AdminState>, Path(n): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(st.dm.store.dn(&n).await?).into_response())
+}
+
+async fn update_dn(
+    State(st): State<AdminState>,
+    Path(n): Path<String>,
+    j: Result<Json<Dn>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let dn = body(j)?;
+    same_key(&n, &dn.number)?;
+    st.dm.store.update_dn(&dn).await?;
+    st.dm.invalidate();
+    Ok(Json(dn).into_response())
+}
+
+async fn delete_dn(State(st): State<AdminState>, Path(n): Path<String>) -> Result<Response, ApiError> {
+    st.dm.store.delete_dn(&n).await?;
+    st.dm.invalidate();
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_profiles(State(st): State<AdminState>) -> Result<Response, ApiError> {
+    Ok(Json(st.dm.store.profiles().await?).into_response())
+}
+
+async fn create_profile(
+    State(st): State<AdminState>,
+    j: Result<Json<Profile>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let p = body(j)?;
+    st.dm.store.create_profile(&p).await?;
+    st.dm.invalidate();
+    Ok((StatusCode::CREATED, Json(p)).into_response())
+}
+
+async fn read_profile(State(st): State<AdminState>, Path(n): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(st.dm.store.profile(&n).await?).into_response())
+}
+
+async fn update_profile(
+    State(st): State<AdminState>,
+    Path(n): Path<String>,
+    j: Result<Json<Profile>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let p = body(j)?;
+    same_key(&n, &p.name)?;
+    st.dm.store.update_profile(&p).await?;
+    st.dm.invalidate();
+    Ok(Json(p).into_response())
+}
+
+async fn delete_profile(State(st): State<AdminState>, Path(n): Path<String>) -> Result<Response, ApiError> {
+    st.dm.store.delete_profile(&n).await?;
+    st.dm.invalidate();
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_sites(State(st): State<AdminState>) -> Result<Response, ApiError> {
+    Ok(Json(st.dm.store.sites().await?).into_response())
+}
+
+async fn create_site(State(st): State<AdminState>, j: Result<Json<Site>, JsonRejection>) -> Result<Response, ApiError> {
+    let s = body(j)?;
+    if s.name.trim().is_empty() {
+        return Err(ApiError::BadRequest("site name is empty".into()));
+    }
+    st.dm.store.create_site(&s).await?;
+    st.dm.invalidate();
+    Ok((StatusCode::CREATED, Json(s)).into_response())
+}
+
+async fn read_site(State(st): State<AdminState>, Path(n): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(st.dm.store.site(&n).await?).into_response())
+}
+
+async fn update_site(
+    State(st): State<AdminState>,
+    Path(n): Path<String>,
+    j: Result<Json<Site>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let s = body(j)?;
+    same_key(&n, &s.name)?;
+    st.dm.store.update_site(&s).await?;
+    st.dm.invalidate();
+    Ok(Json(s).into_response())
+}
+
+async fn delete_site(State(st): State<AdminState>, Path(n): Path<String>) -> Result<Response, ApiError> {
+    st.dm.store.delete_site(&n).await?;
+    st.dm.invalidate();
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

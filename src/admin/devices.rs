@@ -1,0 +1,115 @@
+//! Devices: CRUD, assign/unassign, audit, CSV import.
+
+use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::AdminState;
+use crate::http::error::ApiError;
+use crate::service::Dm;
+use crate::store::model::{DevicePatch, NewDevice};
+
+pub fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/devices", get(list).post(create))
+        .route("/devices/{mac}", get(read).patch(update).delete(remove))
+        .route("/devices/{mac}/assign", post(assign))
+        .route("/devices/{mac}/unassign", post(unassign))
+        .route("/devices/{mac}/audit", get(device_audit))
+        .route("/audit", get(audit))
+        .route("/import", post(import))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    q: Option<String>,
+    #[serde(default = "default_limit")]
+    limit: i64,
+    #[serde(default)]
+    offset: i64,
+}
+
+fn default_limit() -> i64 {
+    500
+}
+
+fn body<T>(j: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    j.map(|Json(t)| t).map_err(|e| match e {
+        // Well-formed JSON of the wrong shape is unprocessable; broken JSON is a bad request.
+        JsonRejection::JsonDataError(_) => ApiError::Dm(crate::service::DmError::Invalid(e.body_text())),
+        _ => ApiError::BadRequest(e.body_text()),
+    })
+}
+
+async fn list(State(st): State<AdminState>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
+    let devices = st.dm.store.devices(q.q.as_deref(), q.limit.clamp(1, 10_000), q.offset.max(0)).await?;
+    Ok(Json(devices).into_response())
+}
+
+async fn create(State(st): State<AdminState>, j: Result<Json<NewDevice>, JsonRejection>) -> Result<Response, ApiError> {
+    let d = st.dm.add_device(body(j)?, "api").await?;
+    Ok((StatusCode::CREATED, Json(d)).into_response())
+}
+
+async fn read(State(st): State<AdminState>, Path(mac): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(st.dm.device(&mac).await?).into_response())
+}
+
+async fn update(
+    State(st): State<AdminState>,
+    Path(mac): Path<String>,
+    j: Result<Json<DevicePatch>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    Ok(Json(st.dm.update_device(&mac, &body(j)?).await?).into_response())
+}
+
+async fn remove(State(st): State<AdminState>, Path(mac): Path<String>) -> Result<Response, ApiError> {
+    st.dm.delete_device(&mac, "api").await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssignBody {
+    dn: String,
+}
+
+async fn assign(
+    State(st): State<AdminState>,
+    Path(mac): Path<String>,
+    j: Result<Json<AssignBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let b = body(j)?;
+    Ok(Json(st.dm.assign(&mac, &b.dn, "api").await?).into_response())
+}
+
+async fn unassign(State(st): State<AdminState>, Path(mac): Path<String>) -> Result<Response, ApiError> {
+    let dn = st.dm.unassign(&mac, "api").await?;
+    Ok(Json(serde_json::json!({ "mac": Dm::parse_mac(&mac)?, "previous_dn": dn })).into_response())
+}
+
+async fn device_audit(State(st): State<AdminState>, Path(mac): Path<String>) -> Result<Response, ApiError> {
+    let mac = Dm::parse_mac(&mac)?;
+    Ok(Json(st.dm.store.audit_log(Some(&mac), 1000).await?).into_response())
+}
+
+async fn audit(State(st): State<AdminState>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
+    Ok(Json(st.dm.store.audit_log(None, q.limit.clamp(1, 10_000)).await?).into_response())
+}
+
+/// Body: CSV text `mac,model,profile,dn`. All or nothing; 422 with the per-line report when
+/// any line is refused.
+async fn import(State(st): State<AdminState>, csv: Bytes) -> Result<Response, ApiError> {
+    let text = std::str::from_utf8(&csv).map_err(|_| ApiError::BadRequest("CSV is not UTF-8".into()))?;
+    let report = st.dm.import_csv(text, "api").await?;
+    let status = if report.errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let errors: Vec<_> =
+        report.errors.iter().map(|(line, message)| serde_json::json!({ "line": line, "error": message })).collect();
+    Ok((status, Json(serde_json::json!({ "imported": report.imported, "errors": errors }))).into_response())
+}

@@ -1,0 +1,206 @@
+//! Wiring: open the store, settle secrets, load vendors and templates, start the background
+//! writers and the listeners. `start` is what `sipdm serve` and the tests call.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rand::Rng;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::provisioning::render::Renderer;
+use crate::provisioning::vendor::VendorTable;
+use crate::service::Dm;
+use crate::store::model::{Profile, Sighting, Site, Switch};
+use crate::store::Store;
+
+/// A started server.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub admin_token: Arc<str>,
+    pub dm: Arc<Dm>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish and flushes the write-behind queues.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.dm.store.close().await;
+    }
+}
+
+/// How often another writer's changes (the CLI, another instance) are noticed.
+const VERSION_POLL: Duration = Duration::from_millis(250);
+/// Sightings are written at most this late.
+const SIGHTING_FLUSH: Duration = Duration::from_secs(1);
+
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    Store::open(&config.store.url, config.store.max_connections)
+        .await
+        .with_context(|| format!("opening the store at {}", redact(&config.store.url)))
+}
+
+/// Builds the service over an opened store: secrets settled, topology synced, default
+/// profiles present.
+pub async fn build_service(
+    config: Arc<Config>,
+    store: Store,
+    sightings: Option<mpsc::Sender<Sighting>>,
+) -> anyhow::Result<(Arc<Dm>, Arc<str>)> {
+    let secret = match &config.server.secret {
+        Some(s) => s.clone(),
+        None => store.meta_get_or_insert("secret", &random_token()).await?,
+    };
+    let token: Arc<str> = match &config.server.admin_token {
+        Some(t) => t.as_str().into(),
+        None => store.meta_get_or_insert("admin_token", &random_token()).await?.into(),
+    };
+    for s in &config.sites {
+        store
+            .upsert_site(&Site { name: s.name.clone(), fs_url: s.fs_url.clone(), sip_servers: s.sip_servers.join(",") })
+            .await?;
+    }
+    for sw in &config.switches {
+        store
+            .upsert_switch(&Switch {
+                name: sw.name.clone(),
+                site: sw.site.clone(),
+                address: sw.address.clone(),
+                dn_ranges: sw.dn_ranges.join(","),
+                peer: sw.peer.clone(),
+            })
+            .await?;
+    }
+    for (name, kind) in [("default", "default"), ("device-management", "device-management")] {
+        store
+            .ensure_profile(&Profile {
+                name: name.into(),
+                kind: kind.into(),
+                template: None,
+                preferred_server: None,
+                peer_server: None,
+                params: "{}".into(),
+                allow_reassign: 0,
+                check_sync_event: None,
+            })
+            .await?;
+    }
+    let vendors = VendorTable::builtin();
+    let renderer = Renderer::new(config.server.template_dir.as_deref(), &vendors).context("loading templates")?;
+    let dm = Dm::new(store, config, vendors, renderer, secret.as_bytes(), sightings);
+    Ok((Arc::new(dm), token))
+}
+
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let config = Arc::new(config);
+    crate::http::prometheus(); // install the recorder before anything counts
+    let store = open_store(&config).await?;
+    let (sight_tx, sight_rx) = mpsc::channel(65_536);
+    let (dm, admin_token) = build_service(config.clone(), store, Some(sight_tx)).await?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+
+    let listener = tokio::net::TcpListener::bind(config.server.http)
+        .await
+        .with_context(|| format!("binding HTTP on {}", config.server.http))?;
+    let http_addr = listener.local_addr()?;
+    let app = crate::http::router(dm.clone(), admin_token.clone());
+    let mut rx = shutdown_rx.clone();
+    let http = tokio::spawn(async move {
+        let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    let writer = tokio::spawn(write_sightings(dm.clone(), sight_rx, shutdown_rx.clone()));
+    let poller = tokio::spawn(watch_version(dm.clone(), shutdown_rx));
+    Ok(Running { http_addr, admin_token, dm, shutdown, tasks: vec![http, writer, poller] })
+}
+
+/// Write-behind of last-seen data: batched, de-duplicated per MAC, flushed on shutdown.
+async fn write_sightings(dm: Arc<Dm>, mut rx: mpsc::Receiver<Sighting>, mut stop: watch::Receiver<bool>) {
+    let mut batch: std::collections::HashMap<String, Sighting> = std::collections::HashMap::new();
+    let mut tick = tokio::time::interval(SIGHTING_FLUSH);
+    loop {
+        tokio::select! {
+            s = rx.recv() => match s {
+                Some(s) => { batch.insert(s.mac.clone(), s); }
+                None => break,
+            },
+            _ = tick.tick() => flush_sightings(&dm, &mut batch).await,
+            _ = stopped(&mut stop) => break,
+        }
+    }
+    while let Ok(s) = rx.try_recv() {
+        batch.insert(s.mac.clone(), s);
+    }
+    flush_sightings(&dm, &mut batch).await;
+}
+
+async fn flush_sightings(dm: &Dm, batch: &mut std::collections::HashMap<String, Sighting>) {
+    if batch.is_empty() {
+        return;
+    }
+    let items: Vec<Sighting> = batch.drain().map(|(_, s)| s).collect();
+    if let Err(e) = dm.store.touch_devices(&items).await {
+        tracing::warn!(error = %e, count = items.len(), "could not record last-seen data; will retry");
+        for s in items {
+            batch.entry(s.mac.clone()).or_insert(s);
+        }
+    }
+}
+
+/// Notices changes other writers made (the CLI on the same SQLite file, another instance on
+/// PostgreSQL) and marks the render cache stale.
+async fn watch_version(dm: Arc<Dm>, mut stop: watch::Receiver<bool>) {
+    let mut last = dm.store.version().await.ok();
+    let mut tick = tokio::time::interval(VERSION_POLL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped(&mut stop) => return,
+        }
+        match dm.store.version().await {
+            Ok(v) if Some(v) != last => {
+                last = Some(v);
+                dm.invalidate();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "version poll failed"),
+        }
+    }
+}
+
+/// Resolves once shutdown is requested (the guard `wait_for` returns is not `Send`).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await.map(|_| ());
+}
+
+fn random_token() -> String {
+    let bytes: [u8; 24] = rand::thread_rng().gen();
+    hex::encode(bytes)
+}
+
+/// A store URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,393 @@
+//! Configuration in the vocabulary of the deployment guide (`[dm] fs_url`, `[ivr] number`,
+//! `[[sites]]`, `[[switches]]`, `[[trunks]]` with `contact` and `prefix`).
+//!
+//! Every table denies unknown keys: an operator's typo (`fs-url` for `fs_url`) must fail loudly at
+//! start, with the key and the line, rather than silently fall back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// toml's message names the key and the line and column.
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub dm: DmConfig,
+    #[serde(default)]
+    pub ivr: IvrConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub sites: Vec<SiteConfig>,
+    #[serde(default)]
+    pub switches: Vec<SwitchConfig>,
+    #[serde(default)]
+    pub trunks: Vec<TrunkConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServerConfig {
+    /// HTTP listen address for provisioning, the admin API and metrics.
+    #[serde(default = "default_http")]
+    pub http: SocketAddr,
+    /// SIP listen addresses (UDP and TCP on each).
+    #[serde(default = "default_sip")]
+    pub sip: Vec<SocketAddr>,
+    /// Server secret: keys the per-device credentials and the digest nonces. Instances of one
+    /// deployment must share it. When absent a random one is generated and kept in the store.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Bearer token of the admin API. When absent one is generated, kept in the store and
+    /// printed at start.
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    /// Digest realm.
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    /// Operator template directory; a template there overrides the shipped one of the same path.
+    #[serde(default)]
+    pub template_dir: Option<PathBuf>,
+    /// Vendor used for a bare `MAC.cfg` when neither the User-Agent, the file name nor the
+    /// device record names one.
+    #[serde(default = "default_vendor")]
+    pub default_vendor: String,
+}
+
+fn default_http() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+fn default_sip() -> Vec<SocketAddr> {
+    vec![SocketAddr::from(([0, 0, 0, 0], 5060))]
+}
+fn default_realm() -> String {
+    "sipdm".into()
+}
+fn default_vendor() -> String {
+    "polycom".into()
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            http: default_http(),
+            sip: default_sip(),
+            secret: None,
+            admin_token: None,
+            realm: default_realm(),
+            template_dir: None,
+            default_vendor: default_vendor(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://sipdm.db` (the embedded default) or `postgres://…` (shared by several instances).
+    #[serde(default = "default_store_url")]
+    pub url: String,
+    #[serde(default = "default_pool", rename = "max-connections")]
+    pub max_connections: u32,
+}
+
+fn default_store_url() -> String {
+    "sqlite://sipdm.db".into()
+}
+fn default_pool() -> u32 {
+    8
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { url: default_store_url(), max_connections: default_pool() }
+    }
+}
+
+/// The `[dm]` section of the feature server: where phones fetch their files.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DmConfig {
+    /// Base URL written into rendered files (`http://fs1:8080/fs`); a site's own `fs_url`
+    /// overrides it for that site's phones.
+    #[serde(default = "default_fs_url")]
+    pub fs_url: String,
+    /// SIP server(s) for phones of no site (host or host:port).
+    #[serde(default, rename = "sip-servers")]
+    pub sip_servers: Vec<String>,
+}
+
+fn default_fs_url() -> String {
+    "http://127.0.0.1:8080/fs".into()
+}
+
+impl Default for DmConfig {
+    fn default() -> Self {
+        DmConfig { fs_url: default_fs_url(), sip_servers: Vec::new() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct IvrConfig {
+    /// The number an unassigned phone's hotline dials.
+    #[serde(default = "default_ivr_number")]
+    pub number: String,
+    #[serde(default)]
+    pub initial_page_url: Option<String>,
+    #[serde(default)]
+    pub alternatevoicexml: Option<String>,
+}
+
+fn default_ivr_number() -> String {
+    "8800".into()
+}
+
+impl Default for IvrConfig {
+    fn default() -> Self {
+        IvrConfig { number: default_ivr_number(), initial_page_url: None, alternatevoicexml: None }
+    }
+}
+
+/// SIP authentication defaults applied to DNs that do not set their own.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AuthConfig {
+    #[serde(default = "default_authenticate_requests")]
+    pub authenticate_requests: String,
+}
+
+fn default_authenticate_requests() -> String {
+    "register,invite".into()
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { authenticate_requests: default_authenticate_requests() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SiteConfig {
+    pub name: String,
+    /// The guide writes `fs_url` with an underscore, like `[dm] fs_url`.
+    #[serde(default, rename = "fs_url")]
+    pub fs_url: Option<String>,
+    /// SIP servers the site's phones register to (host or host:port).
+    #[serde(default)]
+    pub sip_servers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SwitchConfig {
+    pub name: String,
+    pub site: String,
+    /// host or host:port of the SIP server.
+    pub address: String,
+    /// DN ranges this switch owns, e.g. `["1000-1999"]`.
+    #[serde(default)]
+    pub dn_ranges: Vec<String>,
+    /// Business-continuity peer switch (DNs exist on both).
+    #[serde(default)]
+    pub peer: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TrunkConfig {
+    pub name: String,
+    /// Request-URI user prefix this trunk carries (the IVR number's prefix).
+    pub prefix: String,
+    /// Where the call goes: `sip:host:port`, or `builtin:ivr`.
+    pub contact: String,
+    #[serde(default = "default_max_forwards")]
+    pub oos_options_max_forwards: u8,
+    #[serde(default)]
+    pub oosp_transfer_enabled: bool,
+    /// Trunk group, e.g. `gcti_provisioning`.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+fn default_max_forwards() -> u8 {
+    70
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            store: StoreConfig::default(),
+            dm: DmConfig::default(),
+            ivr: IvrConfig::default(),
+            auth: AuthConfig::default(),
+            sites: Vec::new(),
+            switches: Vec::new(),
+            trunks: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        config
+            .validate()
+            .map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+        Ok(config)
+    }
+
+    /// Cross-references serde cannot check: a switch's site exists, DN ranges parse and do
+    /// not overlap, trunk contacts are SIP URIs or the built-in IVR.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut names = std::collections::HashSet::new();
+        for site in &self.sites {
+            if !names.insert(site.name.as_str()) {
+                return Err(format!("site `{}` is defined twice", site.name));
+            }
+        }
+        let mut ranges: Vec<(u64, u64, &str)> = Vec::new();
+        for sw in &self.switches {
+            if !self.sites.iter().any(|s| s.name == sw.site) {
+                return Err(format!("switch `{}` names unknown site `{}`", sw.name, sw.site));
+            }
+            if let Some(peer) = &sw.peer {
+                if !self.switches.iter().any(|s| &s.name == peer) {
+                    return Err(format!("switch `{}` names unknown peer `{peer}`", sw.name));
+                }
+            }
+            for r in &sw.dn_ranges {
+                let (lo, hi) = parse_range(r)
+                    .ok_or_else(|| format!("switch `{}`: bad DN range `{r}` (want e.g. 1000-1999)", sw.name))?;
+                // BC pairs own the same DNs on both switches.
+                let peered = |other: &str| {
+                    sw.peer.as_deref() == Some(other)
+                        || self.switches.iter().any(|s| s.name == other && s.peer.as_deref() == Some(&sw.name))
+                };
+                if let Some((_, _, other)) = ranges.iter().find(|(a, b, o)| lo <= *b && *a <= hi && !peered(o)) {
+                    return Err(format!("switch `{}`: DN range `{r}` overlaps switch `{other}`", sw.name));
+                }
+                ranges.push((lo, hi, &sw.name));
+            }
+        }
+        for t in &self.trunks {
+            if t.prefix.is_empty() || !t.prefix.chars().all(|c| c.is_ascii_digit() || c == '*' || c == '#' || c == '+') {
+                return Err(format!("trunk `{}`: prefix `{}` must be dial digits", t.name, t.prefix));
+            }
+            if !(t.contact.starts_with("sip:") || t.contact.starts_with("sips:") || t.contact == "builtin:ivr") {
+                return Err(format!("trunk `{}`: contact `{}` must be a sip: URI or builtin:ivr", t.name, t.contact));
+            }
+        }
+        for a in self.auth.authenticate_requests.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if !matches!(a.to_ascii_lowercase().as_str(), "register" | "invite") {
+                return Err(format!("authenticate-requests: unknown method `{a}`"));
+            }
+        }
+        if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres:") || self.store.url.starts_with("postgresql:")) {
+            return Err(format!("store.url `{}` must be sqlite:… or postgres://…", self.store.url));
+        }
+        Ok(())
+    }
+
+    /// The switch owning a DN, by the configured ranges (the first of a BC pair).
+    pub fn switch_for_dn(&self, dn: &str) -> Option<&SwitchConfig> {
+        let n: u64 = dn.parse().ok()?;
+        self.switches.iter().find(|sw| {
+            sw.dn_ranges.iter().filter_map(|r| parse_range(r)).any(|(lo, hi)| lo <= n && n <= hi)
+        })
+    }
+}
+
+/// `1000-1999` or a single `1000`.
+pub fn parse_range(r: &str) -> Option<(u64, u64)> {
+    let (lo, hi) = match r.split_once('-') {
+        Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+        None => {
+            let n = r.trim().parse().ok()?;
+            (n, n)
+        }
+    };
+    (lo <= hi).then_some((lo, hi))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_config_is_the_embedded_default() {
+        let c = parse("").unwrap();
+        assert_eq!(c.store.url, "sqlite://sipdm.db");
+        assert_eq!(c.ivr.number, "8800");
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = parse("[dm]\nfs_url = \"http://x/fs\"\nfs-url = \"y\"\n").unwrap_err().to_string();
+        assert!(err.contains("fs-url"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn overlapping_ranges_are_refused_unless_peered() {
+        let base = r#"
+[[sites]]
+name = "s1"
+[[switches]]
+name = "A"
+site = "s1"
+address = "a"
+dn-ranges = ["1000-1999"]
+[[switches]]
+name = "B"
+site = "s1"
+address = "b"
+dn-ranges = ["1500-2500"]
+"#;
+        assert!(parse(base).unwrap_err().to_string().contains("overlaps"));
+        let peered = base.replace("address = \"b\"", "address = \"b\"\npeer = \"A\"");
+        assert!(parse(&peered).is_ok());
+    }
+
+    #[test]
+    fn switch_for_dn_uses_ranges() {
+        let c = parse(
+            "[[sites]]\nname=\"s1\"\n[[sites]]\nname=\"s2\"\n[[switches]]\nname=\"SIPS1\"\nsite=\"s1\"\naddress=\"a\"\ndn-ranges=[\"1000-1999\"]\n[[switches]]\nname=\"SIPS2\"\nsite=\"s2\"\naddress=\"b\"\ndn-ranges=[\"2000-2999\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.switch_for_dn("2000").unwrap().name, "SIPS2");
+        assert_eq!(c.switch_for_dn("1000").unwrap().name, "SIPS1");
+        assert!(c.switch_for_dn("3000").is_none());
+        assert!(c.switch_for_dn("abc").is_none());
+    }
+}

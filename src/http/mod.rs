@@ -1,0 +1,54 @@
+//! The HTTP edge: provisioning, the admin API, health and metrics on one listener.
+
+pub mod error;
+pub mod prov;
+
+use std::sync::{Arc, OnceLock};
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::admin::{self, AdminState};
+use crate::service::Dm;
+
+pub fn router(dm: Arc<Dm>, admin_token: Arc<str>) -> Router {
+    let prov = Router::new()
+        .route("/fs/dm/prov/{*file}", get(prov::serve_file))
+        .with_state(dm.clone());
+    Router::new()
+        .merge(prov)
+        .nest(admin::BASE, admin::router(AdminState { dm: dm.clone(), token: admin_token }))
+        .route("/healthz", get(healthz).with_state(dm))
+        .route("/metrics", get(metrics_text))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// Healthy means the store answers: an instance that cannot read devices cannot provision.
+async fn healthz(axum::extract::State(dm): axum::extract::State<Arc<Dm>>) -> impl IntoResponse {
+    match dm.store.version().await {
+        Ok(_) => (axum::http::StatusCode::OK, "ok\n"),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: store unreachable");
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n")
+        }
+    }
+}
+
+async fn metrics_text() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], prometheus().render())
+}
+
+/// One process-wide recorder: metrics are global in the `metrics` facade, and tests start
+/// several servers in one process.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}

@@ -1,0 +1,19 @@
+//! sipdm: zero-touch and IVR provisioning plus a registrar for IP-phone fleets.
+//!
+//! Module map:
+//! - [`config`]: the TOML configuration, in the deployment guide's vocabulary.
+//! - [`store`]: the only SQL (SQLite file or PostgreSQL).
+//! - [`provisioning`]: MACs, vendor file names, the vendor table, template rendering.
+//! - [`credentials`]: per-device credentials of unassigned phones.
+//! - [`service`]: the device-management service the API, CLI and IVR share.
+//! - [`http`] and [`admin`]: the HTTP edge (provisioning, admin API, health, metrics).
+//! - [`app`]: wiring and startup.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod credentials;
+pub mod http;
+pub mod provisioning;
+pub mod service;
+pub mod store;

@@ -1,0 +1,556 @@
+//! The device-management service: what the admin API, the CLI, the provisioning routes and
+//! (later) the IVR share. It validates input, talks to the store, and renders files.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::credentials::{DeviceCredentials, PROVISIONING_USER};
+use crate::provisioning::filename::{parse_file_name, FileNameError, FileRequest};
+use crate::provisioning::mac::Mac;
+use crate::provisioning::render::{DeviceCtx, IvrCtx, LineCtx, RenderContext, RenderError, Renderer, SipServerCtx};
+use crate::provisioning::vendor::VendorTable;
+use crate::store::model::{Device, DevicePatch, Dn, NewDevice, Profile, Sighting};
+use crate::store::{self, AssignOutcome, ImportLine, ImportReport, Store, StoreError};
+
+/// Why a service call failed; `status()` is what the HTTP edge answers.
+#[derive(Debug, thiserror::Error)]
+pub enum DmError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("`{0}` is not a MAC address")]
+    BadMac(String),
+    #[error("path traversal refused")]
+    Traversal,
+    #[error("no such file")]
+    UnknownFile,
+    #[error("rendering {vendor}/{kind}: {source}")]
+    Render { vendor: String, kind: String, source: RenderError },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl DmError {
+    pub fn status(&self) -> u16 {
+        match self {
+            DmError::Store(StoreError::NotFound { .. }) => 404,
+            DmError::Store(StoreError::Conflict { .. }) => 409,
+            DmError::Store(StoreError::Invalid(_)) => 422,
+            DmError::Store(_) => 500,
+            DmError::BadMac(_) => 422,
+            DmError::Traversal => 400,
+            DmError::UnknownFile => 404,
+            DmError::Render { .. } => 500,
+            DmError::Invalid(_) => 422,
+        }
+    }
+}
+
+pub type Result<T, E = DmError> = std::result::Result<T, E>;
+
+/// A rendered file, ready to serve.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub body: Arc<str>,
+    pub content_type: String,
+    /// Strong ETag (quoted), from the body's hash.
+    pub etag: String,
+}
+
+/// Who is asking for a file: what the HTTP edge saw.
+#[derive(Debug, Clone, Default)]
+pub struct Requester {
+    pub ip: String,
+    pub user_agent: Option<String>,
+    /// Host the phone used to reach us (without port), the registrar of last resort.
+    pub host: Option<String>,
+}
+
+#[derive(Hash, PartialEq, Eq, Clone)]
+struct CacheKey {
+    /// The file name as requested (normalised by the file-name parser into mac + kind).
+    mac: Mac,
+    kind: String,
+    /// The vendor the User-Agent named, if any: the same file name may render per vendor.
+    ua_vendor: Option<String>,
+    host: Option<String>,
+}
+
+struct CachedFile {
+    epoch: u64,
+    served: Served,
+}
+
+pub struct Dm {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub vendors: VendorTable,
+    pub renderer: Renderer,
+    pub credentials: DeviceCredentials,
+    /// Bumped whenever something a rendered file depends on may have changed; cache entries of
+    /// an older epoch are stale. See `crate::app` for the poller that watches other writers.
+    epoch: AtomicU64,
+    cache: RwLock<HashMap<CacheKey, CachedFile>>,
+    sightings: Option<mpsc::Sender<Sighting>>,
+}
+
+/// Most files a busy site's cache holds before it is simply cleared (one entry per phone and
+/// vendor file; 2000-phone sites use a fraction of this).
+const CACHE_LIMIT: usize = 100_000;
+
+impl Dm {
+    pub fn new(
+        store: Store,
+        config: Arc<Config>,
+        vendors: VendorTable,
+        renderer: Renderer,
+        secret: &[u8],
+        sightings: Option<mpsc::Sender<Sighting>>,
+    ) -> Dm {
+        Dm {
+            store,
+            config,
+            vendors,
+            renderer,
+            credentials: DeviceCredentials::new(secret),
+            epoch: AtomicU64::new(1),
+            cache: RwLock::new(HashMap::new()),
+            sightings,
+        }
+    }
+
+    /// Marks every cached render stale.
+    pub fn invalidate(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    // ---- provisioning -------------------------------------------------------------------
+
+    /// Serves `file` (already percent-decoded) to a phone.
+    pub async fn provision(&self, file: &str, who: &Requester) -> Result<Served> {
+        let request = parse_file_name(file, &self.vendors).map_err(|e| match e {
+            FileNameError::Traversal => DmError::Traversal,
+            FileNameError::Unknown => DmError::UnknownFile,
+        })?;
+        let ua = who.user_agent.as_deref().and_then(|ua| self.vendors.match_user_agent(ua));
+        match request {
+            FileRequest::Common { vendor, kind, hw_code } => {
+                let mut ctx = self.base_context(who)?;
+                ctx.device.vendor = vendor.clone();
+                ctx.params.insert("hw_code".into(), hw_code.unwrap_or_default());
+                self.render(&vendor, &kind, &ctx)
+            }
+            FileRequest::PerPhone { mac, kind, vendor_hint, candidates, model } => {
+                let epoch = self.epoch.load(Ordering::Acquire);
+                let key = CacheKey {
+                    mac,
+                    kind: kind.clone(),
+                    ua_vendor: ua.as_ref().map(|u| u.vendor.clone()),
+                    host: who.host.clone(),
+                };
+                let mut sighting = Sighting {
+                    mac: mac.to_string(),
+                    ip: who.ip.clone(),
+                    at: store::now_ms(),
+                    user_agent: who.user_agent.clone(),
+                    vendor: None,
+                    model: ua.as_ref().and_then(|u| u.model.clone()).or(model.clone()),
+                    firmware: ua.as_ref().and_then(|u| u.firmware.clone()),
+                };
+                // Hot path: a fresh render of this exact request; only the sighting is written,
+                // behind the response.
+                if let Some(hit) = self.cache.read().ok().and_then(|c| {
+                    c.get(&key).filter(|f| f.epoch == epoch).map(|f| f.served.clone())
+                }) {
+                    self.note_sighting(sighting);
+                    return Ok(hit);
+                }
+                let known = self.store.find_device(&mac.to_string()).await?;
+                // Vendor: the phone's own word first, then the file name, then what we know.
+                let vendor = ua
+                    .as_ref()
+                    .map(|u| u.vendor.clone())
+                    .filter(|v| candidates.is_empty() || candidates.contains(v) || vendor_hint.as_ref() == Some(v))
+                    .or(vendor_hint)
+                    .or_else(|| known.as_ref().and_then(|d| d.vendor.clone()))
+                    .or_else(|| {
+                        let m = model.clone().or_else(|| known.as_ref().and_then(|d| d.model.clone()))?;
+                        self.vendors.vendor_for_model(&m).map(|v| v.name.clone())
+                    })
+                    .or_else(|| (candidates.len() == 1).then(|| candidates[0].clone()))
+                    .unwrap_or_else(|| self.config.server.default_vendor.clone());
+                sighting.vendor = Some(vendor.clone());
+                let device = match known {
+                    Some(d) => {
+                        self.note_sighting(sighting);
+                        d
+                    }
+                    None => {
+                        if self.store.record_sighting(&sighting).await? {
+                            tracing::info!(mac = %mac, ip = %who.ip, vendor = %vendor, "first sight of an unknown phone: default profile");
+                        }
+                        self.store.device(&mac.to_string()).await?
+                    }
+                };
+                let ctx = self.device_context(&device, &vendor, who).await?;
+                let profile_template = self.profile_of(&device).await?.and_then(|p| p.template);
+                let kind = profile_template.filter(|_| kind == "phone").unwrap_or(kind);
+                let served = self.render(&vendor, &kind, &ctx)?;
+                if let Ok(mut c) = self.cache.write() {
+                    if c.len() >= CACHE_LIMIT {
+                        c.clear();
+                    }
+                    c.insert(key, CachedFile { epoch, served: served.clone() });
+                }
+                Ok(served)
+            }
+        }
+    }
+
+    fn note_sighting(&self, s: Sighting) {
+        if let Some(tx) = &self.sightings {
+            if tx.try_send(s).is_err() {
+                metrics::counter!("sipdm_sightings_dropped_total").increment(1);
+            }
+        }
+    }
+
+    fn render(&self, vendor: &str, kind: &str, ctx: &RenderContext) -> Result<Served> {
+        let body = self.renderer.render(vendor, kind, ctx).map_err(|source| DmError::Render {
+            vendor: vendor.to_owned(),
+            kind: kind.to_owned(),
+            source,
+        })?;
+        let content_type = self
+            .vendors
+            .get(vendor)
+            .map(|v| v.content_type.clone())
+            .unwrap_or_else(|| "text/plain".into());
+        let etag = format!("\"{}\"", &hex::encode(Sha256::digest(body.as_bytes()))[..32]);
+        Ok(Served { body: body.into(), content_type, etag })
+    }
+
+    async fn profile_of(&self, device: &Device) -> Result<Option<Profile>> {
+        let name = match (&device.profile, &device.dn) {
+            (Some(p), _) => p.clone(),
+            (None, Some(_)) => "device-management".into(),
+            (None, None) => "default".into(),
+        };
+        match self.store.profile(&name).await {
+            Ok(p) => Ok(Some(p)),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// What every file shares: the IVR, the provisioning URL, the registrar of last resort.
+    fn base_context(&self, who: &Requester) -> Result<RenderContext> {
+        let fs_url = self.config.dm.fs_url.trim_end_matches('/').to_owned();
+        Ok(RenderContext {
+            device: DeviceCtx { mac: String::new(), mac_colon: String::new(), vendor: String::new(), model: None },
+            line: LineCtx {
+                user: PROVISIONING_USER.into(),
+                display_name: "Provisioning".into(),
+                auth_user: String::new(),
+                password: String::new(),
+                assigned: false,
+            },
+            sip_servers: self.servers(&self.config.dm.sip_servers, who),
+            prov_url: format!("{fs_url}/dm/prov"),
+            fs_url,
+            ivr: IvrCtx { number: self.config.ivr.number.clone(), hotline: true },
+            params: BTreeMap::new(),
+        })
+    }
+
+    /// Parses `host[:port][;transport=x]` lists; with none configured, phones register to the
+    /// host they fetched their file from, on our first SIP port.
+    fn servers(&self, list: &[String], who: &Requester) -> Vec<SipServerCtx> {
+        let mut out: Vec<SipServerCtx> = list.iter().filter_map(|s| parse_server(s)).collect();
+        if out.is_empty() {
+            let port = self.config.server.sip.first().map(|a| a.port()).unwrap_or(5060);
+            let host = who.host.clone().unwrap_or_else(|| "127.0.0.1".into());
+            out.push(SipServerCtx { host, port, transport: "udp".into() });
+        }
+        out
+    }
+
+    async fn device_context(&self, d: &Device, vendor: &str, who: &Requester) -> Result<RenderContext> {
+        let mut ctx = self.base_context(who)?;
+        let mac = Mac::parse(&d.mac).map_err(|_| DmError::BadMac(d.mac.clone()))?;
+        ctx.device = DeviceCtx { mac: mac.to_string(), mac_colon: mac.colon(), vendor: vendor.to_owned(), model: d.model.clone() };
+        let profile = self.profile_of(d).await?;
+        if let Some(p) = &profile {
+            if let Ok(map) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&p.params) {
+                for (k, v) in map {
+                    let v = match v {
+                        serde_json::Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    ctx.params.insert(k, v);
+                }
+            }
+        }
+        let Some(dn_number) = &d.dn else {
+            // Unassigned: the default profile, with this device's own credentials.
+            ctx.line.auth_user = self.credentials.auth_user(&d.mac);
+            ctx.line.password = self.credentials.password(&d.mac);
+            if let Some(p) = profile.as_ref().filter(|p| p.kind == "disaster-recovery") {
+                ctx.sip_servers = self.servers(
+                    &[p.preferred_server.clone().unwrap_or_default(), p.peer_server.clone().unwrap_or_default()],
+                    who,
+                );
+            }
+            return Ok(ctx);
+        };
+        let dn: Dn = self.store.dn(dn_number).await?;
+        ctx.line = LineCtx {
+            user: dn.number.clone(),
+            display_name: dn.display_name.clone().unwrap_or_else(|| dn.number.clone()),
+            auth_user: dn.number.clone(),
+            password: dn.password.clone(),
+            assigned: true,
+        };
+        ctx.ivr.hotline = false;
+        // Where the DN lives decides the SIP server and the site's fs_url.
+        let switch_name = dn.switch.clone().or_else(|| self.config.switch_for_dn(&dn.number).map(|s| s.name.clone()));
+        let switch = match switch_name {
+            Some(n) => match self.store.switch(&n).await {
+                Ok(s) => Some(s),
+                Err(StoreError::NotFound { .. }) => None,
+                Err(e) => return Err(e.into()),
+            },
+            None => None,
+        };
+        let sites = self.store.sites().await?;
+        let site = match &switch {
+            Some(s) => sites.iter().find(|x| x.name == s.site).cloned(),
+            None if sites.len() == 1 => sites.first().cloned(),
+            None => None,
+        };
+        let mut servers: Vec<String> = Vec::new();
+        if let Some(s) = &switch {
+            servers.push(s.address.clone());
+        } else if let Some(site) = &site {
+            servers.extend(site.sip_servers.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from));
+        }
+        if let Some(p) = profile.as_ref().filter(|p| p.kind == "disaster-recovery") {
+            servers = vec![p.preferred_server.clone().unwrap_or_default(), p.peer_server.clone().unwrap_or_default()];
+        }
+        if servers.is_empty() {
+            servers = self.config.dm.sip_servers.clone();
+        }
+        ctx.sip_servers = self.servers(&servers, who);
+        if let Some(url) = site.and_then(|s| s.fs_url) {
+            let url = url.trim_end_matches('/').to_owned();
+            ctx.prov_url = format!("{url}/dm/prov");
+            ctx.fs_url = url;
+        }
+        Ok(ctx)
+    }
+
+    // ---- administration -------------------------------------------------------------------
+
+    pub fn parse_mac(raw: &str) -> Result<String> {
+        Mac::parse(raw).map(|m| m.to_string()).map_err(|_| DmError::BadMac(raw.to_owned()))
+    }
+
+    pub async fn add_device(&self, mut d: NewDevice, actor: &str) -> Result<Device> {
+        d.mac = Self::parse_mac(&d.mac)?;
+        if let Some(v) = &d.vendor {
+            if self.vendors.get(v).is_none() {
+                return Err(DmError::Invalid(format!("unknown vendor `{v}`")));
+            }
+        }
+        if d.vendor.is_none() {
+            d.vendor = d.model.as_deref().and_then(|m| self.vendors.vendor_for_model(m)).map(|v| v.name.clone());
+        }
+        if let Some(dn) = &d.dn {
+            self.store.dn(dn).await?;
+            if let Some(holder) = self.store.device_by_dn(dn).await? {
+                return Err(StoreError::Conflict { what: "DN assigned to device", key: format!("{dn} ({})", holder.mac) }.into());
+            }
+        }
+        if let Some(p) = &d.profile {
+            self.store.profile(p).await?;
+        }
+        let out = self.store.create_device(&d, actor).await?;
+        self.invalidate();
+        Ok(out)
+    }
+
+    pub async fn update_device(&self, mac: &str, p: &DevicePatch) -> Result<Device> {
+        let mac = Self::parse_mac(mac)?;
+        if let Some(v) = &p.vendor {
+            if self.vendors.get(v).is_none() {
+                return Err(DmError::Invalid(format!("unknown vendor `{v}`")));
+            }
+        }
+        if let Some(name) = &p.profile {
+            self.store.profile(name).await?;
+        }
+        let out = self.store.update_device(&mac, p).await?;
+        self.invalidate();
+        Ok(out)
+    }
+
+    pub async fn delete_device(&self, mac: &str, actor: &str) -> Result<()> {
+        let mac = Self::parse_mac(mac)?;
+        self.store.delete_device(&mac, actor).await?;
+        self.invalidate();
+        Ok(())
+    }
+
+    pub async fn device(&self, mac: &str) -> Result<Device> {
+        Ok(self.store.device(&Self::parse_mac(mac)?).await?)
+    }
+
+    pub async fn assign(&self, mac: &str, dn: &str, actor: &str) -> Result<AssignOutcome> {
+        let mac = Self::parse_mac(mac)?;
+        let out = self.store.assign(&mac, dn, actor).await?;
+        self.invalidate();
+        tracing::info!(mac = %mac, dn = %dn, actor, "assigned");
+        Ok(out)
+    }
+
+    pub async fn unassign(&self, mac: &str, actor: &str) -> Result<Option<String>> {
+        let mac = Self::parse_mac(mac)?;
+        let out = self.store.unassign(&mac, actor).await?;
+        self.invalidate();
+        Ok(out)
+    }
+
+    /// Creates a DN, taking its switch from the configured ranges when not given.
+    pub async fn add_dn(&self, mut dn: Dn) -> Result<Dn> {
+        if dn.switch.is_none() {
+            dn.switch = self.config.switch_for_dn(&dn.number).map(|s| s.name.clone());
+        }
+        self.store.create_dn(&dn).await?;
+        self.invalidate();
+        Ok(dn)
+    }
+
+    /// Parses a `mac,model,profile,dn` CSV (a header line is allowed) and imports it all or
+    /// nothing. Parse errors are reported per line like store errors, and nothing is written.
+    pub async fn import_csv(&self, text: &str, actor: &str) -> Result<ImportReport> {
+        let (lines, mut errors) = parse_import(text, &self.vendors);
+        if !errors.is_empty() {
+            errors.sort();
+            return Ok(ImportReport { imported: 0, errors });
+        }
+        let report = self.store.import_devices(&lines, actor).await?;
+        self.invalidate();
+        Ok(report)
+    }
+}
+
+/// Parses the import CSV into store lines and per-line errors (1-based line numbers).
+pub fn parse_import(text: &str, vendors: &VendorTable) -> (Vec<ImportLine>, Vec<(usize, String)>) {
+    let mut lines = Vec::new();
+    let mut errors = Vec::new();
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .comment(Some(b'#'))
+        .from_reader(text.as_bytes());
+    for (i, rec) in reader.records().enumerate() {
+        let line = rec.as_ref().ok().and_then(|r| r.position()).map(|p| p.line() as usize).unwrap_or(i + 1);
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push((line, format!("unreadable CSV: {e}")));
+                continue;
+            }
+        };
+        let field = |n: usize| rec.get(n).map(str::trim).filter(|s| !s.is_empty()).map(String::from);
+        if lines.is_empty() && errors.is_empty() && field(0).is_some_and(|f| f.eq_ignore_ascii_case("mac")) {
+            continue; // header
+        }
+        if rec.iter().all(|f| f.trim().is_empty()) {
+            continue;
+        }
+        if rec.len() > 4 {
+            errors.push((line, format!("{} fields; want mac,model,profile,dn", rec.len())));
+            continue;
+        }
+        let Some(raw_mac) = field(0) else {
+            errors.push((line, "missing MAC".into()));
+            continue;
+        };
+        let mac = match Mac::parse(&raw_mac) {
+            Ok(m) => m.to_string(),
+            Err(_) => {
+                errors.push((line, format!("`{raw_mac}` is not a MAC address")));
+                continue;
+            }
+        };
+        let model = field(1);
+        let dn = field(3);
+        if let Some(dn) = &dn {
+            if !dn.bytes().all(|b| b.is_ascii_digit()) {
+                errors.push((line, format!("DN `{dn}` is not digits")));
+                continue;
+            }
+        }
+        let vendor = model.as_deref().and_then(|m| vendors.vendor_for_model(m)).map(|v| v.name.clone());
+        lines.push(ImportLine { line, device: NewDevice { mac, vendor, model, profile: field(2), dn } });
+    }
+    (lines, errors)
+}
+
+/// `host`, `host:port`, `[v6]:port`, optionally `;transport=tcp`.
+pub fn parse_server(s: &str) -> Option<SipServerCtx> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    let s = s.strip_prefix("sip:").unwrap_or(s);
+    let (addr, params) = s.split_once(';').unwrap_or((s, ""));
+    let transport = params
+        .split(';')
+        .find_map(|p| p.strip_prefix("transport="))
+        .map(|t| t.to_ascii_lowercase())
+        .unwrap_or_else(|| "udp".into());
+    let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        (h.to_owned(), after.strip_prefix(':').and_then(|p| p.parse().ok()))
+    } else {
+        match addr.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), Some(p.parse().ok()?)),
+            None => (addr.to_owned(), None),
+        }
+    };
+    let default_port = if transport == "tls" { 5061 } else { 5060 };
+    Some(SipServerCtx { host, port: port.unwrap_or(default_port), transport })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_forms() {
+        let s = parse_server("sips1.example.com").unwrap();
+        assert_eq!((s.host.as_str(), s.port, s.transport.as_str()), ("sips1.example.com", 5060, "udp"));
+        let s = parse_server("10.0.0.1:5070;transport=tcp").unwrap();
+        assert_eq!((s.host.as_str(), s.port, s.transport.as_str()), ("10.0.0.1", 5070, "tcp"));
+        let s = parse_server("[::1]:5080").unwrap();
+        assert_eq!((s.host.as_str(), s.port), ("::1", 5080));
+        assert!(parse_server("").is_none());
+        assert!(parse_server("host:notaport").is_none());
+    }
+
+    #[test]
+    fn import_parse_reports_lines() {
+        let t = VendorTable::builtin();
+        let (ok, errs) = parse_import("mac,model,profile,dn\n0004f2000001,VVX 450,,1000\nzz,VVX,,1001\n", &t);
+        assert_eq!(ok.len(), 1);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].0, 3);
+    }
+}

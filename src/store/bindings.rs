@@ -1,0 +1,81 @@
+//! Registrar bindings, persisted so that a restart loses none and another instance can find
+//! them. The registrar keeps the hot copy in memory; this is its write-behind target. The
+//! binding's own fields travel as an opaque JSON document so that this module does not need to
+//! change whenever the registrar learns a new contact parameter.
+
+use super::{now_ms, Result, Store};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredBinding {
+    pub aor: String,
+    pub contact: String,
+    pub expires_at: i64,
+    pub data: String,
+}
+
+impl Store {
+    /// Every binding that has not yet expired.
+    pub async fn load_bindings(&self) -> Result<Vec<StoredBinding>> {
+        let rows: Vec<(String, String, i64, String)> =
+            sqlx::query_as("SELECT aor, contact, expires_at, data FROM bindings WHERE expires_at > $1")
+                .bind(now_ms())
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(aor, contact, expires_at, data)| StoredBinding { aor, contact, expires_at, data })
+            .collect())
+    }
+
+    pub async fn bindings_of(&self, aor: &str) -> Result<Vec<StoredBinding>> {
+        let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
+            "SELECT aor, contact, expires_at, data FROM bindings WHERE aor = $1 AND expires_at > $2",
+        )
+        .bind(aor)
+        .bind(now_ms())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(aor, contact, expires_at, data)| StoredBinding { aor, contact, expires_at, data })
+            .collect())
+    }
+
+    /// Applies one write-behind batch atomically: upserts, then removals.
+    pub async fn write_bindings(&self, upserts: &[StoredBinding], removals: &[(String, String)]) -> Result<()> {
+        if upserts.is_empty() && removals.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for b in upserts {
+            sqlx::query(
+                "INSERT INTO bindings (aor, contact, expires_at, data) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (aor, contact) DO UPDATE SET expires_at = excluded.expires_at, data = excluded.data",
+            )
+            .bind(&b.aor)
+            .bind(&b.contact)
+            .bind(b.expires_at)
+            .bind(&b.data)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (aor, contact) in removals {
+            sqlx::query("DELETE FROM bindings WHERE aor = $1 AND contact = $2")
+                .bind(aor)
+                .bind(contact)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Drops bindings whose expiry passed (housekeeping; the registrar expires its own copy).
+    pub async fn purge_expired_bindings(&self) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM bindings WHERE expires_at <= $1")
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+}

@@ -1,0 +1,322 @@
+//! Sites, switches, profiles and DNs: the catalogue devices are provisioned from.
+
+use super::model::{Dn, Profile, Site, Switch, PROFILE_KINDS};
+use super::{bump_version, classify, Result, Store, StoreError};
+
+impl Store {
+    pub async fn sites(&self) -> Result<Vec<Site>> {
+        Ok(sqlx::query_as("SELECT name, fs_url, sip_servers FROM sites ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn site(&self, name: &str) -> Result<Site> {
+        sqlx::query_as("SELECT name, fs_url, sip_servers FROM sites WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { what: "site", key: name.to_owned() })
+    }
+
+    pub async fn create_site(&self, s: &Site) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO sites (name, fs_url, sip_servers) VALUES ($1, $2, $3)")
+            .bind(&s.name)
+            .bind(&s.fs_url)
+            .bind(&s.sip_servers)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| classify(e, "site", &s.name))?;
+        bump_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Creates or replaces: the configuration file is the source of truth for topology.
+    pub async fn upsert_site(&self, s: &Site) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO sites (name, fs_url, sip_servers) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET fs_url = excluded.fs_url, sip_servers = excluded.sip_servers",
+        )
+        .bind(&s.name)
+        .bind(&s.fs_url)
+        .bind(&s.sip_servers)
+        .execute(&mut *tx)
+        .await?;
+        bump_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn update_site(&self, s: &Site) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE sites SET fs_url = $2, sip_servers = $3 WHERE name = $1")
+            .bind(&s.name)
+            .bind(&s.fs_url)
+            .bind(&s.sip_servers)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "site", key: s.name.clone() });
+        }
+        bump_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn delete_site(&self, name: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("DELETE FROM sites WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match classify(e, "site", name) {
+                StoreError::Invalid(_) => StoreError::Conflict { what: "site in use by a switch", key: name.to_owned() },
+                other => other,
+            })?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "site", key: name.to_owned() });
+        }
+        bump_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn switches(&self) -> Result<Vec<Switch>> {
+        Ok(sqlx::query_as("SELECT name, site, address, dn_ranges, peer FROM switches ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn switch(&self, name: &str) -> Result<Switch> {
+        sqlx::query_as("SELECT name, site, address, dn_ranges, peer FROM switches WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { what: "switch", key: name.to_owned() })
+    }
+
+    pub async fn upsert_switch(&self, s: &Switch) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO switches (name, site, address, dn_ranges, peer) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (name) DO UPDATE SET site = excluded.site, address = excluded.address, \
+             dn_ranges = excluded.dn_ranges, peer = excluded.peer",
+        )
+        .bind(&s.name)
+        .bind(&s.site)
+        .bind(&s.address)
+        .bind(&s.dn_ranges)
+        .bind(&s.peer)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| classify(e, "switch", &s.name))?;
+        bump_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn profiles(&self) -> Result<Vec<Profile>> {
+        Ok(sqlx::query_as(&format!("SELECT {PROFILE_COLS} FROM profiles ORDER BY name"))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn profile(&self, name: &str) -> Result<Profile> {
+        sqlx::query_as(&format!("SELECT {PROFILE_COLS} FROM profiles WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { what: "profile", key: name.to_owned() })
+    }
+
+    pub async fn create_profile(&self, p: &Profile) -> Result<()> {
+        check_profile(p)?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(&format!("INSERT INTO profiles ({PROFILE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
+            .bind(&p.name)
+            .bind(&p.kind)
+            .bind(&p.template)
+            .bind(&p.preferred_server)
+            .bind(&p.peer_server)
+            .bind(&p.params)
+            .bind(p.allow_reassign)
+            .bind(&p.check_sync_event)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| classify(e, "profile", &p.name))?;
+        bump_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Creates the profile unless one of that name exists (shipped defaults at start).
+    pub async fn ensure_profile(&self, p: &Profile) -> Result<()> {
+        match self.create_profile(p).await {
+            Err(StoreError::Conflict { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
+    pub async fn update_profile(&self, p: &Profile) -> Result<()> {
+        check_profile(p)?;
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE profiles SET kind = $2, template = $3, preferred_server = $4, peer_server = $5, \
+             params = $6, allow_reassign = $7, check_sync_event = $8 WHERE name = $1",
+        )
+        .bind(&p.name)
+        .bind(&p.kind)
+        .bind(&p.template)
+        .bind(&p.preferred_server)
+        .bind(&p.peer_server)
+        .bind(&p.params)
+        .bind(p.allow_reassign)
+        .bind(&p.check_sync_event)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "profile", key: p.name.clone() });
+        }
+        bump_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn delete_profile(&self, name: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("DELETE FROM profiles WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match classify(e, "profile", name) {
+                StoreError::Invalid(_) => StoreError::Conflict { what: "profile in use by a device", key: name.to_owned() },
+                other => other,
+            })?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "profile", key: name.to_owned() });
+        }
+        bump_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn dns(&self) -> Result<Vec<Dn>> {
+        Ok(sqlx::query_as(&format!("SELECT {DN_COLS} FROM dns ORDER BY number"))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn dn(&self, number: &str) -> Result<Dn> {
+        sqlx::query_as(&format!("SELECT {DN_COLS} FROM dns WHERE number = $1"))
+            .bind(number)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { what: "DN", key: number.to_owned() })
+    }
+
+    pub async fn create_dn(&self, d: &Dn) -> Result<()> {
+        check_dn(d)?;
+        let mut tx = self.pool.begin().await?;
+        insert_dn(&mut tx, d).await?;
+        bump_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn update_dn(&self, d: &Dn) -> Result<()> {
+        check_dn(d)?;
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE dns SET password = $2, switch = $3, authenticate_requests = $4, display_name = $5 WHERE number = $1",
+        )
+        .bind(&d.number)
+        .bind(&d.password)
+        .bind(&d.switch)
+        .bind(&d.authenticate_requests)
+        .bind(&d.display_name)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "DN", key: d.number.clone() });
+        }
+        bump_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn delete_dn(&self, number: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("DELETE FROM dns WHERE number = $1")
+            .bind(number)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match classify(e, "DN", number) {
+                StoreError::Invalid(_) => StoreError::Conflict { what: "DN assigned to a device", key: number.to_owned() },
+                other => other,
+            })?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "DN", key: number.to_owned() });
+        }
+        bump_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+pub(super) async fn insert_dn(tx: &mut sqlx::Transaction<'_, sqlx::Any>, d: &Dn) -> Result<()> {
+    sqlx::query(&format!("INSERT INTO dns ({DN_COLS}) VALUES ($1, $2, $3, $4, $5)"))
+        .bind(&d.number)
+        .bind(&d.password)
+        .bind(&d.switch)
+        .bind(&d.authenticate_requests)
+        .bind(&d.display_name)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| classify(e, "DN", &d.number))?;
+    Ok(())
+}
+
+const PROFILE_COLS: &str =
+    "name, kind, template, preferred_server, peer_server, params, allow_reassign, check_sync_event";
+const DN_COLS: &str = "number, password, switch, authenticate_requests, display_name";
+
+fn check_profile(p: &Profile) -> Result<()> {
+    if p.name.trim().is_empty() {
+        return Err(StoreError::Invalid("profile name is empty".into()));
+    }
+    if !PROFILE_KINDS.contains(&p.kind.as_str()) {
+        return Err(StoreError::Invalid(format!(
+            "profile kind `{}` is not one of {}",
+            p.kind,
+            PROFILE_KINDS.join(", ")
+        )));
+    }
+    if serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&p.params).is_err() {
+        return Err(StoreError::Invalid(format!("profile `{}`: params must be a JSON object", p.name)));
+    }
+    if p.kind == "disaster-recovery" && (p.preferred_server.is_none() || p.peer_server.is_none()) {
+        return Err(StoreError::Invalid(format!(
+            "profile `{}`: a disaster-recovery profile names a preferred and a peer SIP server",
+            p.name
+        )));
+    }
+    Ok(())
+}
+
+/// A DN is dial digits: it becomes a SIP user part and a file name component.
+pub(super) fn check_dn(d: &Dn) -> Result<()> {
+    if d.number.is_empty() || d.number.len() > 32 || !d.number.bytes().all(|b| b.is_ascii_digit() || b == b'+') {
+        return Err(StoreError::Invalid(format!("DN `{}` must be 1 to 32 digits", d.number)));
+    }
+    if d.password.is_empty() {
+        return Err(StoreError::Invalid(format!("DN `{}` needs a password", d.number)));
+    }
+    for m in d.authenticate_requests.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if !matches!(m.to_ascii_lowercase().as_str(), "register" | "invite") {
+            return Err(StoreError::Invalid(format!("authenticate-requests: unknown method `{m}`")));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! The store: the only module that speaks SQL.
+//!
+//! One schema, two backends: an embedded SQLite file (WAL) for a single box, PostgreSQL when
+//! several instances or sites share state. Queries go through sqlx's `Any` driver with `$N`
+//! placeholders, which both backends accept, so every query is written once; only the DDL in
+//! `migrations/{sqlite,postgres}` differs.
+//!
+//! Every write that changes what a phone would be served bumps `meta.version` in the same
+//! transaction, so the provisioning cache of every instance can tell its renders are stale.
+
+mod bindings;
+mod catalog;
+mod devices;
+pub mod model;
+
+use std::sync::Once;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
+
+pub use bindings::StoredBinding;
+pub use devices::{AssignOutcome, ImportLine, ImportReport};
+
+/// Why a store operation failed; each maps to one HTTP status at the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} `{key}` not found")]
+    NotFound { what: &'static str, key: String },
+    #[error("{what} `{key}` already exists")]
+    Conflict { what: &'static str, key: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+static DRIVERS: Once = Once::new();
+
+/// Now, in Unix milliseconds: the store's unit of time.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating a SQLite file if needed) and migrates.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Store> {
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") && !url.contains(":memory:") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+            }
+            _ => url.to_owned(),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets the CLI and the server use one file at once; NORMAL sync is
+                        // durable across application crashes, which is what WAL promises.
+                        sqlx::query("PRAGMA journal_mode=WAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA synchronous=NORMAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA foreign_keys=ON").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA busy_timeout=5000").execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
+        }
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The generation of served data; see the module doc.
+    pub async fn version(&self) -> Result<u64> {
+        let v: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'version'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(v.parse().unwrap_or(0))
+    }
+
+    pub async fn meta_get(&self, key: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Sets a key only if absent and returns the value that won, so that two instances starting
+    /// at once agree on one generated secret.
+    pub async fn meta_get_or_insert(&self, key: &str, value: &str) -> Result<String> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(self.meta_get(key).await?.unwrap_or_else(|| value.to_owned()))
+    }
+}
+
+/// Bumps the served-data generation inside a transaction.
+async fn bump_version(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
+    sqlx::query("UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) WHERE key = 'version'")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Maps a unique-key violation to `Conflict` and a foreign-key violation to `Invalid`.
+fn classify(err: sqlx::Error, what: &'static str, key: &str) -> StoreError {
+    if let sqlx::Error::Database(db) = &err {
+        if db.is_unique_violation() {
+            return StoreError::Conflict { what, key: key.to_owned() };
+        }
+        if db.is_foreign_key_violation() {
+            return StoreError::Invalid(format!("{what} `{key}` refers to something that does not exist"));
+        }
+    }
+    StoreError::Db(err)
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs sipdm's whole test suite on a fresh Debian machine: installs the real peers the tests
+# use when they are missing, starts PostgreSQL when it is down, then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Debian packages the tests drive: sipp (sip-tester), baresip, PostgreSQL.
+need=()
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
+command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
+command -v pg_isready >/dev/null 2>&1 || need+=(postgresql-client)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# PostgreSQL on 127.0.0.1:5432, database `test` (trust auth on this machine kind).
+if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+    echo "starting PostgreSQL"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
+    for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
+fi
+pg_isready -h 127.0.0.1 -p 5432
+psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'" | grep -q 1 \
+    || psql -h 127.0.0.1 -U postgres -d postgres -c "CREATE DATABASE test"
+
+cargo test --workspace --all-targets "$@"
