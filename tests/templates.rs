@@ -96,7 +96,9 @@ fn xml_values(doc: &str) -> Result<Vec<String>, String> {
     let mut values = Vec::new();
     let (mut depth, mut roots, mut first) = (0usize, 0usize, true);
     loop {
-        let ev = reader.read_event().map_err(|e| format!("at {}: {e}", reader.buffer_position()))?;
+        let ev = reader
+            .read_event()
+            .map_err(|e| format!("at {}: {e}", reader.buffer_position()))?;
         let was_first = std::mem::replace(&mut first, false);
         match ev {
             Event::Decl(_) if !was_first => return Err("XML declaration not at the start".into()),
@@ -144,7 +146,9 @@ fn kv_values(doc: &str) -> Result<Vec<String>, String> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (k, v) = line.split_once('=').ok_or(format!("line {}: no '=': {line:?}", n + 1))?;
+        let (k, v) = line
+            .split_once('=')
+            .ok_or(format!("line {}: no '=': {line:?}", n + 1))?;
         let k = k.trim();
         if k.is_empty() || k.contains(char::is_whitespace) {
             return Err(format!("line {}: bad key {k:?}", n + 1));
@@ -204,7 +208,10 @@ fn every_template_renders_well_formed_with_what_the_phone_needs() {
             };
             if !per_phone {
                 // Common files are served to anyone: never credentials, never a DN.
-                need(!out.contains("p&ss") && !out.contains("p&amp;ss"), "common file leaks the password");
+                need(
+                    !out.contains("p&ss") && !out.contains("p&amp;ss"),
+                    "common file leaks the password",
+                );
                 continue;
             }
             need(contains(PROV_HOSTPATH), "provisioning URL missing");
@@ -237,7 +244,8 @@ fn every_template_renders_well_formed_with_what_the_phone_needs() {
 fn hostile_values_cannot_break_out() {
     let table = VendorTable::builtin();
     let renderer = Renderer::new(None, &table).unwrap();
-    let evil = "x\r\naccount.1.password = stolen\n</flat-profile><P34>stolen</P34>\u{0}\u{1b}]]>-->";
+    let evil =
+        "x\r\naccount.1.password = stolen\n</flat-profile><P34>stolen</P34>\u{0}\u{1b}]]>-->";
     for (vendor, kind) in renderer.templates() {
         let mut ctx = context(&vendor, Case::Default);
         ctx.line.display_name = evil.into();
@@ -247,8 +255,12 @@ fn hostile_values_cannot_break_out() {
         ctx.params.insert("timezone".into(), evil.into());
         let out = renderer.render(&vendor, &kind, &ctx).unwrap();
         let format = table.get(&vendor).unwrap().template(&kind).unwrap().format;
-        let values = values_of(format, &out).unwrap_or_else(|e| panic!("{vendor}/{kind}: {e}\n{out}"));
-        assert!(!values.iter().any(|v| v == "stolen"), "{vendor}/{kind}: injected a setting\n{out}");
+        let values =
+            values_of(format, &out).unwrap_or_else(|e| panic!("{vendor}/{kind}: {e}\n{out}"));
+        assert!(
+            !values.iter().any(|v| v == "stolen"),
+            "{vendor}/{kind}: injected a setting\n{out}"
+        );
         assert!(!out.contains('\0'), "{vendor}/{kind}: NUL in output");
     }
 }
@@ -264,7 +276,11 @@ fn embedded_templates_match_the_directory() {
             if p.is_dir() {
                 walk(root, &p, out);
             } else {
-                let rel = p.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+                let rel = p
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('\\', "/");
                 out.insert(rel);
             }
         }
@@ -272,13 +288,22 @@ fn embedded_templates_match_the_directory() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/templates");
     let mut on_disk = BTreeSet::new();
     walk(&root, &root, &mut on_disk);
-    let embedded: BTreeSet<String> = EMBEDDED_TEMPLATES.iter().map(|(p, _)| p.to_string()).collect();
-    assert_eq!(on_disk, embedded, "update EMBEDDED_TEMPLATES in src/provisioning/render.rs");
+    let embedded: BTreeSet<String> = EMBEDDED_TEMPLATES
+        .iter()
+        .map(|(p, _)| p.to_string())
+        .collect();
+    assert_eq!(
+        on_disk, embedded,
+        "update EMBEDDED_TEMPLATES in src/provisioning/render.rs"
+    );
 
     for v in VendorTable::builtin().vendors() {
         for spec in v.templates.values() {
             let name = format!("{}/{}", v.name, spec.file);
-            assert!(embedded.contains(&name), "{name} named in vendors.toml but not embedded");
+            assert!(
+                embedded.contains(&name),
+                "{name} named in vendors.toml but not embedded"
+            );
         }
     }
 }
@@ -290,12 +315,20 @@ fn plain_mac_cfg_for_each_candidate_vendor() {
     let table = VendorTable::builtin();
     let renderer = Renderer::new(None, &table).unwrap();
     let req = sipdm::provisioning::filename::parse_file_name("0004F2ABCDEF.cfg", &table).unwrap();
-    let sipdm::provisioning::filename::FileRequest::PerPhone { candidates, kind, .. } = req else {
+    let sipdm::provisioning::filename::FileRequest::PerPhone {
+        candidates, kind, ..
+    } = req
+    else {
         panic!("not a per-phone request");
     };
     assert_eq!(candidates, ["polycom", "yealink", "audiocodes"]);
     for vendor in candidates {
-        let out = renderer.render(&vendor, &kind, &context(&vendor, Case::Assigned)).unwrap();
-        assert!(out.contains(DN) && out.contains(PREFERRED), "{vendor}\n{out}");
+        let out = renderer
+            .render(&vendor, &kind, &context(&vendor, Case::Assigned))
+            .unwrap();
+        assert!(
+            out.contains(DN) && out.contains(PREFERRED),
+            "{vendor}\n{out}"
+        );
     }
 }

@@ -68,7 +68,10 @@ const MAX_NAME_LEN: usize = 255;
 const MAX_MODEL_LEN: usize = 32;
 
 /// Parses a file name that the HTTP layer has already percent-decoded once.
-pub fn parse_file_name(raw_percent_decoded: &str, table: &VendorTable) -> Result<FileRequest, FileNameError> {
+pub fn parse_file_name(
+    raw_percent_decoded: &str,
+    table: &VendorTable,
+) -> Result<FileRequest, FileNameError> {
     let name = raw_percent_decoded;
     if is_traversal(name) {
         return Err(FileNameError::Traversal);
@@ -95,7 +98,9 @@ pub fn parse_file_name(raw_percent_decoded: &str, table: &VendorTable) -> Result
     let mut candidates = Vec::new();
     for v in table.vendors() {
         for f in &v.phone_files {
-            let Some(c) = f.compiled.matches(name) else { continue };
+            let Some(c) = f.compiled.matches(name) else {
+                continue;
+            };
             let Some(mac) = c.mac else { continue };
             // A model in the name must be one of this vendor's, so `foo-0004f2abcdef.htm` is not
             // mistaken for a snom request.
@@ -178,7 +183,10 @@ impl Pattern {
                         "hw" => Segment::Hw,
                         other => return Err(format!("unknown placeholder {{{other}}}")),
                     };
-                    if matches!(segments.last(), Some(Segment::Mac | Segment::Model | Segment::Hw)) {
+                    if matches!(
+                        segments.last(),
+                        Some(Segment::Mac | Segment::Model | Segment::Hw)
+                    ) {
                         return Err("two placeholders need a literal between them".into());
                     }
                     segments.push(seg);
@@ -196,13 +204,19 @@ impl Pattern {
             }
         }
         let count = |s: &Segment| segments.iter().filter(|x| *x == s).count();
-        let (macs, models, hws) = (count(&Segment::Mac), count(&Segment::Model), count(&Segment::Hw));
+        let (macs, models, hws) = (
+            count(&Segment::Mac),
+            count(&Segment::Model),
+            count(&Segment::Hw),
+        );
         if common {
             if macs > 0 || models > 0 || hws > 1 {
                 return Err("a common file has no {mac} or {model} and at most one {hw}".into());
             }
         } else if macs != 1 || models > 1 || hws > 0 {
-            return Err("a per-phone file has exactly one {mac}, at most one {model}, no {hw}".into());
+            return Err(
+                "a per-phone file has exactly one {mac}, at most one {model}, no {hw}".into(),
+            );
         }
         Ok(Pattern { segments })
     }
@@ -252,13 +266,11 @@ fn match_from(segs: &[Segment], s: &str, caps: &mut Captures) -> bool {
             false
         }
         Segment::Hw => match s.get(..2) {
-            Some(head) if head.bytes().all(|b| b.is_ascii_digit()) => {
-                if match_from(rest, &s[2..], caps) {
-                    caps.hw = Some(head.to_string());
-                    true
-                } else {
-                    false
-                }
+            Some(head)
+                if head.bytes().all(|b| b.is_ascii_digit()) && match_from(rest, &s[2..], caps) =>
+            {
+                caps.hw = Some(head.to_string());
+                true
             }
             _ => false,
         },
@@ -279,9 +291,13 @@ mod tests {
 
     fn per_phone(name: &str) -> (Mac, String, Option<String>, Vec<String>, Option<String>) {
         match parse(name) {
-            Ok(FileRequest::PerPhone { mac, kind, vendor_hint, candidates, model }) => {
-                (mac, kind, vendor_hint, candidates, model)
-            }
+            Ok(FileRequest::PerPhone {
+                mac,
+                kind,
+                vendor_hint,
+                candidates,
+                model,
+            }) => (mac, kind, vendor_hint, candidates, model),
             other => panic!("{name}: {other:?}"),
         }
     }
@@ -316,9 +332,24 @@ mod tests {
             ("cfg0004f2abcdef.xml", "phone", Some("grandstream"), None),
             ("cfg0004F2ABCDEF.XML", "phone", Some("grandstream"), None),
             ("0004f2abcdef.xml", "phone", Some("snom"), None),
-            ("snomD785-0004f2abcdef.htm", "phone-htm", Some("snom"), Some("snomD785")),
-            ("snom370-0004F2ABCDEF.htm", "phone-htm", Some("snom"), Some("snom370")),
-            ("snom370-00-04-f2-ab-cd-ef.htm", "phone-htm", Some("snom"), Some("snom370")),
+            (
+                "snomD785-0004f2abcdef.htm",
+                "phone-htm",
+                Some("snom"),
+                Some("snomD785"),
+            ),
+            (
+                "snom370-0004F2ABCDEF.htm",
+                "phone-htm",
+                Some("snom"),
+                Some("snom370"),
+            ),
+            (
+                "snom370-00-04-f2-ab-cd-ef.htm",
+                "phone-htm",
+                Some("snom"),
+                Some("snom370"),
+            ),
         ];
         for (name, kind, hint, model) in cases {
             let (m, k, h, cands, md) = per_phone(name);
@@ -334,15 +365,27 @@ mod tests {
     fn common_files() {
         assert_eq!(
             parse("000000000000.cfg"),
-            Ok(FileRequest::Common { vendor: "polycom".into(), kind: "master".into(), hw_code: None })
+            Ok(FileRequest::Common {
+                vendor: "polycom".into(),
+                kind: "master".into(),
+                hw_code: None
+            })
         );
         assert_eq!(
             parse("y000000000066.cfg"),
-            Ok(FileRequest::Common { vendor: "yealink".into(), kind: "common".into(), hw_code: Some("66".into()) })
+            Ok(FileRequest::Common {
+                vendor: "yealink".into(),
+                kind: "common".into(),
+                hw_code: Some("66".into())
+            })
         );
         assert_eq!(
             parse("Y000000000028.CFG"),
-            Ok(FileRequest::Common { vendor: "yealink".into(), kind: "common".into(), hw_code: Some("28".into()) })
+            Ok(FileRequest::Common {
+                vendor: "yealink".into(),
+                kind: "common".into(),
+                hw_code: Some("28".into())
+            })
         );
     }
 

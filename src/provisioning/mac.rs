@@ -54,7 +54,12 @@ impl Mac {
                         return Err(MacError::Format);
                     }
                 }
-                collect_hex(b.iter().enumerate().filter(|(i, _)| i % 3 != 2).map(|(_, c)| *c))?
+                collect_hex(
+                    b.iter()
+                        .enumerate()
+                        .filter(|(i, _)| i % 3 != 2)
+                        .map(|(_, c)| *c),
+                )?
             }
             // xxxx?xxxx?xxxx
             14 => {
@@ -62,7 +67,12 @@ impl Mac {
                 if !is_sep(sep) || b[9] != sep {
                     return Err(MacError::Format);
                 }
-                collect_hex(b.iter().enumerate().filter(|(i, _)| i % 5 != 4).map(|(_, c)| *c))?
+                collect_hex(
+                    b.iter()
+                        .enumerate()
+                        .filter(|(i, _)| i % 5 != 4)
+                        .map(|(_, c)| *c),
+                )?
             }
             _ => return Err(MacError::Format),
         };

@@ -140,7 +140,9 @@ pub struct Renderer {
 
 impl std::fmt::Debug for Renderer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Renderer").field("templates", &self.names).finish()
+        f.debug_struct("Renderer")
+            .field("templates", &self.names)
+            .finish()
     }
 }
 
@@ -150,7 +152,10 @@ impl Renderer {
     pub fn new(override_dir: Option<&Path>, table: &VendorTable) -> Result<Renderer, RenderError> {
         if let Some(dir) = override_dir {
             // A configured but missing directory is an operator typo; say so at startup.
-            std::fs::read_dir(dir).map_err(|source| RenderError::Io { path: dir.to_path_buf(), source })?;
+            std::fs::read_dir(dir).map_err(|source| RenderError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         }
         let embedded: HashMap<&str, &str> = EMBEDDED_TEMPLATES.iter().copied().collect();
         let mut env = Environment::new();
@@ -190,25 +195,44 @@ impl Renderer {
             env.add_template_owned(name.clone(), source)
                 .map_err(|source| RenderError::Template { name, source })?;
         }
-        Ok(Renderer { env: Arc::new(env), names })
+        Ok(Renderer {
+            env: Arc::new(env),
+            names,
+        })
     }
 
     /// Renders one vendor's file of one kind for a device.
-    pub fn render(&self, vendor: &str, kind: &str, ctx: &RenderContext) -> Result<String, RenderError> {
-        let name = self.names.get(&(vendor.to_string(), kind.to_string())).ok_or_else(|| {
-            if self.names.keys().any(|(v, _)| v == vendor) {
-                RenderError::UnknownKind { vendor: vendor.into(), kind: kind.into() }
-            } else {
-                RenderError::UnknownVendor(vendor.into())
-            }
-        })?;
+    pub fn render(
+        &self,
+        vendor: &str,
+        kind: &str,
+        ctx: &RenderContext,
+    ) -> Result<String, RenderError> {
+        let name = self
+            .names
+            .get(&(vendor.to_string(), kind.to_string()))
+            .ok_or_else(|| {
+                if self.names.keys().any(|(v, _)| v == vendor) {
+                    RenderError::UnknownKind {
+                        vendor: vendor.into(),
+                        kind: kind.into(),
+                    }
+                } else {
+                    RenderError::UnknownVendor(vendor.into())
+                }
+            })?;
         check_context(ctx)?;
         let tmpl = self
             .env
             .get_template(name)
-            .map_err(|source| RenderError::Template { name: name.clone(), source })?;
-        tmpl.render(ctx)
-            .map_err(|source| RenderError::Template { name: name.clone(), source })
+            .map_err(|source| RenderError::Template {
+                name: name.clone(),
+                source,
+            })?;
+        tmpl.render(ctx).map_err(|source| RenderError::Template {
+            name: name.clone(),
+            source,
+        })
     }
 
     /// Every (vendor, kind) this renderer can produce.
@@ -224,7 +248,9 @@ fn check_context(ctx: &RenderContext) -> Result<(), RenderError> {
     }
     for s in &ctx.sip_servers {
         if s.host.is_empty() {
-            return Err(RenderError::InvalidContext("SIP server with an empty host".into()));
+            return Err(RenderError::InvalidContext(
+                "SIP server with an empty host".into(),
+            ));
         }
         if !matches!(s.transport.as_str(), "udp" | "tcp" | "tls") {
             return Err(RenderError::InvalidContext(format!(
@@ -312,18 +338,31 @@ mod tests {
                 password: "secret".into(),
                 assigned: true,
             },
-            sip_servers: vec![SipServerCtx { host: "sips1".into(), port: 5060, transport: "udp".into() }],
+            sip_servers: vec![SipServerCtx {
+                host: "sips1".into(),
+                port: 5060,
+                transport: "udp".into(),
+            }],
             fs_url: "http://fs1:8080/fs".into(),
             prov_url: "http://fs1:8080/fs/dm/prov".into(),
-            ivr: IvrCtx { number: "8000".into(), hotline: false },
+            ivr: IvrCtx {
+                number: "8000".into(),
+                hotline: false,
+            },
             params: BTreeMap::new(),
         }
     }
 
     #[test]
     fn escaping() {
-        assert_eq!(escape_xml("a<b>&\"'\n\u{1}c"), "a&lt;b&gt;&amp;&quot;&apos;  c");
-        assert_eq!(escape_kv("x\r\naccount.1.password = y"), "x  account.1.password = y");
+        assert_eq!(
+            escape_xml("a<b>&\"'\n\u{1}c"),
+            "a&lt;b&gt;&amp;&quot;&apos;  c"
+        );
+        assert_eq!(
+            escape_kv("x\r\naccount.1.password = y"),
+            "x  account.1.password = y"
+        );
     }
 
     #[test]
@@ -334,17 +373,32 @@ mod tests {
         assert!(kinds.contains(&("polycom".into(), "phone".into())));
         assert!(kinds.contains(&("snom".into(), "phone-htm".into())));
         let out = r.render("polycom", "phone", &ctx()).unwrap();
-        assert!(out.contains("A &lt;b&gt; &amp; &quot;c&quot; &apos;d&apos;"), "{out}");
+        assert!(
+            out.contains("A &lt;b&gt; &amp; &quot;c&quot; &apos;d&apos;"),
+            "{out}"
+        );
         let out = r.render("yealink", "phone", &ctx()).unwrap();
         assert!(out.contains("A <b> & \"c\" 'd'"), "{out}");
-        assert!(matches!(r.render("nosuch", "phone", &ctx()), Err(RenderError::UnknownVendor(_))));
-        assert!(matches!(r.render("polycom", "nosuch", &ctx()), Err(RenderError::UnknownKind { .. })));
+        assert!(matches!(
+            r.render("nosuch", "phone", &ctx()),
+            Err(RenderError::UnknownVendor(_))
+        ));
+        assert!(matches!(
+            r.render("polycom", "nosuch", &ctx()),
+            Err(RenderError::UnknownKind { .. })
+        ));
         let mut c = ctx();
         c.sip_servers.clear();
-        assert!(matches!(r.render("polycom", "phone", &c), Err(RenderError::InvalidContext(_))));
+        assert!(matches!(
+            r.render("polycom", "phone", &c),
+            Err(RenderError::InvalidContext(_))
+        ));
         let mut c = ctx();
         c.sip_servers[0].transport = "sctp".into();
-        assert!(matches!(r.render("polycom", "phone", &c), Err(RenderError::InvalidContext(_))));
+        assert!(matches!(
+            r.render("polycom", "phone", &c),
+            Err(RenderError::InvalidContext(_))
+        ));
     }
 
     #[test]
@@ -352,18 +406,38 @@ mod tests {
         let t = VendorTable::builtin();
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("yealink")).unwrap();
-        std::fs::write(dir.path().join("yealink/phone.cfg"), "#!version:1.0.0.1\nx = {{ line.user }}\n").unwrap();
+        std::fs::write(
+            dir.path().join("yealink/phone.cfg"),
+            "#!version:1.0.0.1\nx = {{ line.user }}\n",
+        )
+        .unwrap();
         let r = Renderer::new(Some(dir.path()), &t).unwrap();
-        assert_eq!(r.render("yealink", "phone", &ctx()).unwrap(), "#!version:1.0.0.1\nx = 1000\n");
+        assert_eq!(
+            r.render("yealink", "phone", &ctx()).unwrap(),
+            "#!version:1.0.0.1\nx = 1000\n"
+        );
         // others still come from the binary
-        assert!(r.render("polycom", "phone", &ctx()).unwrap().contains("polycomConfig"));
+        assert!(r
+            .render("polycom", "phone", &ctx())
+            .unwrap()
+            .contains("polycomConfig"));
 
         std::fs::write(dir.path().join("yealink/phone.cfg"), "{% if %}").unwrap();
-        assert!(matches!(Renderer::new(Some(dir.path()), &t), Err(RenderError::Template { .. })));
+        assert!(matches!(
+            Renderer::new(Some(dir.path()), &t),
+            Err(RenderError::Template { .. })
+        ));
 
-        std::fs::write(dir.path().join("yealink/phone.cfg"), "{{ line.no_such_field }}").unwrap();
+        std::fs::write(
+            dir.path().join("yealink/phone.cfg"),
+            "{{ line.no_such_field }}",
+        )
+        .unwrap();
         let r = Renderer::new(Some(dir.path()), &t).unwrap();
-        assert!(matches!(r.render("yealink", "phone", &ctx()), Err(RenderError::Template { .. })));
+        assert!(matches!(
+            r.render("yealink", "phone", &ctx()),
+            Err(RenderError::Template { .. })
+        ));
 
         assert!(matches!(
             Renderer::new(Some(&dir.path().join("missing")), &t),
@@ -390,7 +464,10 @@ templates.phone = { file = "phone.txt", format = "kv" }
             .unwrap(),
         )
         .unwrap();
-        assert!(matches!(Renderer::new(None, &t), Err(RenderError::MissingTemplate { .. })));
+        assert!(matches!(
+            Renderer::new(None, &t),
+            Err(RenderError::MissingTemplate { .. })
+        ));
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("acme")).unwrap();
         std::fs::write(dir.path().join("acme/phone.txt"), "user={{ line.user }}\n").unwrap();

@@ -281,8 +281,10 @@ impl VendorTable {
         let mut best: Option<(usize, &Vendor)> = None;
         for v in &self.vendors {
             if let Some(len) = v.model_prefix_len(model) {
-                if best.map_or(true, |(b, _)| len > b) {
-                    best = Some((len, v));
+                // (not `Option::is_none_or`: the workspace supports Rust 1.80)
+                match best {
+                    Some((b, _)) if b >= len => {}
+                    _ => best = Some((len, v)),
                 }
             }
         }
@@ -336,19 +338,22 @@ fn is_safe_relative_path(s: &str) -> bool {
         && !s.starts_with('/')
         && !s.contains('\\')
         && !s.contains('\0')
-        && s.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+        && s.split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
 }
 
 fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
-    s.len() >= prefix.len()
-        && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
 impl Vendor {
     fn from_raw(r: RawVendor) -> Result<Vendor, VendorError> {
         let name = r.name;
         if !is_identifier(&name) {
-            return Err(invalid(&name, "name must be lowercase letters, digits, '-' or '_'"));
+            return Err(invalid(
+                &name,
+                "name must be lowercase letters, digits, '-' or '_'",
+            ));
         }
         for (field, value) in [
             ("content_type", &r.content_type),
@@ -356,24 +361,32 @@ impl Vendor {
             ("reboot_event", &r.reboot_event),
         ] {
             if value.trim().is_empty() || value.chars().any(|c| c.is_control()) {
-                return Err(invalid(&name, format!("{field} must be a non-empty single line")));
+                return Err(invalid(
+                    &name,
+                    format!("{field} must be a non-empty single line"),
+                ));
             }
         }
         if r.user_agents.iter().any(|u| u.is_empty()) {
-            return Err(invalid(&name, "empty User-Agent pattern would match every phone"));
+            return Err(invalid(
+                &name,
+                "empty User-Agent pattern would match every phone",
+            ));
         }
         if r.model_prefixes.iter().any(|p| p.is_empty()) {
             return Err(invalid(&name, "empty model prefix would match every model"));
         }
         let mut ua_regex = Vec::with_capacity(r.ua_regex.len());
         for src in &r.ua_regex {
-            let re = Regex::new(src)
-                .map_err(|e| invalid(&name, format!("ua_regex {src:?}: {e}")))?;
+            let re =
+                Regex::new(src).map_err(|e| invalid(&name, format!("ua_regex {src:?}: {e}")))?;
             for group in re.capture_names().flatten() {
                 if !matches!(group, "model" | "firmware" | "mac") {
                     return Err(invalid(
                         &name,
-                        format!("ua_regex {src:?}: unknown group {group:?} (use model, firmware, mac)"),
+                        format!(
+                            "ua_regex {src:?}: unknown group {group:?} (use model, firmware, mac)"
+                        ),
                     ));
                 }
             }
@@ -381,39 +394,54 @@ impl Vendor {
         }
         for (kind, spec) in &r.templates {
             if !is_identifier(kind) {
-                return Err(invalid(&name, format!("template kind {kind:?} is not an identifier")));
+                return Err(invalid(
+                    &name,
+                    format!("template kind {kind:?} is not an identifier"),
+                ));
             }
             if !is_safe_relative_path(&spec.file) {
                 return Err(invalid(
                     &name,
-                    format!("template file {:?} must be a relative path inside the vendor directory", spec.file),
+                    format!(
+                        "template file {:?} must be a relative path inside the vendor directory",
+                        spec.file
+                    ),
                 ));
             }
         }
-        let compile = |files: Vec<RawFile>, common: bool| -> Result<Vec<FilePattern>, VendorError> {
-            files
-                .into_iter()
-                .map(|f| {
-                    let compiled = Pattern::parse(&f.pattern, common)
-                        .map_err(|e| invalid(&name, format!("file pattern {:?}: {e}", f.pattern)))?;
-                    if !r.templates.contains_key(&f.kind) {
-                        return Err(invalid(
-                            &name,
-                            format!("file pattern {:?} names kind {:?} with no template", f.pattern, f.kind),
-                        ));
-                    }
-                    Ok(FilePattern {
-                        pattern: f.pattern,
-                        kind: f.kind,
-                        compiled,
+        let compile =
+            |files: Vec<RawFile>, common: bool| -> Result<Vec<FilePattern>, VendorError> {
+                files
+                    .into_iter()
+                    .map(|f| {
+                        let compiled = Pattern::parse(&f.pattern, common).map_err(|e| {
+                            invalid(&name, format!("file pattern {:?}: {e}", f.pattern))
+                        })?;
+                        if !r.templates.contains_key(&f.kind) {
+                            return Err(invalid(
+                                &name,
+                                format!(
+                                    "file pattern {:?} names kind {:?} with no template",
+                                    f.pattern, f.kind
+                                ),
+                            ));
+                        }
+                        Ok(FilePattern {
+                            pattern: f.pattern,
+                            kind: f.kind,
+                            compiled,
+                        })
                     })
-                })
-                .collect()
-        };
+                    .collect()
+            };
         let phone_files = compile(r.phone_files, false)?;
         let common_files = compile(r.common_files, true)?;
         Ok(Vendor {
-            ua_lower: r.user_agents.iter().map(|u| u.to_ascii_lowercase()).collect(),
+            ua_lower: r
+                .user_agents
+                .iter()
+                .map(|u| u.to_ascii_lowercase())
+                .collect(),
             name,
             display_name: r.display_name,
             content_type: r.content_type,
@@ -443,14 +471,24 @@ mod tests {
         let names: Vec<_> = t.names().collect();
         assert_eq!(
             names,
-            ["polycom", "yealink", "cisco", "grandstream", "snom", "audiocodes"]
+            [
+                "polycom",
+                "yealink",
+                "cisco",
+                "grandstream",
+                "snom",
+                "audiocodes"
+            ]
         );
         let ev = |n: &str| {
             let v = t.get(n).unwrap();
             (v.check_sync_event.as_str(), v.reboot_event.as_str())
         };
         assert_eq!(ev("polycom").0, "check-sync");
-        assert_eq!(ev("yealink"), ("check-sync;reboot=false", "check-sync;reboot=true"));
+        assert_eq!(
+            ev("yealink"),
+            ("check-sync;reboot=false", "check-sync;reboot=true")
+        );
         assert_eq!(ev("cisco"), ("resync", "reboot_now"));
         assert_eq!(ev("grandstream").0, "resync");
         assert_eq!(ev("snom").0, "check-sync;reboot=false");
@@ -471,26 +509,34 @@ mod tests {
     #[test]
     fn user_agents_of_real_phones() {
         let t = t();
-        let m = t.match_user_agent("Yealink SIP-T46S 66.86.0.15 00:15:65:aa:bb:cc").unwrap();
+        let m = t
+            .match_user_agent("Yealink SIP-T46S 66.86.0.15 00:15:65:aa:bb:cc")
+            .unwrap();
         assert_eq!(m.vendor, "yealink");
         assert_eq!(m.model.as_deref(), Some("T46S"));
         assert_eq!(m.firmware.as_deref(), Some("66.86.0.15"));
         assert_eq!(m.mac, Some(Mac::parse("001565aabbcc").unwrap()));
 
-        let m = t.match_user_agent("PolycomVVX-VVX_450-UA/6.3.0.14929").unwrap();
+        let m = t
+            .match_user_agent("PolycomVVX-VVX_450-UA/6.3.0.14929")
+            .unwrap();
         assert_eq!(m.vendor, "polycom");
         assert_eq!(m.model.as_deref(), Some("VVX_450"));
         assert_eq!(m.firmware.as_deref(), Some("6.3.0.14929"));
         assert_eq!(m.mac, None);
 
         let m = t
-            .match_user_agent("FileTransport PolycomVVX-VVX_410-UA/5.9.0.9373 (SN:0004f2e6d000) Type/Application")
+            .match_user_agent(
+                "FileTransport PolycomVVX-VVX_410-UA/5.9.0.9373 (SN:0004f2e6d000) Type/Application",
+            )
             .unwrap();
         assert_eq!(m.vendor, "polycom");
         assert_eq!(m.model.as_deref(), Some("VVX_410"));
         assert_eq!(m.mac, Some(Mac::parse("0004f2e6d000").unwrap()));
 
-        let m = t.match_user_agent("Cisco/SPA504G-7.6.2c (001122AABBCC)(CCQ162512345)").unwrap();
+        let m = t
+            .match_user_agent("Cisco/SPA504G-7.6.2c (001122AABBCC)(CCQ162512345)")
+            .unwrap();
         assert_eq!(m.vendor, "cisco");
         assert_eq!(m.model.as_deref(), Some("SPA504G"));
         assert_eq!(m.firmware.as_deref(), Some("7.6.2c"));
@@ -501,7 +547,10 @@ mod tests {
         assert_eq!(m.model.as_deref(), Some("SPA942"));
 
         let m = t.match_user_agent("Grandstream GXP2170 1.0.9.135").unwrap();
-        assert_eq!((m.vendor.as_str(), m.model.as_deref()), ("grandstream", Some("GXP2170")));
+        assert_eq!(
+            (m.vendor.as_str(), m.model.as_deref()),
+            ("grandstream", Some("GXP2170"))
+        );
         let m = t
             .match_user_agent("Grandstream Model HW GXP2170 SW 1.0.11.3 DevId 000b82aabbcc")
             .unwrap();
@@ -510,18 +559,34 @@ mod tests {
         assert_eq!(m.mac, Some(Mac::parse("000b82aabbcc").unwrap()));
 
         let m = t.match_user_agent("snomD785/10.1.33.33").unwrap();
-        assert_eq!((m.vendor.as_str(), m.model.as_deref()), ("snom", Some("snomD785")));
-        let m = t.match_user_agent("Mozilla/4.0 (compatible; snom370-SIP 8.7.5.35 1.1.3-s)").unwrap();
-        assert_eq!((m.model.as_deref(), m.firmware.as_deref()), (Some("snom370"), Some("8.7.5.35")));
+        assert_eq!(
+            (m.vendor.as_str(), m.model.as_deref()),
+            ("snom", Some("snomD785"))
+        );
+        let m = t
+            .match_user_agent("Mozilla/4.0 (compatible; snom370-SIP 8.7.5.35 1.1.3-s)")
+            .unwrap();
+        assert_eq!(
+            (m.model.as_deref(), m.firmware.as_deref()),
+            (Some("snom370"), Some("8.7.5.35"))
+        );
 
-        let m = t.match_user_agent("AUDC-IPPhone/3.4.4.1000 (440HD-Rev1; 00908F4A5B6C)").unwrap();
+        let m = t
+            .match_user_agent("AUDC-IPPhone/3.4.4.1000 (440HD-Rev1; 00908F4A5B6C)")
+            .unwrap();
         assert_eq!(m.vendor, "audiocodes");
         assert_eq!(m.model.as_deref(), Some("440HD"));
         assert_eq!(m.mac, Some(Mac::parse("00908f4a5b6c").unwrap()));
-        assert_eq!(t.match_user_agent("Genesys 420HD").unwrap().vendor, "audiocodes");
+        assert_eq!(
+            t.match_user_agent("Genesys 420HD").unwrap().vendor,
+            "audiocodes"
+        );
 
         // case-insensitive substrings
-        assert_eq!(t.match_user_agent("YEALINK something").unwrap().vendor, "yealink");
+        assert_eq!(
+            t.match_user_agent("YEALINK something").unwrap().vendor,
+            "yealink"
+        );
         assert_eq!(t.match_user_agent("curl/8.0"), None);
         assert_eq!(t.match_user_agent(""), None);
     }
@@ -544,7 +609,11 @@ mod tests {
             ("445HD", "audiocodes"),
             ("450HD", "audiocodes"),
         ] {
-            assert_eq!(t.vendor_for_model(model).map(|v| v.name.as_str()), Some(vendor), "{model}");
+            assert_eq!(
+                t.vendor_for_model(model).map(|v| v.name.as_str()),
+                Some(vendor),
+                "{model}"
+            );
         }
         assert!(t.vendor_for_model("XYZ100").is_none());
         assert!(t.vendor_for_model("").is_none());
@@ -601,7 +670,10 @@ templates.phone = { file = "phone.txt", format = "kv" }
             MINI.replace("phone.txt", "/etc/passwd"),
             MINI.replace("format = \"kv\"", "format = \"yaml\""),
             MINI.replace("user_agents = [\"Acme\"]", "user_agents = [\"\"]"),
-            MINI.replace("check_sync_event = \"check-sync\"", "check_sync_event = \"\""),
+            MINI.replace(
+                "check_sync_event = \"check-sync\"",
+                "check_sync_event = \"\"",
+            ),
             MINI.replace("user_agents = [\"Acme\"]", "ua_regex = [\"(\"]"),
             MINI.replace("user_agents = [\"Acme\"]", "ua_regex = [\"(?P<serial>x)\"]"),
             MINI.replace("display_name", "display_nam"),
