@@ -36,7 +36,8 @@ pub enum FileRequest {
     Common {
         vendor: String,
         kind: String,
-        /// Yealink's two-digit hardware code, when the pattern has `{hw}`.
+        /// Yealink's hardware code (2 or 3 digits; `00` for the all-models file), when the
+        /// pattern has `{hw}`.
         hw_code: Option<String>,
     },
 }
@@ -64,6 +65,8 @@ impl FileNameError {
 
 /// No vendor's file name is anywhere near this long; longer input is refused before matching.
 const MAX_NAME_LEN: usize = 255;
+/// Width of a `{hw}` code in a file name.
+const HW_DIGITS: usize = 12;
 /// Longest `{model}` we capture (snomD785, snom870 …).
 const MAX_MODEL_LEN: usize = 32;
 
@@ -150,7 +153,7 @@ enum Segment {
     Hw,
 }
 
-/// A compiled file-name pattern such as `spa{mac}.xml` or `y0000000000{hw}.cfg`.
+/// A compiled file-name pattern such as `spa{mac}.xml` or `y{hw}.cfg`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pattern {
     segments: Vec<Segment>,
@@ -265,15 +268,23 @@ fn match_from(segs: &[Segment], s: &str, caps: &mut Captures) -> bool {
             }
             false
         }
-        Segment::Hw => match s.get(..2) {
-            Some(head)
-                if head.bytes().all(|b| b.is_ascii_digit()) && match_from(rest, &s[2..], caps) =>
-            {
-                caps.hw = Some(head.to_string());
-                true
+        Segment::Hw => {
+            // A 12-digit zero-padded hardware code: two digits for older Yealink models
+            // (y000000000066.cfg, T46S), three for newer ones (y000000000124.cfg, T31G), all
+            // zeros for the file every model reads. Captured without the padding, at least two
+            // digits ("66", "124", "00").
+            match s.get(..HW_DIGITS) {
+                Some(head)
+                    if head.bytes().all(|b| b.is_ascii_digit())
+                        && match_from(rest, &s[HW_DIGITS..], caps) =>
+                {
+                    let trimmed = head.trim_start_matches('0');
+                    caps.hw = Some(format!("{trimmed:0>2}"));
+                    true
+                }
+                _ => false,
             }
-            _ => false,
-        },
+        }
     }
 }
 
@@ -379,6 +390,17 @@ mod tests {
                 hw_code: Some("66".into())
             })
         );
+        for (name, hw) in [("y000000000124.cfg", "124"), ("y000000000000.cfg", "00")] {
+            assert_eq!(
+                parse(name),
+                Ok(FileRequest::Common {
+                    vendor: "yealink".into(),
+                    kind: "common".into(),
+                    hw_code: Some(hw.into())
+                }),
+                "{name}"
+            );
+        }
         assert_eq!(
             parse("Y000000000028.CFG"),
             Ok(FileRequest::Common {
@@ -411,6 +433,9 @@ mod tests {
             "y00000000006.cfg",
             "y0000000000ab.cfg",
             "y0000000000666.cfg",
+            "y00000000012.cfg",
+            "y00000000006a.cfg",
+            "y0000000001234.cfg",
             "0004f2abcdef.cfg ",
             " 0004f2abcdef.cfg",
             "0004f2abcdef.cfg%00",
@@ -453,7 +478,7 @@ mod tests {
     fn patterns_compile_and_refuse_nonsense() {
         assert!(Pattern::parse("{mac}.cfg", false).is_ok());
         assert!(Pattern::parse("{model}-{mac}.htm", false).is_ok());
-        assert!(Pattern::parse("y0000000000{hw}.cfg", true).is_ok());
+        assert!(Pattern::parse("y{hw}.cfg", true).is_ok());
         for (p, common) in [
             ("", false),
             ("plain.cfg", false),

@@ -134,8 +134,9 @@ const ESC_KV: &str = "kv";
 #[derive(Clone)]
 pub struct Renderer {
     env: Arc<Environment<'static>>,
-    /// (vendor, kind) → template name in `env`.
-    names: BTreeMap<(String, String), String>,
+    /// vendor → kind → template name in `env` (nested so a lookup on the hot path borrows
+    /// `&str` keys instead of allocating a tuple key).
+    names: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -171,7 +172,10 @@ impl Renderer {
         for v in table.vendors() {
             for (kind, spec) in &v.templates {
                 let name = format!("{}/{}", v.name, spec.file);
-                names.insert((v.name.clone(), kind.clone()), name.clone());
+                names
+                    .entry(v.name.clone())
+                    .or_insert_with(BTreeMap::new)
+                    .insert(kind.clone(), name.clone());
                 if escapes.insert(name.clone(), spec.format).is_some() {
                     continue; // two kinds share one template file
                 }
@@ -208,19 +212,14 @@ impl Renderer {
         kind: &str,
         ctx: &RenderContext,
     ) -> Result<String, RenderError> {
-        let name = self
+        let kinds = self
             .names
-            .get(&(vendor.to_string(), kind.to_string()))
-            .ok_or_else(|| {
-                if self.names.keys().any(|(v, _)| v == vendor) {
-                    RenderError::UnknownKind {
-                        vendor: vendor.into(),
-                        kind: kind.into(),
-                    }
-                } else {
-                    RenderError::UnknownVendor(vendor.into())
-                }
-            })?;
+            .get(vendor)
+            .ok_or_else(|| RenderError::UnknownVendor(vendor.into()))?;
+        let name = kinds.get(kind).ok_or_else(|| RenderError::UnknownKind {
+            vendor: vendor.into(),
+            kind: kind.into(),
+        })?;
         check_context(ctx)?;
         let tmpl = self
             .env
@@ -237,7 +236,10 @@ impl Renderer {
 
     /// Every (vendor, kind) this renderer can produce.
     pub fn templates(&self) -> Vec<(String, String)> {
-        self.names.keys().cloned().collect()
+        self.names
+            .iter()
+            .flat_map(|(v, kinds)| kinds.keys().map(move |k| (v.clone(), k.clone())))
+            .collect()
     }
 }
 
