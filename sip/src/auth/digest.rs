@@ -1,0 +1,201 @@
+//! Digest parameters and the response computation. rsip 0.4's typed Authorization refuses
+//! `algorithm=SHA-256` (it only knows `SHA256`) and drops `nc`/`cnonce`, so the parameters
+//! are parsed here.
+
+use md5::Md5;
+use sha2::{Digest, Sha256};
+
+use crate::headers::params::{split_top_level, unquote};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    Md5,
+    Md5Sess,
+    Sha256,
+    Sha256Sess,
+}
+
+impl Algorithm {
+    pub fn parse(s: &str) -> Option<Algorithm> {
+        Some(match s.to_ascii_uppercase().as_str() {
+            "MD5" => Algorithm::Md5,
+            "MD5-SESS" => Algorithm::Md5Sess,
+            "SHA-256" | "SHA256" => Algorithm::Sha256,
+            "SHA-256-SESS" | "SHA256-SESS" => Algorithm::Sha256Sess,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Md5 => "MD5",
+            Algorithm::Md5Sess => "MD5-sess",
+            Algorithm::Sha256 => "SHA-256",
+            Algorithm::Sha256Sess => "SHA-256-sess",
+        }
+    }
+
+    /// The algorithm without `-sess`: what a stored HA1 is computed with.
+    pub fn base(self) -> Algorithm {
+        match self {
+            Algorithm::Md5 | Algorithm::Md5Sess => Algorithm::Md5,
+            Algorithm::Sha256 | Algorithm::Sha256Sess => Algorithm::Sha256,
+        }
+    }
+
+    pub fn is_sess(self) -> bool {
+        matches!(self, Algorithm::Md5Sess | Algorithm::Sha256Sess)
+    }
+
+    /// Lower-case hex of the hash of `parts` joined by `:`.
+    pub fn hash(self, parts: &[&str]) -> String {
+        fn run<D: Digest>(parts: &[&str]) -> String {
+            let mut d = D::new();
+            for (i, p) in parts.iter().enumerate() {
+                if i > 0 {
+                    d.update(b":");
+                }
+                d.update(p.as_bytes());
+            }
+            hex::encode(d.finalize())
+        }
+        match self.base() {
+            Algorithm::Md5 => run::<Md5>(parts),
+            _ => run::<Sha256>(parts),
+        }
+    }
+}
+
+/// The parameters of a `Digest` Authorization / Proxy-Authorization header.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DigestResponse {
+    pub username: String,
+    pub realm: String,
+    pub nonce: String,
+    pub uri: String,
+    pub response: String,
+    pub algorithm: Option<String>,
+    pub cnonce: Option<String>,
+    pub opaque: Option<String>,
+    pub qop: Option<String>,
+    pub nc: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DigestError {
+    #[error("not a Digest credential")]
+    NotDigest,
+    #[error("missing parameter {0}")]
+    Missing(&'static str),
+    #[error("unsupported algorithm")]
+    Algorithm,
+    #[error("unsupported qop")]
+    Qop,
+}
+
+impl DigestResponse {
+    pub fn parse(value: &str) -> Result<DigestResponse, DigestError> {
+        let value = value.trim();
+        let (scheme, rest) = value.split_once(char::is_whitespace).ok_or(DigestError::NotDigest)?;
+        if !scheme.eq_ignore_ascii_case("Digest") {
+            return Err(DigestError::NotDigest);
+        }
+        let mut r = DigestResponse::default();
+        let mut have = [false; 5];
+        for part in split_top_level(rest, b',') {
+            let Some((k, v)) = part.split_once('=') else { continue };
+            let k = k.trim();
+            let v = unquote(v.trim()).into_owned();
+            match k.to_ascii_lowercase().as_str() {
+                "username" => { r.username = v; have[0] = true; }
+                "realm" => { r.realm = v; have[1] = true; }
+                "nonce" => { r.nonce = v; have[2] = true; }
+                "uri" => { r.uri = v; have[3] = true; }
+                "response" => { r.response = v; have[4] = true; }
+                "algorithm" => r.algorithm = Some(v),
+                "cnonce" => r.cnonce = Some(v),
+                "opaque" => r.opaque = Some(v),
+                "qop" => r.qop = Some(v),
+                "nc" => r.nc = Some(v),
+                _ => {}
+            }
+        }
+        const NAMES: [&str; 5] = ["username", "realm", "nonce", "uri", "response"];
+        if let Some(i) = have.iter().position(|h| !h) {
+            return Err(DigestError::Missing(NAMES[i]));
+        }
+        Ok(r)
+    }
+
+    pub fn algorithm(&self) -> Result<Algorithm, DigestError> {
+        match &self.algorithm {
+            None => Ok(Algorithm::Md5),
+            Some(a) => Algorithm::parse(a).ok_or(DigestError::Algorithm),
+        }
+    }
+
+    /// The nonce count as a number (`nc` is 8 hex digits).
+    pub fn nc_value(&self) -> Option<u32> {
+        u32::from_str_radix(self.nc.as_deref()?, 16).ok()
+    }
+
+    /// The expected `response` for `method`, given HA1 = H(username:realm:password).
+    pub fn expected(&self, method: &str, ha1: &str) -> Result<String, DigestError> {
+        let alg = self.algorithm()?;
+        let ha1 = if alg.is_sess() {
+            let cnonce = self.cnonce.as_deref().ok_or(DigestError::Missing("cnonce"))?;
+            alg.hash(&[ha1, &self.nonce, cnonce])
+        } else {
+            ha1.to_string()
+        };
+        let ha2 = alg.hash(&[method, &self.uri]);
+        match self.qop.as_deref() {
+            None => Ok(alg.hash(&[&ha1, &self.nonce, &ha2])),
+            Some(q) if q.eq_ignore_ascii_case("auth") => {
+                let nc = self.nc.as_deref().ok_or(DigestError::Missing("nc"))?;
+                let cnonce = self.cnonce.as_deref().ok_or(DigestError::Missing("cnonce"))?;
+                Ok(alg.hash(&[&ha1, &self.nonce, nc, cnonce, "auth", &ha2]))
+            }
+            Some(_) => Err(DigestError::Qop),
+        }
+    }
+}
+
+/// Constant-time comparison of two response strings.
+pub fn ct_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 2617 §3.5 example (MD5, qop=auth).
+    #[test]
+    fn rfc2617_example() {
+        let d = DigestResponse::parse(r#"Digest username="Mufasa", realm="testrealm@host.com", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", uri="/dir/index.html", qop=auth, nc=00000001, cnonce="0a4f113b", response="6629fae49393a05397450978507c4ef1", opaque="5ccc069c403ebaf9f0171e9517f40e41""#).unwrap();
+        let ha1 = Algorithm::Md5.hash(&["Mufasa", "testrealm@host.com", "Circle Of Life"]);
+        assert_eq!(d.expected("GET", &ha1).unwrap(), d.response);
+        assert_eq!(d.nc_value(), Some(1));
+    }
+
+    /// RFC 7616 §3.9.1 example (SHA-256).
+    #[test]
+    fn rfc7616_sha256_example() {
+        let d = DigestResponse::parse(r#"Digest username="Mufasa", realm="http-auth@example.org", uri="/dir/index.html", algorithm=SHA-256, nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", nc=00000001, cnonce="f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ", qop=auth, response="753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1", opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS""#).unwrap();
+        assert_eq!(d.algorithm().unwrap(), Algorithm::Sha256);
+        let ha1 = Algorithm::Sha256.hash(&["Mufasa", "http-auth@example.org", "Circle of Life"]);
+        assert_eq!(d.expected("GET", &ha1).unwrap(), d.response);
+    }
+
+    #[test]
+    fn rejects_incomplete() {
+        assert_eq!(DigestResponse::parse("Basic abc"), Err(DigestError::NotDigest));
+        assert_eq!(DigestResponse::parse("Digest realm=\"x\""), Err(DigestError::Missing("username")));
+        assert_eq!(DigestResponse::parse(""), Err(DigestError::NotDigest));
+    }
+}

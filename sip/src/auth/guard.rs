@@ -1,0 +1,164 @@
+//! [`DigestGuard`]: decides whether a request is authenticated, and builds the challenge when it
+//! is not. Used by the registrar for REGISTER and by the endpoint for other challenged methods.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rsip::headers::UntypedHeader;
+use rsip::{Header, Request};
+
+use super::digest::{ct_eq, Algorithm, DigestResponse};
+use super::nonce::{NcTracker, NonceCheck, NonceFactory};
+use super::throttle::{Throttle, ThrottleConfig};
+use super::{AuthError, Authenticator, Credential};
+use crate::headers::MessageExt;
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub realm: String,
+    /// Shared by all instances that must accept each other's nonces.
+    pub secret: Vec<u8>,
+    pub nonce_lifetime: Duration,
+    /// Challenges offered, most preferred first (RFC 8760 §2.4). MD5 first by default because
+    /// many phones (and sipp) use the first challenge whatever its algorithm.
+    pub algorithms: Vec<Algorithm>,
+    /// Bound on remembered nonces for `nc` replay detection.
+    pub nc_capacity: usize,
+    pub throttle: ThrottleConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            realm: "sipdm".into(),
+            secret: rand::random::<[u8; 32]>().to_vec(),
+            nonce_lifetime: Duration::from_secs(300),
+            algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
+            nc_capacity: 1_000_000,
+            throttle: ThrottleConfig::default(),
+        }
+    }
+}
+
+/// The verdict on one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// No authentication required for this user and method.
+    NotRequired,
+    /// Authenticated as this digest user name (the "device" identity for shared AORs).
+    Authenticated { username: String },
+    /// Answer 401 (or 407) with [`DigestGuard::challenge`].
+    Challenge { stale: bool },
+    /// Source throttled after repeated failures: answer 403.
+    Throttled,
+}
+
+pub struct DigestGuard {
+    cfg: AuthConfig,
+    nonces: NonceFactory,
+    nc: NcTracker,
+    throttle: Throttle,
+    authenticator: Arc<dyn Authenticator>,
+}
+
+impl DigestGuard {
+    pub fn new(cfg: AuthConfig, authenticator: Arc<dyn Authenticator>) -> Self {
+        DigestGuard {
+            nonces: NonceFactory::new(&cfg.secret, cfg.nonce_lifetime),
+            nc: NcTracker::new(cfg.nc_capacity),
+            throttle: Throttle::new(cfg.throttle),
+            cfg,
+            authenticator,
+        }
+    }
+
+    pub fn realm(&self) -> &str {
+        &self.cfg.realm
+    }
+
+    /// Checks `req` for AOR user `aor_user`. `proxy` selects Proxy-Authorization (407 flows).
+    pub async fn check(&self, req: &Request, source: IpAddr, aor_user: &str, proxy: bool) -> Result<AuthOutcome, AuthError> {
+        if !self.authenticator.must_authenticate(aor_user, &req.method).await? {
+            return Ok(AuthOutcome::NotRequired);
+        }
+        if self.throttle.is_blocked(source) {
+            return Ok(AuthOutcome::Throttled);
+        }
+        let header = if proxy { "Proxy-Authorization" } else { "Authorization" };
+        // Several credentials may be present (one per realm); use ours.
+        let Some(d) = req
+            .header_values(header)
+            .filter_map(|v| DigestResponse::parse(v).ok())
+            .find(|d| d.realm == self.cfg.realm)
+        else {
+            return Ok(AuthOutcome::Challenge { stale: false });
+        };
+        let Ok(alg) = d.algorithm() else {
+            self.throttle.record_failure(source);
+            return Ok(AuthOutcome::Challenge { stale: false });
+        };
+        match self.nonces.check(&d.nonce, &self.cfg.realm) {
+            NonceCheck::Valid => {}
+            NonceCheck::Stale => return Ok(AuthOutcome::Challenge { stale: true }),
+            NonceCheck::Invalid => {
+                self.throttle.record_failure(source);
+                return Ok(AuthOutcome::Challenge { stale: false });
+            }
+        }
+        let Some(cred) = self.authenticator.credential(&self.cfg.realm, &d.username, aor_user).await? else {
+            tracing::debug!(username = %d.username, aor_user, "unknown digest user or not allowed for AOR");
+            self.throttle.record_failure(source);
+            return Ok(AuthOutcome::Challenge { stale: false });
+        };
+        let ha1 = match cred {
+            Credential::Password(p) => alg.hash(&[&d.username, &self.cfg.realm, &p]),
+            Credential::Ha1 { algorithm, ha1 } if algorithm.base() == alg.base() => ha1,
+            Credential::Ha1 { .. } => {
+                // Stored HA1 is for another algorithm: let the client pick one we can check.
+                return Ok(AuthOutcome::Challenge { stale: false });
+            }
+        };
+        let method = req.method.to_string();
+        let ok = d.expected(&method, &ha1).map(|e| ct_eq(&e, &d.response)).unwrap_or(false);
+        if !ok {
+            tracing::debug!(username = %d.username, %source, "digest response mismatch");
+            self.throttle.record_failure(source);
+            return Ok(AuthOutcome::Challenge { stale: false });
+        }
+        if d.qop.is_some() {
+            let fresh = d.nc_value().is_some_and(|nc| self.nc.accept(&d.nonce, nc));
+            if !fresh {
+                tracing::debug!(username = %d.username, %source, "digest nc replay refused");
+                // A fresh nonce lets an honest client recover; a replayer gains nothing.
+                return Ok(AuthOutcome::Challenge { stale: true });
+            }
+        }
+        Ok(AuthOutcome::Authenticated { username: d.username })
+    }
+
+    /// The WWW-Authenticate (or Proxy-Authenticate) headers of a challenge, one per algorithm.
+    pub fn challenge(&self, stale: bool, proxy: bool) -> Vec<Header> {
+        let nonce = self.nonces.issue(&self.cfg.realm);
+        self.cfg
+            .algorithms
+            .iter()
+            .map(|alg| {
+                let mut v = format!(
+                    "Digest realm=\"{}\", nonce=\"{}\", algorithm={}, qop=\"auth\"",
+                    self.cfg.realm,
+                    nonce,
+                    alg.as_str()
+                );
+                if stale {
+                    v.push_str(", stale=true");
+                }
+                if proxy {
+                    Header::ProxyAuthenticate(rsip::headers::ProxyAuthenticate::new(v))
+                } else {
+                    Header::WwwAuthenticate(rsip::headers::WwwAuthenticate::new(v))
+                }
+            })
+            .collect()
+    }
+}

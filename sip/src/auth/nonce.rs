@@ -1,0 +1,164 @@
+//! Stateless nonces and `nc` replay memory.
+//!
+//! A nonce is `hex(issued_at_secs) ‖ hex(HMAC-SHA256(secret, issued_at ‖ realm)[..12])`: any
+//! instance holding the same secret can check it without shared state, and its age tells
+//! when to answer `stale=true`.
+//!
+//! Replay: the highest `nc` seen per nonce is kept in two rotating generations of bounded
+//! size, so memory is bounded whatever peers send. A nonce forgotten under pressure only loses
+//! replay protection for that nonce, never accepts a forged one. Instances do not share `nc`
+//! memory, so a replay sent to another instance of a pair is not detected (documented limit).
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use parking_lot::Mutex;
+use sha2::Sha256;
+
+const SHARDS: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceCheck {
+    Valid,
+    /// Genuine but older than the lifetime: challenge again with `stale=true`.
+    Stale,
+    /// Not ours (wrong secret, realm, or garbage).
+    Invalid,
+}
+
+pub struct NonceFactory {
+    secret: Vec<u8>,
+    lifetime: Duration,
+}
+
+impl NonceFactory {
+    pub fn new(secret: &[u8], lifetime: Duration) -> Self {
+        NonceFactory { secret: secret.to_vec(), lifetime }
+    }
+
+    fn mac(&self, ts: u64, realm: &str) -> [u8; 12] {
+        // HMAC accepts keys of any length, so new_from_slice cannot fail; fall back to a
+        // fixed key rather than panic if that ever changes.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
+            .unwrap_or_else(|_| <Hmac<Sha256> as Mac>::new_from_slice(b"sipdm").expect("static key"));
+        mac.update(&ts.to_be_bytes());
+        mac.update(realm.as_bytes());
+        let out = mac.finalize().into_bytes();
+        let mut t = [0u8; 12];
+        t.copy_from_slice(&out[..12]);
+        t
+    }
+
+    pub fn issue(&self, realm: &str) -> String {
+        self.issue_at(realm, now_secs())
+    }
+
+    pub fn issue_at(&self, realm: &str, ts: u64) -> String {
+        let mut s = hex::encode(ts.to_be_bytes());
+        s.push_str(&hex::encode(self.mac(ts, realm)));
+        s
+    }
+
+    pub fn check(&self, nonce: &str, realm: &str) -> NonceCheck {
+        self.check_at(nonce, realm, now_secs())
+    }
+
+    pub fn check_at(&self, nonce: &str, realm: &str, now: u64) -> NonceCheck {
+        if nonce.len() != 40 || !nonce.is_ascii() {
+            return NonceCheck::Invalid;
+        }
+        let Ok(ts_bytes) = hex::decode(&nonce[..16]) else { return NonceCheck::Invalid };
+        let Ok(tag) = hex::decode(&nonce[16..]) else { return NonceCheck::Invalid };
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&ts_bytes);
+        let ts = u64::from_be_bytes(b);
+        let expect = self.mac(ts, realm);
+        if tag.len() != 12 || tag.iter().zip(expect.iter()).fold(0u8, |a, (x, y)| a | (x ^ y)) != 0 {
+            return NonceCheck::Invalid;
+        }
+        // A nonce from the future (clock skew between instances) is accepted within a minute.
+        if ts > now + 60 {
+            return NonceCheck::Invalid;
+        }
+        if now - ts.min(now) > self.lifetime.as_secs() {
+            return NonceCheck::Stale;
+        }
+        NonceCheck::Valid
+    }
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+struct Generations {
+    current: HashMap<String, u32>,
+    previous: HashMap<String, u32>,
+}
+
+/// Remembers the highest `nc` per nonce, bounded.
+pub struct NcTracker {
+    shards: Vec<Mutex<Generations>>,
+    per_shard: usize,
+}
+
+impl NcTracker {
+    pub fn new(capacity: usize) -> Self {
+        let per_shard = (capacity / SHARDS).max(16);
+        NcTracker {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(Generations { current: HashMap::new(), previous: HashMap::new() }))
+                .collect(),
+            per_shard,
+        }
+    }
+
+    /// Records `nc` for `nonce`; false if it is not higher than one already seen (a replay).
+    pub fn accept(&self, nonce: &str, nc: u32) -> bool {
+        let idx = nonce.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize)) % SHARDS;
+        let mut g = self.shards[idx].lock();
+        let seen = g.current.get(nonce).or_else(|| g.previous.get(nonce)).copied();
+        if seen.is_some_and(|s| nc <= s) {
+            return false;
+        }
+        if g.current.len() >= self.per_shard && !g.current.contains_key(nonce) {
+            let cur = std::mem::take(&mut g.current);
+            g.previous = cur;
+        }
+        g.current.insert(nonce.to_string(), nc);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_secret_instances_agree() {
+        let a = NonceFactory::new(b"secret", Duration::from_secs(300));
+        let b = NonceFactory::new(b"secret", Duration::from_secs(300));
+        let c = NonceFactory::new(b"other", Duration::from_secs(300));
+        let n = a.issue_at("r", 1000);
+        assert_eq!(b.check_at(&n, "r", 1100), NonceCheck::Valid);
+        assert_eq!(c.check_at(&n, "r", 1100), NonceCheck::Invalid);
+        assert_eq!(b.check_at(&n, "other-realm", 1100), NonceCheck::Invalid);
+        assert_eq!(b.check_at(&n, "r", 1301), NonceCheck::Stale);
+        assert_eq!(b.check_at("zz", "r", 1000), NonceCheck::Invalid);
+        assert_eq!(b.check_at(&"é".repeat(20), "r", 1000), NonceCheck::Invalid);
+    }
+
+    #[test]
+    fn nc_replay_refused_and_bounded() {
+        let t = NcTracker::new(16 * 16);
+        assert!(t.accept("n1", 1));
+        assert!(!t.accept("n1", 1));
+        assert!(t.accept("n1", 2));
+        for i in 0..10_000 {
+            t.accept(&format!("x{i}"), 1);
+        }
+        let total: usize = t.shards.iter().map(|s| { let g = s.lock(); g.current.len() + g.previous.len() }).sum();
+        assert!(total <= 2 * 16 * 16 + 16);
+    }
+}

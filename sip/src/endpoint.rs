@@ -1,0 +1,421 @@
+//! The endpoint: transport → transactions → handlers, and nothing else. Also the public
+//! API the server crate starts, queries and stops.
+//!
+//! Handler chain: the registrar first, then the server crate's handlers in order, then the
+//! fallback: OPTIONS → 200 with Allow/Accept, other known methods → 405 with Allow (RFC 3261
+//! §8.2.1); unknown methods were already answered 501 by the wire layer (§21.5.2).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use rsip::headers::UntypedHeader;
+use rsip::{Header, Method, Request, Response, SipMessage, StatusCode};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::auth::{AuthConfig, Authenticator, DigestGuard};
+use crate::handler::{IncomingRequest, RequestHandler};
+use crate::headers::params::split_top_level;
+use crate::headers::{MessageExt, NameAddr, Via, ACCEPT, ALLOW};
+use crate::registrar::{Binding, BindingStore, Registrar, RegistrarConfig, StoreError};
+use crate::stats::Stats;
+use crate::transaction::{RequestDisposition, Timers, TransactionLayer, TsxError, TsxKey};
+use crate::transport::{Flow, Protocol, Transmit, Transport, TransportConfig, TransportError, TransportEvent};
+use crate::wire::{self, normalise, RawMessage, WireError};
+
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    pub transport: TransportConfig,
+    pub timers: Timers,
+    pub registrar: RegistrarConfig,
+    pub auth: AuthConfig,
+    /// `Server` header of our responses (empty: none).
+    pub server_header: String,
+    /// Host (and port) put in the Via of requests we send, when the listen address is a
+    /// wildcard or behind NAT. Defaults to the bound address.
+    pub advertised_host: Option<String>,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            transport: TransportConfig::default(),
+            timers: Timers::default(),
+            registrar: RegistrarConfig::default(),
+            auth: AuthConfig::default(),
+            server_header: "sipdm".into(),
+            advertised_host: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("no usable address in contact {0}")]
+    NoRoute(String),
+    #[error(transparent)]
+    Transaction(#[from] TsxError),
+}
+
+impl SendError {
+    /// The status to act on as if it had been received (RFC 3261 §8.1.3.1).
+    pub fn status(&self) -> u16 {
+        match self {
+            SendError::NoRoute(_) => 503,
+            SendError::Transaction(e) => e.status(),
+        }
+    }
+}
+
+/// Where [`Endpoint::send_request`] sends.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Down this flow (a TCP flow that died is reconnected to its remote address).
+    Flow(Flow),
+    /// A fresh (or reused) flow to this address.
+    Address(Protocol, SocketAddr),
+    /// A registered contact: its flow while alive, else its contact URI.
+    Binding(Arc<Binding>),
+}
+
+struct Inner {
+    cfg: EndpointConfig,
+    transport: Arc<Transport>,
+    tsx: Arc<TransactionLayer>,
+    registrar: Arc<Registrar>,
+    guard: Arc<DigestGuard>,
+    handlers: Vec<Arc<dyn RequestHandler>>,
+    stats: Arc<Stats>,
+    dispatcher: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A running SIP endpoint. Cheap to clone.
+#[derive(Clone)]
+pub struct Endpoint {
+    inner: Arc<Inner>,
+}
+
+impl Endpoint {
+    /// Binds the transports, loads bindings from `store` and starts serving. `handlers` get
+    /// every request the registrar does not take (INVITE routing, IVR, …), in order.
+    pub async fn start(
+        cfg: EndpointConfig,
+        store: Arc<dyn BindingStore>,
+        authenticator: Arc<dyn Authenticator>,
+        handlers: Vec<Arc<dyn RequestHandler>>,
+    ) -> Result<Endpoint, StartError> {
+        let stats = Arc::new(Stats::default());
+        let guard = Arc::new(DigestGuard::new(cfg.auth.clone(), authenticator));
+        let registrar = Registrar::start(cfg.registrar.clone(), store, guard.clone(), stats.clone()).await?;
+        let (tx, rx) = mpsc::channel(cfg.transport.event_queue.max(16));
+        let transport = Transport::bind(cfg.transport.clone(), tx, stats.clone()).await?;
+        let transmit: Arc<dyn Transmit> = Arc::new(transport.clone());
+        let tsx = TransactionLayer::new(transmit, cfg.timers, stats.clone(), cfg.server_header.clone());
+        let mut chain: Vec<Arc<dyn RequestHandler>> = vec![registrar.clone()];
+        chain.extend(handlers);
+        let inner = Arc::new(Inner { cfg, transport, tsx, registrar, guard, handlers: chain, stats, dispatcher: Mutex::new(None) });
+        let handle = tokio::spawn(dispatch(inner.clone(), rx));
+        *inner.dispatcher.lock() = Some(handle);
+        for a in inner.transport.local_addrs() {
+            tracing::info!(addr = %a, "SIP listening on UDP and TCP");
+        }
+        Ok(Endpoint { inner })
+    }
+
+    /// Bound addresses (UDP and TCP share each).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.transport.local_addrs()
+    }
+
+    /// The first bound address (tests bind port 0 and read it here).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addrs().first().copied().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub fn registrar(&self) -> &Arc<Registrar> {
+        &self.inner.registrar
+    }
+
+    /// For handlers that challenge other methods (INVITE with `authenticate-requests`).
+    pub fn digest_guard(&self) -> &Arc<DigestGuard> {
+        &self.inner.guard
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.inner.stats
+    }
+
+    pub fn transaction_layer(&self) -> &Arc<TransactionLayer> {
+        &self.inner.tsx
+    }
+
+    /// Whether a flow can still carry requests (UDP flows always can).
+    pub fn flow_alive(&self, flow: &Flow) -> bool {
+        self.inner.transport.flows().is_alive(flow)
+    }
+
+    /// Sends an out-of-dialog request (e.g. NOTIFY check-sync) in a client transaction and
+    /// returns the final response. The caller builds the request (Request-URI, From, To,
+    /// Call-ID, CSeq, …); the top Via is added here. A 401/407 is returned as is (the caller
+    /// may retry with credentials).
+    pub async fn send_request(&self, req: Request, target: Target) -> Result<Response, SendError> {
+        let flow = self.resolve(&target)?;
+        let sent_by = match &self.inner.cfg.advertised_host {
+            Some(h) => h.clone(),
+            None => {
+                let local = if flow.local.port() != 0 { flow.local } else { self.local_for(flow.remote) };
+                local.to_string()
+            }
+        };
+        Ok(self.inner.tsx.send_request(req, flow, &sent_by).await?)
+    }
+
+    fn local_for(&self, remote: SocketAddr) -> SocketAddr {
+        let addrs = self.local_addrs();
+        addrs.iter().find(|a| a.is_ipv4() == remote.is_ipv4()).or(addrs.first()).copied().unwrap_or(remote)
+    }
+
+    fn resolve(&self, target: &Target) -> Result<Flow, SendError> {
+        let flow = match target {
+            Target::Flow(f) => *f,
+            Target::Address(p, a) => Flow { protocol: *p, local: self.local_for(*a), remote: *a, conn: 0 },
+            Target::Binding(b) => match b.flow {
+                Some(f) if self.flow_alive(&f) => f,
+                _ => {
+                    let (p, a) = contact_address(&b.contact).ok_or_else(|| SendError::NoRoute(b.contact.clone()))?;
+                    Flow { protocol: p, local: self.local_for(a), remote: a, conn: 0 }
+                }
+            },
+        };
+        Ok(flow)
+    }
+
+    /// Stops listening, then flushes the binding store (bounded wait).
+    pub async fn shutdown(&self) {
+        self.inner.transport.shutdown();
+        if let Some(h) = self.inner.dispatcher.lock().take() {
+            h.abort();
+        }
+        if tokio::time::timeout(Duration::from_secs(30), self.inner.registrar.flush()).await.is_err() {
+            tracing::error!("binding store flush timed out at shutdown");
+        }
+    }
+}
+
+/// Host, port and transport of a contact URI with a literal IP (no DNS here).
+pub fn contact_address(uri: &str) -> Option<(Protocol, SocketAddr)> {
+    let (scheme, rest) = uri.split_once(':')?;
+    let secure = scheme.eq_ignore_ascii_case("sips");
+    let mut parts = rest.split(';');
+    let userhost = parts.next()?.split('?').next()?;
+    let hostport = userhost.rsplit_once('@').map(|x| x.1).unwrap_or(userhost);
+    let (host, port) = crate::headers::via::split_host_port(hostport)?;
+    let ip: std::net::IpAddr = host.trim_matches(['[', ']']).parse().ok()?;
+    let mut proto = if secure { Protocol::Tcp } else { Protocol::Udp };
+    for p in parts {
+        if let Some((k, v)) = p.split_once('=') {
+            if k.eq_ignore_ascii_case("transport") {
+                proto = Protocol::parse(v)?;
+            }
+        }
+    }
+    Some((proto, SocketAddr::new(ip, port.unwrap_or(5060))))
+}
+
+async fn dispatch(inner: Arc<Inner>, mut rx: mpsc::Receiver<TransportEvent>) {
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            TransportEvent::Message { data, flow } => on_message(&inner, data, flow),
+            TransportEvent::StreamError { flow, error, head } => {
+                let answered = match wire::framing::find_header_end(&head) {
+                    Some(end) => normalise(&head[..end]).ok().is_some_and(|raw| answer_malformed(&inner, &raw, &error, flow)),
+                    None => false,
+                };
+                if !answered {
+                    Stats::inc(&inner.stats.malformed_dropped);
+                }
+            }
+            TransportEvent::Closed { .. } => {}
+        }
+    }
+}
+
+fn on_message(inner: &Arc<Inner>, data: Bytes, flow: Flow) {
+    let limit = inner.cfg.transport.max_message_size;
+    let Ok(raw) = normalise(&data) else {
+        Stats::inc(&inner.stats.malformed_dropped);
+        return;
+    };
+    if data.len() > limit {
+        let e = WireError::TooLarge { size: data.len(), limit };
+        if !answer_malformed(inner, &raw, &e, flow) {
+            Stats::inc(&inner.stats.malformed_dropped);
+        }
+        return;
+    }
+    let parsed = match flow.protocol {
+        Protocol::Udp => wire::parse::check_datagram_length(&raw).and_then(|_| wire::parse_raw(&raw)),
+        Protocol::Tcp => wire::parse_raw(&raw),
+    };
+    let parsed = parsed.and_then(|m| check_mandatory(m));
+    match parsed {
+        Ok(SipMessage::Request(req)) => on_request(inner, req, flow),
+        Ok(SipMessage::Response(resp)) => {
+            inner.tsx.on_response(resp);
+        }
+        Err(e) => {
+            if !answer_malformed(inner, &raw, &e, flow) {
+                Stats::inc(&inner.stats.malformed_dropped);
+            }
+        }
+    }
+}
+
+/// RFC 3261 §8.1.1: To, From, CSeq, Call-ID, Max-Forwards (not enforced: many phones omit it
+/// on REGISTER) and Via; a usable top Via and a CSeq whose method matches.
+fn check_mandatory(m: SipMessage) -> Result<SipMessage, WireError> {
+    for (name, label) in [("Via", "Via"), ("From", "From"), ("To", "To"), ("Call-ID", "Call-ID"), ("CSeq", "CSeq")] {
+        if m.header_value(name).is_none() {
+            return Err(WireError::MissingHeader(label));
+        }
+    }
+    let via = m.top_via().ok_or(WireError::BadHeader { name: "Via", reason: "unparseable" })?;
+    if via.branch().is_none() && m.is_request() && m.header_value("Call-ID").is_none() {
+        return Err(WireError::BadHeader { name: "Via", reason: "no branch" });
+    }
+    let (_, method) = m.cseq().ok_or(WireError::BadHeader { name: "CSeq", reason: "not number and method" })?;
+    if let SipMessage::Request(r) = &m {
+        if !r.method.to_string().eq(method) {
+            return Err(WireError::BadHeader { name: "CSeq", reason: "method differs from request line" });
+        }
+        for name in ["From", "To"] {
+            if m.header_value(name).map(NameAddr::parse).is_none_or(|r| r.is_err()) {
+                return Err(WireError::BadHeader { name: if name == "From" { "From" } else { "To" }, reason: "unparseable" });
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// Answers a malformed request if it has what a response needs; true if answered.
+fn answer_malformed(inner: &Arc<Inner>, raw: &RawMessage<'_>, e: &WireError, flow: Flow) -> bool {
+    let (code, reason) = e.status();
+    let Some(bytes) = wire::reply::error_response(raw, code, reason, &inner.cfg.server_header) else { return false };
+    tracing::debug!(remote = %flow.remote, error = %e, code, "malformed request answered");
+    Stats::inc(&inner.stats.malformed_answered);
+    let t = inner.transport.clone();
+    let stats = inner.stats.clone();
+    tokio::spawn(async move {
+        if t.send(flow, Bytes::from(bytes)).await.is_err() {
+            Stats::inc(&stats.send_errors);
+        }
+    });
+    true
+}
+
+fn on_request(inner: &Arc<Inner>, mut req: Request, flow: Flow) {
+    // check_mandatory guaranteed a parseable top Via.
+    let Some(mut via) = req.top_via() else { return };
+    via.stamp_received(flow.remote);
+    replace_top_via(&mut req, &via);
+    let response_flow = match flow.protocol {
+        Protocol::Tcp => flow,
+        Protocol::Udp => Flow::udp(flow.local, via.response_target(5060).unwrap_or(flow.remote)),
+    };
+    let key = TsxKey::server(&via, &req);
+    if req.method == Method::Cancel {
+        if let RequestDisposition::New(responder) = inner.tsx.on_request(&req, key.clone(), response_flow) {
+            let matched = inner.tsx.cancel_invite(&key, &req);
+            let status = if matched { StatusCode::OK } else { StatusCode::CallTransactionDoesNotExist };
+            let r = responder.response(status);
+            responder.respond(r);
+        }
+        return;
+    }
+    match inner.tsx.on_request(&req, key, response_flow) {
+        RequestDisposition::New(responder) => {
+            let inc = IncomingRequest::new(req, flow, Some(responder));
+            tokio::spawn(run_handlers(inner.clone(), inc));
+        }
+        RequestDisposition::AckForTu => {
+            let inc = IncomingRequest::new(req, flow, None);
+            tokio::spawn(run_handlers(inner.clone(), inc));
+        }
+        RequestDisposition::Absorbed | RequestDisposition::AckAbsorbed => {}
+    }
+}
+
+/// Writes the stamped top Via back (RFC 3581: `received`/`rport` in the request the TU sees
+/// and in every response).
+fn replace_top_via(req: &mut Request, via: &Via) {
+    for h in req.headers.iter_mut() {
+        if let Header::Via(v) = h {
+            let value = v.value().to_string();
+            let mut parts = split_top_level(&value, b',');
+            let _top = parts.next();
+            let rest: Vec<&str> = parts.collect();
+            let mut new = via.to_string();
+            for r in rest {
+                new.push(',');
+                new.push_str(r);
+            }
+            *v = rsip::headers::Via::new(new);
+            return;
+        }
+    }
+}
+
+async fn run_handlers(inner: Arc<Inner>, mut req: IncomingRequest) {
+    for h in &inner.handlers {
+        match h.handle(req).await {
+            None => return,
+            Some(back) => req = back,
+        }
+    }
+    fallback(req);
+}
+
+fn fallback(req: IncomingRequest) {
+    if req.responder().is_none() {
+        return; // ACK: nothing to answer
+    }
+    match req.request.method {
+        Method::Options => {
+            let mut r = req.response(StatusCode::OK);
+            r.headers.push(Header::Allow(rsip::headers::Allow::new(ALLOW)));
+            r.headers.push(Header::Accept(rsip::headers::Accept::new(ACCEPT)));
+            r.headers.push(Header::Supported(rsip::headers::Supported::new("path")));
+            req.respond(r);
+        }
+        _ => {
+            let mut r = req.response(StatusCode::MethodNotAllowed);
+            r.headers.push(Header::Allow(rsip::headers::Allow::new(ALLOW)));
+            req.respond(r);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contact_addresses() {
+        assert_eq!(contact_address("sip:1000@10.0.0.5:5062;transport=tcp"), Some((Protocol::Tcp, "10.0.0.5:5062".parse().unwrap())));
+        assert_eq!(contact_address("sip:10.0.0.5"), Some((Protocol::Udp, "10.0.0.5:5060".parse().unwrap())));
+        assert_eq!(contact_address("sip:a@[::1]:5070"), Some((Protocol::Udp, "[::1]:5070".parse().unwrap())));
+        assert_eq!(contact_address("sip:a@host.example"), None);
+        assert_eq!(contact_address("garbage"), None);
+    }
+}

@@ -1,0 +1,367 @@
+//! Transactions (RFC 3261 §17).
+//!
+//! * [`key`] — [`TsxKey`] (server) and [`ClientKey`] matching rules;
+//! * [`timers`] — [`Timers`]: T1, T2, T4 and timers A–K derived from them;
+//! * [`server`] — non-INVITE server transactions (absorbing retransmissions) and
+//!   [`server::ServerInvTsx`];
+//! * [`client`] — client transactions, INVITE and non-INVITE, with retransmission, timeout
+//!   and the ACK for non-2xx finals.
+//!
+//! [`TransactionLayer`] sits between the transport (it is given received messages and a
+//! [`Transmit`]) and the TU (it hands out [`Responder`]s). A final response consumes the
+//! responder, so a transaction cannot be answered twice.
+
+pub mod client;
+pub mod key;
+pub mod server;
+pub mod timers;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use rsip::headers::UntypedHeader;
+use rsip::{Header, Method, Request, Response, StatusCode};
+
+pub use client::TsxError;
+pub use key::{ClientKey, TsxKey};
+pub use server::{Arrival, InviteState, NonInviteServerTable, ServerInvTsx};
+pub use timers::Timers;
+
+use crate::headers::{name_value, new_tag, NameAddr};
+use crate::stats::Stats;
+use crate::transport::{Flow, Transmit};
+use crate::wire::encode_response;
+
+/// What the layer decided about an incoming request.
+pub enum RequestDisposition {
+    /// New transaction: give the request and this responder to the TU.
+    New(Responder),
+    /// Retransmission handled (response re-sent or nothing to send yet).
+    Absorbed,
+    /// An ACK that matched no INVITE server transaction (ACK for a 2xx): the TU's business.
+    AckForTu,
+    /// An ACK absorbed by an INVITE server transaction (ACK for a non-2xx).
+    AckAbsorbed,
+}
+
+pub struct TransactionLayer {
+    pub(crate) transmit: Arc<dyn Transmit>,
+    pub(crate) timers: Timers,
+    non_invite: NonInviteServerTable,
+    invites: Mutex<HashMap<TsxKey, Arc<ServerInvTsx>>>,
+    pub(crate) clients: Mutex<HashMap<ClientKey, tokio::sync::mpsc::UnboundedSender<Response>>>,
+    pub(crate) stats: Arc<Stats>,
+    server_header: String,
+}
+
+impl TransactionLayer {
+    pub fn new(transmit: Arc<dyn Transmit>, timers: Timers, stats: Arc<Stats>, server_header: String) -> Arc<Self> {
+        Arc::new(TransactionLayer {
+            transmit,
+            timers,
+            non_invite: NonInviteServerTable::new(timers.j(crate::transport::Protocol::Udp)),
+            invites: Mutex::new(HashMap::new()),
+            clients: Mutex::new(HashMap::new()),
+            stats,
+            server_header,
+        })
+    }
+
+    pub fn timers(&self) -> Timers {
+        self.timers
+    }
+
+    pub(crate) async fn send(&self, flow: Flow, data: Bytes) {
+        match self.transmit.transmit(flow, data).await {
+            Ok(_) => Stats::inc(&self.stats.responses_sent),
+            Err(e) => {
+                Stats::inc(&self.stats.send_errors);
+                tracing::debug!(remote = %flow.remote, error = %e, "send failed");
+            }
+        }
+    }
+
+    /// Matches a request (its top Via already stamped) against the server transactions.
+    /// `response_flow` is where responses go (the connection, or the Via-derived address).
+    pub fn on_request(self: &Arc<Self>, req: &Request, key: TsxKey, response_flow: Flow) -> RequestDisposition {
+        match req.method {
+            Method::Ack => {
+                let tsx = self.invites.lock().get(&key.invite_of()).cloned();
+                let Some(tsx) = tsx else { return RequestDisposition::AckForTu };
+                let mut st = tsx.state.lock();
+                match &*st {
+                    InviteState::Completed { .. } => {
+                        *st = InviteState::Confirmed;
+                        drop(st);
+                        tsx.acked.notify_one();
+                        RequestDisposition::AckAbsorbed
+                    }
+                    InviteState::Confirmed => RequestDisposition::AckAbsorbed,
+                    _ => RequestDisposition::AckForTu,
+                }
+            }
+            Method::Invite => {
+                let existing = self.invites.lock().get(&key).cloned();
+                if let Some(tsx) = existing {
+                    Stats::inc(&self.stats.retransmissions_absorbed);
+                    let again = match &*tsx.state.lock() {
+                        InviteState::Proceeding { last } => last.clone(),
+                        InviteState::Completed { last } => Some(last.clone()),
+                        _ => None,
+                    };
+                    if let Some(data) = again {
+                        let this = self.clone();
+                        tokio::spawn(async move { this.send(tsx.flow, data).await });
+                    }
+                    return RequestDisposition::Absorbed;
+                }
+                let tsx = ServerInvTsx::new(key.clone(), response_flow);
+                self.invites.lock().insert(key.clone(), tsx.clone());
+                let responder = Responder::new(self.clone(), key, response_flow, req, Some(tsx));
+                // §17.2.1: send 100 Trying at once so the client stops retransmitting.
+                let trying = responder.response(StatusCode::Trying);
+                responder.provisional(&trying);
+                RequestDisposition::New(responder)
+            }
+            _ => match self.non_invite.arrive(&key, response_flow) {
+                Arrival::New => RequestDisposition::New(Responder::new(self.clone(), key, response_flow, req, None)),
+                Arrival::Retransmission(again) => {
+                    Stats::inc(&self.stats.retransmissions_absorbed);
+                    if let Some((data, flow)) = again {
+                        let this = self.clone();
+                        tokio::spawn(async move { this.send(flow, data).await });
+                    }
+                    RequestDisposition::Absorbed
+                }
+            },
+        }
+    }
+
+    /// CANCEL handling (§9.2): true if it matched an INVITE still proceeding, which is then
+    /// answered 487 here; the caller answers the CANCEL itself 200 (or 481 when false).
+    pub fn cancel_invite(self: &Arc<Self>, cancel_key: &TsxKey, cancel: &Request) -> bool {
+        let Some(tsx) = self.invites.lock().get(&cancel_key.invite_of()).cloned() else { return false };
+        if !matches!(&*tsx.state.lock(), InviteState::Proceeding { .. }) {
+            // Already answered: CANCEL has no effect but still matched (200).
+            return true;
+        }
+        tsx.cancel_flag.store(true, Ordering::Release);
+        tsx.cancelled.notify_waiters();
+        // 487 to the INVITE, built from the CANCEL (same Call-ID, From, To, CSeq number).
+        let responder = Responder::new(self.clone(), tsx.key.clone(), tsx.flow, cancel, Some(tsx.clone()));
+        let mut r = responder.response(StatusCode::RequestTerminated);
+        for h in r.headers.iter_mut() {
+            if let Header::CSeq(c) = h {
+                let n = c.value().split_whitespace().next().unwrap_or("0").to_string();
+                *c = rsip::headers::CSeq::new(format!("{n} INVITE"));
+            }
+        }
+        responder.respond(r);
+        true
+    }
+
+    /// Records and sends a response of a server transaction.
+    fn send_response(self: &Arc<Self>, key: &TsxKey, flow: Flow, invite: Option<&Arc<ServerInvTsx>>, resp: &Response) {
+        let code = resp.status_code.code();
+        let data = encode_response(resp);
+        let is_final = code >= 200;
+        match invite {
+            None => self.non_invite.respond(key, data.clone(), is_final, flow.protocol.is_reliable()),
+            Some(tsx) => {
+                let mut st = tsx.state.lock();
+                match &*st {
+                    InviteState::Proceeding { .. } => {}
+                    // Final already sent (e.g. 487 after CANCEL): late responses are dropped.
+                    _ => return,
+                }
+                if !is_final {
+                    *st = InviteState::Proceeding { last: Some(data.clone()) };
+                } else if code < 300 {
+                    *st = InviteState::Terminated;
+                    self.invites.lock().remove(key);
+                } else {
+                    *st = InviteState::Completed { last: data.clone() };
+                    drop(st);
+                    tokio::spawn(run_invite_completed(self.clone(), tsx.clone()));
+                }
+            }
+        }
+        let this = self.clone();
+        tokio::spawn(async move { this.send(flow, data).await });
+    }
+
+    fn abandon(self: &Arc<Self>, key: &TsxKey) {
+        self.non_invite.remove(key);
+        self.invites.lock().remove(key);
+    }
+
+    /// Live server transactions (for tests and metrics).
+    pub fn server_count(&self) -> usize {
+        self.non_invite.len() + self.invites.lock().len()
+    }
+
+    pub fn server_header(&self) -> &str {
+        &self.server_header
+    }
+}
+
+/// Completed → (ACK) Confirmed → Terminated, retransmitting the final per Timer G until ACK
+/// or Timer H (§17.2.1).
+async fn run_invite_completed(layer: Arc<TransactionLayer>, tsx: Arc<ServerInvTsx>) {
+    let t = layer.timers;
+    let reliable = tsx.flow.protocol.is_reliable();
+    let deadline = tokio::time::Instant::now() + t.h();
+    let mut interval = t.g();
+    loop {
+        let wait = if reliable { t.h() } else { interval };
+        tokio::select! {
+            _ = tsx.acked.notified() => {
+                tokio::time::sleep(t.i(tsx.flow.protocol)).await;
+                break;
+            }
+            _ = tokio::time::sleep_until((tokio::time::Instant::now() + wait).min(deadline)) => {
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::debug!(branch = %tsx.key.branch, "timer H: no ACK for final response");
+                    break;
+                }
+                if matches!(&*tsx.state.lock(), InviteState::Confirmed) {
+                    tokio::time::sleep(t.i(tsx.flow.protocol)).await;
+                    break;
+                }
+                let last = match &*tsx.state.lock() { InviteState::Completed { last } => Some(last.clone()), _ => None };
+                if let Some(data) = last {
+                    layer.send(tsx.flow, data).await;
+                }
+                interval = (interval * 2).min(t.t2);
+            }
+        }
+    }
+    *tsx.state.lock() = InviteState::Terminated;
+    layer.invites.lock().remove(&tsx.key);
+}
+
+/// The TU's handle on one server transaction.
+#[must_use = "a request must be answered; dropping the responder answers 500"]
+pub struct Responder {
+    layer: Arc<TransactionLayer>,
+    key: TsxKey,
+    flow: Flow,
+    invite: Option<Arc<ServerInvTsx>>,
+    /// Via(s), From, To, Call-ID, CSeq of the request, with a To tag chosen once.
+    skeleton: Vec<Header>,
+    done: bool,
+}
+
+impl Responder {
+    fn new(layer: Arc<TransactionLayer>, key: TsxKey, flow: Flow, req: &Request, invite: Option<Arc<ServerInvTsx>>) -> Responder {
+        let mut skeleton = Vec::with_capacity(6);
+        let mut tag_needed = false;
+        for h in req.headers.iter() {
+            match h {
+                Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => skeleton.push(h.clone()),
+                Header::To(to) => {
+                    tag_needed = NameAddr::parse(to.value()).map(|n| n.tag().is_none()).unwrap_or(false);
+                    skeleton.push(h.clone());
+                }
+                _ => {}
+            }
+        }
+        if tag_needed {
+            for h in skeleton.iter_mut() {
+                if let Header::To(to) = h {
+                    *to = rsip::headers::To::new(format!("{};tag={}", to.value(), new_tag()));
+                }
+            }
+        }
+        Responder { layer, key, flow, invite, skeleton, done: false }
+    }
+
+    /// A response with the mandatory headers copied (§8.2.6.2) and a Server header.
+    pub fn response(&self, status: StatusCode) -> Response {
+        let mut headers: Vec<Header> = Vec::with_capacity(self.skeleton.len() + 4);
+        for h in &self.skeleton {
+            // 100 Trying does not carry the To tag (§8.2.6.2: it may; we keep it plain).
+            if status.code() == 100 {
+                if let Header::To(_) = h {
+                    headers.push(h.clone());
+                    continue;
+                }
+            }
+            headers.push(h.clone());
+        }
+        let server = self.layer.server_header();
+        if !server.is_empty() {
+            headers.push(Header::Server(rsip::headers::Server::new(server)));
+        }
+        Response { status_code: status, version: rsip::Version::V2, headers: headers.into(), body: Vec::new() }
+    }
+
+    /// The To tag this transaction answers with (for dialog-creating TUs).
+    pub fn to_tag(&self) -> Option<String> {
+        self.skeleton.iter().find_map(|h| match h {
+            Header::To(to) => NameAddr::parse(to.value()).ok().and_then(|n| n.tag().map(str::to_string)),
+            _ => None,
+        })
+    }
+
+    /// Where responses go.
+    pub fn flow(&self) -> Flow {
+        self.flow
+    }
+
+    /// Sends a provisional (1xx) response; the transaction stays open.
+    pub fn provisional(&self, resp: &Response) {
+        if resp.status_code.code() < 200 {
+            self.layer.send_response(&self.key, self.flow, self.invite.as_ref(), resp);
+        }
+    }
+
+    /// Sends the final response, consuming the responder.
+    pub fn respond(mut self, resp: Response) {
+        self.done = true;
+        self.layer.send_response(&self.key, self.flow, self.invite.as_ref(), &resp);
+    }
+
+    /// For INVITE: resolves when a CANCEL matched (the 487 has then been sent already).
+    pub async fn cancelled(&self) {
+        match &self.invite {
+            Some(tsx) => {
+                let notified = tsx.cancelled.notified();
+                if tsx.is_cancelled() {
+                    return;
+                }
+                notified.await
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.invite.as_ref().is_some_and(|t| t.is_cancelled())
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if self.done || self.is_cancelled() {
+            return;
+        }
+        // The TU dropped the request without answering: a bug, but the peer still gets an
+        // answer instead of retransmitting into silence.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tracing::warn!(branch = %self.key.branch, "request dropped unanswered; sending 500");
+            let r = self.response(StatusCode::ServerInternalError);
+            self.layer.send_response(&self.key, self.flow, self.invite.as_ref(), &r);
+        } else {
+            self.layer.abandon(&self.key);
+        }
+    }
+}
+
+/// Header value of the first header named `name` in a list (helper for response builders).
+pub fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
+    headers.iter().map(name_value).find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+}

@@ -1,0 +1,213 @@
+//! Server transactions (RFC 3261 §17.2).
+//!
+//! Non-INVITE (§17.2.2, Figure 8) — the REGISTER hot path — is kept in sharded maps rather
+//! than as one task per transaction: Trying → Proceeding → Completed, then forgotten after
+//! Timer J. Expiry is generational: each shard keeps a current and a previous map and rotates
+//! every J, so an entry lives between J and 2·J and no timer is armed per request. A
+//! retransmitted request finds its entry and gets the last response again (or nothing while
+//! the TU is still working), so it is never processed twice.
+//!
+//! INVITE (§17.2.1, Figure 7) is rarer and has real timers (G, H, I), so each one that
+//! reaches Completed gets a small task.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::key::TsxKey;
+use crate::transport::Flow;
+
+const SHARDS: usize = 32;
+
+/// Non-INVITE server transaction states (Figure 8). Terminated = absent from the table.
+#[derive(Debug, Clone)]
+enum NonInviteState {
+    Trying,
+    Proceeding { last: Bytes },
+    Completed { last: Bytes },
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    state: NonInviteState,
+    flow: Flow,
+}
+
+struct Generations {
+    current: HashMap<TsxKey, Entry>,
+    previous: HashMap<TsxKey, Entry>,
+    rotated: Instant,
+}
+
+/// What to do with an incoming non-INVITE request.
+#[derive(Debug)]
+pub enum Arrival {
+    /// A new transaction: hand the request to the TU.
+    New,
+    /// A retransmission: send this again (or nothing while Trying).
+    Retransmission(Option<(Bytes, Flow)>),
+}
+
+pub struct NonInviteServerTable {
+    shards: Vec<Mutex<Generations>>,
+    timer_j: Duration,
+}
+
+impl NonInviteServerTable {
+    pub fn new(timer_j: Duration) -> Self {
+        let now = Instant::now();
+        NonInviteServerTable {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(Generations { current: HashMap::new(), previous: HashMap::new(), rotated: now }))
+                .collect(),
+            timer_j: timer_j.max(Duration::from_millis(1)),
+        }
+    }
+
+    fn shard(&self, key: &TsxKey) -> &Mutex<Generations> {
+        let h = key.branch.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        &self.shards[h % SHARDS]
+    }
+
+    fn rotate(&self, g: &mut Generations) {
+        let now = Instant::now();
+        if now.duration_since(g.rotated) >= self.timer_j {
+            let cur = std::mem::take(&mut g.current);
+            // After two rotation periods with no traffic both generations are stale.
+            g.previous = if now.duration_since(g.rotated) >= self.timer_j * 2 { HashMap::new() } else { cur };
+            g.rotated = now;
+        }
+    }
+
+    pub fn arrive(&self, key: &TsxKey, flow: Flow) -> Arrival {
+        let mut g = self.shard(key).lock();
+        self.rotate(&mut g);
+        let existing = g.current.get(key).or_else(|| g.previous.get(key));
+        if let Some(e) = existing {
+            return Arrival::Retransmission(match &e.state {
+                NonInviteState::Trying => None,
+                NonInviteState::Proceeding { last } | NonInviteState::Completed { last } => Some((last.clone(), e.flow)),
+            });
+        }
+        g.current.insert(key.clone(), Entry { state: NonInviteState::Trying, flow });
+        Arrival::New
+    }
+
+    /// Records a response sent by the TU. A final response on a reliable transport ends the
+    /// transaction at once (Timer J = 0).
+    pub fn respond(&self, key: &TsxKey, data: Bytes, is_final: bool, reliable: bool) {
+        let mut g = self.shard(key).lock();
+        self.rotate(&mut g);
+        let entry = g.current.remove(key).or_else(|| g.previous.remove(key));
+        let Some(mut e) = entry else { return };
+        if is_final && reliable {
+            return;
+        }
+        e.state = if is_final { NonInviteState::Completed { last: data } } else { NonInviteState::Proceeding { last: data } };
+        g.current.insert(key.clone(), e);
+    }
+
+    /// Forgets a transaction (TU gave up without answering).
+    pub fn remove(&self, key: &TsxKey) {
+        let mut g = self.shard(key).lock();
+        g.current.remove(key);
+        g.previous.remove(key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| { let g = s.lock(); g.current.len() + g.previous.len() }).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// INVITE server transaction states (Figure 7, with RFC 6026's Accepted folded into
+/// Terminated: 2xx retransmission belongs to the TU).
+#[derive(Debug, Clone)]
+pub enum InviteState {
+    Proceeding { last: Option<Bytes> },
+    Completed { last: Bytes },
+    Confirmed,
+    Terminated,
+}
+
+/// One INVITE server transaction.
+#[derive(Debug)]
+pub struct ServerInvTsx {
+    pub key: TsxKey,
+    pub flow: Flow,
+    pub state: Mutex<InviteState>,
+    /// Signalled when a matching ACK arrives in Completed.
+    pub acked: Notify,
+    /// Signalled when a CANCEL matched while Proceeding.
+    pub cancelled: Notify,
+    pub cancel_flag: std::sync::atomic::AtomicBool,
+}
+
+impl ServerInvTsx {
+    pub fn new(key: TsxKey, flow: Flow) -> Arc<ServerInvTsx> {
+        Arc::new(ServerInvTsx {
+            key,
+            flow,
+            state: Mutex::new(InviteState::Proceeding { last: None }),
+            acked: Notify::new(),
+            cancelled: Notify::new(),
+            cancel_flag: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel_flag.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(b: &str) -> TsxKey {
+        let via = crate::headers::Via::parse(&format!("SIP/2.0/UDP h:5060;branch={b}")).unwrap();
+        let req = match crate::wire::parse::parse_bytes(b"REGISTER sip:a SIP/2.0\r\n\r\n").unwrap() {
+            rsip::SipMessage::Request(r) => r,
+            _ => unreachable!(),
+        };
+        TsxKey::server(&via, &req)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn absorbs_then_forgets_after_timer_j() {
+        let flow = Flow::udp("127.0.0.1:5060".parse().unwrap(), "127.0.0.1:5070".parse().unwrap());
+        let t = NonInviteServerTable::new(Duration::from_secs(32));
+        let k = key("z9hG4bK1");
+        assert!(matches!(t.arrive(&k, flow), Arrival::New));
+        assert!(matches!(t.arrive(&k, flow), Arrival::Retransmission(None)));
+        t.respond(&k, Bytes::from_static(b"200"), true, false);
+        match t.arrive(&k, flow) {
+            Arrival::Retransmission(Some((b, _))) => assert_eq!(&b[..], b"200"),
+            other => panic!("{other:?}"),
+        }
+        tokio::time::advance(Duration::from_secs(33)).await;
+        assert!(matches!(t.arrive(&key("z9hG4bK2"), flow), Arrival::New));
+        // Still within 2·J of its completion: absorbed.
+        assert!(matches!(t.arrive(&k, flow), Arrival::Retransmission(Some(_))));
+        tokio::time::advance(Duration::from_secs(65)).await;
+        assert!(matches!(t.arrive(&k, flow), Arrival::New));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reliable_final_ends_at_once() {
+        let flow = Flow::udp("127.0.0.1:5060".parse().unwrap(), "127.0.0.1:5070".parse().unwrap());
+        let t = NonInviteServerTable::new(Duration::from_secs(32));
+        let k = key("z9hG4bK1");
+        assert!(matches!(t.arrive(&k, flow), Arrival::New));
+        t.respond(&k, Bytes::from_static(b"200"), true, true);
+        assert!(t.is_empty());
+    }
+}

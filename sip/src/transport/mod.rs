@@ -1,0 +1,245 @@
+//! Transports: UDP and TCP on the same port, per listen address (IPv4 and IPv6).
+//!
+//! * [`flow`] — [`Flow`] (which socket/connection a message used) and the table of live TCP
+//!   connections, so a request to a registered contact goes down the flow its REGISTER used;
+//! * [`udp`] — datagram receive loop;
+//! * [`tcp`] — accept loop and per-connection reader/writer with Content-Length framing.
+//!
+//! The transport holds no transaction state: it reports upward with [`TransportEvent`]s on a
+//! channel and sends what it is given ([`Transmit`]). Memory per peer is bounded by the
+//! message size limit, the per-connection buffer limit and the writer queue length.
+
+pub mod flow;
+pub mod tcp;
+pub mod udp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, watch};
+
+pub use flow::{Flow, FlowTable, Protocol};
+
+use crate::stats::Stats;
+use crate::wire::WireError;
+use crate::BoxFuture;
+
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// Each address gets a UDP socket and a TCP listener on the same port. Port 0 picks a free
+    /// port (the same one for UDP and TCP).
+    pub listen: Vec<SocketAddr>,
+    /// Largest message accepted (513 above it).
+    pub max_message_size: usize,
+    /// Most bytes buffered for one TCP connection before it is cut.
+    pub max_tcp_buffer: usize,
+    /// Most messages queued for sending on one TCP connection.
+    pub tcp_send_queue: usize,
+    pub max_tcp_connections: usize,
+    /// A TCP connection with no traffic for this long is closed.
+    pub tcp_idle_timeout: Duration,
+    /// SO_RCVBUF / SO_SNDBUF for UDP sockets (high rates need large buffers).
+    pub udp_buffer: usize,
+    /// Events queued towards the endpoint before datagrams are dropped (and counted).
+    pub event_queue: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            listen: vec!["0.0.0.0:5060".parse().expect("static addr")],
+            max_message_size: 65_535,
+            max_tcp_buffer: 131_072,
+            tcp_send_queue: 1024,
+            max_tcp_connections: 20_000,
+            tcp_idle_timeout: Duration::from_secs(3600),
+            udp_buffer: 8 << 20,
+            event_queue: 65_536,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("bind {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("send to {addr}: {source}")]
+    Send { addr: SocketAddr, source: std::io::Error },
+    #[error("no socket for {0:?} to reach {1}")]
+    NoRoute(Protocol, SocketAddr),
+    #[error("connection to {0} is congested")]
+    Congested(SocketAddr),
+    #[error("connect to {addr}: {source}")]
+    Connect { addr: SocketAddr, source: std::io::Error },
+}
+
+impl TransportError {
+    /// RFC 3261 §8.1.3.1: a transport failure is treated like a 503.
+    pub fn status(&self) -> u16 {
+        503
+    }
+}
+
+/// What the transport reports upward.
+#[derive(Debug)]
+pub enum TransportEvent {
+    /// One framed message (not yet parsed).
+    Message { data: Bytes, flow: Flow },
+    /// A stream could not be framed; `head` holds what was buffered so a 400/513 can be tried.
+    /// The connection is closed shortly after.
+    StreamError { flow: Flow, error: WireError, head: Bytes },
+    /// A TCP connection ended.
+    Closed { flow: Flow },
+}
+
+/// Sending, as the transaction layer sees it (tests substitute an in-memory implementation).
+pub trait Transmit: Send + Sync + 'static {
+    /// Sends `data` down `flow`. For a TCP flow whose connection is gone, a new connection to
+    /// `flow.remote` is opened; the flow actually used is returned.
+    fn transmit(&self, flow: Flow, data: Bytes) -> BoxFuture<'_, Result<Flow, TransportError>>;
+}
+
+/// The running transports.
+pub struct Transport {
+    udp: Vec<Arc<UdpSocket>>,
+    flows: Arc<FlowTable>,
+    cfg: TransportConfig,
+    events: mpsc::Sender<TransportEvent>,
+    stats: Arc<Stats>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Transport {
+    /// Binds every listen address and starts the receive loops.
+    pub async fn bind(cfg: TransportConfig, events: mpsc::Sender<TransportEvent>, stats: Arc<Stats>) -> Result<Arc<Transport>, TransportError> {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut udp = Vec::new();
+        let mut listeners = Vec::new();
+        for addr in &cfg.listen {
+            let (sock, listener) = bind_pair(*addr, cfg.udp_buffer)?;
+            udp.push(Arc::new(sock));
+            listeners.push(listener);
+        }
+        let t = Arc::new(Transport {
+            udp,
+            flows: Arc::new(FlowTable::default()),
+            cfg,
+            events,
+            stats,
+            shutdown,
+        });
+        for sock in &t.udp {
+            tokio::spawn(udp::receive_loop(sock.clone(), t.events.clone(), t.cfg.max_message_size, t.stats.clone(), shutdown_rx.clone()));
+        }
+        for l in listeners {
+            tokio::spawn(tcp::accept_loop(t.clone(), l, shutdown_rx.clone()));
+        }
+        Ok(t)
+    }
+
+    /// The bound UDP addresses (TCP listens on the same ones).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.udp.iter().filter_map(|s| s.local_addr().ok()).collect()
+    }
+
+    pub fn flows(&self) -> &FlowTable {
+        &self.flows
+    }
+
+    pub fn config(&self) -> &TransportConfig {
+        &self.cfg
+    }
+
+    /// Stops accepting and receiving; open connections close as their tasks notice.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+        self.flows.close_all();
+    }
+
+    fn udp_for(&self, local: Option<SocketAddr>, remote: SocketAddr) -> Option<&Arc<UdpSocket>> {
+        let by_local = local.and_then(|l| self.udp.iter().find(|s| s.local_addr().ok() == Some(l)));
+        by_local.or_else(|| self.udp.iter().find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == remote.is_ipv4())))
+    }
+
+    /// Sends to `remote` over `protocol`, reusing a live TCP connection to it if there is one.
+    pub async fn send_to(self: &Arc<Self>, protocol: Protocol, remote: SocketAddr, data: Bytes) -> Result<Flow, TransportError> {
+        let flow = match protocol {
+            Protocol::Udp => Flow::udp(SocketAddr::new(unspecified(remote), 0), remote),
+            Protocol::Tcp => self.flows.by_remote(remote).unwrap_or(Flow { protocol, local: SocketAddr::new(unspecified(remote), 0), remote, conn: 0 }),
+        };
+        self.send(flow, data).await
+    }
+
+    pub async fn send(self: &Arc<Self>, flow: Flow, data: Bytes) -> Result<Flow, TransportError> {
+        match flow.protocol {
+            Protocol::Udp => {
+                let local = (flow.local.port() != 0).then_some(flow.local);
+                let sock = self.udp_for(local, flow.remote).ok_or(TransportError::NoRoute(Protocol::Udp, flow.remote))?;
+                sock.send_to(&data, flow.remote).await.map_err(|source| TransportError::Send { addr: flow.remote, source })?;
+                let local = sock.local_addr().unwrap_or(flow.local);
+                Ok(Flow::udp(local, flow.remote))
+            }
+            Protocol::Tcp => {
+                if let Some(conn) = self.flows.sender(flow.conn).or_else(|| self.flows.by_remote(flow.remote).and_then(|f| self.flows.sender(f.conn))) {
+                    return conn.send(data).map_err(|_| TransportError::Congested(flow.remote));
+                }
+                let flow = tcp::connect(self.clone(), flow.remote).await?;
+                let conn = self.flows.sender(flow.conn).ok_or(TransportError::NoRoute(Protocol::Tcp, flow.remote))?;
+                conn.send(data).map_err(|_| TransportError::Congested(flow.remote))
+            }
+        }
+    }
+}
+
+impl Transmit for Arc<Transport> {
+    fn transmit(&self, flow: Flow, data: Bytes) -> BoxFuture<'_, Result<Flow, TransportError>> {
+        Box::pin(async move { self.send(flow, data).await })
+    }
+}
+
+fn unspecified(remote: SocketAddr) -> std::net::IpAddr {
+    if remote.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    }
+}
+
+/// Binds UDP and TCP on the same port. With port 0 the UDP socket picks a port and TCP takes
+/// the same one, retrying a few times if another process holds it.
+fn bind_pair(addr: SocketAddr, udp_buffer: usize) -> Result<(UdpSocket, TcpListener), TransportError> {
+    use socket2::{Domain, Socket, Type};
+    let mut last_err = None;
+    for _ in 0..16 {
+        let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+        let mk_err = |source| TransportError::Bind { addr, source };
+        let us = Socket::new(domain, Type::DGRAM, None).map_err(mk_err)?;
+        if addr.is_ipv6() {
+            let _ = us.set_only_v6(true);
+        }
+        let _ = us.set_recv_buffer_size(udp_buffer);
+        let _ = us.set_send_buffer_size(udp_buffer);
+        us.set_nonblocking(true).map_err(mk_err)?;
+        us.bind(&addr.into()).map_err(mk_err)?;
+        let bound = us.local_addr().ok().and_then(|a| a.as_socket()).ok_or_else(|| mk_err(std::io::Error::other("no local address")))?;
+        let ts = Socket::new(domain, Type::STREAM, None).map_err(mk_err)?;
+        if addr.is_ipv6() {
+            let _ = ts.set_only_v6(true);
+        }
+        let _ = ts.set_reuse_address(true);
+        ts.set_nonblocking(true).map_err(mk_err)?;
+        match ts.bind(&bound.into()).and_then(|_| ts.listen(1024)) {
+            Ok(()) => {
+                let udp = UdpSocket::from_std(us.into()).map_err(mk_err)?;
+                let tcp = TcpListener::from_std(ts.into()).map_err(mk_err)?;
+                return Ok((udp, tcp));
+            }
+            Err(e) if addr.port() == 0 => last_err = Some(e),
+            Err(e) => return Err(mk_err(e)),
+        }
+    }
+    Err(TransportError::Bind { addr, source: last_err.unwrap_or_else(|| std::io::Error::other("no port")) })
+}

@@ -1,0 +1,57 @@
+//! Printing rsip messages to bytes, with Content-Length always equal to the body (any
+//! Content-Length header in the model is ignored and recomputed).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use rsip::{Header, Request, Response};
+
+use crate::headers::name_value;
+
+fn put_headers(out: &mut BytesMut, headers: &rsip::Headers, body: &[u8]) {
+    for h in headers.iter() {
+        if matches!(h, Header::ContentLength(_)) {
+            continue;
+        }
+        let (n, v) = name_value(h);
+        out.put_slice(n.as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(v.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"Content-Length: ");
+    out.put_slice(body.len().to_string().as_bytes());
+    out.put_slice(b"\r\n\r\n");
+    out.put_slice(body);
+}
+
+pub fn encode_response(r: &Response) -> Bytes {
+    let mut out = BytesMut::with_capacity(512 + r.body.len());
+    out.put_slice(b"SIP/2.0 ");
+    out.put_slice(r.status_code.to_string().as_bytes());
+    out.put_slice(b"\r\n");
+    put_headers(&mut out, &r.headers, &r.body);
+    out.freeze()
+}
+
+pub fn encode_request(r: &Request) -> Bytes {
+    let mut out = BytesMut::with_capacity(512 + r.body.len());
+    out.put_slice(r.method.to_string().as_bytes());
+    out.put_slice(b" ");
+    out.put_slice(r.uri.to_string().as_bytes());
+    out.put_slice(b" SIP/2.0\r\n");
+    put_headers(&mut out, &r.headers, &r.body);
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::parse::parse_bytes;
+
+    #[test]
+    fn content_length_recomputed() {
+        let m = parse_bytes(b"MESSAGE sip:a@b SIP/2.0\r\nCall-ID: x\r\nContent-Length: 5\r\n\r\nhello").unwrap();
+        let rsip::SipMessage::Request(mut r) = m else { panic!() };
+        r.body = b"hi".to_vec();
+        assert_eq!(&encode_request(&r)[..], b"MESSAGE sip:a@b SIP/2.0\r\nCall-ID: x\r\nContent-Length: 2\r\n\r\nhi");
+    }
+}
