@@ -253,17 +253,19 @@ async fn dispatch(inner: Arc<Inner>, mut rx: mpsc::Receiver<TransportEvent>) {
 
 fn on_message(inner: &Arc<Inner>, data: Bytes, flow: Flow) {
     let limit = inner.cfg.transport.max_message_size;
-    let Ok(raw) = normalise(&data) else {
-        Stats::inc(&inner.stats.malformed_dropped);
-        return;
-    };
     if data.len() > limit {
+        // The datagram was cut at the limit; answer 513 from the complete header lines.
         let e = WireError::TooLarge { size: data.len(), limit };
-        if !answer_malformed(inner, &raw, &e, flow) {
+        let answered = truncated_head(&data).is_some_and(|head| normalise(&head).ok().is_some_and(|raw| answer_malformed(inner, &raw, &e, flow)));
+        if !answered {
             Stats::inc(&inner.stats.malformed_dropped);
         }
         return;
     }
+    let Ok(raw) = normalise(&data) else {
+        Stats::inc(&inner.stats.malformed_dropped);
+        return;
+    };
     let parsed = match flow.protocol {
         Protocol::Udp => wire::parse::check_datagram_length(&raw).and_then(|_| wire::parse_raw(&raw)),
         Protocol::Tcp => wire::parse_raw(&raw),
@@ -280,6 +282,18 @@ fn on_message(inner: &Arc<Inner>, data: Bytes, flow: Flow) {
             }
         }
     }
+}
+
+/// The complete lines of a cut message's header section, terminated, so the headers a reply
+/// needs can still be read.
+fn truncated_head(data: &[u8]) -> Option<Vec<u8>> {
+    let end = match wire::framing::find_header_end(data) {
+        Some(e) => e,
+        None => data.iter().rposition(|b| *b == b'\n')? + 1,
+    };
+    let mut head = data[..end].to_vec();
+    head.extend_from_slice(b"\r\n");
+    Some(head)
 }
 
 /// RFC 3261 §8.1.1: To, From, CSeq, Call-ID, Max-Forwards (not enforced: many phones omit it
