@@ -365,3 +365,6 @@ impl Drop for Responder {
 pub fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
     headers.iter().map(name_value).find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
 }
+
+#[cfg(test)]
+mod tests;
