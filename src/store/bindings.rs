@@ -46,7 +46,7 @@ impl Store {
         if upserts.is_empty() && removals.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for b in upserts {
             sqlx::query(
                 "INSERT INTO bindings (aor, contact, expires_at, data) VALUES ($1, $2, $3, $4) \

@@ -19,7 +19,7 @@ impl Store {
     }
 
     pub async fn create_site(&self, s: &Site) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("INSERT INTO sites (name, fs_url, sip_servers) VALUES ($1, $2, $3)")
             .bind(&s.name)
             .bind(&s.fs_url)
@@ -34,7 +34,7 @@ impl Store {
 
     /// Creates or replaces: the configuration file is the source of truth for topology.
     pub async fn upsert_site(&self, s: &Site) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO sites (name, fs_url, sip_servers) VALUES ($1, $2, $3) \
              ON CONFLICT (name) DO UPDATE SET fs_url = excluded.fs_url, sip_servers = excluded.sip_servers",
@@ -50,7 +50,7 @@ impl Store {
     }
 
     pub async fn update_site(&self, s: &Site) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query("UPDATE sites SET fs_url = $2, sip_servers = $3 WHERE name = $1")
             .bind(&s.name)
             .bind(&s.fs_url)
@@ -66,7 +66,7 @@ impl Store {
     }
 
     pub async fn delete_site(&self, name: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query("DELETE FROM sites WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
@@ -98,7 +98,7 @@ impl Store {
     }
 
     pub async fn upsert_switch(&self, s: &Switch) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO switches (name, site, address, dn_ranges, peer) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (name) DO UPDATE SET site = excluded.site, address = excluded.address, \
@@ -133,7 +133,7 @@ impl Store {
 
     pub async fn create_profile(&self, p: &Profile) -> Result<()> {
         check_profile(p)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(&format!("INSERT INTO profiles ({PROFILE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
             .bind(&p.name)
             .bind(&p.kind)
@@ -161,7 +161,7 @@ impl Store {
 
     pub async fn update_profile(&self, p: &Profile) -> Result<()> {
         check_profile(p)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE profiles SET kind = $2, template = $3, preferred_server = $4, peer_server = $5, \
              params = $6, allow_reassign = $7, check_sync_event = $8 WHERE name = $1",
@@ -185,7 +185,7 @@ impl Store {
     }
 
     pub async fn delete_profile(&self, name: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query("DELETE FROM profiles WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
@@ -218,7 +218,7 @@ impl Store {
 
     pub async fn create_dn(&self, d: &Dn) -> Result<()> {
         check_dn(d)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         insert_dn(&mut tx, d).await?;
         bump_version(&mut tx).await?;
         tx.commit().await?;
@@ -227,7 +227,7 @@ impl Store {
 
     pub async fn update_dn(&self, d: &Dn) -> Result<()> {
         check_dn(d)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE dns SET password = $2, switch = $3, authenticate_requests = $4, display_name = $5 WHERE number = $1",
         )
@@ -247,7 +247,7 @@ impl Store {
     }
 
     pub async fn delete_dn(&self, number: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query("DELETE FROM dns WHERE number = $1")
             .bind(number)
             .execute(&mut *tx)

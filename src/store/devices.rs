@@ -71,7 +71,7 @@ impl Store {
 
     /// Creates a device; `mac` must already be normalised by the caller.
     pub async fn create_device(&self, d: &NewDevice, actor: &str) -> Result<Device> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         insert_device(&mut tx, d, actor).await?;
         bump_version(&mut tx).await?;
         tx.commit().await?;
@@ -79,7 +79,7 @@ impl Store {
     }
 
     pub async fn update_device(&self, mac: &str, p: &DevicePatch) -> Result<Device> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE devices SET vendor = COALESCE($2, vendor), model = COALESCE($3, model), \
              profile = COALESCE($4, profile), updated_at = $5 WHERE mac = $1",
@@ -101,7 +101,7 @@ impl Store {
     }
 
     pub async fn delete_device(&self, mac: &str, actor: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query("DELETE FROM devices WHERE mac = $1").bind(mac).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound { what: "device", key: mac.to_owned() });
@@ -132,7 +132,7 @@ impl Store {
         .rows_affected()
             == 1;
         if inserted {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.write_tx().await?;
             audit(&mut tx, &s.mac, None, "first-seen", "provisioning", Some(&s.ip)).await?;
             tx.commit().await?;
         }
@@ -142,7 +142,7 @@ impl Store {
     /// Writes a batch of sightings of known devices in one transaction (write-behind from the
     /// provisioning hot path). These do not bump the version: nothing served depends on them.
     pub async fn touch_devices(&self, batch: &[Sighting]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for s in batch {
             sqlx::query(
                 "UPDATE devices SET last_seen_ip = $2, last_seen_at = $3, \
@@ -171,7 +171,7 @@ impl Store {
     /// transaction. The unique index on `devices.dn` keeps two racing instances from both
     /// winning.
     pub async fn assign(&self, mac: &str, dn: &str, actor: &str) -> Result<AssignOutcome> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let device: Option<Device> = sqlx::query_as(&format!("SELECT {DEVICE_COLS} FROM devices WHERE mac = $1"))
             .bind(mac)
             .fetch_optional(&mut *tx)
@@ -229,7 +229,7 @@ impl Store {
     }
 
     pub async fn unassign(&self, mac: &str, actor: &str) -> Result<Option<String>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let dn: Option<Option<String>> = sqlx::query_scalar("SELECT dn FROM devices WHERE mac = $1")
             .bind(mac)
             .fetch_optional(&mut *tx)
@@ -249,7 +249,7 @@ impl Store {
     /// Imports devices all or nothing: every line is checked inside the transaction, and one
     /// bad line rolls the whole file back with a report naming each bad line.
     pub async fn import_devices(&self, lines: &[ImportLine], actor: &str) -> Result<ImportReport> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut errors = Vec::new();
         let mut seen_mac = std::collections::HashMap::new();
         let mut seen_dn = std::collections::HashMap::new();

@@ -87,10 +87,31 @@ impl Store {
             .connect(&url)
             .await?;
         match backend {
-            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await?,
+            Backend::Sqlite => {
+                // sqlx takes no lock when migrating SQLite, so two processes opening a fresh
+                // file at once (the server and the CLI) would both create the tables. A file
+                // lock beside the database serialises them.
+                let _guard = match sqlite_path(&url) {
+                    Some(path) => Some(lock_beside(&path).await?),
+                    None => None,
+                };
+                sqlx::migrate!("migrations/sqlite").run(&pool).await?
+            }
+            // PostgreSQL migrations take an advisory lock of their own.
             Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
         }
         Ok(Store { pool, backend })
+    }
+
+    /// Starts a transaction that will write. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that read first and then tries to write
+    /// fails at once with "database is locked" when another writer got there in between,
+    /// whereas an immediate one waits its turn under `busy_timeout`.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -126,6 +147,29 @@ impl Store {
             .await?;
         Ok(self.meta_get(key).await?.unwrap_or_else(|| value.to_owned()))
     }
+}
+
+/// The file of a `sqlite:` URL, unless it is in memory.
+fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or("");
+    (!path.is_empty() && !path.contains(":memory:")).then(|| path.into())
+}
+
+/// Holds an exclusive OS lock on `<db>.lock` until dropped.
+async fn lock_beside(db: &std::path::Path) -> Result<std::fs::File> {
+    let mut lock_path = db.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Invalid(format!("cannot open {}: {e}", std::path::Path::new(&lock_path).display())))?;
+    tokio::task::spawn_blocking(move || file.lock().map(|_| file))
+        .await
+        .map_err(|e| StoreError::Invalid(format!("migration lock: {e}")))?
+        .map_err(|e| StoreError::Invalid(format!("migration lock: {e}")))
 }
 
 /// Bumps the served-data generation inside a transaction.

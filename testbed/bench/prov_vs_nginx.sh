@@ -9,7 +9,7 @@ THREADS=${THREADS:-2}
 CONNS=${CONNS:-64}
 for t in wrk nginx; do command -v $t >/dev/null || { echo "installing $t"; apt-get install -y -qq wrk nginx-light >/dev/null; }; done
 cargo build --release -q
-WORK=$(mktemp -d)
+WORK=$(mktemp -d); chmod 755 "$WORK"  # nginx workers must read it
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
@@ -71,7 +71,7 @@ NGINX
 nginx -c "$WORK/nginx.conf" -g 'daemon off;' &
 pids+=($!)
 sleep 0.5
-run() { wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" -H 'User-Agent: PolycomVVX-VVX_450-UA/6.3.0.14929' "$1" | tee /dev/stderr | awk '/Requests\/sec/ {print $2}'; }
+run() { wrk --latency -t"$THREADS" -c"$CONNS" -d"${DUR}s" -H 'User-Agent: PolycomVVX-VVX_450-UA/6.3.0.14929' "$1" | tee /dev/stderr | awk '/Requests\/sec/ {print $2}'; }
 echo "== sipdm ($SIZE-byte rendered $MAC.cfg, 2000 devices) =="
 S=$(run "$URL")
 echo "== nginx (static file, same size) =="
