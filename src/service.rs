@@ -2,7 +2,7 @@
 //! (later) the IVR share. It validates input, talks to the store, and renders files.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use sha2::{Digest, Sha256};
@@ -13,7 +13,7 @@ use crate::credentials::{DeviceCredentials, PROVISIONING_USER};
 use crate::provisioning::filename::{parse_file_name, FileNameError, FileRequest};
 use crate::provisioning::mac::Mac;
 use crate::provisioning::render::{DeviceCtx, IvrCtx, LineCtx, RenderContext, RenderError, Renderer, SipServerCtx};
-use crate::provisioning::vendor::VendorTable;
+use crate::provisioning::vendor::{UaMatch, VendorTable};
 use crate::store::model::{Device, DevicePatch, Dn, NewDevice, Profile, Sighting};
 use crate::store::{self, AssignOutcome, ImportLine, ImportReport, Store, StoreError};
 
@@ -55,7 +55,8 @@ pub type Result<T, E = DmError> = std::result::Result<T, E>;
 /// A rendered file, ready to serve.
 #[derive(Debug, Clone)]
 pub struct Served {
-    pub body: Arc<str>,
+    /// Shared, so a cache hit answers without copying the file.
+    pub body: bytes::Bytes,
     pub content_type: String,
     /// Strong ETag (quoted), from the body's hash.
     pub etag: String,
@@ -83,7 +84,15 @@ struct CacheKey {
 struct CachedFile {
     epoch: u64,
     served: Served,
+    /// When a sighting of this file's phone was last queued (ms); sightings are debounced to
+    /// one a second per file so that a phone hammering its file costs no writes.
+    last_noted: AtomicI64,
 }
+
+/// Sightings of one file closer together than this are recorded once.
+const SIGHTING_DEBOUNCE_MS: i64 = 1000;
+/// Distinct User-Agents remembered before the memo is simply cleared.
+const UA_CACHE_LIMIT: usize = 4096;
 
 pub struct Dm {
     pub store: Store,
@@ -95,6 +104,9 @@ pub struct Dm {
     /// an older epoch are stale. See `crate::app` for the poller that watches other writers.
     epoch: AtomicU64,
     cache: RwLock<HashMap<CacheKey, CachedFile>>,
+    /// User-Agent → what the vendor table makes of it. A fleet sends a handful of distinct
+    /// User-Agents, and matching runs regexes: remember the answers.
+    ua_cache: RwLock<HashMap<String, Option<Arc<UaMatch>>>>,
     sightings: Option<mpsc::Sender<Sighting>>,
 }
 
@@ -119,6 +131,7 @@ impl Dm {
             credentials: DeviceCredentials::new(secret),
             epoch: AtomicU64::new(1),
             cache: RwLock::new(HashMap::new()),
+            ua_cache: RwLock::new(HashMap::new()),
             sightings,
         }
     }
@@ -136,7 +149,7 @@ impl Dm {
             FileNameError::Traversal => DmError::Traversal,
             FileNameError::Unknown => DmError::UnknownFile,
         })?;
-        let ua = who.user_agent.as_deref().and_then(|ua| self.vendors.match_user_agent(ua));
+        let ua = who.user_agent.as_deref().and_then(|ua| self.match_user_agent(ua));
         match request {
             FileRequest::Common { vendor, kind, hw_code } => {
                 let mut ctx = self.base_context(who)?;
@@ -152,23 +165,31 @@ impl Dm {
                     ua_vendor: ua.as_ref().map(|u| u.vendor.clone()),
                     host: who.host.clone(),
                 };
-                let mut sighting = Sighting {
+                let now = store::now_ms();
+                let sighting = || Sighting {
                     mac: mac.to_string(),
                     ip: who.ip.clone(),
-                    at: store::now_ms(),
+                    at: now,
                     user_agent: who.user_agent.clone(),
                     vendor: None,
                     model: ua.as_ref().and_then(|u| u.model.clone()).or(model.clone()),
                     firmware: ua.as_ref().and_then(|u| u.firmware.clone()),
                 };
                 // Hot path: a fresh render of this exact request; only the sighting is written,
-                // behind the response.
-                if let Some(hit) = self.cache.read().ok().and_then(|c| {
-                    c.get(&key).filter(|f| f.epoch == epoch).map(|f| f.served.clone())
+                // behind the response, and at most once a second.
+                if let Some((hit, note)) = self.cache.read().ok().and_then(|c| {
+                    let f = c.get(&key).filter(|f| f.epoch == epoch)?;
+                    let last = f.last_noted.load(Ordering::Relaxed);
+                    let note = now - last >= SIGHTING_DEBOUNCE_MS
+                        && f.last_noted.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok();
+                    Some((f.served.clone(), note))
                 }) {
-                    self.note_sighting(sighting);
+                    if note {
+                        self.note_sighting(sighting());
+                    }
                     return Ok(hit);
                 }
+                let mut sighting = sighting();
                 let known = self.store.find_device(&mac.to_string()).await?;
                 // Vendor: the phone's own word first, then the file name, then what we know.
                 let vendor = ua
@@ -204,11 +225,25 @@ impl Dm {
                     if c.len() >= CACHE_LIMIT {
                         c.clear();
                     }
-                    c.insert(key, CachedFile { epoch, served: served.clone() });
+                    c.insert(key, CachedFile { epoch, served: served.clone(), last_noted: AtomicI64::new(now) });
                 }
                 Ok(served)
             }
         }
+    }
+
+    fn match_user_agent(&self, ua: &str) -> Option<Arc<UaMatch>> {
+        if let Some(m) = self.ua_cache.read().ok().and_then(|c| c.get(ua).cloned()) {
+            return m;
+        }
+        let m = self.vendors.match_user_agent(ua).map(Arc::new);
+        if let Ok(mut c) = self.ua_cache.write() {
+            if c.len() >= UA_CACHE_LIMIT {
+                c.clear();
+            }
+            c.insert(ua.to_owned(), m.clone());
+        }
+        m
     }
 
     fn note_sighting(&self, s: Sighting) {
@@ -231,7 +266,7 @@ impl Dm {
             .map(|v| v.content_type.clone())
             .unwrap_or_else(|| "text/plain".into());
         let etag = format!("\"{}\"", &hex::encode(Sha256::digest(body.as_bytes()))[..32]);
-        Ok(Served { body: body.into(), content_type, etag })
+        Ok(Served { body: bytes::Bytes::from(body), content_type, etag })
     }
 
     async fn profile_of(&self, device: &Device) -> Result<Option<Profile>> {

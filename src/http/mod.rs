@@ -18,12 +18,15 @@ pub fn router(dm: Arc<Dm>, admin_token: Arc<str>) -> Router {
     let prov = Router::new()
         .route("/fs/dm/prov/{*file}", get(prov::serve_file))
         .with_state(dm.clone());
+    // Request tracing on the admin side only: the provisioning route logs its own refusals,
+    // and a span per phone fetch is measurable at fleet scale.
+    let admin = admin::router(AdminState { dm: dm.clone(), token: admin_token })
+        .layer(tower_http::trace::TraceLayer::new_for_http());
     Router::new()
         .merge(prov)
-        .nest(admin::BASE, admin::router(AdminState { dm: dm.clone(), token: admin_token }))
+        .nest(admin::BASE, admin)
         .route("/healthz", get(healthz).with_state(dm))
         .route("/metrics", get(metrics_text))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
 /// Healthy means the store answers: an instance that cannot read devices cannot provision.
