@@ -13,32 +13,29 @@ pub struct StoredBinding {
     pub data: String,
 }
 
+impl StoredBinding {
+    fn from_row((aor, contact, expires_at, data): (String, String, i64, String)) -> Self {
+        StoredBinding { aor, contact, expires_at, data }
+    }
+}
+
 impl Store {
     /// Every binding that has not yet expired.
     pub async fn load_bindings(&self) -> Result<Vec<StoredBinding>> {
-        let rows: Vec<(String, String, i64, String)> =
-            sqlx::query_as("SELECT aor, contact, expires_at, data FROM bindings WHERE expires_at > $1")
-                .bind(now_ms())
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(aor, contact, expires_at, data)| StoredBinding { aor, contact, expires_at, data })
-            .collect())
+        let rows = sqlx::query_as("SELECT aor, contact, expires_at, data FROM bindings WHERE expires_at > $1")
+            .bind(now_ms())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(StoredBinding::from_row).collect())
     }
 
     pub async fn bindings_of(&self, aor: &str) -> Result<Vec<StoredBinding>> {
-        let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
-            "SELECT aor, contact, expires_at, data FROM bindings WHERE aor = $1 AND expires_at > $2",
-        )
-        .bind(aor)
-        .bind(now_ms())
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(aor, contact, expires_at, data)| StoredBinding { aor, contact, expires_at, data })
-            .collect())
+        let rows = sqlx::query_as("SELECT aor, contact, expires_at, data FROM bindings WHERE aor = $1 AND expires_at > $2")
+            .bind(aor)
+            .bind(now_ms())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(StoredBinding::from_row).collect())
     }
 
     /// Applies one write-behind batch atomically: upserts, then removals.

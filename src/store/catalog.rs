@@ -66,21 +66,7 @@ impl Store {
     }
 
     pub async fn delete_site(&self, name: &str) -> Result<()> {
-        let mut tx = self.write_tx().await?;
-        let done = sqlx::query("DELETE FROM sites WHERE name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| match classify(e, "site", name) {
-                StoreError::Invalid(_) => StoreError::Conflict { what: "site in use by a switch", key: name.to_owned() },
-                other => other,
-            })?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { what: "site", key: name.to_owned() });
-        }
-        bump_version(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        self.delete_row("DELETE FROM sites WHERE name = $1", name, "site", "site in use by a switch").await
     }
 
     pub async fn switches(&self) -> Result<Vec<Switch>> {
@@ -185,21 +171,7 @@ impl Store {
     }
 
     pub async fn delete_profile(&self, name: &str) -> Result<()> {
-        let mut tx = self.write_tx().await?;
-        let done = sqlx::query("DELETE FROM profiles WHERE name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| match classify(e, "profile", name) {
-                StoreError::Invalid(_) => StoreError::Conflict { what: "profile in use by a device", key: name.to_owned() },
-                other => other,
-            })?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { what: "profile", key: name.to_owned() });
-        }
-        bump_version(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        self.delete_row("DELETE FROM profiles WHERE name = $1", name, "profile", "profile in use by a device").await
     }
 
     pub async fn dns(&self) -> Result<Vec<Dn>> {
@@ -247,17 +219,21 @@ impl Store {
     }
 
     pub async fn delete_dn(&self, number: &str) -> Result<()> {
+        self.delete_row("DELETE FROM dns WHERE number = $1", number, "DN", "DN assigned to a device").await
+    }
+}
+
+impl Store {
+    /// Deletes one row by key: `NotFound` when there is none, `Conflict` when something still
+    /// refers to it (a foreign key), so the API can answer 404 or 409.
+    async fn delete_row(&self, sql: &str, key: &str, what: &'static str, in_use: &'static str) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        let done = sqlx::query("DELETE FROM dns WHERE number = $1")
-            .bind(number)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| match classify(e, "DN", number) {
-                StoreError::Invalid(_) => StoreError::Conflict { what: "DN assigned to a device", key: number.to_owned() },
-                other => other,
-            })?;
+        let done = sqlx::query(sql).bind(key).execute(&mut *tx).await.map_err(|e| match classify(e, what, key) {
+            StoreError::Invalid(_) => StoreError::Conflict { what: in_use, key: key.to_owned() },
+            other => other,
+        })?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { what: "DN", key: number.to_owned() });
+            return Err(StoreError::NotFound { what, key: key.to_owned() });
         }
         bump_version(&mut tx).await?;
         tx.commit().await?;
