@@ -47,6 +47,15 @@ impl Binding {
         }
     }
 
+    /// Whether `other` is the same binding ([`Binding::id`] equality, without allocating).
+    pub fn same_id(&self, other: &Binding) -> bool {
+        match (&self.instance, &other.instance) {
+            (Some(a), Some(b)) => a == b && self.reg_id == other.reg_id,
+            (None, None) => self.contact == other.contact,
+            _ => false,
+        }
+    }
+
     pub fn remaining(&self, now: u64) -> u64 {
         self.expires_at.saturating_sub(now)
     }

@@ -4,7 +4,7 @@
 //! (RFC 3261 §10.3 step 7).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -35,25 +35,31 @@ pub struct Outcome {
 
 pub struct BindingTable {
     shards: Vec<RwLock<HashMap<String, Vec<Arc<Binding>>>>>,
+    /// Per shard, no binding in it expires before this (Unix seconds): lets the sweeper skip
+    /// shards without walking them.
+    earliest: Vec<AtomicU64>,
     devices: Vec<RwLock<HashMap<String, String>>>,
-    hasher: std::collections::hash_map::RandomState,
 }
 
 impl Default for BindingTable {
     fn default() -> Self {
         BindingTable {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            earliest: (0..SHARDS).map(|_| AtomicU64::new(u64::MAX)).collect(),
             devices: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
-            hasher: Default::default(),
         }
     }
 }
 
 impl BindingTable {
+    /// Shard of a key: FNV-1a (cheap; the maps inside keep std's DoS-resistant hasher).
     fn idx(&self, key: &str) -> usize {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        (h.finish() as usize) % SHARDS
+        let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        (h as usize) % SHARDS
+    }
+
+    fn note_expiry(&self, shard: usize, at: u64) {
+        self.earliest[shard].fetch_min(at, Ordering::Relaxed);
     }
 
     /// Current (unexpired) bindings of an AOR.
@@ -100,10 +106,11 @@ impl BindingTable {
                 continue;
             }
             self.index_device(&b);
-            let mut shard = self.shards[self.idx(&b.aor)].write();
+            let i = self.idx(&b.aor);
+            self.note_expiry(i, b.expires_at);
+            let mut shard = self.shards[i].write();
             let v = shard.entry(b.aor.clone()).or_default();
-            let id = b.id();
-            v.retain(|x| x.id() != id);
+            v.retain(|x| !x.same_id(&b));
             v.push(Arc::new(b));
             n += 1;
         }
@@ -113,8 +120,9 @@ impl BindingTable {
     /// Applies a REGISTER's operations to `aor` atomically.
     pub fn apply(&self, aor: &str, ops: Vec<Op>, now: u64, max_contacts: usize) -> Result<Outcome, RegistrarError> {
         let mut out = Outcome::default();
+        let si = self.idx(aor);
         {
-            let mut shard = self.shards[self.idx(aor)].write();
+            let mut shard = self.shards[si].write();
             let existing = shard.get(aor).map(|v| v.as_slice()).unwrap_or(&[]);
             // Work on a copy; expired bindings are dropped silently here (the sweeper emits
             // their events, so leave them to it if not touched).
@@ -129,8 +137,7 @@ impl BindingTable {
                         out.removed.append(&mut next);
                     }
                     Op::Upsert { binding, remove } => {
-                        let id = binding.id();
-                        let pos = next.iter().position(|b| b.id() == id);
+                        let pos = next.iter().position(|b| b.same_id(&binding));
                         if let Some(p) = pos {
                             let old = &next[p];
                             if old.call_id == binding.call_id && binding.cseq <= old.cseq {
@@ -155,12 +162,17 @@ impl BindingTable {
             if live > max_contacts && !out.inserted.is_empty() {
                 return Err(RegistrarError::TooManyContacts { aor: aor.to_string(), max: max_contacts });
             }
+            for b in out.inserted.iter().chain(out.refreshed.iter()) {
+                self.note_expiry(si, b.expires_at);
+            }
+            out.current = next.iter().filter(|b| !b.is_expired(now)).cloned().collect();
             if next.is_empty() {
                 shard.remove(aor);
+            } else if let Some(slot) = shard.get_mut(aor) {
+                *slot = next;
             } else {
-                shard.insert(aor.to_string(), next.clone());
+                shard.insert(aor.to_string(), next);
             }
-            out.current = next.into_iter().filter(|b| !b.is_expired(now)).collect();
         }
         for b in out.inserted.iter().chain(out.refreshed.iter()) {
             self.index_device(b);
@@ -174,23 +186,26 @@ impl BindingTable {
     /// Removes expired bindings, returning them.
     pub fn sweep(&self, now: u64) -> Vec<Arc<Binding>> {
         let mut gone = Vec::new();
-        for shard in &self.shards {
-            // Look first under the read lock: most sweeps find nothing in most shards.
-            if !shard.read().values().any(|v| v.iter().any(|b| b.is_expired(now))) {
+        for (i, shard) in self.shards.iter().enumerate() {
+            if self.earliest[i].load(Ordering::Relaxed) > now {
                 continue;
             }
             let mut s = shard.write();
+            let mut earliest = u64::MAX;
             s.retain(|_, v| {
                 v.retain(|b| {
                     if b.is_expired(now) {
                         gone.push(b.clone());
                         false
                     } else {
+                        earliest = earliest.min(b.expires_at);
                         true
                     }
                 });
                 !v.is_empty()
             });
+            // Under the write lock no apply can lower it concurrently.
+            self.earliest[i].store(earliest, Ordering::Relaxed);
         }
         for b in &gone {
             self.unindex_device(b);
@@ -216,5 +231,67 @@ impl BindingTable {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(aor: &str, contact: &str, call_id: &str, cseq: u32, expires_at: u64, device: Option<&str>) -> Binding {
+        Binding {
+            aor: aor.into(),
+            contact: contact.into(),
+            contact_params: String::new(),
+            q: None,
+            expires_at,
+            call_id: call_id.into(),
+            cseq,
+            instance: None,
+            reg_id: None,
+            path: vec![],
+            user_agent: None,
+            device: device.map(Into::into),
+            flow: None,
+            updated_at: 0,
+        }
+    }
+
+    fn up(x: Binding) -> Op {
+        Op::Upsert { binding: x, remove: false }
+    }
+
+    #[test]
+    fn insert_refresh_order_remove_sweep() {
+        let t = BindingTable::default();
+        let o = t.apply("1000", vec![up(b("1000", "sip:a@1", "c", 1, 200, Some("dev1"))), up(b("1000", "sip:b@1", "c", 1, 150, None))], 100, 10).unwrap();
+        assert_eq!((o.inserted.len(), o.current.len()), (2, 2));
+        assert_eq!(t.by_device("dev1", 100).unwrap().contact, "sip:a@1");
+        // Same Call-ID, same CSeq: out of order, nothing changes.
+        assert!(matches!(t.apply("1000", vec![up(b("1000", "sip:a@1", "c", 1, 300, None))], 100, 10), Err(RegistrarError::OutOfOrder { .. })));
+        // A new Call-ID (phone rebooted) refreshes regardless of CSeq.
+        let o = t.apply("1000", vec![up(b("1000", "sip:a@1", "d", 1, 300, Some("dev1")))], 100, 10).unwrap();
+        assert_eq!(o.refreshed.len(), 1);
+        // Too many contacts: all or nothing.
+        assert!(t.apply("1000", vec![up(b("1000", "sip:c@1", "c", 9, 300, None))], 100, 2).is_err());
+        assert_eq!(t.get("1000", 100).len(), 2);
+        // Sweep at 160: the binding expiring at 150 goes.
+        let gone = t.sweep(160);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].contact, "sip:b@1");
+        assert!(t.sweep(160).is_empty());
+        let o = t.apply("1000", vec![Op::Upsert { binding: b("1000", "sip:a@1", "d", 2, 0, None), remove: true }], 160, 10).unwrap();
+        assert_eq!(o.removed.len(), 1);
+        assert!(t.is_empty());
+        assert!(t.by_device("dev1", 160).is_none());
+    }
+
+    #[test]
+    fn remove_all_respects_cseq() {
+        let t = BindingTable::default();
+        t.apply("1", vec![up(b("1", "sip:a@1", "c", 5, 500, None))], 100, 10).unwrap();
+        assert!(t.apply("1", vec![Op::RemoveAll { call_id: "c".into(), cseq: 5 }], 100, 10).is_err());
+        let o = t.apply("1", vec![Op::RemoveAll { call_id: "c".into(), cseq: 6 }], 100, 10).unwrap();
+        assert_eq!(o.removed.len(), 1);
     }
 }

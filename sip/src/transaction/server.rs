@@ -77,7 +77,9 @@ impl NonInviteServerTable {
     fn rotate(&self, g: &mut Generations) {
         let now = Instant::now();
         if now.duration_since(g.rotated) >= self.timer_j {
-            let cur = std::mem::take(&mut g.current);
+            // Pre-size the new generation like the last one: no rehash storms under load.
+            let cap = g.current.len();
+            let cur = std::mem::replace(&mut g.current, HashMap::with_capacity(cap));
             // After two rotation periods with no traffic both generations are stale.
             g.previous = if now.duration_since(g.rotated) >= self.timer_j * 2 { HashMap::new() } else { cur };
             g.rotated = now;
