@@ -83,6 +83,9 @@ enum DnCmd {
         #[arg(long)]
         display_name: Option<String>,
     },
+    /// Import DNs from a CSV of `number,password[,switch[,authenticate-requests]]`, all or
+    /// nothing (write `register;invite` inside the CSV field).
+    Import { file: PathBuf },
 }
 
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -183,6 +186,11 @@ async fn main() -> anyhow::Result<()> {
             println!("added DN {} on switch {}", dn.number, dn.switch.as_deref().unwrap_or("(none)"));
             Ok(())
         }
+        Command::Dn { what: DnCmd::Import { file } } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let dm = service(load_config(cli.config.as_ref())?).await?;
+            report_import(&file, dm.import_dns_csv(&text).await?, "DN(s)")
+        }
         Command::Import { file } => {
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             let dm = service(load_config(cli.config.as_ref())?).await?;
@@ -193,17 +201,20 @@ async fn main() -> anyhow::Result<()> {
             bar.set_length(total);
             let report = dm.import_csv(&text, "cli").await?;
             bar.finish_and_clear();
-            if report.errors.is_empty() {
-                println!("imported {} device(s) from {}", report.imported, file.display());
-                Ok(())
-            } else {
-                for (line, err) in &report.errors {
-                    eprintln!("{}:{line}: {err}", file.display());
-                }
-                bail!("nothing imported: {} line(s) refused", report.errors.len())
-            }
+            report_import(&file, report, "device(s)")
         }
     }
+}
+
+fn report_import(file: &std::path::Path, report: sipdm::store::ImportReport, what: &str) -> anyhow::Result<()> {
+    if report.errors.is_empty() {
+        println!("imported {} {what} from {}", report.imported, file.display());
+        return Ok(());
+    }
+    for (line, err) in &report.errors {
+        eprintln!("{}:{line}: {err}", file.display());
+    }
+    bail!("nothing imported: {} line(s) refused", report.errors.len())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

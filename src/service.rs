@@ -483,6 +483,46 @@ impl Dm {
     }
 }
 
+impl Dm {
+    /// Imports `number,password[,switch[,authenticate-requests]]` lines, all or nothing.
+    pub async fn import_dns_csv(&self, text: &str) -> Result<ImportReport> {
+        let mut lines = Vec::new();
+        let mut errors = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let raw = raw.trim();
+            if raw.is_empty() || raw.starts_with('#') || (line == 1 && raw.to_ascii_lowercase().starts_with("number")) {
+                continue;
+            }
+            let f: Vec<&str> = raw.split(',').map(str::trim).collect();
+            if f.len() < 2 || f.len() > 4 || f[1].is_empty() {
+                errors.push((line, "want number,password[,switch[,authenticate-requests]]".to_owned()));
+                continue;
+            }
+            let switch = f.get(2).filter(|s| !s.is_empty()).map(|s| s.to_string());
+            lines.push((
+                line,
+                Dn {
+                    number: f[0].to_owned(),
+                    password: f[1].to_owned(),
+                    switch: switch.or_else(|| self.config.switch_for_dn(f[0]).map(|s| s.name.clone())),
+                    authenticate_requests: f
+                        .get(3)
+                        .map(|s| s.replace(';', ","))
+                        .unwrap_or_else(|| self.config.auth.authenticate_requests.clone()),
+                    display_name: None,
+                },
+            ));
+        }
+        if !errors.is_empty() {
+            return Ok(ImportReport { imported: 0, errors });
+        }
+        let report = self.store.import_dns(&lines).await?;
+        self.invalidate();
+        Ok(report)
+    }
+}
+
 /// Parses the import CSV into store lines and per-line errors (1-based line numbers).
 pub fn parse_import(text: &str, vendors: &VendorTable) -> (Vec<ImportLine>, Vec<(usize, String)>) {
     let mut lines = Vec::new();

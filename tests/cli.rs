@@ -18,6 +18,14 @@ fn device_lifecycle_and_import() {
     let (ok, _, err) = sipdm(&config, &["dn", "add", "1000", "--password", "again"]);
     assert!(!ok && err.contains("already exists"), "{err}");
 
+    let dns = dir.path().join("dns.csv");
+    std::fs::write(&dns, "number,password\n2000,pw2000\n2001,pw2001\n").unwrap();
+    let (ok, out, err) = sipdm(&config, &["dn", "import", dns.to_str().unwrap()]);
+    assert!(ok && out.contains("imported 2"), "{out}{err}");
+    std::fs::write(&dns, "2002,pw\n2000,dup\n").unwrap();
+    let (ok, _, err) = sipdm(&config, &["dn", "import", dns.to_str().unwrap()]);
+    assert!(!ok && err.contains("dns.csv:2"), "{err}");
+
     let (ok, out, err) = sipdm(&config, &["device", "add", "00:04:F2:00:00:01", "--model", "VVX 450"]);
     assert!(ok, "{err}");
     assert!(out.contains("0004f2000001"), "{out}");

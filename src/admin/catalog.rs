@@ -14,6 +14,7 @@ use crate::store::model::{Dn, Profile, Site};
 pub fn routes() -> Router<AdminState> {
     Router::new()
         .route("/dns", get(list_dns).post(create_dn))
+        .route("/dns/import", axum::routing::post(import_dns))
         .route("/dns/{number}", get(read_dn).put(update_dn).delete(delete_dn))
         .route("/profiles", get(list_profiles).post(create_profile))
         .route("/profiles/{name}", get(read_profile).put(update_profile).delete(delete_profile))
@@ -45,6 +46,13 @@ async fn list_dns(State(st): State<AdminState>) -> Result<Response, ApiError> {
 async fn create_dn(State(st): State<AdminState>, j: Result<Json<Dn>, JsonRejection>) -> Result<Response, ApiError> {
     let dn = st.dm.add_dn(body(j)?).await.map_err(ApiError::from)?;
     Ok((StatusCode::CREATED, Json(dn)).into_response())
+}
+
+/// Body: CSV `number,password[,switch[,authenticate-requests]]`; all or nothing.
+async fn import_dns(State(st): State<AdminState>, csv: axum::body::Bytes) -> Result<Response, ApiError> {
+    let text = std::str::from_utf8(&csv).map_err(|_| ApiError::BadRequest("CSV is not UTF-8".into()))?;
+    let report = st.dm.import_dns_csv(text).await?;
+    Ok(super::devices::import_response(report))
 }
 
 async fn read_dn(State(st): State<AdminState>, Path(n): Path<String>) -> Result<Response, ApiError> {

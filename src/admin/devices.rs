@@ -108,8 +108,13 @@ async fn audit(State(st): State<AdminState>, Query(q): Query<ListQuery>) -> Resu
 async fn import(State(st): State<AdminState>, csv: Bytes) -> Result<Response, ApiError> {
     let text = std::str::from_utf8(&csv).map_err(|_| ApiError::BadRequest("CSV is not UTF-8".into()))?;
     let report = st.dm.import_csv(text, "api").await?;
+    Ok(import_response(report))
+}
+
+/// 200 with the count, or 422 with a line-numbered report of every refused line.
+pub(super) fn import_response(report: crate::store::ImportReport) -> Response {
     let status = if report.errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
     let errors: Vec<_> =
         report.errors.iter().map(|(line, message)| serde_json::json!({ "line": line, "error": message })).collect();
-    Ok((status, Json(serde_json::json!({ "imported": report.imported, "errors": errors }))).into_response())
+    (status, Json(serde_json::json!({ "imported": report.imported, "errors": errors }))).into_response()
 }

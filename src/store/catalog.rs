@@ -224,6 +224,42 @@ impl Store {
 }
 
 impl Store {
+    /// Creates many DNs in one transaction: all or nothing. `lines` pairs each DN with its
+    /// line in the source file, so a refusal names the line.
+    pub async fn import_dns(&self, lines: &[(usize, Dn)]) -> Result<super::ImportReport> {
+        let mut errors = Vec::new();
+        let mut seen = std::collections::HashMap::new();
+        for (line, d) in lines {
+            if let Err(e) = check_dn(d) {
+                errors.push((*line, e.to_string()));
+            } else if let Some(first) = seen.insert(d.number.clone(), *line) {
+                errors.push((*line, format!("DN {} repeats line {first}", d.number)));
+            }
+        }
+        if !errors.is_empty() {
+            return Ok(super::ImportReport { imported: 0, errors });
+        }
+        let mut tx = self.write_tx().await?;
+        for (line, d) in lines {
+            let exists: Option<String> = sqlx::query_scalar("SELECT number FROM dns WHERE number = $1")
+                .bind(&d.number)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_some() {
+                errors.push((*line, format!("DN {} already exists", d.number)));
+            } else if errors.is_empty() {
+                insert_dn(&mut tx, d).await?;
+            }
+        }
+        if !errors.is_empty() {
+            tx.rollback().await?;
+            return Ok(super::ImportReport { imported: 0, errors });
+        }
+        bump_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok(super::ImportReport { imported: lines.len(), errors })
+    }
+
     /// Deletes one row by key: `NotFound` when there is none, `Conflict` when something still
     /// refers to it (a foreign key), so the API can answer 404 or 409.
     async fn delete_row(&self, sql: &str, key: &str, what: &'static str, in_use: &'static str) -> Result<()> {
