@@ -7,6 +7,7 @@
 //! - [`credentials`]: per-device credentials of unassigned phones.
 //! - [`service`]: the device-management service the API, CLI and IVR share.
 //! - [`http`] and [`admin`]: the HTTP edge (provisioning, admin API, health, metrics).
+//! - [`ivr`]: the built-in IVR (RTP, DTMF, prompts) and the VoiceXML pages for media servers.
 //! - [`app`]: wiring and startup.
 
 pub mod admin;
@@ -14,6 +15,7 @@ pub mod app;
 pub mod config;
 pub mod credentials;
 pub mod http;
+pub mod ivr;
 pub mod provisioning;
 pub mod service;
 pub mod store;

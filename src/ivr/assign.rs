@@ -7,7 +7,7 @@
 
 use std::future::Future;
 
-use crate::provisioning::Mac;
+use crate::provisioning::mac::Mac;
 
 /// Who is calling, as far as the IVR can tell.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -538,10 +538,13 @@ mod tests {
     #[test]
     fn the_assigner_answer_names_the_dn_read_back() {
         let mut r = Run::started();
-        r.keys("01001#");
+        r.keys("0101#");
+        assert_eq!(r.assigns(), vec!["0101".to_string()]);
+        // The assigner may normalise; what is read back is what it stored.
         let a = r.ev(Event::AssignResult(Ok("1001".into())));
         let Action::Play(clips) = &a[0] else { panic!("{a:?}") };
         assert_eq!(clips.len(), 7);
+        assert_eq!(clips[1], d('1'));
     }
 
     #[test]
