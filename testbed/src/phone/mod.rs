@@ -1,0 +1,680 @@
+//! A simulated desk phone that does what a real one does in sipdm's provisioning flows.
+//!
+//! Zero touch: fetch the file named after its MAC from the provisioning URL (DHCP option 66),
+//! parse it, REGISTER. IVR provisioning: the same as `gcti_provisioning`, then lift the handset
+//! (the hotline dials the IVR), key the extension as RFC 4733 events (or SIP INFO) once the
+//! prompt plays, hang up, answer the check-sync NOTIFY, re-fetch, unregister the provisioning
+//! identity and register the new DN.
+//!
+//! Every wait is bounded; every failure names the step it happened in ([`Step`]), which is what
+//! the fleet runner's "failures by step" table counts.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use testbed::phone::{Phone, PhoneSpec, Vendor};
+//! let mut phone = Phone::new(PhoneSpec {
+//!     mac: "0004f2000001".parse()?,
+//!     vendor: Vendor::Polycom,
+//!     prov_url: "http://127.0.0.1:8080/fs/dm/prov".into(),
+//!     local_ip: "127.0.0.1".parse()?,
+//! })
+//! .await?;
+//! let done = phone.run_ivr_provisioning("1001").await?;
+//! assert_eq!(done.config.user, "1001");
+//! assert_eq!(phone.check_sync_count(), 1);
+//! # Ok(()) }
+//! ```
+
+pub mod config_parse;
+pub mod digest;
+pub mod http;
+pub mod rtp;
+pub mod sdp;
+pub mod sip_msg;
+pub mod sip_ua;
+pub mod vendor;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+
+pub use config_parse::{ConfigError, PhoneConfig, Redundancy, Registrar, Transport};
+pub use http::{Fetched, HttpError};
+pub use rtp::{DtmfShape, MediaStats, RtpError};
+pub use sdp::SdpError;
+pub use sip_ua::{Account, NotifyReceived, Registered, SipTimers, UaError, UserAgent};
+pub use vendor::{Mac, Vendor};
+
+/// Who the simulated phone is and where it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneSpec {
+    pub mac: Mac,
+    pub vendor: Vendor,
+    /// The provisioning URL as DHCP option 66 gives it, e.g. `http://127.0.0.1:8080/fs/dm/prov`.
+    pub prov_url: String,
+    /// Address its SIP and RTP sockets bind (port 0) and its Contact and SDP carry.
+    pub local_ip: IpAddr,
+}
+
+/// How keyed digits reach the IVR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtmfMode {
+    /// RFC 4733 telephone-events in the RTP stream (what phones do by default).
+    Rfc4733,
+    /// SIP INFO with `application/dtmf-relay`, one request per key.
+    SipInfo,
+}
+
+/// Knobs of the simulation; the defaults are what a phone does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneOptions {
+    pub timers: SipTimers,
+    pub dtmf: DtmfMode,
+    pub dtmf_shape: DtmfShape,
+    /// Expires asked for in REGISTER.
+    pub register_expires: u32,
+    /// Per-fetch HTTP timeout.
+    pub http_timeout: Duration,
+    /// RTP packets of the prompt to hear before keying (a user waits for the voice).
+    pub prompt_packets: u64,
+    /// How long to wait for the prompt to start.
+    pub prompt_timeout: Duration,
+    /// How long to wait for the IVR's BYE after the last key before hanging up ourselves.
+    pub bye_timeout: Duration,
+    /// How long to wait for the check-sync NOTIFY after the call.
+    pub notify_timeout: Duration,
+    /// Unregister the provisioning identity before registering the new one.
+    pub unregister_old: bool,
+    /// Bound of a whole `run_*` flow.
+    pub overall_timeout: Duration,
+}
+
+impl Default for PhoneOptions {
+    fn default() -> Self {
+        PhoneOptions {
+            timers: SipTimers::default(),
+            dtmf: DtmfMode::Rfc4733,
+            dtmf_shape: DtmfShape::default(),
+            register_expires: 3600,
+            http_timeout: Duration::from_secs(10),
+            prompt_packets: 5,
+            prompt_timeout: Duration::from_secs(10),
+            bye_timeout: Duration::from_secs(15),
+            notify_timeout: Duration::from_secs(20),
+            unregister_old: true,
+            overall_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A step of the provisioning flows, as the fleet summary counts failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Step {
+    Fetch,
+    Register,
+    Invite,
+    Dtmf,
+    Notify,
+    Refetch,
+    Reregister,
+}
+
+impl Step {
+    pub const ALL: [Step; 7] = [
+        Step::Fetch,
+        Step::Register,
+        Step::Invite,
+        Step::Dtmf,
+        Step::Notify,
+        Step::Refetch,
+        Step::Reregister,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Fetch => "fetch",
+            Step::Register => "register",
+            Step::Invite => "invite",
+            Step::Dtmf => "dtmf",
+            Step::Notify => "notify",
+            Step::Refetch => "refetch",
+            Step::Reregister => "reregister",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PhoneError {
+    #[error("HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error("the file did not change (304) where a new one was expected")]
+    NotModified,
+    #[error("configuration file: {0}")]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Sip(#[from] UaError),
+    #[error("no registrar accepted the registration: {0}")]
+    NotRegistered(String),
+    #[error("the file configures no hotline (IVR number)")]
+    NoHotline,
+    #[error("SDP answer: {0}")]
+    Sdp(#[from] SdpError),
+    #[error("media: {0}")]
+    Media(#[from] RtpError),
+    #[error("no prompt RTP within {0:?}")]
+    NoPrompt(Duration),
+    #[error("no check-sync NOTIFY within {0:?}")]
+    NoNotify(Duration),
+    #[error("the new file names user {got:?}, expected {expected:?}")]
+    WrongIdentity { expected: String, got: String },
+    #[error("the file must be fetched before this step")]
+    NoConfig,
+    #[error("flow did not finish within {0:?}")]
+    Overall(Duration),
+}
+
+/// How long a step took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepTiming {
+    pub step: Step,
+    pub elapsed: Duration,
+}
+
+/// What happened on the IVR call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallReport {
+    /// Provisional response codes seen (100, 180…).
+    pub provisional: Vec<u16>,
+    pub media: MediaStats,
+    /// From sending the INVITE to the ACKed 2xx (challenge included).
+    pub answered_after: Duration,
+    /// The IVR hung up (true) or the phone did after [`PhoneOptions::bye_timeout`] (false).
+    pub ivr_hung_up: bool,
+}
+
+/// A phone that reached its final registration.
+#[derive(Debug, Clone)]
+pub struct Provisioned {
+    /// The configuration it registered with (the new DN's after IVR provisioning).
+    pub config: PhoneConfig,
+    pub registered: Vec<Registered>,
+    pub timings: Vec<StepTiming>,
+    /// From the start of the flow to the final registration: time-to-provisioned.
+    pub total: Duration,
+    pub call: Option<CallReport>,
+    /// Events of the NOTIFYs answered during the flow.
+    pub notifies: Vec<String>,
+}
+
+/// A flow that stopped at `step`.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {error}")]
+pub struct FlowError {
+    pub step: Step,
+    #[source]
+    pub error: PhoneError,
+    /// Steps that completed before it.
+    pub timings: Vec<StepTiming>,
+    pub elapsed: Duration,
+}
+
+/// A simulated phone: one SIP socket for its lifetime, an HTTP client, the last file's ETag.
+pub struct Phone {
+    spec: PhoneSpec,
+    options: PhoneOptions,
+    ua: UserAgent,
+    http: reqwest::Client,
+    etag: Option<String>,
+    config: Option<PhoneConfig>,
+    /// Where the current identity is registered: (address, AOR domain, account).
+    bindings: Vec<(SocketAddr, String, Account)>,
+}
+
+fn account_of(c: &PhoneConfig) -> Account {
+    Account {
+        user: c.user.clone(),
+        display_name: c.display_name.clone(),
+        auth_user: c.auth_user.clone(),
+        password: c.password.clone(),
+    }
+}
+
+/// `host` or `host:port` when the port is not 5060, as a SIP URI writes it.
+fn uri_host(r: &Registrar) -> String {
+    let h = if r.host.contains(':') { format!("[{}]", r.host) } else { r.host.clone() };
+    if r.port == 5060 {
+        h
+    } else {
+        format!("{h}:{}", r.port)
+    }
+}
+
+struct Clock {
+    start: Instant,
+    mark: Instant,
+    timings: Vec<StepTiming>,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        let now = Instant::now();
+        Clock { start: now, mark: now, timings: Vec::new() }
+    }
+    fn done(&mut self, step: Step) {
+        let now = Instant::now();
+        self.timings.push(StepTiming { step, elapsed: now - self.mark });
+        self.mark = now;
+    }
+    fn fail(&self, step: Step, error: impl Into<PhoneError>) -> FlowError {
+        FlowError {
+            step,
+            error: error.into(),
+            timings: self.timings.clone(),
+            elapsed: self.start.elapsed(),
+        }
+    }
+}
+
+impl Phone {
+    /// A phone with default options: binds its SIP socket on `spec.local_ip`, port 0.
+    pub async fn new(spec: PhoneSpec) -> Result<Phone, PhoneError> {
+        Phone::with_options(spec, PhoneOptions::default()).await
+    }
+
+    pub async fn with_options(spec: PhoneSpec, options: PhoneOptions) -> Result<Phone, PhoneError> {
+        let ua = UserAgent::bind(
+            SocketAddr::new(spec.local_ip, 0),
+            &spec.vendor.sip_user_agent(&spec.mac),
+            options.timers,
+        )
+        .await?;
+        let http = http::client(options.http_timeout).map_err(PhoneError::HttpClient)?;
+        Ok(Phone { spec, options, ua, http, etag: None, config: None, bindings: Vec::new() })
+    }
+
+    pub fn spec(&self) -> &PhoneSpec {
+        &self.spec
+    }
+
+    /// The SIP address (the Contact of its registrations, where NOTIFYs arrive).
+    pub fn sip_addr(&self) -> SocketAddr {
+        self.ua.local_addr()
+    }
+
+    /// The configuration last fetched.
+    pub fn config(&self) -> Option<&PhoneConfig> {
+        self.config.as_ref()
+    }
+
+    /// The URL the phone fetches: provisioning URL + the vendor's file name.
+    pub fn file_url(&self) -> String {
+        http::file_url(&self.spec.prov_url, &self.spec.vendor.file_name(&self.spec.mac))
+    }
+
+    /// Out-of-dialog NOTIFYs answered so far (check-sync, resync…), retransmissions once.
+    pub fn check_sync_count(&self) -> usize {
+        self.ua.notifies().len()
+    }
+
+    pub fn notifies(&self) -> Vec<NotifyReceived> {
+        self.ua.notifies()
+    }
+
+    /// The SIP side, for tests that drive it directly.
+    pub fn user_agent(&self) -> &UserAgent {
+        &self.ua
+    }
+
+    /// Stops answering SIP (the socket closes when the phone is dropped).
+    pub fn shutdown(&self) {
+        self.ua.shutdown();
+    }
+
+    /// GETs the file (conditionally after the first time) and parses it. `Ok(None)`: 304.
+    pub async fn fetch_config(&mut self) -> Result<Option<PhoneConfig>, PhoneError> {
+        let url = self.file_url();
+        let ua = self.spec.vendor.http_user_agent(&self.spec.mac);
+        match http::fetch(&self.http, &url, &ua, self.etag.as_deref()).await? {
+            Fetched::NotModified => Ok(None),
+            Fetched::File { body, etag } => {
+                let cfg = config_parse::parse(self.spec.vendor, &body)?;
+                self.etag = etag;
+                self.config = Some(cfg.clone());
+                Ok(Some(cfg))
+            }
+        }
+    }
+
+    /// REGISTERs the line of `cfg`: to every registrar at once ([`Redundancy::Concurrent`]),
+    /// or to the first that accepts ([`Redundancy::Failover`]). Succeeds when at least one
+    /// registrar accepted; the others' failures are logged.
+    pub async fn register(&mut self, cfg: &PhoneConfig) -> Result<Vec<Registered>, PhoneError> {
+        let account = account_of(cfg);
+        let local = self.ua.local_addr();
+        let mut targets = Vec::new();
+        for r in &cfg.registrars {
+            if r.transport != Transport::Udp {
+                tracing::warn!(host = %r.host, "registrar configured for {:?}; the simulator speaks UDP", r.transport);
+            }
+            match sip_ua::resolve(&r.host, r.port, local).await {
+                Ok(a) => targets.push((a, r.host.clone(), uri_host(r))),
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+        let mut done = Vec::new();
+        let mut errors = Vec::new();
+        match cfg.redundancy {
+            Redundancy::Concurrent => {
+                let mut set = tokio::task::JoinSet::new();
+                for (addr, domain, request_host) in targets {
+                    let ua = self.ua.clone();
+                    let account = account.clone();
+                    let expires = self.options.register_expires;
+                    set.spawn(async move {
+                        let r = ua.register(addr, &domain, &request_host, &account, expires).await;
+                        (addr, domain, r)
+                    });
+                }
+                while let Some(j) = set.join_next().await {
+                    match j {
+                        Ok((addr, domain, Ok(reg))) => {
+                            self.bindings.push((addr, domain, account.clone()));
+                            done.push(reg);
+                        }
+                        Ok((addr, _, Err(e))) => errors.push(format!("{addr}: {e}")),
+                        Err(e) => errors.push(e.to_string()),
+                    }
+                }
+                // Keep the preferred registrar first whatever order they answered in.
+                done.sort_by_key(|r: &Registered| {
+                    self.bindings.iter().position(|b| b.0 == r.registrar).unwrap_or(usize::MAX)
+                });
+            }
+            Redundancy::Failover => {
+                for (addr, domain, request_host) in targets {
+                    match self
+                        .ua
+                        .register(addr, &domain, &request_host, &account, self.options.register_expires)
+                        .await
+                    {
+                        Ok(reg) => {
+                            self.bindings.push((addr, domain, account.clone()));
+                            done.push(reg);
+                            break;
+                        }
+                        Err(e) => errors.push(format!("{addr}: {e}")),
+                    }
+                }
+            }
+        }
+        for e in &errors {
+            tracing::warn!(mac = %self.spec.mac, "REGISTER failed: {e}");
+        }
+        if done.is_empty() {
+            return Err(PhoneError::NotRegistered(errors.join("; ")));
+        }
+        Ok(done)
+    }
+
+    /// Removes every binding this phone made (REGISTER with Expires: 0 from the same Call-ID).
+    pub async fn unregister_all(&mut self) -> Result<(), PhoneError> {
+        let bindings = std::mem::take(&mut self.bindings);
+        let mut first_err = None;
+        for (addr, domain, account) in bindings {
+            let request_host = self
+                .config
+                .as_ref()
+                .and_then(|c| c.registrars.iter().find(|r| r.host == domain).map(uri_host))
+                .unwrap_or_else(|| domain.clone());
+            if let Err(e) = self.ua.register(addr, &domain, &request_host, &account, 0).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Lifts the handset: calls the hotline of `cfg` through its registrars in order (the next
+    /// one when a registrar does not answer or answers 5xx), waits for the prompt, keys `keys`,
+    /// and waits for the IVR to hang up. Errors say whether the call or the keying failed.
+    pub async fn call_ivr(&mut self, cfg: &PhoneConfig, keys: &str) -> Result<CallReport, (Step, PhoneError)> {
+        let number = cfg.hotline.clone().ok_or((Step::Invite, PhoneError::NoHotline))?;
+        let account = account_of(cfg);
+        let rtp = UdpSocket::bind(SocketAddr::new(self.spec.local_ip, 0))
+            .await
+            .map_err(|e| (Step::Invite, PhoneError::Sip(e.into())))?;
+        let rtp_addr = rtp.local_addr().map_err(|e| (Step::Invite, PhoneError::Sip(e.into())))?;
+        let offer = sdp::offer(rtp_addr, rand::random::<u32>().into());
+        let local = self.ua.local_addr();
+        let t0 = Instant::now();
+        let mut last_err = PhoneError::NotRegistered("no registrar configured".into());
+        let mut dialog = None;
+        for r in &cfg.registrars {
+            let addr = match sip_ua::resolve(&r.host, r.port, local).await {
+                Ok(a) => a,
+                Err(e) => {
+                    last_err = e.into();
+                    continue;
+                }
+            };
+            let target = format!("sip:{number}@{}", uri_host(r));
+            match self.ua.invite(addr, &r.host, &target, &account, &offer).await {
+                Ok(d) => {
+                    dialog = Some(d);
+                    break;
+                }
+                Err(e) => {
+                    let next = matches!(e, UaError::Timeout { .. })
+                        || matches!(e, UaError::Rejected { code, .. } if code >= 500);
+                    last_err = e.into();
+                    if !next {
+                        break;
+                    }
+                }
+            }
+        }
+        let mut dialog = dialog.ok_or((Step::Invite, last_err))?;
+        let answered_after = t0.elapsed();
+        let params = match sdp::parse_answer(&dialog.answer) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = dialog.hangup().await;
+                return Err((Step::Invite, e.into()));
+            }
+        };
+        let mut media = rtp::MediaSession::start(rtp, params);
+        let result = self.key_in(&mut dialog, &mut media, keys).await;
+        let ivr_hung_up = match &result {
+            Ok(()) => dialog.wait_bye(self.options.bye_timeout).await,
+            Err(_) => false,
+        };
+        if !dialog.ended() {
+            let _ = dialog.hangup().await;
+        }
+        let stats = media.stop().await;
+        result.map_err(|e| (Step::Dtmf, e))?;
+        Ok(CallReport { provisional: dialog.provisional.clone(), media: stats, answered_after, ivr_hung_up })
+    }
+
+    async fn key_in(
+        &self,
+        dialog: &mut sip_ua::Dialog,
+        media: &mut rtp::MediaSession,
+        keys: &str,
+    ) -> Result<(), PhoneError> {
+        if !media.wait_received(self.options.prompt_packets, self.options.prompt_timeout).await {
+            return Err(PhoneError::NoPrompt(self.options.prompt_timeout));
+        }
+        match self.options.dtmf {
+            DtmfMode::Rfc4733 => media.send_keys(keys, self.options.dtmf_shape).await?,
+            DtmfMode::SipInfo => {
+                let ms = u32::from(self.options.dtmf_shape.tone_packets) * 20;
+                for key in keys.chars() {
+                    dialog.send_info_dtmf(key, ms).await?;
+                    tokio::time::sleep(rtp::PTIME * u32::from(self.options.dtmf_shape.gap_packets)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the `n`th NOTIFY the phone answered.
+    pub async fn wait_check_sync(&self, n: usize, limit: Duration) -> Result<NotifyReceived, PhoneError> {
+        self.ua
+            .wait_notifies(n, limit)
+            .await
+            .and_then(|v| v.get(n.saturating_sub(1)).cloned())
+            .ok_or(PhoneError::NoNotify(limit))
+    }
+
+    /// Zero-touch provisioning: fetch, parse, register. Bounded by
+    /// [`PhoneOptions::overall_timeout`].
+    pub async fn run_zero_touch(&mut self) -> Result<Provisioned, FlowError> {
+        let limit = self.options.overall_timeout;
+        let started = Instant::now();
+        match tokio::time::timeout(limit, self.zero_touch()).await {
+            Ok(r) => r,
+            Err(_) => Err(FlowError {
+                step: Step::Fetch,
+                error: PhoneError::Overall(limit),
+                timings: Vec::new(),
+                elapsed: started.elapsed(),
+            }),
+        }
+    }
+
+    async fn zero_touch(&mut self) -> Result<Provisioned, FlowError> {
+        let mut clock = Clock::new();
+        let cfg = match self.fetch_config().await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Err(clock.fail(Step::Fetch, PhoneError::NotModified)),
+            Err(e) => return Err(clock.fail(Step::Fetch, e)),
+        };
+        clock.done(Step::Fetch);
+        let registered = self.register(&cfg).await.map_err(|e| clock.fail(Step::Register, e))?;
+        clock.done(Step::Register);
+        Ok(Provisioned {
+            config: cfg,
+            registered,
+            total: clock.start.elapsed(),
+            timings: clock.timings,
+            call: None,
+            notifies: self.notifies().into_iter().map(|n| n.event).collect(),
+        })
+    }
+
+    /// IVR provisioning of an unassigned phone to `dn`: fetch, register (as
+    /// `gcti_provisioning`), call the hotline, key `dn#`, hang up, wait for the check-sync,
+    /// re-fetch (conditional GET), unregister the old identity, register the new one, and check
+    /// that the new file names `dn`. Bounded by [`PhoneOptions::overall_timeout`].
+    pub async fn run_ivr_provisioning(&mut self, dn: &str) -> Result<Provisioned, FlowError> {
+        let limit = self.options.overall_timeout;
+        let started = Instant::now();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let flow = self.ivr_provisioning(dn, tx);
+        match tokio::time::timeout(limit, flow).await {
+            Ok(r) => r,
+            Err(_) => {
+                // The step in progress is the one after the last completed one.
+                let mut timings = Vec::new();
+                while let Ok(t) = rx.try_recv() {
+                    timings.push(t);
+                }
+                let step = timings
+                    .last()
+                    .and_then(|t: &StepTiming| Step::ALL.iter().position(|s| *s == t.step))
+                    .and_then(|i| Step::ALL.get(i + 1).copied())
+                    .unwrap_or(Step::Fetch);
+                Err(FlowError { step, error: PhoneError::Overall(limit), timings, elapsed: started.elapsed() })
+            }
+        }
+    }
+
+    async fn ivr_provisioning(
+        &mut self,
+        dn: &str,
+        progress: tokio::sync::mpsc::UnboundedSender<StepTiming>,
+    ) -> Result<Provisioned, FlowError> {
+        let mut clock = Clock::new();
+        macro_rules! done {
+            ($step:expr) => {{
+                clock.done($step);
+                if let Some(t) = clock.timings.last() {
+                    let _ = progress.send(*t);
+                }
+            }};
+        }
+        let notifies_before = self.check_sync_count();
+        let cfg = match self.fetch_config().await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Err(clock.fail(Step::Fetch, PhoneError::NotModified)),
+            Err(e) => return Err(clock.fail(Step::Fetch, e)),
+        };
+        done!(Step::Fetch);
+        if cfg.hotline.is_none() {
+            return Err(clock.fail(Step::Invite, PhoneError::NoHotline));
+        }
+        self.register(&cfg).await.map_err(|e| clock.fail(Step::Register, e))?;
+        done!(Step::Register);
+
+        let mut keys = dn.to_string();
+        keys.push('#');
+        let call = self.call_ivr(&cfg, &keys).await.map_err(|(s, e)| clock.fail(s, e))?;
+        // The call is one await; split its time at the 2xx.
+        clock.mark += call.answered_after;
+        let invite = StepTiming { step: Step::Invite, elapsed: call.answered_after };
+        clock.timings.push(invite);
+        let _ = progress.send(invite);
+        done!(Step::Dtmf);
+
+        let n = self
+            .wait_check_sync(notifies_before + 1, self.options.notify_timeout)
+            .await
+            .map_err(|e| clock.fail(Step::Notify, e))?;
+        tracing::debug!(event = %n.event, "check-sync received");
+        done!(Step::Notify);
+
+        let new = match self.fetch_config().await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Err(clock.fail(Step::Refetch, PhoneError::NotModified)),
+            Err(e) => return Err(clock.fail(Step::Refetch, e)),
+        };
+        if new.user != dn {
+            let e = PhoneError::WrongIdentity { expected: dn.to_string(), got: new.user.clone() };
+            return Err(clock.fail(Step::Refetch, e));
+        }
+        done!(Step::Refetch);
+
+        if self.options.unregister_old {
+            if let Err(e) = self.unregister_all().await {
+                tracing::warn!(mac = %self.spec.mac, "unregistering the provisioning identity: {e}");
+            }
+        } else {
+            self.bindings.clear();
+        }
+        let registered = self.register(&new).await.map_err(|e| clock.fail(Step::Reregister, e))?;
+        done!(Step::Reregister);
+
+        Ok(Provisioned {
+            config: new,
+            registered,
+            total: clock.start.elapsed(),
+            timings: clock.timings,
+            call: Some(call),
+            notifies: self.notifies().into_iter().map(|n| n.event).collect(),
+        })
+    }
+}
