@@ -1,6 +1,7 @@
 //! A bare registrar on the sip crate, for trying it with sipp or a phone:
 //! `cargo run --release -p sip --example registrar -- 127.0.0.1:5060 [auth]`.
-//! With `auth`, every user `NAME` has password `NAME` (as sipp's `-au/-ap` tests expect).
+//! With `auth`, every digest user `NAME` has password `NAME` and may register any AOR, so
+//! sipp can register unique AORs with one `-au bench -ap bench` credential.
 
 use std::sync::Arc;
 
@@ -20,8 +21,8 @@ impl Authenticator for UserIsPassword {
     fn must_authenticate<'a>(&'a self, _: &'a str, m: &'a sip::rsip::Method) -> BoxFuture<'a, Result<bool, AuthError>> {
         Box::pin(std::future::ready(Ok(self.0 && *m == sip::rsip::Method::Register)))
     }
-    fn credential<'a>(&'a self, _: &'a str, username: &'a str, aor: &'a str) -> BoxFuture<'a, Result<Option<Credential>, AuthError>> {
-        Box::pin(std::future::ready(Ok((username == aor).then(|| Credential::Password(username.to_string())))))
+    fn credential<'a>(&'a self, _: &'a str, username: &'a str, _aor: &'a str) -> BoxFuture<'a, Result<Option<Credential>, AuthError>> {
+        Box::pin(std::future::ready(Ok(Some(Credential::Password(username.to_string())))))
     }
 }
 

@@ -1,8 +1,10 @@
 //! Stateless nonces and `nc` replay memory.
 //!
-//! A nonce is `hex(issued_at_secs) ‖ hex(HMAC-SHA256(secret, issued_at ‖ realm)[..12])`: any
-//! instance holding the same secret can check it without shared state, and its age tells
-//! when to answer `stale=true`.
+//! A nonce is `hex(issued_at_secs) ‖ hex(salt) ‖ hex(HMAC-SHA256(secret, issued_at ‖ salt ‖
+//! realm)[..12])` with 8 random salt bytes: any instance holding the same secret can check it
+//! without shared state, its age tells when to answer `stale=true`, and the salt makes every
+//! challenge's nonce unique (two phones challenged in the same second must not share a nonce,
+//! or the second one's `nc=1` would look like a replay).
 //!
 //! Replay: the highest `nc` seen per nonce is kept in two rotating generations of bounded
 //! size, so memory is bounded whatever peers send. A nonce forgotten under pressure only loses
@@ -27,6 +29,9 @@ pub enum NonceCheck {
     Invalid,
 }
 
+/// Length of a nonce in hex characters (8 + 8 + 12 bytes).
+pub const NONCE_LEN: usize = 56;
+
 pub struct NonceFactory {
     secret: Vec<u8>,
     lifetime: Duration,
@@ -37,12 +42,13 @@ impl NonceFactory {
         NonceFactory { secret: secret.to_vec(), lifetime }
     }
 
-    fn mac(&self, ts: u64, realm: &str) -> [u8; 12] {
+    fn mac(&self, ts: u64, salt: &[u8], realm: &str) -> [u8; 12] {
         // HMAC accepts keys of any length, so new_from_slice cannot fail; fall back to a
         // fixed key rather than panic if that ever changes.
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
             .unwrap_or_else(|_| <Hmac<Sha256> as Mac>::new_from_slice(b"sipdm").expect("static key"));
         mac.update(&ts.to_be_bytes());
+        mac.update(salt);
         mac.update(realm.as_bytes());
         let out = mac.finalize().into_bytes();
         let mut t = [0u8; 12];
@@ -55,8 +61,10 @@ impl NonceFactory {
     }
 
     pub fn issue_at(&self, realm: &str, ts: u64) -> String {
+        let salt: [u8; 8] = rand::random();
         let mut s = hex::encode(ts.to_be_bytes());
-        s.push_str(&hex::encode(self.mac(ts, realm)));
+        s.push_str(&hex::encode(salt));
+        s.push_str(&hex::encode(self.mac(ts, &salt, realm)));
         s
     }
 
@@ -65,15 +73,16 @@ impl NonceFactory {
     }
 
     pub fn check_at(&self, nonce: &str, realm: &str, now: u64) -> NonceCheck {
-        if nonce.len() != 40 || !nonce.is_ascii() {
+        if nonce.len() != NONCE_LEN || !nonce.is_ascii() {
             return NonceCheck::Invalid;
         }
         let Ok(ts_bytes) = hex::decode(&nonce[..16]) else { return NonceCheck::Invalid };
-        let Ok(tag) = hex::decode(&nonce[16..]) else { return NonceCheck::Invalid };
+        let Ok(salt) = hex::decode(&nonce[16..32]) else { return NonceCheck::Invalid };
+        let Ok(tag) = hex::decode(&nonce[32..]) else { return NonceCheck::Invalid };
         let mut b = [0u8; 8];
         b.copy_from_slice(&ts_bytes);
         let ts = u64::from_be_bytes(b);
-        let expect = self.mac(ts, realm);
+        let expect = self.mac(ts, &salt, realm);
         if tag.len() != 12 || tag.iter().zip(expect.iter()).fold(0u8, |a, (x, y)| a | (x ^ y)) != 0 {
             return NonceCheck::Invalid;
         }
@@ -146,7 +155,11 @@ mod tests {
         assert_eq!(b.check_at(&n, "other-realm", 1100), NonceCheck::Invalid);
         assert_eq!(b.check_at(&n, "r", 1301), NonceCheck::Stale);
         assert_eq!(b.check_at("zz", "r", 1000), NonceCheck::Invalid);
-        assert_eq!(b.check_at(&"é".repeat(20), "r", 1000), NonceCheck::Invalid);
+        assert_eq!(b.check_at(&"é".repeat(28), "r", 1000), NonceCheck::Invalid);
+        assert_ne!(a.issue_at("r", 1000), a.issue_at("r", 1000), "unique within one second");
+        let mut tampered = n.clone().into_bytes();
+        tampered[20] = if tampered[20] == b'0' { b'1' } else { b'0' };
+        assert_eq!(b.check_at(std::str::from_utf8(&tampered).unwrap(), "r", 1100), NonceCheck::Invalid);
     }
 
     #[test]
