@@ -1,1 +1,270 @@
-pub fn placeholder() {}
+//! Many simulated phones at once: the load generator behind `phone-sim fleet` and the
+//! "2000-extension switch" benchmark.
+//!
+//! Each phone has its own SIP and RTP sockets and its own MAC (vendor OUI + index, so a rerun
+//! asks for the same files), keys DN `dn_start + index`, and is bounded by its own overall
+//! timeout; the fleet as a whole is bounded too, so a run always ends by itself.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::Semaphore;
+
+use crate::phone::{Mac, Phone, PhoneOptions, PhoneSpec, Step, StepTiming, Vendor};
+
+/// Which phone families the fleet is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VendorChoice {
+    One(Vendor),
+    /// Round-robin over the six families.
+    Mix,
+}
+
+impl VendorChoice {
+    pub fn for_index(self, i: u32) -> Vendor {
+        match self {
+            VendorChoice::One(v) => v,
+            VendorChoice::Mix => Vendor::ALL[i as usize % Vendor::ALL.len()],
+        }
+    }
+}
+
+impl std::str::FromStr for VendorChoice {
+    type Err = crate::phone::vendor::UnknownVendor;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("mix") {
+            Ok(VendorChoice::Mix)
+        } else {
+            s.parse().map(VendorChoice::One)
+        }
+    }
+}
+
+/// What each phone does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetMode {
+    /// Unassigned phones keyed to `dn_start + index` through the IVR.
+    Ivr,
+    /// Phones already assigned: fetch and register only.
+    ZeroTouch,
+}
+
+/// A fleet run.
+#[derive(Debug, Clone)]
+pub struct FleetSpec {
+    pub count: u32,
+    pub prov_url: String,
+    pub local_ip: IpAddr,
+    pub dn_start: u32,
+    /// Phones in flight at once.
+    pub concurrency: usize,
+    pub vendor: VendorChoice,
+    pub mode: FleetMode,
+    /// Added to the index to make MACs, so two fleets on one server do not collide.
+    pub mac_offset: u32,
+    pub options: PhoneOptions,
+    /// Bound of the whole run; phones still running then are stopped and counted unfinished.
+    pub overall_timeout: Duration,
+    /// Draw an indicatif progress bar on stderr.
+    pub progress: bool,
+}
+
+impl FleetSpec {
+    /// A fleet of `count` mixed-vendor phones doing IVR provisioning, 64 at a time.
+    pub fn new(count: u32, prov_url: impl Into<String>) -> FleetSpec {
+        FleetSpec {
+            count,
+            prov_url: prov_url.into(),
+            local_ip: IpAddr::from([127, 0, 0, 1]),
+            dn_start: 1000,
+            concurrency: 64,
+            vendor: VendorChoice::Mix,
+            mode: FleetMode::Ivr,
+            mac_offset: 1,
+            options: PhoneOptions::default(),
+            overall_timeout: Duration::from_secs(600),
+            progress: false,
+        }
+    }
+}
+
+/// How one phone of the fleet ended.
+#[derive(Debug, Clone)]
+pub struct PhoneOutcome {
+    pub index: u32,
+    pub mac: Mac,
+    pub vendor: Vendor,
+    /// The DN keyed (IVR mode) or found in the file (zero touch).
+    pub dn: String,
+    /// Time-to-provisioned on success; the failed step and why otherwise.
+    pub result: Result<Duration, (Step, String)>,
+    pub timings: Vec<StepTiming>,
+    pub check_syncs: usize,
+}
+
+/// The run's numbers.
+#[derive(Debug, Clone)]
+pub struct FleetReport {
+    pub outcomes: Vec<PhoneOutcome>,
+    /// From the first phone's start to the last phone's end.
+    pub wall: Duration,
+    /// Phones that did not finish before the fleet's overall timeout.
+    pub unfinished: u32,
+}
+
+/// Nearest-rank percentile of sorted `v`.
+pub fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted.get(rank.min(sorted.len()) - 1).copied()
+}
+
+impl FleetReport {
+    pub fn succeeded(&self) -> usize {
+        self.outcomes.iter().filter(|o| o.result.is_ok()).count()
+    }
+
+    /// Successful phones' time-to-provisioned, ascending.
+    pub fn times(&self) -> Vec<Duration> {
+        let mut t: Vec<Duration> = self.outcomes.iter().filter_map(|o| o.result.as_ref().ok().copied()).collect();
+        t.sort();
+        t
+    }
+
+    /// Failed phones per step (every step listed, zeros included).
+    pub fn failures_by_step(&self) -> BTreeMap<Step, usize> {
+        let mut m: BTreeMap<Step, usize> = Step::ALL.iter().map(|s| (*s, 0)).collect();
+        for o in &self.outcomes {
+            if let Err((s, _)) = &o.result {
+                *m.entry(*s).or_default() += 1;
+            }
+        }
+        m
+    }
+
+    /// Phones that did not get exactly one NOTIFY (IVR mode expects one each).
+    pub fn notify_anomalies(&self) -> usize {
+        self.outcomes.iter().filter(|o| o.result.is_ok() && o.check_syncs != 1).count()
+    }
+
+    /// Human-readable summary, as `phone-sim fleet` prints it.
+    pub fn summary(&self) -> String {
+        let t = self.times();
+        let ms = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{:.1} ms", d.as_secs_f64() * 1000.0));
+        let mut s = format!(
+            "phones: {}  provisioned: {}  failed: {}  unfinished: {}  wall: {:.2} s\n\
+             time-to-provisioned  p50 {}  p95 {}  max {}\n",
+            self.outcomes.len(),
+            self.succeeded(),
+            self.outcomes.len() - self.succeeded(),
+            self.unfinished,
+            self.wall.as_secs_f64(),
+            ms(percentile(&t, 50.0)),
+            ms(percentile(&t, 95.0)),
+            ms(t.last().copied()),
+        );
+        s.push_str("failures by step:");
+        for (step, n) in self.failures_by_step() {
+            s.push_str(&format!("  {step} {n}"));
+        }
+        s.push('\n');
+        let anomalies = self.notify_anomalies();
+        if anomalies > 0 {
+            s.push_str(&format!("provisioned phones without exactly one check-sync: {anomalies}\n"));
+        }
+        // A few first errors, so a failed run says why without a log level.
+        for o in self.outcomes.iter().filter(|o| o.result.is_err()).take(5) {
+            if let Err((step, e)) = &o.result {
+                s.push_str(&format!("  {} {} dn {}: {step}: {e}\n", o.vendor, o.mac, o.dn));
+            }
+        }
+        s
+    }
+}
+
+/// Runs the fleet to completion (or to its overall timeout).
+pub async fn run_fleet(spec: FleetSpec) -> FleetReport {
+    let started = Instant::now();
+    let bar = if spec.progress {
+        let b = ProgressBar::new(u64::from(spec.count));
+        if let Ok(style) = ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} provisioned {msg}",
+        ) {
+            b.set_style(style.progress_chars("=> "));
+        }
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let sem = Arc::new(Semaphore::new(spec.concurrency.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    for index in 0..spec.count {
+        let vendor = spec.vendor.for_index(index);
+        let mac = Mac::generated(vendor, spec.mac_offset.wrapping_add(index));
+        let dn = (spec.dn_start + index).to_string();
+        let phone_spec = PhoneSpec { mac, vendor, prov_url: spec.prov_url.clone(), local_ip: spec.local_ip };
+        let options = spec.options.clone();
+        let mode = spec.mode;
+        let sem = Arc::clone(&sem);
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let mut outcome =
+                PhoneOutcome { index, mac, vendor, dn: dn.clone(), result: Err((Step::Fetch, String::new())), timings: Vec::new(), check_syncs: 0 };
+            let mut phone = match Phone::with_options(phone_spec, options).await {
+                Ok(p) => p,
+                Err(e) => {
+                    outcome.result = Err((Step::Fetch, format!("cannot start phone: {e}")));
+                    return outcome;
+                }
+            };
+            let r = match mode {
+                FleetMode::Ivr => phone.run_ivr_provisioning(&dn).await,
+                FleetMode::ZeroTouch => phone.run_zero_touch().await,
+            };
+            match r {
+                Ok(p) => {
+                    outcome.dn = p.config.user.clone();
+                    outcome.result = Ok(p.total);
+                    outcome.timings = p.timings;
+                }
+                Err(e) => {
+                    outcome.result = Err((e.step, e.error.to_string()));
+                    outcome.timings = e.timings;
+                }
+            }
+            outcome.check_syncs = phone.check_sync_count();
+            phone.shutdown();
+            outcome
+        });
+    }
+    let mut outcomes = Vec::with_capacity(spec.count as usize);
+    let mut failed = 0u64;
+    let deadline = tokio::time::Instant::now() + spec.overall_timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, set.join_next()).await {
+            Ok(Some(Ok(o))) => {
+                if o.result.is_err() {
+                    failed += 1;
+                    bar.set_message(format!("({failed} failed)"));
+                }
+                bar.inc(1);
+                outcomes.push(o);
+            }
+            Ok(Some(Err(e))) => tracing::error!("phone task: {e}"),
+            Ok(None) => break,
+            Err(_) => {
+                set.abort_all();
+                break;
+            }
+        }
+    }
+    bar.finish();
+    let unfinished = spec.count.saturating_sub(outcomes.len() as u32);
+    outcomes.sort_by_key(|o| o.index);
+    FleetReport { outcomes, wall: started.elapsed(), unfinished }
+}

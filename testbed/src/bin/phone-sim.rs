@@ -1,1 +1,203 @@
-fn main() {}
+//! `phone-sim`: one simulated phone, or a fleet of them, against a running sipdm.
+//!
+//! ```text
+//! phone-sim --prov-url http://127.0.0.1:8080/fs/dm/prov --mac 0004f2000001 --vendor polycom --dial-dn 1001
+//! phone-sim fleet --count 2000 --prov-url http://127.0.0.1:8080/fs/dm/prov --dn-start 1000 --concurrency 200
+//! ```
+
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use testbed::fleet::{run_fleet, FleetMode, FleetSpec, VendorChoice};
+use testbed::phone::{DtmfMode, Mac, Phone, PhoneOptions, PhoneSpec, Vendor};
+
+#[derive(Parser)]
+#[command(name = "phone-sim", about = "Simulated IP phones for sipdm: provisioning, REGISTER, IVR call with DTMF, check-sync")]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    one: OnePhone,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run N phones concurrently and print time-to-provisioned percentiles.
+    Fleet(FleetArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Dtmf {
+    /// RFC 4733 telephone-events in RTP.
+    Rfc4733,
+    /// SIP INFO application/dtmf-relay.
+    Info,
+}
+
+#[derive(Args)]
+struct Common {
+    /// Provisioning URL as DHCP option 66 gives it.
+    #[arg(long)]
+    prov_url: Option<String>,
+    /// Address the phones' sockets bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    local_ip: IpAddr,
+    /// How keys reach the IVR.
+    #[arg(long, value_enum, default_value = "rfc4733")]
+    dtmf: Dtmf,
+    /// Bound of one phone's whole flow, seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+}
+
+#[derive(Args)]
+struct OnePhone {
+    #[command(flatten)]
+    common: Common,
+    /// MAC of the phone (any separators).
+    #[arg(long)]
+    mac: Option<String>,
+    /// polycom, yealink, cisco, grandstream, snom, audiocodes.
+    #[arg(long, default_value = "polycom")]
+    vendor: String,
+    /// Lift the handset and key this DN to the IVR; without it, zero-touch (fetch + register).
+    #[arg(long)]
+    dial_dn: Option<String>,
+}
+
+#[derive(Args)]
+struct FleetArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long)]
+    count: u32,
+    /// DN keyed by the first phone; the others follow.
+    #[arg(long, default_value_t = 1000)]
+    dn_start: u32,
+    /// Phones in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// A vendor, or `mix` for round-robin over the six.
+    #[arg(long, default_value = "mix")]
+    vendor: String,
+    /// Phones are already assigned: fetch and register only.
+    #[arg(long)]
+    zero_touch: bool,
+    /// Offset of the generated MACs (vendor OUI + offset + index).
+    #[arg(long, default_value_t = 1)]
+    mac_offset: u32,
+    /// Bound of the whole run, seconds.
+    #[arg(long, default_value_t = 600)]
+    fleet_timeout: u64,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn options(c: &Common) -> PhoneOptions {
+    PhoneOptions {
+        dtmf: match c.dtmf {
+            Dtmf::Rfc4733 => DtmfMode::Rfc4733,
+            Dtmf::Info => DtmfMode::SipInfo,
+        },
+        overall_timeout: Duration::from_secs(c.timeout),
+        ..PhoneOptions::default()
+    }
+}
+
+async fn one(args: OnePhone) -> Result<(), String> {
+    let prov_url = args.common.prov_url.clone().ok_or("--prov-url is required")?;
+    let vendor: Vendor = args.vendor.parse().map_err(|e| format!("{e}"))?;
+    let mac: Mac = args.mac.as_deref().ok_or("--mac is required")?.parse().map_err(|e| format!("{e}"))?;
+    let spec = PhoneSpec { mac, vendor, prov_url, local_ip: args.common.local_ip };
+    let mut phone = Phone::with_options(spec, options(&args.common)).await.map_err(|e| e.to_string())?;
+    println!("{vendor} {mac}: SIP at {}, file {}", phone.sip_addr(), phone.file_url());
+    let result = match &args.dial_dn {
+        Some(dn) => phone.run_ivr_provisioning(dn).await,
+        None => phone.run_zero_touch().await,
+    };
+    match result {
+        Ok(p) => {
+            for t in &p.timings {
+                println!("  {:<10} {:>8.1} ms", t.step.name(), t.elapsed.as_secs_f64() * 1000.0);
+            }
+            let regs: Vec<String> = p.registered.iter().map(|r| format!("{} (expires {})", r.registrar, r.expires)).collect();
+            println!("registered as {} at {}", p.config.user, regs.join(", "));
+            if let Some(c) = &p.call {
+                println!(
+                    "call: provisional {:?}, RTP in {} out {}, keys {}, {} hung up",
+                    c.provisional,
+                    c.media.received,
+                    c.media.sent,
+                    c.media.events_sent,
+                    if c.ivr_hung_up { "IVR" } else { "phone" }
+                );
+            }
+            println!("NOTIFYs: {:?}", p.notifies);
+            println!("time-to-provisioned: {:.1} ms", p.total.as_secs_f64() * 1000.0);
+            Ok(())
+        }
+        Err(e) => {
+            for t in &e.timings {
+                println!("  {:<10} {:>8.1} ms", t.step.name(), t.elapsed.as_secs_f64() * 1000.0);
+            }
+            Err(format!("failed at {}: {} (after {:.1} s)", e.step, e.error, e.elapsed.as_secs_f64()))
+        }
+    }
+}
+
+async fn fleet(args: FleetArgs) -> Result<(), String> {
+    let prov_url = args.common.prov_url.clone().ok_or("--prov-url is required")?;
+    let vendor: VendorChoice = args.vendor.parse().map_err(|e| format!("{e}"))?;
+    let spec = FleetSpec {
+        count: args.count,
+        prov_url,
+        local_ip: args.common.local_ip,
+        dn_start: args.dn_start,
+        concurrency: args.concurrency,
+        vendor,
+        mode: if args.zero_touch { FleetMode::ZeroTouch } else { FleetMode::Ivr },
+        mac_offset: args.mac_offset,
+        options: options(&args.common),
+        overall_timeout: Duration::from_secs(args.fleet_timeout),
+        progress: !args.quiet,
+    };
+    let report = run_fleet(spec).await;
+    print!("{}", report.summary());
+    if report.succeeded() == report.outcomes.len() && report.unfinished == 0 {
+        Ok(())
+    } else {
+        Err("some phones were not provisioned".into())
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("phone-sim: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Some(Command::Fleet(f)) => fleet(f).await,
+            None => one(cli.one).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("phone-sim: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
