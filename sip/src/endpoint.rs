@@ -238,10 +238,7 @@ async fn dispatch(inner: Arc<Inner>, mut rx: mpsc::Receiver<TransportEvent>) {
         match ev {
             TransportEvent::Message { data, flow } => on_message(&inner, data, flow),
             TransportEvent::StreamError { flow, error, head } => {
-                let answered = match wire::framing::find_header_end(&head) {
-                    Some(end) => normalise(&head[..end]).ok().is_some_and(|raw| answer_malformed(&inner, &raw, &error, flow)),
-                    None => false,
-                };
+                let answered = wire::normalise::salvage(&head).is_some_and(|raw| answer_malformed(&inner, &raw, &error, flow));
                 if !answered {
                     Stats::inc(&inner.stats.malformed_dropped);
                 }
@@ -256,15 +253,21 @@ fn on_message(inner: &Arc<Inner>, data: Bytes, flow: Flow) {
     if data.len() > limit {
         // The datagram was cut at the limit; answer 513 from the complete header lines.
         let e = WireError::TooLarge { size: data.len(), limit };
-        let answered = truncated_head(&data).is_some_and(|head| normalise(&head).ok().is_some_and(|raw| answer_malformed(inner, &raw, &e, flow)));
+        let answered = wire::normalise::salvage(&data).is_some_and(|raw| answer_malformed(inner, &raw, &e, flow));
         if !answered {
             Stats::inc(&inner.stats.malformed_dropped);
         }
         return;
     }
-    let Ok(raw) = normalise(&data) else {
-        Stats::inc(&inner.stats.malformed_dropped);
-        return;
+    let raw = match normalise(&data) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let answered = wire::normalise::salvage(&data).is_some_and(|raw| answer_malformed(inner, &raw, &e, flow));
+            if !answered {
+                Stats::inc(&inner.stats.malformed_dropped);
+            }
+            return;
+        }
     };
     let parsed = match flow.protocol {
         Protocol::Udp => wire::parse::check_datagram_length(&raw).and_then(|_| wire::parse_raw(&raw)),
@@ -282,18 +285,6 @@ fn on_message(inner: &Arc<Inner>, data: Bytes, flow: Flow) {
             }
         }
     }
-}
-
-/// The complete lines of a cut message's header section, terminated, so the headers a reply
-/// needs can still be read.
-fn truncated_head(data: &[u8]) -> Option<Vec<u8>> {
-    let end = match wire::framing::find_header_end(data) {
-        Some(e) => e,
-        None => data.iter().rposition(|b| *b == b'\n')? + 1,
-    };
-    let mut head = data[..end].to_vec();
-    head.extend_from_slice(b"\r\n");
-    Some(head)
 }
 
 /// RFC 3261 §8.1.1: To, From, CSeq, Call-ID, Max-Forwards (not enforced: many phones omit it

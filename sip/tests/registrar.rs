@@ -280,6 +280,10 @@ async fn malformed_input_answered_or_dropped() {
     let compact = format!("REGISTER sip:sipdm.test SIP/2.0\nv: SIP/2.0/UDP {a};branch=z9hG4bKc3\ni : cid-compact\nf: <sip:4001@sipdm.test>;tag=x\nt: <sip:4001@sipdm.test>\nCSeq: 1\n REGISTER\nm: <sip:4001@{a}>\nl: 0\n\n");
     let r = phone.transact(&compact).await;
     assert!(r.starts_with("SIP/2.0 200 "), "{r}");
+    // A broken header line: still answered 400 from the headers that read.
+    let broken = register("4000", a, "UDP", "c7", 1, "this is not a header\r\n");
+    let r = phone.transact(&broken).await;
+    assert!(r.starts_with("SIP/2.0 400 "), "{r}");
     // Garbage: dropped and counted.
     phone.send("\x01\x02 not sip at all\r\n\r\n").await;
     assert!(phone.recv().await.is_none());

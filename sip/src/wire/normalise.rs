@@ -138,6 +138,39 @@ fn next_line(input: &[u8], from: usize) -> Option<(&[u8], usize)> {
     }
 }
 
+/// Best effort for a message [`normalise`] refused: keeps the start line and every header
+/// line that reads, skipping the rest, so that a malformed request can still be answered 400
+/// (it needs Via, From, To, Call-ID and CSeq). Never used to process a request.
+pub fn salvage(input: &[u8]) -> Option<RawMessage<'_>> {
+    let mut pos = input.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let end = input[pos..].iter().position(|&b| b == b'\n').map_or(input.len(), |i| pos + i);
+    let line = &input[pos..end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let start = parse_start_line(std::str::from_utf8(line).ok()?).ok()?;
+    pos = (end + 1).min(input.len());
+    let mut headers = Vec::new();
+    while pos < input.len() {
+        let end = input[pos..].iter().position(|&b| b == b'\n').map_or(input.len(), |i| pos + i);
+        let line = &input[pos..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        pos = end + 1;
+        if line.is_empty() {
+            break;
+        }
+        let Ok(line) = std::str::from_utf8(line) else { continue };
+        if line.starts_with([' ', '\t']) {
+            continue;
+        }
+        let Some(colon) = line.find(':') else { continue };
+        let name = line[..colon].trim_end_matches([' ', '\t']);
+        if name.is_empty() || !name.bytes().all(is_token_char) {
+            continue;
+        }
+        headers.push(RawHeader { name: canonical_name(name), value: Cow::Borrowed(line[colon + 1..].trim_matches([' ', '\t'])) });
+    }
+    Some(RawMessage { start, headers, body: &input[pos.min(input.len())..] })
+}
+
 /// Splits and normalises a whole message (header section and body must both be in `input`).
 pub fn normalise(input: &[u8]) -> Result<RawMessage<'_>, WireError> {
     // RFC 3261 §7.5: ignore CRLFs before the start line.
@@ -257,6 +290,16 @@ mod tests {
         assert!(normalise(b"SIP/2.0 99 x\r\n\r\n").is_err());
         assert!(normalise(b"OPTIONS sip:a SIP/2.0\r\n folded-first\r\n\r\n").is_err());
         assert!(normalise(b"OPTIONS sip:a SIP/2.0\r\nBad Name: x\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn salvage_skips_bad_lines() {
+        let input = b"REGISTER sip:a SIP/2.0\r\nCall-ID: x\r\nthis line is broken\r\nCSeq: 1 REGISTER\r\n";
+        assert!(normalise(input).is_err());
+        let m = salvage(input).unwrap();
+        assert_eq!(m.header("CSeq"), Some("1 REGISTER"));
+        assert!(salvage(b"garbage").is_none());
+        assert!(salvage(b"").is_none());
     }
 
     #[test]
