@@ -131,7 +131,11 @@ impl FleetReport {
 
     /// Successful phones' time-to-provisioned, ascending.
     pub fn times(&self) -> Vec<Duration> {
-        let mut t: Vec<Duration> = self.outcomes.iter().filter_map(|o| o.result.as_ref().ok().copied()).collect();
+        let mut t: Vec<Duration> = self
+            .outcomes
+            .iter()
+            .filter_map(|o| o.result.as_ref().ok().copied())
+            .collect();
         t.sort();
         t
     }
@@ -149,13 +153,20 @@ impl FleetReport {
 
     /// Phones that did not get exactly one NOTIFY (IVR mode expects one each).
     pub fn notify_anomalies(&self) -> usize {
-        self.outcomes.iter().filter(|o| o.result.is_ok() && o.check_syncs != 1).count()
+        self.outcomes
+            .iter()
+            .filter(|o| o.result.is_ok() && o.check_syncs != 1)
+            .count()
     }
 
     /// Human-readable summary, as `phone-sim fleet` prints it.
     pub fn summary(&self) -> String {
         let t = self.times();
-        let ms = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{:.1} ms", d.as_secs_f64() * 1000.0));
+        let ms = |d: Option<Duration>| {
+            d.map_or("-".to_string(), |d| {
+                format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+            })
+        };
         let mut s = format!(
             "phones: {}  provisioned: {}  failed: {}  unfinished: {}  wall: {:.2} s\n\
              time-to-provisioned  p50 {}  p95 {}  max {}\n",
@@ -175,12 +186,17 @@ impl FleetReport {
         s.push('\n');
         let anomalies = self.notify_anomalies();
         if anomalies > 0 {
-            s.push_str(&format!("provisioned phones without exactly one check-sync: {anomalies}\n"));
+            s.push_str(&format!(
+                "provisioned phones without exactly one check-sync: {anomalies}\n"
+            ));
         }
         // A few first errors, so a failed run says why without a log level.
         for o in self.outcomes.iter().filter(|o| o.result.is_err()).take(5) {
             if let Err((step, e)) = &o.result {
-                s.push_str(&format!("  {} {} dn {}: {step}: {e}\n", o.vendor, o.mac, o.dn));
+                s.push_str(&format!(
+                    "  {} {} dn {}: {step}: {e}\n",
+                    o.vendor, o.mac, o.dn
+                ));
             }
         }
         s
@@ -207,14 +223,26 @@ pub async fn run_fleet(spec: FleetSpec) -> FleetReport {
         let vendor = spec.vendor.for_index(index);
         let mac = Mac::generated(vendor, spec.mac_offset.wrapping_add(index));
         let dn = (spec.dn_start + index).to_string();
-        let phone_spec = PhoneSpec { mac, vendor, prov_url: spec.prov_url.clone(), local_ip: spec.local_ip };
+        let phone_spec = PhoneSpec {
+            mac,
+            vendor,
+            prov_url: spec.prov_url.clone(),
+            local_ip: spec.local_ip,
+        };
         let options = spec.options.clone();
         let mode = spec.mode;
         let sem = Arc::clone(&sem);
         set.spawn(async move {
             let _permit = sem.acquire_owned().await;
-            let mut outcome =
-                PhoneOutcome { index, mac, vendor, dn: dn.clone(), result: Err((Step::Fetch, String::new())), timings: Vec::new(), check_syncs: 0 };
+            let mut outcome = PhoneOutcome {
+                index,
+                mac,
+                vendor,
+                dn: dn.clone(),
+                result: Err((Step::Fetch, String::new())),
+                timings: Vec::new(),
+                check_syncs: 0,
+            };
             let mut phone = match Phone::with_options(phone_spec, options).await {
                 Ok(p) => p,
                 Err(e) => {
@@ -266,5 +294,9 @@ pub async fn run_fleet(spec: FleetSpec) -> FleetReport {
     bar.finish();
     let unfinished = spec.count.saturating_sub(outcomes.len() as u32);
     outcomes.sort_by_key(|o| o.index);
-    FleetReport { outcomes, wall: started.elapsed(), unfinished }
+    FleetReport {
+        outcomes,
+        wall: started.elapsed(),
+        unfinished,
+    }
 }

@@ -6,7 +6,11 @@ use testbed::phone::config_parse::{parse, ConfigError, Redundancy, Registrar, Tr
 use testbed::phone::Vendor;
 
 fn reg(host: &str, port: u16) -> Registrar {
-    Registrar { host: host.into(), port, transport: Transport::Udp }
+    Registrar {
+        host: host.into(),
+        port,
+        transport: Transport::Udp,
+    }
 }
 
 const POLYCOM_DEFAULT: &str = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
@@ -55,12 +59,27 @@ fn polycom_unassigned() {
 #[test]
 fn polycom_dual_registration() {
     let text = POLYCOM_DEFAULT
-        .replace(r#"reg.1.address="gcti_provisioning""#, r#"reg.1.address="2000""#)
-        .replace(r#"reg.1.server.2.address="""#, r#"reg.1.server.2.address="10.0.2.1""#)
+        .replace(
+            r#"reg.1.address="gcti_provisioning""#,
+            r#"reg.1.address="2000""#,
+        )
+        .replace(
+            r#"reg.1.server.2.address="""#,
+            r#"reg.1.server.2.address="10.0.2.1""#,
+        )
         .replace(r#"reg.1.server.2.port="""#, r#"reg.1.server.2.port="5060""#)
-        .replace(r#"reg.1.server.2.transport="""#, r#"reg.1.server.2.transport="TCPOnly""#)
-        .replace(r#"reg.1.server.2.register="0""#, r#"reg.1.server.2.register="1""#)
-        .replace(r#"call.autoOffHook.1.enabled="1""#, r#"call.autoOffHook.1.enabled="0""#);
+        .replace(
+            r#"reg.1.server.2.transport="""#,
+            r#"reg.1.server.2.transport="TCPOnly""#,
+        )
+        .replace(
+            r#"reg.1.server.2.register="0""#,
+            r#"reg.1.server.2.register="1""#,
+        )
+        .replace(
+            r#"call.autoOffHook.1.enabled="1""#,
+            r#"call.autoOffHook.1.enabled="0""#,
+        );
     let c = parse(Vendor::Polycom, &text).unwrap();
     assert_eq!(c.user, "2000");
     assert_eq!(c.redundancy, Redundancy::Concurrent);
@@ -68,7 +87,11 @@ fn polycom_dual_registration() {
         c.registrars,
         vec![
             reg("127.0.0.1", 5070),
-            Registrar { host: "10.0.2.1".into(), port: 5060, transport: Transport::Tcp }
+            Registrar {
+                host: "10.0.2.1".into(),
+                port: 5060,
+                transport: Transport::Tcp
+            }
         ]
     );
     assert_eq!(c.hotline, None);
@@ -110,22 +133,48 @@ fn yealink_unassigned() {
     assert_eq!(c.registrars, vec![reg("127.0.0.1", 5070)]);
     assert_eq!(c.user, "gcti_provisioning");
     assert_eq!(c.auth_user, "prov-805ec0000002");
-    assert_eq!(c.password, "s3cr=t", "only the first '=' separates key and value");
+    assert_eq!(
+        c.password, "s3cr=t",
+        "only the first '=' separates key and value"
+    );
     assert_eq!(c.hotline.as_deref(), Some("8800"));
 }
 
 #[test]
 fn yealink_dual_and_successive() {
     let text = YEALINK_DEFAULT
-        .replace("account.1.sip_server.2.address = ", "account.1.sip_server.2.address = sips2")
-        .replace("account.1.sip_server.2.port = ", "account.1.sip_server.2.port = 5060")
-        .replace("account.1.sip_server.2.transport_type = ", "account.1.sip_server.2.transport_type = 2")
-        .replace("features.hotline_number = 8800", "features.hotline_number = ");
+        .replace(
+            "account.1.sip_server.2.address = ",
+            "account.1.sip_server.2.address = sips2",
+        )
+        .replace(
+            "account.1.sip_server.2.port = ",
+            "account.1.sip_server.2.port = 5060",
+        )
+        .replace(
+            "account.1.sip_server.2.transport_type = ",
+            "account.1.sip_server.2.transport_type = 2",
+        )
+        .replace(
+            "features.hotline_number = 8800",
+            "features.hotline_number = ",
+        );
     let c = parse(Vendor::Yealink, &text).unwrap();
-    assert_eq!(c.registrars[1], Registrar { host: "sips2".into(), port: 5060, transport: Transport::Tls });
+    assert_eq!(
+        c.registrars[1],
+        Registrar {
+            host: "sips2".into(),
+            port: 5060,
+            transport: Transport::Tls
+        }
+    );
     assert_eq!(c.redundancy, Redundancy::Concurrent);
     assert_eq!(c.hotline, None);
-    let c = parse(Vendor::Yealink, &text.replace("redundancy_type = 0", "redundancy_type = 1")).unwrap();
+    let c = parse(
+        Vendor::Yealink,
+        &text.replace("redundancy_type = 0", "redundancy_type = 1"),
+    )
+    .unwrap();
     assert_eq!(c.redundancy, Redundancy::Failover);
 }
 
@@ -176,12 +225,18 @@ fn cisco_unassigned() {
 #[test]
 fn cisco_dual_registration_and_plain_dial_plan() {
     let text = CISCO_DEFAULT
-        .replace(r#"<Alternate_Proxy_1_ ua="na"></Alternate_Proxy_1_>"#, r#"<Alternate_Proxy_1_ ua="na">sips2:5062</Alternate_Proxy_1_>"#)
+        .replace(
+            r#"<Alternate_Proxy_1_ ua="na"></Alternate_Proxy_1_>"#,
+            r#"<Alternate_Proxy_1_ ua="na">sips2:5062</Alternate_Proxy_1_>"#,
+        )
         .replace(">No</Dual_Registration_1_>", ">Yes</Dual_Registration_1_>")
         .replace("( S0 &lt;:8800&gt; )", "(*xx|xx.)")
         .replace(">gcti_provisioning<", ">1001<");
     let c = parse(Vendor::Cisco, &text).unwrap();
-    assert_eq!(c.registrars, vec![reg("127.0.0.1", 5070), reg("sips2", 5062)]);
+    assert_eq!(
+        c.registrars,
+        vec![reg("127.0.0.1", 5070), reg("sips2", 5062)]
+    );
     assert_eq!(c.user, "1001");
     assert_eq!(c.hotline, None);
 }
@@ -189,11 +244,20 @@ fn cisco_dual_registration_and_plain_dial_plan() {
 #[test]
 fn cisco_srv_emulation_and_no_auth_id() {
     let text = CISCO_DEFAULT
-        .replace(">127.0.0.1:5070<", ">sip.example:SRV=10.0.0.1:5060:p=0|10.0.0.2:5061:p=1<")
+        .replace(
+            ">127.0.0.1:5070<",
+            ">sip.example:SRV=10.0.0.1:5060:p=0|10.0.0.2:5061:p=1<",
+        )
         .replace(">Yes</Use_Auth_ID_1_>", ">No</Use_Auth_ID_1_>");
     let c = parse(Vendor::Cisco, &text).unwrap();
-    assert_eq!(c.registrars, vec![reg("10.0.0.1", 5060), reg("10.0.0.2", 5061)]);
-    assert_eq!(c.auth_user, "gcti_provisioning", "without Use_Auth_ID the user id authenticates");
+    assert_eq!(
+        c.registrars,
+        vec![reg("10.0.0.1", 5060), reg("10.0.0.2", 5061)]
+    );
+    assert_eq!(
+        c.auth_user, "gcti_provisioning",
+        "without Use_Auth_ID the user id authenticates"
+    );
 }
 
 const GRANDSTREAM_DEFAULT: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -240,7 +304,10 @@ fn grandstream_unassigned_and_dual() {
     assert_eq!(c.hotline.as_deref(), Some("8800"));
     let dual = GRANDSTREAM_DEFAULT.replace("<P2312></P2312>", "<P2312>sips2:5060</P2312>");
     let c = parse(Vendor::Grandstream, &dual).unwrap();
-    assert_eq!(c.registrars, vec![reg("127.0.0.1", 5070), reg("sips2", 5060)]);
+    assert_eq!(
+        c.registrars,
+        vec![reg("127.0.0.1", 5070), reg("sips2", 5060)]
+    );
 }
 
 const SNOM_DEFAULT: &str = r#"<?xml version="1.0" encoding="utf-8"?>
@@ -301,7 +368,14 @@ fn snom_failover_identity_registers_to_both() {
     let c = parse(Vendor::Snom, &text).unwrap();
     assert_eq!(
         c.registrars,
-        vec![reg("127.0.0.1", 5070), Registrar { host: "sips2".into(), port: 5060, transport: Transport::Tcp }]
+        vec![
+            reg("127.0.0.1", 5070),
+            Registrar {
+                host: "sips2".into(),
+                port: 5060,
+                transport: Transport::Tcp
+            }
+        ]
     );
     assert_eq!(c.hotline, None);
 }
@@ -346,15 +420,33 @@ fn audiocodes_unassigned_and_redundant_proxy() {
         .replace("redundant_proxy/address=", "redundant_proxy/address=sips2")
         .replace("redundant_proxy/port=", "redundant_proxy/port=5060");
     let c = parse(Vendor::AudioCodes, &dr).unwrap();
-    assert_eq!(c.registrars, vec![reg("127.0.0.1", 5070), reg("sips2", 5060)]);
+    assert_eq!(
+        c.registrars,
+        vec![reg("127.0.0.1", 5070), reg("sips2", 5060)]
+    );
 }
 
 #[test]
 fn files_that_say_nothing_are_errors_not_panics() {
-    assert!(matches!(parse(Vendor::Yealink, "#!version:1.0.0.1\n"), Err(ConfigError::NoRegistrar(_))));
-    assert!(matches!(parse(Vendor::Cisco, "<flat-profile><Proxy_1_>h</Proxy_1_></flat-profile>"), Err(ConfigError::NoUser(_))));
-    assert!(matches!(parse(Vendor::Grandstream, SNOM_DEFAULT), Err(ConfigError::WrongRoot { .. })));
-    assert!(matches!(parse(Vendor::Snom, "<settings><phone-settings>"), Err(ConfigError::NoRegistrar(_))));
+    assert!(matches!(
+        parse(Vendor::Yealink, "#!version:1.0.0.1\n"),
+        Err(ConfigError::NoRegistrar(_))
+    ));
+    assert!(matches!(
+        parse(
+            Vendor::Cisco,
+            "<flat-profile><Proxy_1_>h</Proxy_1_></flat-profile>"
+        ),
+        Err(ConfigError::NoUser(_))
+    ));
+    assert!(matches!(
+        parse(Vendor::Grandstream, SNOM_DEFAULT),
+        Err(ConfigError::WrongRoot { .. })
+    ));
+    assert!(matches!(
+        parse(Vendor::Snom, "<settings><phone-settings>"),
+        Err(ConfigError::NoRegistrar(_))
+    ));
     assert!(parse(Vendor::Polycom, "<polycomConfig reg.1.address=\"x\" reg.1.server.1.address=\"h\" reg.1.server.1.port=\"70000\"/>").is_err());
     assert!(parse(Vendor::Cisco, "<<<").is_err());
     for v in Vendor::ALL {

@@ -86,7 +86,9 @@ fn file_owner(file: &str) -> Option<(Vendor, String)> {
         (Vendor::Snom, stem)
     } else {
         // .cfg: the OUI tells Polycom, Yealink and AudioCodes apart.
-        let v = Vendor::ALL.into_iter().find(|v| stem.starts_with(&hex::encode(v.oui())))?;
+        let v = Vendor::ALL
+            .into_iter()
+            .find(|v| stem.starts_with(&hex::encode(v.oui())))?;
         (v, stem)
     };
     Some((vendor, mac.to_string()))
@@ -94,7 +96,9 @@ fn file_owner(file: &str) -> Option<(Vendor, String)> {
 
 async fn http_server(listener: TcpListener, state: Shared, sip: SocketAddr) {
     loop {
-        let Ok((mut conn, _)) = listener.accept().await else { return };
+        let Ok((mut conn, _)) = listener.accept().await else {
+            return;
+        };
         let state = Arc::clone(&state);
         tokio::spawn(async move {
             let mut buf = Vec::new();
@@ -109,9 +113,14 @@ async fn http_server(listener: TcpListener, state: Shared, sip: SocketAddr) {
             let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
             let inm = head
                 .lines()
-                .find_map(|l| l.strip_prefix("if-none-match: ").or_else(|| l.strip_prefix("If-None-Match: ")))
+                .find_map(|l| {
+                    l.strip_prefix("if-none-match: ")
+                        .or_else(|| l.strip_prefix("If-None-Match: "))
+                })
                 .map(str::to_string);
-            let ua_ok = head.lines().any(|l| l.to_ascii_lowercase().starts_with("user-agent: "));
+            let ua_ok = head
+                .lines()
+                .any(|l| l.to_ascii_lowercase().starts_with("user-agent: "));
             let file = path.rsplit('/').next().unwrap_or_default();
             let resp = match (ua_ok, file_owner(file)) {
                 (true, Some((vendor, mac))) => {
@@ -124,7 +133,8 @@ async fn http_server(listener: TcpListener, state: Shared, sip: SocketAddr) {
                         format!("HTTP/1.1 200 OK\r\nETag: {etag}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
                     }
                 }
-                _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+                _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_string(),
             };
             let _ = conn.write_all(resp.as_bytes()).await;
         });
@@ -134,34 +144,64 @@ async fn http_server(listener: TcpListener, state: Shared, sip: SocketAddr) {
 /// Verifies an Authorization / Proxy-Authorization value (MD5, qop=auth) for `method`.
 fn digest_ok(value: Option<&str>, method: &str) -> Option<String> {
     let params = auth_params(value?.strip_prefix("Digest ")?);
-    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
     let user = get("username");
     let a = Algorithm::Md5;
     let ha1 = a.hash_hex(&format!("{user}:fake:{}", password_of(&user)));
     let ha2 = a.hash_hex(&format!("{method}:{}", get("uri")));
-    let want = a.hash_hex(&format!("{ha1}:{}:{}:{}:auth:{ha2}", get("nonce"), get("nc"), get("cnonce")));
+    let want = a.hash_hex(&format!(
+        "{ha1}:{}:{}:{}:auth:{ha2}",
+        get("nonce"),
+        get("nc"),
+        get("cnonce")
+    ));
     (get("response") == want).then_some(user)
 }
 
 fn challenge(req: &SipMsg, code: u16) -> Vec<u8> {
-    let name = if code == 401 { "WWW-Authenticate" } else { "Proxy-Authenticate" };
+    let name = if code == 401 {
+        "WWW-Authenticate"
+    } else {
+        "Proxy-Authenticate"
+    };
     let mut out = Outgoing::new();
     for (n, v) in &req.headers {
-        if ["Via", "From", "Call-ID", "CSeq"].iter().any(|h| n.eq_ignore_ascii_case(h)) {
+        if ["Via", "From", "Call-ID", "CSeq"]
+            .iter()
+            .any(|h| n.eq_ignore_ascii_case(h))
+        {
             out = out.header(n, v.as_str());
         }
     }
-    out.header("To", format!("{};tag=fk", req.header("To").unwrap_or_default()))
-        .header(name, r#"Digest realm="fake", nonce="abc", algorithm=MD5, qop="auth""#)
-        .response(code)
+    out.header(
+        "To",
+        format!("{};tag=fk", req.header("To").unwrap_or_default()),
+    )
+    .header(
+        name,
+        r#"Digest realm="fake", nonce="abc", algorithm=MD5, qop="auth""#,
+    )
+    .response(code)
 }
 
 async fn sip_server(sock: Arc<UdpSocket>, state: Shared) {
     let mut buf = vec![0u8; 65536];
     loop {
-        let Ok((n, from)) = sock.recv_from(&mut buf).await else { return };
-        let Ok(msg) = SipMsg::parse(&buf[..n]) else { continue };
-        let StartLine::Request { method, .. } = &msg.start else { continue };
+        let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+            return;
+        };
+        let Ok(msg) = SipMsg::parse(&buf[..n]) else {
+            continue;
+        };
+        let StartLine::Request { method, .. } = &msg.start else {
+            continue;
+        };
         match method.as_str() {
             "REGISTER" => {
                 let Some(auth_user) = digest_ok(msg.header("Authorization"), "REGISTER") else {
@@ -187,7 +227,10 @@ async fn sip_server(sock: Arc<UdpSocket>, state: Shared) {
                 let ok = Outgoing::new()
                     .header("Via", msg.header("Via").unwrap_or_default())
                     .header("From", msg.header("From").unwrap_or_default())
-                    .header("To", format!("{};tag=fk", msg.header("To").unwrap_or_default()))
+                    .header(
+                        "To",
+                        format!("{};tag=fk", msg.header("To").unwrap_or_default()),
+                    )
                     .header("Call-ID", msg.call_id().unwrap_or_default())
                     .header("CSeq", msg.header("CSeq").unwrap_or_default())
                     .header("Contact", format!("{contact};expires=300"))
@@ -200,13 +243,27 @@ async fn sip_server(sock: Arc<UdpSocket>, state: Shared) {
                     continue;
                 };
                 let _ = sock.send_to(&response_to(&msg, 100, "ivr"), from).await;
-                tokio::spawn(ivr_call(Arc::clone(&sock), Arc::clone(&state), msg, from, auth_user));
+                tokio::spawn(ivr_call(
+                    Arc::clone(&sock),
+                    Arc::clone(&state),
+                    msg,
+                    from,
+                    auth_user,
+                ));
             }
             "ACK" => {}
             "INFO" => {
                 let body = String::from_utf8_lossy(&msg.body).into_owned();
-                let key = body.lines().find_map(|l| l.strip_prefix("Signal=")).and_then(|k| k.trim().chars().next());
-                let tx = state.lock().unwrap().info.get(msg.call_id().unwrap_or_default()).cloned();
+                let key = body
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Signal="))
+                    .and_then(|k| k.trim().chars().next());
+                let tx = state
+                    .lock()
+                    .unwrap()
+                    .info
+                    .get(msg.call_id().unwrap_or_default())
+                    .cloned();
                 if let (Some(k), Some(tx)) = (key, tx) {
                     let _ = tx.send(k);
                 }
@@ -221,11 +278,21 @@ async fn sip_server(sock: Arc<UdpSocket>, state: Shared) {
 }
 
 /// Answers the call, plays a "prompt", collects digits until `#`, assigns, hangs up, NOTIFYs.
-async fn ivr_call(sock: Arc<UdpSocket>, state: Shared, invite: SipMsg, from: SocketAddr, auth_user: String) {
+async fn ivr_call(
+    sock: Arc<UdpSocket>,
+    state: Shared,
+    invite: SipMsg,
+    from: SocketAddr,
+    auth_user: String,
+) {
     let rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let sdp = String::from_utf8_lossy(&invite.body).into_owned();
     let phone_rtp: SocketAddr = {
-        let port = sdp.lines().find_map(|l| l.strip_prefix("m=audio ")).and_then(|l| l.split(' ').next()).unwrap();
+        let port = sdp
+            .lines()
+            .find_map(|l| l.strip_prefix("m=audio "))
+            .and_then(|l| l.split(' ').next())
+            .unwrap();
         format!("127.0.0.1:{port}").parse().unwrap()
     };
     let answer = format!(
@@ -246,7 +313,11 @@ async fn ivr_call(sock: Arc<UdpSocket>, state: Shared, invite: SipMsg, from: Soc
     let _ = sock.send_to(&ok, from).await;
 
     let (info_tx, mut info_rx) = tokio::sync::mpsc::unbounded_channel();
-    state.lock().unwrap().info.insert(invite.call_id().unwrap_or_default().to_string(), info_tx);
+    state
+        .lock()
+        .unwrap()
+        .info
+        .insert(invite.call_id().unwrap_or_default().to_string(), info_tx);
     let mut digits = String::new();
     let mut seen_ts = HashSet::new();
     let mut seq = 0u16;
@@ -279,7 +350,13 @@ async fn ivr_call(sock: Arc<UdpSocket>, state: Shared, invite: SipMsg, from: Soc
 
     // BYE (From/To swapped), then the check-sync to the binding's contact.
     let bye = Outgoing::new()
-        .header("Via", format!("SIP/2.0/UDP {sip_addr};branch=z9hG4bKbye{}", testbed::phone::sip_msg::token()))
+        .header(
+            "Via",
+            format!(
+                "SIP/2.0/UDP {sip_addr};branch=z9hG4bKbye{}",
+                testbed::phone::sip_msg::token()
+            ),
+        )
         .header("From", to.as_str())
         .header("To", invite.header("From").unwrap_or_default())
         .header("Call-ID", invite.call_id().unwrap_or_default())
@@ -287,9 +364,21 @@ async fn ivr_call(sock: Arc<UdpSocket>, state: Shared, invite: SipMsg, from: Soc
         .request("BYE", &format!("sip:x@{from}"))
         .unwrap();
     let _ = sock.send_to(&bye, from).await;
-    let contact = state.lock().unwrap().bindings.get(&auth_user).copied().unwrap_or(from);
+    let contact = state
+        .lock()
+        .unwrap()
+        .bindings
+        .get(&auth_user)
+        .copied()
+        .unwrap_or(from);
     let notify = Outgoing::new()
-        .header("Via", format!("SIP/2.0/UDP {sip_addr};branch=z9hG4bKn{}", testbed::phone::sip_msg::token()))
+        .header(
+            "Via",
+            format!(
+                "SIP/2.0/UDP {sip_addr};branch=z9hG4bKn{}",
+                testbed::phone::sip_msg::token()
+            ),
+        )
         .header("From", format!("<sip:dm@{sip_addr}>;tag=dm"))
         .header("To", format!("<sip:gcti_provisioning@{contact}>"))
         .header("Call-ID", testbed::phone::sip_msg::token())
@@ -319,31 +408,54 @@ async fn every_vendor_is_ivr_provisioned() {
     for (i, vendor) in Vendor::ALL.into_iter().enumerate() {
         let mac = Mac::generated(vendor, 100 + i as u32);
         let dn = format!("{}", 2000 + i);
-        let spec = PhoneSpec { mac, vendor, prov_url: url.clone(), local_ip: "127.0.0.1".parse().unwrap() };
+        let spec = PhoneSpec {
+            mac,
+            vendor,
+            prov_url: url.clone(),
+            local_ip: "127.0.0.1".parse().unwrap(),
+        };
         let options = PhoneOptions {
-            dtmf: if vendor == Vendor::Cisco { DtmfMode::SipInfo } else { DtmfMode::Rfc4733 },
+            dtmf: if vendor == Vendor::Cisco {
+                DtmfMode::SipInfo
+            } else {
+                DtmfMode::Rfc4733
+            },
             overall_timeout: Duration::from_secs(30),
             ..PhoneOptions::default()
         };
         let mut phone = Phone::with_options(spec, options).await.unwrap();
-        let p = phone.run_ivr_provisioning(&dn).await.unwrap_or_else(|e| panic!("{vendor}: {e}"));
+        let p = phone
+            .run_ivr_provisioning(&dn)
+            .await
+            .unwrap_or_else(|e| panic!("{vendor}: {e}"));
         assert_eq!(p.config.user, dn, "{vendor}");
         assert_eq!(p.config.auth_user, dn, "{vendor}");
         let steps: Vec<Step> = p.timings.iter().map(|t| t.step).collect();
         assert_eq!(steps, Step::ALL.to_vec(), "{vendor}: every step timed");
         let call = p.call.as_ref().unwrap();
         assert!(call.ivr_hung_up, "{vendor}");
-        let expected_events = if vendor == Vendor::Cisco { 0 } else { dn.len() as u64 + 1 };
-        assert_eq!(call.media.events_sent, expected_events, "{vendor}: DN digits and # (Cisco keys by INFO)");
+        let expected_events = if vendor == Vendor::Cisco {
+            0
+        } else {
+            dn.len() as u64 + 1
+        };
+        assert_eq!(
+            call.media.events_sent, expected_events,
+            "{vendor}: DN digits and # (Cisco keys by INFO)"
+        );
         assert!(call.media.received >= 5, "{vendor}: heard the prompt");
         assert!(call.provisional.contains(&100));
         assert_eq!(phone.check_sync_count(), 1, "{vendor}");
         assert_eq!(p.notifies, vec!["check-sync".to_string()]);
         let s = state.lock().unwrap();
         assert_eq!(s.assigned.get(&mac.plain()), Some(&dn), "{vendor}");
-        assert!(s.registered.contains(&format!("{dn}/{dn}")), "{vendor}: new DN registered");
         assert!(
-            !s.registered.contains(&format!("prov-{}/gcti_provisioning", mac.plain())),
+            s.registered.contains(&format!("{dn}/{dn}")),
+            "{vendor}: new DN registered"
+        );
+        assert!(
+            !s.registered
+                .contains(&format!("prov-{}/gcti_provisioning", mac.plain())),
             "{vendor}: provisioning identity unregistered"
         );
     }
@@ -353,8 +465,17 @@ async fn every_vendor_is_ivr_provisioned() {
 async fn zero_touch_after_assignment_and_conditional_refetch() {
     let (url, state) = start_fake().await;
     let mac = Mac::generated(Vendor::Yealink, 7);
-    state.lock().unwrap().assigned.insert(mac.plain(), "1000".into());
-    let spec = PhoneSpec { mac, vendor: Vendor::Yealink, prov_url: url, local_ip: "127.0.0.1".parse().unwrap() };
+    state
+        .lock()
+        .unwrap()
+        .assigned
+        .insert(mac.plain(), "1000".into());
+    let spec = PhoneSpec {
+        mac,
+        vendor: Vendor::Yealink,
+        prov_url: url,
+        local_ip: "127.0.0.1".parse().unwrap(),
+    };
     let mut phone = Phone::new(spec).await.unwrap();
     let p = phone.run_zero_touch().await.unwrap();
     assert_eq!(p.config.user, "1000");

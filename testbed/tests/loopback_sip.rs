@@ -25,14 +25,24 @@ async fn recv(sock: &UdpSocket) -> (SipMsg, SocketAddr, Instant) {
         .await
         .expect("the phone sent nothing")
         .unwrap();
-    (SipMsg::parse(&buf[..n]).expect("the phone's message parses"), from, Instant::now())
+    (
+        SipMsg::parse(&buf[..n]).expect("the phone's message parses"),
+        from,
+        Instant::now(),
+    )
 }
 
 /// Checks an Authorization header value against the digest definition, computed here
 /// independently of the client's own code path.
 fn check_digest(value: &str, method: &str, algorithm: Algorithm, password: &str) {
     let params = auth_params(value.strip_prefix("Digest ").expect("Digest scheme"));
-    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
     let ha1 = algorithm.hash_hex(&format!("{}:{}:{password}", get("username"), get("realm")));
     let ha2 = algorithm.hash_hex(&format!("{method}:{}", get("uri")));
     let expected = algorithm.hash_hex(&format!(
@@ -55,9 +65,13 @@ fn check_digest(value: &str, method: &str, algorithm: Algorithm, password: &str)
 async fn register_with_401_and_lost_datagrams() {
     let registrar = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let reg_addr = registrar.local_addr().unwrap();
-    let ua = UserAgent::bind("127.0.0.1:0".parse().unwrap(), "PolycomVVX-VVX_450-UA/6.3.0.14929", SipTimers::default())
-        .await
-        .unwrap();
+    let ua = UserAgent::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        "PolycomVVX-VVX_450-UA/6.3.0.14929",
+        SipTimers::default(),
+    )
+    .await
+    .unwrap();
     let phone_addr = ua.local_addr();
 
     let server = tokio::spawn(async move {
@@ -67,9 +81,16 @@ async fn register_with_401_and_lost_datagrams() {
         assert!(first.header("Authorization").is_none());
         // Its retransmission, one T1 later.
         let (again, from, t_again) = recv(&registrar).await;
-        assert_eq!(again.top_branch(), first.top_branch(), "retransmission of the same transaction");
+        assert_eq!(
+            again.top_branch(),
+            first.top_branch(),
+            "retransmission of the same transaction"
+        );
         let gap = t_again - t_first;
-        assert!(gap >= Duration::from_millis(400) && gap < Duration::from_millis(900), "timer E at T1: {gap:?}");
+        assert!(
+            gap >= Duration::from_millis(400) && gap < Duration::from_millis(900),
+            "timer E at T1: {gap:?}"
+        );
         assert_eq!(from, phone_addr);
         let contact = again.header("Contact").unwrap().to_string();
         assert_eq!(contact, format!("<sip:gcti_provisioning@{phone_addr}>"));
@@ -80,7 +101,10 @@ async fn register_with_401_and_lost_datagrams() {
             .header("To", format!("{};tag=srv1", again.header("To").unwrap()))
             .header("Call-ID", again.call_id().unwrap())
             .header("CSeq", again.header("CSeq").unwrap())
-            .header("WWW-Authenticate", r#"Digest realm="sipdm", nonce="n0nce-1", algorithm=MD5, qop="auth", opaque="op""#)
+            .header(
+                "WWW-Authenticate",
+                r#"Digest realm="sipdm", nonce="n0nce-1", algorithm=MD5, qop="auth", opaque="op""#,
+            )
             .response(401);
         registrar.send_to(&challenge, from).await.unwrap();
 
@@ -88,10 +112,25 @@ async fn register_with_401_and_lost_datagrams() {
         let (auth1, _, _) = recv(&registrar).await;
         let (auth2, from, _) = recv(&registrar).await;
         assert_eq!(auth1.top_branch(), auth2.top_branch());
-        assert_ne!(auth2.top_branch(), first.top_branch(), "a new transaction for the retry");
-        assert_eq!(auth2.call_id(), first.call_id(), "same registration Call-ID");
-        assert_eq!(auth2.cseq().unwrap().0, first.cseq().unwrap().0 + 1, "CSeq advances");
-        let value = auth2.header("Authorization").expect("answers the challenge").to_string();
+        assert_ne!(
+            auth2.top_branch(),
+            first.top_branch(),
+            "a new transaction for the retry"
+        );
+        assert_eq!(
+            auth2.call_id(),
+            first.call_id(),
+            "same registration Call-ID"
+        );
+        assert_eq!(
+            auth2.cseq().unwrap().0,
+            first.cseq().unwrap().0 + 1,
+            "CSeq advances"
+        );
+        let value = auth2
+            .header("Authorization")
+            .expect("answers the challenge")
+            .to_string();
         check_digest(&value, "REGISTER", Algorithm::Md5, "s3cret");
         assert!(value.contains("opaque=\"op\""));
         let ok = Outgoing::new()
@@ -106,7 +145,16 @@ async fn register_with_401_and_lost_datagrams() {
         registrar
     });
 
-    let reg = ua.register(reg_addr, "127.0.0.1", &format!("127.0.0.1:{}", reg_addr.port()), &account(), 3600).await.unwrap();
+    let reg = ua
+        .register(
+            reg_addr,
+            "127.0.0.1",
+            &format!("127.0.0.1:{}", reg_addr.port()),
+            &account(),
+            3600,
+        )
+        .await
+        .unwrap();
     assert!(reg.challenged);
     assert_eq!(reg.expires, 120, "the registrar's expires wins");
     server.await.unwrap();
@@ -118,23 +166,40 @@ async fn register_with_401_and_lost_datagrams() {
 async fn register_times_out_with_timer_f() {
     let registrar = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let reg_addr = registrar.local_addr().unwrap();
-    let timers = SipTimers { t1: Duration::from_millis(20), t2: Duration::from_millis(80), ring_timeout: Duration::from_secs(1) };
-    let ua = UserAgent::bind("127.0.0.1:0".parse().unwrap(), "test", timers).await.unwrap();
+    let timers = SipTimers {
+        t1: Duration::from_millis(20),
+        t2: Duration::from_millis(80),
+        ring_timeout: Duration::from_secs(1),
+    };
+    let ua = UserAgent::bind("127.0.0.1:0".parse().unwrap(), "test", timers)
+        .await
+        .unwrap();
     let counter = tokio::spawn(async move {
         let mut buf = vec![0u8; 65536];
         let mut times = Vec::new();
-        while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), registrar.recv_from(&mut buf)).await {
+        while let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_millis(500), registrar.recv_from(&mut buf)).await
+        {
             times.push(Instant::now());
         }
         times
     });
     let started = Instant::now();
-    let err = ua.register(reg_addr, "127.0.0.1", "127.0.0.1", &account(), 3600).await.unwrap_err();
+    let err = ua
+        .register(reg_addr, "127.0.0.1", "127.0.0.1", &account(), 3600)
+        .await
+        .unwrap_err();
     let took = started.elapsed();
     assert!(matches!(err, UaError::Timeout { .. }), "{err}");
-    assert!(took >= Duration::from_millis(1280) && took < Duration::from_millis(2000), "64·T1: {took:?}");
+    assert!(
+        took >= Duration::from_millis(1280) && took < Duration::from_millis(2000),
+        "64·T1: {took:?}"
+    );
     let times = counter.await.unwrap();
-    let gaps: Vec<u128> = times.windows(2).map(|w| (w[1] - w[0]).as_millis()).collect();
+    let gaps: Vec<u128> = times
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis())
+        .collect();
     // 20, 40, 80, 80, …: doubling, capped at T2.
     assert!(gaps.len() >= 12, "{gaps:?}");
     assert!(gaps[0] >= 15 && gaps[0] < 40, "{gaps:?}");
@@ -147,7 +212,9 @@ async fn register_times_out_with_timer_f() {
 async fn register_refused_credentials() {
     let registrar = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let reg_addr = registrar.local_addr().unwrap();
-    let ua = UserAgent::bind("127.0.0.1:0".parse().unwrap(), "test", SipTimers::default()).await.unwrap();
+    let ua = UserAgent::bind("127.0.0.1:0".parse().unwrap(), "test", SipTimers::default())
+        .await
+        .unwrap();
     let server = tokio::spawn(async move {
         for _ in 0..2 {
             let (req, from, _) = recv(&registrar).await;
@@ -157,13 +224,22 @@ async fn register_refused_credentials() {
                 .header("To", req.header("To").unwrap())
                 .header("Call-ID", req.call_id().unwrap())
                 .header("CSeq", req.header("CSeq").unwrap())
-                .header("WWW-Authenticate", r#"Digest realm="sipdm", nonce="n", algorithm=SHA-256"#)
+                .header(
+                    "WWW-Authenticate",
+                    r#"Digest realm="sipdm", nonce="n", algorithm=SHA-256"#,
+                )
                 .response(401);
             registrar.send_to(&resp, from).await.unwrap();
         }
     });
-    let err = ua.register(reg_addr, "127.0.0.1", "127.0.0.1", &account(), 3600).await.unwrap_err();
-    assert!(matches!(err, UaError::AuthFailed { code: 401, .. }), "{err}");
+    let err = ua
+        .register(reg_addr, "127.0.0.1", "127.0.0.1", &account(), 3600)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, UaError::AuthFailed { code: 401, .. }),
+        "{err}"
+    );
     server.await.unwrap();
 }
 
@@ -174,9 +250,13 @@ async fn register_refused_credentials() {
 async fn invite_challenge_ack_bye_and_notify() {
     let server_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let server_addr = server_sock.local_addr().unwrap();
-    let ua = UserAgent::bind("127.0.0.1:0".parse().unwrap(), "Yealink SIP-T46S 66.86.0.15 80:5e:c0:00:00:02", SipTimers::default())
-        .await
-        .unwrap();
+    let ua = UserAgent::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        "Yealink SIP-T46S 66.86.0.15 80:5e:c0:00:00:02",
+        SipTimers::default(),
+    )
+    .await
+    .unwrap();
     let target = format!("sip:8800@127.0.0.1:{}", server_addr.port());
     let sdp_offer = testbed::phone::sdp::offer("127.0.0.1:40000".parse().unwrap(), 1);
 
@@ -194,12 +274,19 @@ async fn invite_challenge_ack_bye_and_notify() {
             .header("To", format!("{};tag=t407", inv.header("To").unwrap()))
             .header("Call-ID", inv.call_id().unwrap())
             .header("CSeq", inv.header("CSeq").unwrap())
-            .header("Proxy-Authenticate", r#"Digest realm="sipdm", nonce="inv-nonce", algorithm=SHA-256"#)
+            .header(
+                "Proxy-Authenticate",
+                r#"Digest realm="sipdm", nonce="inv-nonce", algorithm=SHA-256"#,
+            )
             .response(407);
         s.send_to(&resp, from).await.unwrap();
         let (ack, _, _) = recv(&s).await;
         assert_eq!(ack.method(), Some("ACK"));
-        assert_eq!(ack.top_branch(), inv.top_branch(), "ACK of a non-2xx is in the INVITE transaction");
+        assert_eq!(
+            ack.top_branch(),
+            inv.top_branch(),
+            "ACK of a non-2xx is in the INVITE transaction"
+        );
         assert_eq!(ack.to_tag().as_deref(), Some("t407"));
         assert_eq!(ack.cseq().unwrap(), (inv.cseq().unwrap().0, "ACK".into()));
 
@@ -207,18 +294,32 @@ async fn invite_challenge_ack_bye_and_notify() {
         assert_eq!(inv2.method(), Some("INVITE"));
         assert_eq!(inv2.call_id(), inv.call_id());
         assert_eq!(inv2.cseq().unwrap().0, inv.cseq().unwrap().0 + 1);
-        let pa = inv2.header("Proxy-Authorization").expect("answers the 407").to_string();
+        let pa = inv2
+            .header("Proxy-Authorization")
+            .expect("answers the 407")
+            .to_string();
         let p = auth_params(pa.strip_prefix("Digest ").unwrap());
-        let get = |k: &str| p.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+        let get = |k: &str| {
+            p.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
         let a = Algorithm::Sha256;
         let ha1 = a.hash_hex("prov-0004f2000001:sipdm:s3cret");
         let ha2 = a.hash_hex(&format!("INVITE:{}", get("uri")));
-        assert_eq!(get("response"), a.hash_hex(&format!("{ha1}:inv-nonce:{ha2}")), "RFC 2069 form with SHA-256");
+        assert_eq!(
+            get("response"),
+            a.hash_hex(&format!("{ha1}:inv-nonce:{ha2}")),
+            "RFC 2069 form with SHA-256"
+        );
         assert_eq!(get("algorithm"), "SHA-256");
         assert!(!pa.contains("qop"));
 
         for code in [100u16, 180] {
-            s.send_to(&response_to(&inv2, code, "ivr1"), from).await.unwrap();
+            s.send_to(&response_to(&inv2, code, "ivr1"), from)
+                .await
+                .unwrap();
         }
         let answer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 41000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
         let ok = Outgoing::new()
@@ -233,11 +334,19 @@ async fn invite_challenge_ack_bye_and_notify() {
         s.send_to(&ok, from).await.unwrap();
         let (ack, _, _) = recv(&s).await;
         assert_eq!(ack.method(), Some("ACK"));
-        assert_ne!(ack.top_branch(), inv2.top_branch(), "ACK of a 2xx is its own transaction");
+        assert_ne!(
+            ack.top_branch(),
+            inv2.top_branch(),
+            "ACK of a 2xx is its own transaction"
+        );
         assert_eq!(ack.to_tag().as_deref(), Some("ivr1"));
         assert_eq!(ack.cseq().unwrap().0, inv2.cseq().unwrap().0);
         if let testbed::phone::sip_msg::StartLine::Request { uri, .. } = &ack.start {
-            assert_eq!(uri, &format!("sip:ivr@{server_addr}"), "ACK goes to the remote target");
+            assert_eq!(
+                uri,
+                &format!("sip:ivr@{server_addr}"),
+                "ACK goes to the remote target"
+            );
         }
 
         // Retransmitted 2xx (as if the ACK were lost): the phone ACKs again.
@@ -247,7 +356,10 @@ async fn invite_challenge_ack_bye_and_notify() {
 
         // The IVR hangs up: BYE in the dialog (From/To swapped).
         let bye = Outgoing::new()
-            .header("Via", format!("SIP/2.0/UDP {server_addr};branch=z9hG4bKbye1"))
+            .header(
+                "Via",
+                format!("SIP/2.0/UDP {server_addr};branch=z9hG4bKbye1"),
+            )
             .header("From", format!("{};tag=ivr1", inv2.header("To").unwrap()))
             .header("To", inv2.header("From").unwrap())
             .header("Call-ID", inv2.call_id().unwrap())
@@ -261,7 +373,10 @@ async fn invite_challenge_ack_bye_and_notify() {
 
         // check-sync, sent twice (a retransmission of one transaction).
         let notify = Outgoing::new()
-            .header("Via", format!("SIP/2.0/UDP {server_addr};branch=z9hG4bKnotify1"))
+            .header(
+                "Via",
+                format!("SIP/2.0/UDP {server_addr};branch=z9hG4bKnotify1"),
+            )
             .header("From", format!("<sip:sipdm@{server_addr}>;tag=dm1"))
             .header("To", format!("<sip:gcti_provisioning@{from}>"))
             .header("Call-ID", "notify-call-1")
@@ -274,16 +389,25 @@ async fn invite_challenge_ack_bye_and_notify() {
             s.send_to(&notify, from).await.unwrap();
             let (r, _, _) = recv(&s).await;
             assert_eq!(r.code(), Some(200));
-            assert!(param(r.header("To").unwrap(), "tag").is_some(), "the 200 adds a To tag");
+            assert!(
+                param(r.header("To").unwrap(), "tag").is_some(),
+                "the 200 adds a To tag"
+            );
         }
     });
 
-    let mut dialog = ua.invite(server_addr, "127.0.0.1", &target, &account(), &sdp_offer).await.unwrap();
+    let mut dialog = ua
+        .invite(server_addr, "127.0.0.1", &target, &account(), &sdp_offer)
+        .await
+        .unwrap();
     assert_eq!(dialog.provisional, vec![100, 180]);
     let params = testbed::phone::sdp::parse_answer(&dialog.answer).unwrap();
     assert_eq!(params.remote, "127.0.0.1:41000".parse().unwrap());
     assert_eq!((params.audio_pt, params.event_pt), (0, Some(101)));
-    assert!(dialog.wait_bye(Duration::from_secs(10)).await, "the IVR's BYE reaches the dialog");
+    assert!(
+        dialog.wait_bye(Duration::from_secs(10)).await,
+        "the IVR's BYE reaches the dialog"
+    );
     dialog.hangup().await.unwrap(); // no-op after the peer's BYE
     let n = ua.wait_notifies(1, Duration::from_secs(10)).await.unwrap();
     assert_eq!(n[0].event, "check-sync;reboot=false");
@@ -295,14 +419,24 @@ async fn invite_challenge_ack_bye_and_notify() {
 /// Garbage and half messages never take the user agent down.
 #[tokio::test]
 async fn garbage_is_dropped() {
-    let ua = UserAgent::bind("127.0.0.1:0".parse().unwrap(), "test", SipTimers::default()).await.unwrap();
+    let ua = UserAgent::bind("127.0.0.1:0".parse().unwrap(), "test", SipTimers::default())
+        .await
+        .unwrap();
     let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    for junk in [&b"\x00\x01\x02"[..], b"SIP/2.0 200\r\n", b"NOTIFY sip:x SIP/2.0\r\nVia: \r\n\r\n", b"\r\n\r\n"] {
+    for junk in [
+        &b"\x00\x01\x02"[..],
+        b"SIP/2.0 200\r\n",
+        b"NOTIFY sip:x SIP/2.0\r\nVia: \r\n\r\n",
+        b"\r\n\r\n",
+    ] {
         s.send_to(junk, ua.local_addr()).await.unwrap();
     }
     // Still answers an OPTIONS afterwards.
     let opt = Outgoing::new()
-        .header("Via", format!("SIP/2.0/UDP {};branch=z9hG4bKo1", s.local_addr().unwrap()))
+        .header(
+            "Via",
+            format!("SIP/2.0/UDP {};branch=z9hG4bKo1", s.local_addr().unwrap()),
+        )
         .header("From", "<sip:a@127.0.0.1>;tag=1")
         .header("To", "<sip:b@127.0.0.1>")
         .header("Call-ID", "o1")

@@ -11,7 +11,13 @@ use tokio::net::UdpSocket;
 
 #[test]
 fn header_round_trip() {
-    let h = RtpHeader { marker: true, payload_type: 101, sequence: 65535, timestamp: 0xdead_beef, ssrc: 0x0102_0304 };
+    let h = RtpHeader {
+        marker: true,
+        payload_type: 101,
+        sequence: 65535,
+        timestamp: 0xdead_beef,
+        ssrc: 0x0102_0304,
+    };
     let p = build_packet(&h, &[1, 2, 3, 4]);
     assert_eq!(&p[..2], &[0x80, 0x80 | 101]);
     assert_eq!(p.len(), 16);
@@ -31,28 +37,50 @@ fn parser_skips_csrc_extension_and_padding() {
     assert_eq!(payload, &[0xaa, 0xbb]);
     assert!(parse_packet(&[0x80; 5]).is_err());
     assert!(parse_packet(&[0x40; 12]).is_err(), "version 1");
-    assert!(parse_packet(&[0x9f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err(), "CSRCs beyond the end");
+    assert!(
+        parse_packet(&[0x9f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err(),
+        "CSRCs beyond the end"
+    );
 }
 
 #[test]
 fn event_codes() {
-    let keys: Vec<u8> = "0123456789*#ABCD".chars().map(|c| dtmf_event_code(c).unwrap()).collect();
+    let keys: Vec<u8> = "0123456789*#ABCD"
+        .chars()
+        .map(|c| dtmf_event_code(c).unwrap())
+        .collect();
     assert_eq!(keys, (0..16).collect::<Vec<u8>>());
     assert_eq!(dtmf_event_code('x'), None);
 }
 
 #[test]
 fn one_key_press_rfc4733_shape() {
-    let packets = event_packets(11, DtmfShape { tone_packets: 5, end_packets: 3, gap_packets: 0 });
+    let packets = event_packets(
+        11,
+        DtmfShape {
+            tone_packets: 5,
+            end_packets: 3,
+            gap_packets: 0,
+        },
+    );
     assert_eq!(packets.len(), 8);
     assert!(packets[0].0, "the first packet carries the marker");
     assert!(packets[1..].iter().all(|(m, _)| !m));
-    let parsed: Vec<(u8, bool, u16)> = packets.iter().map(|(_, p)| parse_event_payload(p).unwrap()).collect();
+    let parsed: Vec<(u8, bool, u16)> = packets
+        .iter()
+        .map(|(_, p)| parse_event_payload(p).unwrap())
+        .collect();
     assert_eq!(
         parsed,
         vec![
-            (11, false, 160), (11, false, 320), (11, false, 480), (11, false, 640), (11, false, 800),
-            (11, true, 800), (11, true, 800), (11, true, 800),
+            (11, false, 160),
+            (11, false, 320),
+            (11, false, 480),
+            (11, false, 640),
+            (11, false, 800),
+            (11, true, 800),
+            (11, true, 800),
+            (11, true, 800),
         ]
     );
     assert_eq!(event_payload(5, true, 10, 800), [5, 0x8a, 0x03, 0x20]);
@@ -65,21 +93,40 @@ async fn media_session_streams_silence_and_keys() {
     let ivr = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let phone_addr = phone.local_addr().unwrap();
-    let params = MediaParams { remote: ivr.local_addr().unwrap(), audio_pt: 0, event_pt: Some(101) };
+    let params = MediaParams {
+        remote: ivr.local_addr().unwrap(),
+        audio_pt: 0,
+        event_pt: Some(101),
+    };
     let mut session = MediaSession::start(phone, params);
 
     // The IVR plays a prompt; the phone counts it.
-    let prompt = build_packet(&RtpHeader { marker: true, payload_type: 0, sequence: 1, timestamp: 0, ssrc: 7 }, &[0xff; 160]);
+    let prompt = build_packet(
+        &RtpHeader {
+            marker: true,
+            payload_type: 0,
+            sequence: 1,
+            timestamp: 0,
+            ssrc: 7,
+        },
+        &[0xff; 160],
+    );
     for _ in 0..3 {
         ivr.send_to(&prompt, phone_addr).await.unwrap();
     }
     assert!(session.wait_received(3, Duration::from_secs(2)).await);
 
     let start = std::time::Instant::now();
-    session.send_keys("12#", DtmfShape::default()).await.unwrap();
+    session
+        .send_keys("12#", DtmfShape::default())
+        .await
+        .unwrap();
     let took = start.elapsed();
     // 3 keys × (5 tone + 3 end + 3 gap) packets at 20 ms, minus the trailing gap.
-    assert!(took >= Duration::from_millis(20 * 28), "paced at 20 ms: {took:?}");
+    assert!(
+        took >= Duration::from_millis(20 * 28),
+        "paced at 20 ms: {took:?}"
+    );
 
     let mut buf = [0u8; 2048];
     let mut events: Vec<(u16, u32, u8, bool, bool)> = Vec::new();
@@ -109,8 +156,15 @@ async fn media_session_streams_silence_and_keys() {
     for key in [1u8, 2, 11] {
         let of_key: Vec<_> = events.iter().filter(|e| e.2 == key).collect();
         assert_eq!(of_key.len(), 8);
-        assert!(of_key.iter().all(|e| e.1 == of_key[0].1), "one timestamp per event");
-        assert_eq!(of_key.iter().filter(|e| e.3).count(), 3, "three end packets");
+        assert!(
+            of_key.iter().all(|e| e.1 == of_key[0].1),
+            "one timestamp per event"
+        );
+        assert_eq!(
+            of_key.iter().filter(|e| e.3).count(),
+            3,
+            "three end packets"
+        );
     }
     let stats = session.stop().await;
     assert_eq!(stats.events_sent, 3);
@@ -120,7 +174,11 @@ async fn media_session_streams_silence_and_keys() {
 #[tokio::test]
 async fn keys_without_negotiated_events_fail() {
     let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let params = MediaParams { remote: "127.0.0.1:9".parse().unwrap(), audio_pt: 8, event_pt: None };
+    let params = MediaParams {
+        remote: "127.0.0.1:9".parse().unwrap(),
+        audio_pt: 8,
+        event_pt: None,
+    };
     let session = MediaSession::start(phone, params);
     assert!(session.send_keys("1", DtmfShape::default()).await.is_err());
     session.stop().await;

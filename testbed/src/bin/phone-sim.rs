@@ -14,7 +14,10 @@ use testbed::fleet::{run_fleet, FleetMode, FleetSpec, VendorChoice};
 use testbed::phone::{DtmfMode, Mac, Phone, PhoneOptions, PhoneSpec, Vendor};
 
 #[derive(Parser)]
-#[command(name = "phone-sim", about = "Simulated IP phones for sipdm: provisioning, REGISTER, IVR call with DTMF, check-sync")]
+#[command(
+    name = "phone-sim",
+    about = "Simulated IP phones for sipdm: provisioning, REGISTER, IVR call with DTMF, check-sync"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -109,12 +112,32 @@ fn options(c: &Common) -> PhoneOptions {
 }
 
 async fn one(args: OnePhone) -> Result<(), String> {
-    let prov_url = args.common.prov_url.clone().ok_or("--prov-url is required")?;
+    let prov_url = args
+        .common
+        .prov_url
+        .clone()
+        .ok_or("--prov-url is required")?;
     let vendor: Vendor = args.vendor.parse().map_err(|e| format!("{e}"))?;
-    let mac: Mac = args.mac.as_deref().ok_or("--mac is required")?.parse().map_err(|e| format!("{e}"))?;
-    let spec = PhoneSpec { mac, vendor, prov_url, local_ip: args.common.local_ip };
-    let mut phone = Phone::with_options(spec, options(&args.common)).await.map_err(|e| e.to_string())?;
-    println!("{vendor} {mac}: SIP at {}, file {}", phone.sip_addr(), phone.file_url());
+    let mac: Mac = args
+        .mac
+        .as_deref()
+        .ok_or("--mac is required")?
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let spec = PhoneSpec {
+        mac,
+        vendor,
+        prov_url,
+        local_ip: args.common.local_ip,
+    };
+    let mut phone = Phone::with_options(spec, options(&args.common))
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "{vendor} {mac}: SIP at {}, file {}",
+        phone.sip_addr(),
+        phone.file_url()
+    );
     let result = match &args.dial_dn {
         Some(dn) => phone.run_ivr_provisioning(dn).await,
         None => phone.run_zero_touch().await,
@@ -122,9 +145,17 @@ async fn one(args: OnePhone) -> Result<(), String> {
     match result {
         Ok(p) => {
             for t in &p.timings {
-                println!("  {:<10} {:>8.1} ms", t.step.name(), t.elapsed.as_secs_f64() * 1000.0);
+                println!(
+                    "  {:<10} {:>8.1} ms",
+                    t.step.name(),
+                    t.elapsed.as_secs_f64() * 1000.0
+                );
             }
-            let regs: Vec<String> = p.registered.iter().map(|r| format!("{} (expires {})", r.registrar, r.expires)).collect();
+            let regs: Vec<String> = p
+                .registered
+                .iter()
+                .map(|r| format!("{} (expires {})", r.registrar, r.expires))
+                .collect();
             println!("registered as {} at {}", p.config.user, regs.join(", "));
             if let Some(c) = &p.call {
                 println!(
@@ -137,20 +168,36 @@ async fn one(args: OnePhone) -> Result<(), String> {
                 );
             }
             println!("NOTIFYs: {:?}", p.notifies);
-            println!("time-to-provisioned: {:.1} ms", p.total.as_secs_f64() * 1000.0);
+            println!(
+                "time-to-provisioned: {:.1} ms",
+                p.total.as_secs_f64() * 1000.0
+            );
             Ok(())
         }
         Err(e) => {
             for t in &e.timings {
-                println!("  {:<10} {:>8.1} ms", t.step.name(), t.elapsed.as_secs_f64() * 1000.0);
+                println!(
+                    "  {:<10} {:>8.1} ms",
+                    t.step.name(),
+                    t.elapsed.as_secs_f64() * 1000.0
+                );
             }
-            Err(format!("failed at {}: {} (after {:.1} s)", e.step, e.error, e.elapsed.as_secs_f64()))
+            Err(format!(
+                "failed at {}: {} (after {:.1} s)",
+                e.step,
+                e.error,
+                e.elapsed.as_secs_f64()
+            ))
         }
     }
 }
 
 async fn fleet(args: FleetArgs) -> Result<(), String> {
-    let prov_url = args.common.prov_url.clone().ok_or("--prov-url is required")?;
+    let prov_url = args
+        .common
+        .prov_url
+        .clone()
+        .ok_or("--prov-url is required")?;
     let vendor: VendorChoice = args.vendor.parse().map_err(|e| format!("{e}"))?;
     let spec = FleetSpec {
         count: args.count,
@@ -159,7 +206,11 @@ async fn fleet(args: FleetArgs) -> Result<(), String> {
         dn_start: args.dn_start,
         concurrency: args.concurrency,
         vendor,
-        mode: if args.zero_touch { FleetMode::ZeroTouch } else { FleetMode::Ivr },
+        mode: if args.zero_touch {
+            FleetMode::ZeroTouch
+        } else {
+            FleetMode::Ivr
+        },
         mac_offset: args.mac_offset,
         options: options(&args.common),
         overall_timeout: Duration::from_secs(args.fleet_timeout),
@@ -176,11 +227,17 @@ async fn fleet(args: FleetArgs) -> Result<(), String> {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("phone-sim: cannot start the runtime: {e}");

@@ -62,7 +62,10 @@ pub enum ConfigError {
     #[error("malformed XML: {0}")]
     Xml(String),
     #[error("expected a <{expected}> document, found <{found}>")]
-    WrongRoot { expected: &'static str, found: String },
+    WrongRoot {
+        expected: &'static str,
+        found: String,
+    },
     #[error("no SIP server configured ({0})")]
     NoRegistrar(&'static str),
     #[error("no line user configured ({0})")]
@@ -93,7 +96,10 @@ struct XmlElem {
 
 impl XmlElem {
     fn attr(&self, key: &str) -> Option<&str> {
-        self.attrs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -146,14 +152,24 @@ fn element(e: &quick_xml::events::BytesStart<'_>) -> Result<XmlElem, ConfigError
             .into_owned();
         attrs.push((k, v));
     }
-    Ok(XmlElem { name, attrs, text: String::new() })
+    Ok(XmlElem {
+        name,
+        attrs,
+        text: String::new(),
+    })
 }
 
 fn check_root(elems: &[XmlElem], expected: &'static str) -> Result<(), ConfigError> {
     match elems.first() {
         Some(e) if e.name == expected => Ok(()),
-        Some(e) => Err(ConfigError::WrongRoot { expected, found: e.name.clone() }),
-        None => Err(ConfigError::WrongRoot { expected, found: String::new() }),
+        Some(e) => Err(ConfigError::WrongRoot {
+            expected,
+            found: e.name.clone(),
+        }),
+        None => Err(ConfigError::WrongRoot {
+            expected,
+            found: String::new(),
+        }),
     }
 }
 
@@ -168,7 +184,9 @@ fn kv_lines(text: &str) -> HashMap<String, String> {
 }
 
 fn non_empty(v: Option<&str>) -> Option<String> {
-    v.map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
+    v.map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 fn parse_port(s: Option<&str>) -> Result<u16, ConfigError> {
@@ -208,6 +226,7 @@ fn user_part(s: &str) -> String {
     s.split('@').next().unwrap_or(s).to_string()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn finish(
     registrars: Vec<Registrar>,
     redundancy: Redundancy,
@@ -221,7 +240,9 @@ fn finish(
     if registrars.is_empty() {
         return Err(ConfigError::NoRegistrar(vendor));
     }
-    let user = user.map(|u| user_part(&u)).ok_or(ConfigError::NoUser(vendor))?;
+    let user = user
+        .map(|u| user_part(&u))
+        .ok_or(ConfigError::NoUser(vendor))?;
     Ok(PhoneConfig {
         registrars,
         redundancy,
@@ -248,7 +269,9 @@ fn parse_polycom(text: &str) -> Result<PhoneConfig, ConfigError> {
     let mut registrars = Vec::new();
     for i in 1..=2 {
         let p = format!("reg.1.server.{i}");
-        let Some(addr) = non_empty(get(&format!("{p}.address"))) else { continue };
+        let Some(addr) = non_empty(get(&format!("{p}.address"))) else {
+            continue;
+        };
         if get(&format!("{p}.register")).map(str::trim) == Some("0") {
             continue;
         }
@@ -262,7 +285,11 @@ fn parse_polycom(text: &str) -> Result<PhoneConfig, ConfigError> {
             Some(p) => parse_port(Some(&p))?,
             None => port_in_addr,
         };
-        registrars.push(Registrar { host, port, transport });
+        registrars.push(Registrar {
+            host,
+            port,
+            transport,
+        });
     }
     let hotline = if get("call.autoOffHook.1.enabled").map(str::trim) == Some("1") {
         non_empty(get("call.autoOffHook.1.contact")).map(|c| user_part(&c))
@@ -288,7 +315,9 @@ fn parse_yealink(text: &str) -> Result<PhoneConfig, ConfigError> {
     let mut registrars = Vec::new();
     for i in 1..=2 {
         let p = format!("account.1.sip_server.{i}");
-        let Some(addr) = non_empty(get(&format!("{p}.address"))) else { continue };
+        let Some(addr) = non_empty(get(&format!("{p}.address"))) else {
+            continue;
+        };
         registrars.push(Registrar {
             host: addr,
             port: parse_port(get(&format!("{p}.port")))?,
@@ -326,8 +355,10 @@ fn parse_yealink(text: &str) -> Result<PhoneConfig, ConfigError> {
 fn parse_cisco(text: &str) -> Result<PhoneConfig, ConfigError> {
     let elems = xml_elements(text)?;
     check_root(&elems, "flat-profile")?;
-    let tags: HashMap<&str, &str> =
-        elems.iter().map(|e| (e.name.as_str(), e.text.as_str())).collect();
+    let tags: HashMap<&str, &str> = elems
+        .iter()
+        .map(|e| (e.name.as_str(), e.text.as_str()))
+        .collect();
     let get = |k: &str| tags.get(k).copied();
     let transport = transport_word(get("SIP_Transport_1_"));
     let mut registrars = Vec::new();
@@ -342,18 +373,30 @@ fn parse_cisco(text: &str) -> Result<PhoneConfig, ConfigError> {
                     let host = parts.next().unwrap_or_default().trim().to_string();
                     let port = parse_port(parts.next())?;
                     if !host.is_empty() {
-                        registrars.push(Registrar { host, port, transport });
+                        registrars.push(Registrar {
+                            host,
+                            port,
+                            transport,
+                        });
                     }
                 }
             } else {
                 let (host, port) = split_host_port(&proxy)?;
-                registrars.push(Registrar { host, port, transport });
+                registrars.push(Registrar {
+                    host,
+                    port,
+                    transport,
+                });
             }
         }
         if get("Dual_Registration_1_").map(str::trim) == Some("Yes") {
             if let Some(alt) = non_empty(get("Alternate_Proxy_1_")) {
                 let (host, port) = split_host_port(&alt)?;
-                registrars.push(Registrar { host, port, transport });
+                registrars.push(Registrar {
+                    host,
+                    port,
+                    transport,
+                });
             }
         }
     }
@@ -389,8 +432,10 @@ fn cisco_hotline(plan: &str) -> Option<String> {
 fn parse_grandstream(text: &str) -> Result<PhoneConfig, ConfigError> {
     let elems = xml_elements(text)?;
     check_root(&elems, "gs_provision")?;
-    let p: HashMap<&str, &str> =
-        elems.iter().map(|e| (e.name.as_str(), e.text.as_str())).collect();
+    let p: HashMap<&str, &str> = elems
+        .iter()
+        .map(|e| (e.name.as_str(), e.text.as_str()))
+        .collect();
     let get = |k: &str| p.get(k).copied();
     let transport = transport_word(get("P130"));
     let mut registrars = Vec::new();
@@ -398,7 +443,11 @@ fn parse_grandstream(text: &str) -> Result<PhoneConfig, ConfigError> {
         for key in ["P47", "P2312"] {
             if let Some(server) = non_empty(get(key)) {
                 let (host, port) = split_host_port(&server)?;
-                registrars.push(Registrar { host, port, transport });
+                registrars.push(Registrar {
+                    host,
+                    port,
+                    transport,
+                });
             }
         }
     }
@@ -420,7 +469,10 @@ fn parse_snom(text: &str) -> Result<PhoneConfig, ConfigError> {
     check_root(&elems, "settings")?;
     let mut s: HashMap<(&str, u32), &str> = HashMap::new();
     for e in &elems {
-        let idx = e.attr("idx").and_then(|i| i.trim().parse().ok()).unwrap_or(1);
+        let idx = e
+            .attr("idx")
+            .and_then(|i| i.trim().parse().ok())
+            .unwrap_or(1);
         s.insert((e.name.as_str(), idx), e.text.as_str());
     }
     let get = |k: &str, i: u32| s.get(&(k, i)).copied();
@@ -430,14 +482,20 @@ fn parse_snom(text: &str) -> Result<PhoneConfig, ConfigError> {
         }
         // The outbound proxy, when set, is where REGISTERs really go.
         let target = non_empty(get("user_outbound", i)).or_else(|| non_empty(get("user_host", i)));
-        let Some(target) = target else { return Ok(None) };
+        let Some(target) = target else {
+            return Ok(None);
+        };
         let mut parts = target.split(';');
         let (host, port) = split_host_port(parts.next().unwrap_or_default())?;
         let transport = parts
             .find_map(|p| p.trim().strip_prefix("transport="))
             .map(|t| transport_word(Some(t)))
             .unwrap_or(Transport::Udp);
-        Ok(Some(Registrar { host, port, transport }))
+        Ok(Some(Registrar {
+            host,
+            port,
+            transport,
+        }))
     };
     let mut registrars: Vec<Registrar> = identity(1)?.into_iter().collect();
     if let Some(failover) = non_empty(get("user_failover_identity", 1)) {
@@ -470,13 +528,13 @@ fn parse_audiocodes(text: &str) -> Result<PhoneConfig, ConfigError> {
     let transport = transport_word(get("voip/signalling/sip/transport_protocol"));
     let mut registrars = Vec::new();
     if get("voip/line/0/enabled").map(str::trim) != Some("0") {
-        let primary = if get("voip/signalling/sip/sip_registrar/enabled").map(str::trim) == Some("1")
-        {
-            non_empty(get("voip/signalling/sip/sip_registrar/addr"))
-                .map(|h| (h, get("voip/signalling/sip/sip_registrar/port")))
-        } else {
-            None
-        };
+        let primary =
+            if get("voip/signalling/sip/sip_registrar/enabled").map(str::trim) == Some("1") {
+                non_empty(get("voip/signalling/sip/sip_registrar/addr"))
+                    .map(|h| (h, get("voip/signalling/sip/sip_registrar/port")))
+            } else {
+                None
+            };
         let primary = primary.or_else(|| {
             non_empty(get("voip/signalling/sip/proxy_address"))
                 .map(|h| (h, get("voip/signalling/sip/proxy_port")))
@@ -487,7 +545,11 @@ fn parse_audiocodes(text: &str) -> Result<PhoneConfig, ConfigError> {
                 Some(p) => parse_port(Some(&p))?,
                 None => port_in_host,
             };
-            registrars.push(Registrar { host, port, transport });
+            registrars.push(Registrar {
+                host,
+                port,
+                transport,
+            });
         }
         if get("voip/signalling/sip/redundant_proxy/enabled").map(str::trim) == Some("1") {
             if let Some(h) = non_empty(get("voip/signalling/sip/redundant_proxy/address")) {
@@ -522,7 +584,10 @@ mod tests {
 
     #[test]
     fn host_port_forms() {
-        assert_eq!(split_host_port("10.0.0.1:5070").unwrap(), ("10.0.0.1".into(), 5070));
+        assert_eq!(
+            split_host_port("10.0.0.1:5070").unwrap(),
+            ("10.0.0.1".into(), 5070)
+        );
         assert_eq!(split_host_port("sips1").unwrap(), ("sips1".into(), 5060));
         assert_eq!(split_host_port("[::1]:5080").unwrap(), ("::1".into(), 5080));
         assert!(split_host_port("h:99999").is_err());

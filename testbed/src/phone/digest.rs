@@ -185,7 +185,11 @@ impl Challenge {
         for v in values {
             count += 1;
             if let Ok(c) = Challenge::parse(v) {
-                if best.as_ref().map_or(true, |b| c.algorithm.strength() > b.algorithm.strength()) {
+                let better = match &best {
+                    None => true,
+                    Some(b) => c.algorithm.strength() > b.algorithm.strength(),
+                };
+                if better {
                     best = Some(c);
                 }
             }
@@ -248,7 +252,9 @@ impl Authorization {
         nc: u32,
         cnonce: &str,
     ) -> Authorization {
-        let qop = challenge.qop_auth.then(|| (format!("{nc:08x}"), cnonce.to_string()));
+        let qop = challenge
+            .qop_auth
+            .then(|| (format!("{nc:08x}"), cnonce.to_string()));
         let response = compute_response(
             challenge.algorithm,
             username,

@@ -57,17 +57,29 @@ pub async fn fetch(
     if let Some(tag) = etag {
         req = req.header(IF_NONE_MATCH, tag);
     }
-    let transport = |source| HttpError::Transport { url: url.to_string(), source };
+    let transport = |source| HttpError::Transport {
+        url: url.to_string(),
+        source,
+    };
     let resp = req.send().await.map_err(transport)?;
     let status = resp.status();
     if status == StatusCode::NOT_MODIFIED {
         return Ok(Fetched::NotModified);
     }
     if !status.is_success() {
-        return Err(HttpError::Status { url: url.to_string(), status: status.as_u16() });
+        return Err(HttpError::Status {
+            url: url.to_string(),
+            status: status.as_u16(),
+        });
     }
-    let etag = resp.headers().get(ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let etag = resp
+        .headers()
+        .get(ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let bytes = resp.bytes().await.map_err(transport)?;
-    let body = String::from_utf8(bytes.to_vec()).map_err(|_| HttpError::NotText { url: url.to_string() })?;
+    let body = String::from_utf8(bytes.to_vec()).map_err(|_| HttpError::NotText {
+        url: url.to_string(),
+    })?;
     Ok(Fetched::File { body, etag })
 }

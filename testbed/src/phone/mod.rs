@@ -237,8 +237,17 @@ pub struct Phone {
     http: reqwest::Client,
     etag: Option<String>,
     config: Option<PhoneConfig>,
-    /// Where the current identity is registered: (address, AOR domain, account).
-    bindings: Vec<(SocketAddr, String, Account)>,
+    /// Where the current identity is registered, for the unregister.
+    bindings: Vec<Binding>,
+}
+
+/// One registration this phone holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Binding {
+    addr: SocketAddr,
+    domain: String,
+    request_host: String,
+    account: Account,
 }
 
 fn account_of(c: &PhoneConfig) -> Account {
@@ -252,7 +261,11 @@ fn account_of(c: &PhoneConfig) -> Account {
 
 /// `host` or `host:port` when the port is not 5060, as a SIP URI writes it.
 fn uri_host(r: &Registrar) -> String {
-    let h = if r.host.contains(':') { format!("[{}]", r.host) } else { r.host.clone() };
+    let h = if r.host.contains(':') {
+        format!("[{}]", r.host)
+    } else {
+        r.host.clone()
+    };
     if r.port == 5060 {
         h
     } else {
@@ -269,11 +282,18 @@ struct Clock {
 impl Clock {
     fn new() -> Clock {
         let now = Instant::now();
-        Clock { start: now, mark: now, timings: Vec::new() }
+        Clock {
+            start: now,
+            mark: now,
+            timings: Vec::new(),
+        }
     }
     fn done(&mut self, step: Step) {
         let now = Instant::now();
-        self.timings.push(StepTiming { step, elapsed: now - self.mark });
+        self.timings.push(StepTiming {
+            step,
+            elapsed: now - self.mark,
+        });
         self.mark = now;
     }
     fn fail(&self, step: Step, error: impl Into<PhoneError>) -> FlowError {
@@ -300,7 +320,15 @@ impl Phone {
         )
         .await?;
         let http = http::client(options.http_timeout).map_err(PhoneError::HttpClient)?;
-        Ok(Phone { spec, options, ua, http, etag: None, config: None, bindings: Vec::new() })
+        Ok(Phone {
+            spec,
+            options,
+            ua,
+            http,
+            etag: None,
+            config: None,
+            bindings: Vec::new(),
+        })
     }
 
     pub fn spec(&self) -> &PhoneSpec {
@@ -319,7 +347,10 @@ impl Phone {
 
     /// The URL the phone fetches: provisioning URL + the vendor's file name.
     pub fn file_url(&self) -> String {
-        http::file_url(&self.spec.prov_url, &self.spec.vendor.file_name(&self.spec.mac))
+        http::file_url(
+            &self.spec.prov_url,
+            &self.spec.vendor.file_name(&self.spec.mac),
+        )
     }
 
     /// Out-of-dialog NOTIFYs answered so far (check-sync, resync…), retransmissions once.
@@ -372,6 +403,7 @@ impl Phone {
                 Err(e) => tracing::warn!("{e}"),
             }
         }
+        let order: Vec<SocketAddr> = targets.iter().map(|t| t.0).collect();
         let mut done = Vec::new();
         let mut errors = Vec::new();
         match cfg.redundancy {
@@ -382,34 +414,56 @@ impl Phone {
                     let account = account.clone();
                     let expires = self.options.register_expires;
                     set.spawn(async move {
-                        let r = ua.register(addr, &domain, &request_host, &account, expires).await;
-                        (addr, domain, r)
+                        let r = ua
+                            .register(addr, &domain, &request_host, &account, expires)
+                            .await;
+                        let binding = Binding {
+                            addr,
+                            domain,
+                            request_host,
+                            account,
+                        };
+                        (binding, r)
                     });
                 }
                 while let Some(j) = set.join_next().await {
                     match j {
-                        Ok((addr, domain, Ok(reg))) => {
-                            self.bindings.push((addr, domain, account.clone()));
+                        Ok((binding, Ok(reg))) => {
+                            self.remember(binding);
                             done.push(reg);
                         }
-                        Ok((addr, _, Err(e))) => errors.push(format!("{addr}: {e}")),
+                        Ok((binding, Err(e))) => errors.push(format!("{}: {e}", binding.addr)),
                         Err(e) => errors.push(e.to_string()),
                     }
                 }
                 // Keep the preferred registrar first whatever order they answered in.
                 done.sort_by_key(|r: &Registered| {
-                    self.bindings.iter().position(|b| b.0 == r.registrar).unwrap_or(usize::MAX)
+                    order
+                        .iter()
+                        .position(|a| *a == r.registrar)
+                        .unwrap_or(usize::MAX)
                 });
             }
             Redundancy::Failover => {
                 for (addr, domain, request_host) in targets {
                     match self
                         .ua
-                        .register(addr, &domain, &request_host, &account, self.options.register_expires)
+                        .register(
+                            addr,
+                            &domain,
+                            &request_host,
+                            &account,
+                            self.options.register_expires,
+                        )
                         .await
                     {
                         Ok(reg) => {
-                            self.bindings.push((addr, domain, account.clone()));
+                            self.remember(Binding {
+                                addr,
+                                domain,
+                                request_host,
+                                account: account.clone(),
+                            });
                             done.push(reg);
                             break;
                         }
@@ -427,17 +481,23 @@ impl Phone {
         Ok(done)
     }
 
+    /// Records a registration; a refresh of the same one replaces it.
+    fn remember(&mut self, b: Binding) {
+        self.bindings
+            .retain(|old| !(old.addr == b.addr && old.account.user == b.account.user));
+        self.bindings.push(b);
+    }
+
     /// Removes every binding this phone made (REGISTER with Expires: 0 from the same Call-ID).
     pub async fn unregister_all(&mut self) -> Result<(), PhoneError> {
         let bindings = std::mem::take(&mut self.bindings);
         let mut first_err = None;
-        for (addr, domain, account) in bindings {
-            let request_host = self
-                .config
-                .as_ref()
-                .and_then(|c| c.registrars.iter().find(|r| r.host == domain).map(uri_host))
-                .unwrap_or_else(|| domain.clone());
-            if let Err(e) = self.ua.register(addr, &domain, &request_host, &account, 0).await {
+        for b in bindings {
+            if let Err(e) = self
+                .ua
+                .register(b.addr, &b.domain, &b.request_host, &b.account, 0)
+                .await
+            {
                 first_err.get_or_insert(e);
             }
         }
@@ -450,13 +510,22 @@ impl Phone {
     /// Lifts the handset: calls the hotline of `cfg` through its registrars in order (the next
     /// one when a registrar does not answer or answers 5xx), waits for the prompt, keys `keys`,
     /// and waits for the IVR to hang up. Errors say whether the call or the keying failed.
-    pub async fn call_ivr(&mut self, cfg: &PhoneConfig, keys: &str) -> Result<CallReport, (Step, PhoneError)> {
-        let number = cfg.hotline.clone().ok_or((Step::Invite, PhoneError::NoHotline))?;
+    pub async fn call_ivr(
+        &mut self,
+        cfg: &PhoneConfig,
+        keys: &str,
+    ) -> Result<CallReport, (Step, PhoneError)> {
+        let number = cfg
+            .hotline
+            .clone()
+            .ok_or((Step::Invite, PhoneError::NoHotline))?;
         let account = account_of(cfg);
         let rtp = UdpSocket::bind(SocketAddr::new(self.spec.local_ip, 0))
             .await
             .map_err(|e| (Step::Invite, PhoneError::Sip(e.into())))?;
-        let rtp_addr = rtp.local_addr().map_err(|e| (Step::Invite, PhoneError::Sip(e.into())))?;
+        let rtp_addr = rtp
+            .local_addr()
+            .map_err(|e| (Step::Invite, PhoneError::Sip(e.into())))?;
         let offer = sdp::offer(rtp_addr, rand::random::<u32>().into());
         let local = self.ua.local_addr();
         let t0 = Instant::now();
@@ -471,7 +540,11 @@ impl Phone {
                 }
             };
             let target = format!("sip:{number}@{}", uri_host(r));
-            match self.ua.invite(addr, &r.host, &target, &account, &offer).await {
+            match self
+                .ua
+                .invite(addr, &r.host, &target, &account, &offer)
+                .await
+            {
                 Ok(d) => {
                     dialog = Some(d);
                     break;
@@ -506,7 +579,12 @@ impl Phone {
         }
         let stats = media.stop().await;
         result.map_err(|e| (Step::Dtmf, e))?;
-        Ok(CallReport { provisional: dialog.provisional.clone(), media: stats, answered_after, ivr_hung_up })
+        Ok(CallReport {
+            provisional: dialog.provisional.clone(),
+            media: stats,
+            answered_after,
+            ivr_hung_up,
+        })
     }
 
     async fn key_in(
@@ -515,7 +593,10 @@ impl Phone {
         media: &mut rtp::MediaSession,
         keys: &str,
     ) -> Result<(), PhoneError> {
-        if !media.wait_received(self.options.prompt_packets, self.options.prompt_timeout).await {
+        if !media
+            .wait_received(self.options.prompt_packets, self.options.prompt_timeout)
+            .await
+        {
             return Err(PhoneError::NoPrompt(self.options.prompt_timeout));
         }
         match self.options.dtmf {
@@ -524,7 +605,8 @@ impl Phone {
                 let ms = u32::from(self.options.dtmf_shape.tone_packets) * 20;
                 for key in keys.chars() {
                     dialog.send_info_dtmf(key, ms).await?;
-                    tokio::time::sleep(rtp::PTIME * u32::from(self.options.dtmf_shape.gap_packets)).await;
+                    tokio::time::sleep(rtp::PTIME * u32::from(self.options.dtmf_shape.gap_packets))
+                        .await;
                 }
             }
         }
@@ -532,7 +614,11 @@ impl Phone {
     }
 
     /// Waits for the `n`th NOTIFY the phone answered.
-    pub async fn wait_check_sync(&self, n: usize, limit: Duration) -> Result<NotifyReceived, PhoneError> {
+    pub async fn wait_check_sync(
+        &self,
+        n: usize,
+        limit: Duration,
+    ) -> Result<NotifyReceived, PhoneError> {
         self.ua
             .wait_notifies(n, limit)
             .await
@@ -564,7 +650,10 @@ impl Phone {
             Err(e) => return Err(clock.fail(Step::Fetch, e)),
         };
         clock.done(Step::Fetch);
-        let registered = self.register(&cfg).await.map_err(|e| clock.fail(Step::Register, e))?;
+        let registered = self
+            .register(&cfg)
+            .await
+            .map_err(|e| clock.fail(Step::Register, e))?;
         clock.done(Step::Register);
         Ok(Provisioned {
             config: cfg,
@@ -598,7 +687,12 @@ impl Phone {
                     .and_then(|t: &StepTiming| Step::ALL.iter().position(|s| *s == t.step))
                     .and_then(|i| Step::ALL.get(i + 1).copied())
                     .unwrap_or(Step::Fetch);
-                Err(FlowError { step, error: PhoneError::Overall(limit), timings, elapsed: started.elapsed() })
+                Err(FlowError {
+                    step,
+                    error: PhoneError::Overall(limit),
+                    timings,
+                    elapsed: started.elapsed(),
+                })
             }
         }
     }
@@ -627,15 +721,23 @@ impl Phone {
         if cfg.hotline.is_none() {
             return Err(clock.fail(Step::Invite, PhoneError::NoHotline));
         }
-        self.register(&cfg).await.map_err(|e| clock.fail(Step::Register, e))?;
+        self.register(&cfg)
+            .await
+            .map_err(|e| clock.fail(Step::Register, e))?;
         done!(Step::Register);
 
         let mut keys = dn.to_string();
         keys.push('#');
-        let call = self.call_ivr(&cfg, &keys).await.map_err(|(s, e)| clock.fail(s, e))?;
+        let call = self
+            .call_ivr(&cfg, &keys)
+            .await
+            .map_err(|(s, e)| clock.fail(s, e))?;
         // The call is one await; split its time at the 2xx.
         clock.mark += call.answered_after;
-        let invite = StepTiming { step: Step::Invite, elapsed: call.answered_after };
+        let invite = StepTiming {
+            step: Step::Invite,
+            elapsed: call.answered_after,
+        };
         clock.timings.push(invite);
         let _ = progress.send(invite);
         done!(Step::Dtmf);
@@ -653,7 +755,10 @@ impl Phone {
             Err(e) => return Err(clock.fail(Step::Refetch, e)),
         };
         if new.user != dn {
-            let e = PhoneError::WrongIdentity { expected: dn.to_string(), got: new.user.clone() };
+            let e = PhoneError::WrongIdentity {
+                expected: dn.to_string(),
+                got: new.user.clone(),
+            };
             return Err(clock.fail(Step::Refetch, e));
         }
         done!(Step::Refetch);
@@ -665,7 +770,10 @@ impl Phone {
         } else {
             self.bindings.clear();
         }
-        let registered = self.register(&new).await.map_err(|e| clock.fail(Step::Reregister, e))?;
+        let registered = self
+            .register(&new)
+            .await
+            .map_err(|e| clock.fail(Step::Reregister, e))?;
         done!(Step::Reregister);
 
         Ok(Provisioned {

@@ -56,7 +56,9 @@ pub fn parse_packet(p: &[u8]) -> Result<(RtpHeader, &[u8]), RtpError> {
     let cc = usize::from(p[0] & 0x0f);
     let mut start = 12 + 4 * cc;
     if p[0] & 0x10 != 0 {
-        let ext = p.get(start + 2..start + 4).ok_or(RtpError("cut extension header"))?;
+        let ext = p
+            .get(start + 2..start + 4)
+            .ok_or(RtpError("cut extension header"))?;
         start += 4 + 4 * usize::from(u16::from_be_bytes([ext[0], ext[1]]));
     }
     let mut end = p.len();
@@ -117,7 +119,11 @@ pub struct DtmfShape {
 
 impl Default for DtmfShape {
     fn default() -> Self {
-        DtmfShape { tone_packets: 5, end_packets: 3, gap_packets: 3 }
+        DtmfShape {
+            tone_packets: 5,
+            end_packets: 3,
+            gap_packets: 3,
+        }
     }
 }
 
@@ -127,7 +133,10 @@ pub fn event_packets(event: u8, shape: DtmfShape) -> Vec<(bool, [u8; 4])> {
     let per = SAMPLES_PER_PACKET as u16;
     let mut out = Vec::new();
     for k in 0..shape.tone_packets {
-        out.push((k == 0, event_payload(event, false, 10, per.saturating_mul(k + 1))));
+        out.push((
+            k == 0,
+            event_payload(event, false, 10, per.saturating_mul(k + 1)),
+        ));
     }
     let total = per.saturating_mul(shape.tone_packets.max(1));
     for _ in 0..shape.end_packets {
@@ -274,7 +283,12 @@ impl MediaSession {
                 }
             }
         });
-        MediaSession { cmd: cmd_tx, stats: stats_rx, task, params }
+        MediaSession {
+            cmd: cmd_tx,
+            stats: stats_rx,
+            task,
+            params,
+        }
     }
 
     /// What was negotiated.

@@ -56,7 +56,10 @@ pub fn parse_answer(sdp: &str) -> Result<MediaParams, SdpError> {
     let mut seen_media = false;
     for line in sdp.lines().map(str::trim) {
         if let Some(c) = line.strip_prefix("c=") {
-            let ip = c.split_whitespace().nth(2).and_then(|a| a.split('/').next()?.parse().ok());
+            let ip = c
+                .split_whitespace()
+                .nth(2)
+                .and_then(|a| a.split('/').next()?.parse().ok());
             if !seen_media {
                 session_c = ip;
             } else if in_audio {
@@ -67,7 +70,10 @@ pub fn parse_answer(sdp: &str) -> Result<MediaParams, SdpError> {
             let mut f = m.split_whitespace();
             in_audio = f.next() == Some("audio") && audio.is_none();
             if in_audio {
-                let port = f.next().and_then(|p| p.split('/').next()?.parse().ok()).unwrap_or(0);
+                let port = f
+                    .next()
+                    .and_then(|p| p.split('/').next()?.parse().ok())
+                    .unwrap_or(0);
                 let _proto = f.next();
                 let pts = f.filter_map(|p| p.parse().ok()).collect();
                 audio = Some((port, pts));
@@ -88,8 +94,16 @@ pub fn parse_answer(sdp: &str) -> Result<MediaParams, SdpError> {
         return Err(SdpError::Rejected);
     }
     let ip = media_c.or(session_c).ok_or(SdpError::NoConnection)?;
-    let audio_pt = pts.iter().copied().find(|p| *p == 0 || *p == 8).ok_or(SdpError::NoCodec)?;
+    let audio_pt = pts
+        .iter()
+        .copied()
+        .find(|p| *p == 0 || *p == 8)
+        .ok_or(SdpError::NoCodec)?;
     // Static-free answers without rtpmap for the event: keep the offered number if listed.
     let event_pt = event_pt.or_else(|| pts.contains(&OFFER_EVENT_PT).then_some(OFFER_EVENT_PT));
-    Ok(MediaParams { remote: SocketAddr::new(ip, port), audio_pt, event_pt })
+    Ok(MediaParams {
+        remote: SocketAddr::new(ip, port),
+        audio_pt,
+        event_pt,
+    })
 }

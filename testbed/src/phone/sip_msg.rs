@@ -41,12 +41,17 @@ impl SipMsg {
         let msg = rsip::SipMessage::try_from(bytes).map_err(|e| ParseError(e.to_string()))?;
         Ok(match msg {
             rsip::SipMessage::Request(r) => SipMsg {
-                start: StartLine::Request { method: r.method.to_string(), uri: r.uri.to_string() },
+                start: StartLine::Request {
+                    method: r.method.to_string(),
+                    uri: r.uri.to_string(),
+                },
                 headers: r.headers.iter().map(split_header).collect(),
                 body: r.body,
             },
             rsip::SipMessage::Response(r) => SipMsg {
-                start: StartLine::Response { code: r.status_code.code() },
+                start: StartLine::Response {
+                    code: r.status_code.code(),
+                },
                 headers: r.headers.iter().map(split_header).collect(),
                 body: r.body,
             },
@@ -131,7 +136,9 @@ pub fn param(header_value: &str, name: &str) -> Option<String> {
     };
     after_uri.split(';').skip(1).find_map(|p| {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim().trim_matches('"').to_string())
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().trim_matches('"').to_string())
     })
 }
 
@@ -142,7 +149,11 @@ pub fn uri_of(header_value: &str) -> &str {
             return &header_value[a + 1..b];
         }
     }
-    header_value.split(';').next().unwrap_or(header_value).trim()
+    header_value
+        .split(';')
+        .next()
+        .unwrap_or(header_value)
+        .trim()
 }
 
 /// A request or response to send, built as rsip values and serialised by rsip.
@@ -153,11 +164,15 @@ pub struct Outgoing {
 
 impl Outgoing {
     pub fn new() -> Outgoing {
-        Outgoing { headers: Headers::default(), body: Vec::new() }
+        Outgoing {
+            headers: Headers::default(),
+            body: Vec::new(),
+        }
     }
 
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Outgoing {
-        self.headers.push(Header::Other(name.to_string(), value.into()));
+        self.headers
+            .push(Header::Other(name.to_string(), value.into()));
         self
     }
 
@@ -168,18 +183,27 @@ impl Outgoing {
     }
 
     fn finish_headers(mut self) -> (Headers, Vec<u8>) {
-        self.headers
-            .push(Header::Other("Content-Length".into(), self.body.len().to_string()));
+        self.headers.push(Header::Other(
+            "Content-Length".into(),
+            self.body.len().to_string(),
+        ));
         (self.headers, self.body)
     }
 
     /// Serialises a request. `uri` must be a SIP URI rsip can read.
     pub fn request(self, method: &str, uri: &str) -> Result<Vec<u8>, ParseError> {
-        let method: rsip::Method =
-            method.parse().map_err(|e: rsip::Error| ParseError(e.to_string()))?;
+        let method: rsip::Method = method
+            .parse()
+            .map_err(|e: rsip::Error| ParseError(e.to_string()))?;
         let uri = rsip::Uri::try_from(uri).map_err(|e| ParseError(e.to_string()))?;
         let (headers, body) = self.finish_headers();
-        let req = rsip::Request { method, uri, version: rsip::Version::V2, headers, body };
+        let req = rsip::Request {
+            method,
+            uri,
+            version: rsip::Version::V2,
+            headers,
+            body,
+        };
         Ok(req.into())
     }
 
@@ -213,7 +237,11 @@ pub fn response_to(req: &SipMsg, code: u16, to_tag: &str) -> Vec<u8> {
         out = out.header("From", f);
     }
     if let Some(t) = req.header("To") {
-        let t = if param(t, "tag").is_some() { t.to_string() } else { format!("{t};tag={to_tag}") };
+        let t = if param(t, "tag").is_some() {
+            t.to_string()
+        } else {
+            format!("{t};tag={to_tag}")
+        };
         out = out.header("To", t);
     }
     if let Some(c) = req.call_id() {

@@ -162,12 +162,17 @@ pub async fn resolve(host: &str, port: u16, local: SocketAddr) -> Result<SocketA
 
 /// Host and port of a SIP URI (`sip:user@host:port;params`), default port 5060.
 fn uri_hostport(uri: &str) -> Option<(String, u16)> {
-    let rest = uri.strip_prefix("sips:").or_else(|| uri.strip_prefix("sip:"))?;
+    let rest = uri
+        .strip_prefix("sips:")
+        .or_else(|| uri.strip_prefix("sip:"))?;
     let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
     let rest = rest.split([';', '?']).next()?;
     if let Some(v6) = rest.strip_prefix('[') {
         let (h, p) = v6.split_once(']')?;
-        let port = p.strip_prefix(':').and_then(|p| p.parse().ok()).unwrap_or(5060);
+        let port = p
+            .strip_prefix(':')
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(5060);
         return Some((h.to_string(), port));
     }
     match rest.split_once(':') {
@@ -203,7 +208,11 @@ struct Req {
 
 impl UserAgent {
     /// Binds `local` (port 0 for any) and starts answering incoming requests.
-    pub async fn bind(local: SocketAddr, user_agent: &str, timers: SipTimers) -> Result<UserAgent, UaError> {
+    pub async fn bind(
+        local: SocketAddr,
+        user_agent: &str,
+        timers: SipTimers,
+    ) -> Result<UserAgent, UaError> {
         let socket = UdpSocket::bind(local).await?;
         let local = socket.local_addr()?;
         let (notifies, _) = watch::channel(Vec::new());
@@ -221,7 +230,10 @@ impl UserAgent {
             parse_errors: AtomicU64::new(0),
         });
         let task = tokio::spawn(receive_loop(Arc::clone(&shared)));
-        Ok(UserAgent { shared, recv: Arc::new(Mutex::new(Some(task))) })
+        Ok(UserAgent {
+            shared,
+            recv: Arc::new(Mutex::new(Some(task))),
+        })
     }
 
     /// The address the phone's Contact carries.
@@ -261,9 +273,20 @@ impl UserAgent {
         format!("<sip:{}@{}>", user, hostport(self.shared.local))
     }
 
-    fn serialise(&self, req: &Req, branch: &str, auth: Option<(&str, &str)>) -> Result<Vec<u8>, UaError> {
+    fn serialise(
+        &self,
+        req: &Req,
+        branch: &str,
+        auth: Option<(&str, &str)>,
+    ) -> Result<Vec<u8>, UaError> {
         let mut out = Outgoing::new()
-            .header("Via", format!("SIP/2.0/UDP {};branch={branch};rport", hostport(self.shared.local)))
+            .header(
+                "Via",
+                format!(
+                    "SIP/2.0/UDP {};branch={branch};rport",
+                    hostport(self.shared.local)
+                ),
+            )
             .header("Max-Forwards", "70")
             .header("From", req.from.as_str())
             .header("To", req.to.as_str())
@@ -296,7 +319,10 @@ impl UserAgent {
         let timers = self.shared.timers;
         let (tx, mut rx) = mpsc::unbounded_channel();
         lock(&self.shared.transactions).insert(branch.to_string(), tx);
-        let _guard = TxGuard { shared: &self.shared, branch: branch.to_string() };
+        let _guard = TxGuard {
+            shared: &self.shared,
+            branch: branch.to_string(),
+        };
         let start = tokio::time::Instant::now();
         let mut deadline = start + timers.transaction_timeout();
         let mut interval = timers.t1;
@@ -304,7 +330,11 @@ impl UserAgent {
         let mut retransmit = true;
         self.shared.socket.send_to(bytes, dest).await?;
         loop {
-            let wake = if retransmit { next.min(deadline) } else { deadline };
+            let wake = if retransmit {
+                next.min(deadline)
+            } else {
+                deadline
+            };
             match tokio::time::timeout_at(wake, rx.recv()).await {
                 Ok(Some(resp)) => {
                     let code = resp.code().unwrap_or(0);
@@ -330,7 +360,11 @@ impl UserAgent {
                         });
                     }
                     self.shared.socket.send_to(bytes, dest).await?;
-                    interval = if invite { interval * 2 } else { (interval * 2).min(timers.t2) };
+                    interval = if invite {
+                        interval * 2
+                    } else {
+                        (interval * 2).min(timers.t2)
+                    };
                     next = now + interval;
                 }
             }
@@ -353,7 +387,9 @@ impl UserAgent {
             let branch = new_branch();
             let bytes =
                 self.serialise(&req, &branch, auth.as_ref().map(|(n, v)| (*n, v.as_str())))?;
-            let resp = self.transaction(dest, &branch, &req.method, &bytes, on_provisional).await?;
+            let resp = self
+                .transaction(dest, &branch, &req.method, &bytes, on_provisional)
+                .await?;
             let code = resp.code().unwrap_or(0);
             if req.method == "INVITE" && code >= 300 {
                 self.ack_non_2xx(dest, &req, &branch, &resp).await?;
@@ -366,11 +402,19 @@ impl UserAgent {
             } else {
                 ("Proxy-Authenticate", "Proxy-Authorization")
             };
-            let challenge = Challenge::pick(resp.headers_named(challenge_header))
-                .map_err(|source| UaError::Digest { method: req.method.clone(), source })?;
+            let challenge =
+                Challenge::pick(resp.headers_named(challenge_header)).map_err(|source| {
+                    UaError::Digest {
+                        method: req.method.clone(),
+                        source,
+                    }
+                })?;
             // A second challenge is a refusal unless the server says our nonce was only stale.
             if answered >= 1 && !(challenge.stale && answered < 2) {
-                return Err(UaError::AuthFailed { method: req.method.clone(), code });
+                return Err(UaError::AuthFailed {
+                    method: req.method.clone(),
+                    code,
+                });
             }
             answered += 1;
             let a = Authorization::answer(
@@ -389,16 +433,32 @@ impl UserAgent {
 
     /// The ACK of a non-2xx final response to an INVITE: part of the INVITE transaction (same
     /// branch, same CSeq number), To with the response's tag.
-    async fn ack_non_2xx(&self, dest: SocketAddr, req: &Req, branch: &str, resp: &SipMsg) -> Result<(), UaError> {
+    async fn ack_non_2xx(
+        &self,
+        dest: SocketAddr,
+        req: &Req,
+        branch: &str,
+        resp: &SipMsg,
+    ) -> Result<(), UaError> {
         let to = resp.header("To").unwrap_or(&req.to).to_string();
         let mut out = Outgoing::new()
-            .header("Via", format!("SIP/2.0/UDP {};branch={branch};rport", hostport(self.shared.local)))
+            .header(
+                "Via",
+                format!(
+                    "SIP/2.0/UDP {};branch={branch};rport",
+                    hostport(self.shared.local)
+                ),
+            )
             .header("Max-Forwards", "70")
             .header("From", req.from.as_str())
             .header("To", to)
             .header("Call-ID", req.call_id.as_str())
             .header("CSeq", format!("{} ACK", req.cseq));
-        for (n, v) in req.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("Route")) {
+        for (n, v) in req
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("Route"))
+        {
             out = out.header(n, v.as_str());
         }
         let bytes = out.request("ACK", &req.uri)?;
@@ -427,7 +487,11 @@ impl UserAgent {
         let from = if account.display_name.is_empty() {
             format!("<{aor}>;tag={}", token())
         } else {
-            format!("\"{}\" <{aor}>;tag={}", account.display_name.replace('"', ""), token())
+            format!(
+                "\"{}\" <{aor}>;tag={}",
+                account.display_name.replace('"', ""),
+                token()
+            )
         };
         let req = Req {
             method: "REGISTER".into(),
@@ -439,17 +503,25 @@ impl UserAgent {
             headers: vec![
                 ("Contact".into(), self.contact(&account.user)),
                 ("Expires".into(), expires.to_string()),
-                ("Allow".into(), "INVITE, ACK, CANCEL, BYE, NOTIFY, INFO, OPTIONS".into()),
+                (
+                    "Allow".into(),
+                    "INVITE, ACK, CANCEL, BYE, NOTIFY, INFO, OPTIONS".into(),
+                ),
             ],
             body: None,
         };
-        let (resp, sent, challenged) = self.request_with_auth(dest, req, account, &mut |_| {}).await?;
+        let (resp, sent, challenged) = self
+            .request_with_auth(dest, req, account, &mut |_| {})
+            .await?;
         if let Some(e) = lock(&self.shared.registrations).get_mut(&key) {
             e.1 = e.1.max(sent.cseq);
         }
         let code = resp.code().unwrap_or(0);
         if !(200..300).contains(&code) {
-            return Err(UaError::Rejected { method: "REGISTER".into(), code });
+            return Err(UaError::Rejected {
+                method: "REGISTER".into(),
+                code,
+            });
         }
         // The registrar's word on our binding: the expires of our Contact in the 200.
         let mine = hostport(self.shared.local);
@@ -461,7 +533,11 @@ impl UserAgent {
             .and_then(|e| e.parse().ok())
             .or_else(|| resp.header("Expires").and_then(|e| e.trim().parse().ok()))
             .unwrap_or(if expires == 0 { 0 } else { expires });
-        Ok(Registered { registrar: dest, expires: granted, challenged })
+        Ok(Registered {
+            registrar: dest,
+            expires: granted,
+            challenged,
+        })
     }
 
     /// Places a call to `target` (a SIP URI) through `dest` with `sdp` as offer. Returns the
@@ -480,7 +556,10 @@ impl UserAgent {
         let from = if account.display_name.is_empty() {
             format!("<{aor}>;tag={local_tag}")
         } else {
-            format!("\"{}\" <{aor}>;tag={local_tag}", account.display_name.replace('"', ""))
+            format!(
+                "\"{}\" <{aor}>;tag={local_tag}",
+                account.display_name.replace('"', "")
+            )
         };
         let req = Req {
             method: "INVITE".into(),
@@ -491,13 +570,22 @@ impl UserAgent {
             cseq: 1,
             headers: vec![
                 ("Contact".into(), self.contact(&account.user)),
-                ("Allow".into(), "INVITE, ACK, CANCEL, BYE, NOTIFY, INFO, OPTIONS".into()),
+                (
+                    "Allow".into(),
+                    "INVITE, ACK, CANCEL, BYE, NOTIFY, INFO, OPTIONS".into(),
+                ),
             ],
             body: Some(("application/sdp".into(), sdp.as_bytes().to_vec())),
         };
         // In-dialog requests may arrive as soon as the 2xx is sent: hook the Call-ID first.
         let (req_tx, req_rx) = mpsc::unbounded_channel();
-        lock(&self.shared.dialogs).insert(call_id.clone(), DialogHook { ack: None, requests: req_tx });
+        lock(&self.shared.dialogs).insert(
+            call_id.clone(),
+            DialogHook {
+                ack: None,
+                requests: req_tx,
+            },
+        );
         let mut provisional = Vec::new();
         let result = self
             .request_with_auth(dest, req, account, &mut |r| {
@@ -516,10 +604,16 @@ impl UserAgent {
         let code = resp.code().unwrap_or(0);
         if !(200..300).contains(&code) {
             lock(&self.shared.dialogs).remove(&call_id);
-            return Err(UaError::Rejected { method: "INVITE".into(), code });
+            return Err(UaError::Rejected {
+                method: "INVITE".into(),
+                code,
+            });
         }
         let remote_to = resp.header("To").unwrap_or(&sent.to).to_string();
-        let remote_target = resp.header("Contact").map(|c| uri_of(c).to_string()).unwrap_or_else(|| target.to_string());
+        let remote_target = resp
+            .header("Contact")
+            .map(|c| uri_of(c).to_string())
+            .unwrap_or_else(|| target.to_string());
         // The route set is the Record-Route of the 2xx in reverse (RFC 3261 §12.1.2).
         let mut route: Vec<String> = resp
             .headers_named("Record-Route")
@@ -527,7 +621,12 @@ impl UserAgent {
             .map(|r| r.trim().to_string())
             .collect();
         route.reverse();
-        let next_hop = match route.first().map(|r| uri_of(r)).or(Some(remote_target.as_str())).and_then(uri_hostport) {
+        let next_hop = match route
+            .first()
+            .map(|r| uri_of(r))
+            .or(Some(remote_target.as_str()))
+            .and_then(uri_hostport)
+        {
             Some((h, p)) => resolve(&h, p, self.shared.local).await.unwrap_or(dest),
             None => dest,
         };
@@ -575,7 +674,12 @@ pub struct Dialog {
 }
 
 impl Dialog {
-    fn build(&self, method: &str, cseq: u32, body: Option<(&str, Vec<u8>)>) -> Result<Vec<u8>, UaError> {
+    fn build(
+        &self,
+        method: &str,
+        cseq: u32,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<Vec<u8>, UaError> {
         let branch = new_branch();
         self.build_with_branch(method, cseq, &branch, body, None)
     }
@@ -589,7 +693,13 @@ impl Dialog {
         auth: Option<(&str, &str)>,
     ) -> Result<Vec<u8>, UaError> {
         let mut out = Outgoing::new()
-            .header("Via", format!("SIP/2.0/UDP {};branch={branch};rport", hostport(self.ua.shared.local)))
+            .header(
+                "Via",
+                format!(
+                    "SIP/2.0/UDP {};branch={branch};rport",
+                    hostport(self.ua.shared.local)
+                ),
+            )
             .header("Max-Forwards", "70")
             .header("From", self.from.as_str())
             .header("To", self.to.as_str())
@@ -609,7 +719,11 @@ impl Dialog {
     }
 
     /// A new in-dialog request (BYE, INFO), answering a challenge once.
-    async fn request(&mut self, method: &str, body: Option<(&str, Vec<u8>)>) -> Result<SipMsg, UaError> {
+    async fn request(
+        &mut self,
+        method: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<SipMsg, UaError> {
         let mut auth: Option<(&'static str, String)> = None;
         for _ in 0..2 {
             self.cseq += 1;
@@ -621,7 +735,10 @@ impl Dialog {
                 body.clone(),
                 auth.as_ref().map(|(n, v)| (*n, v.as_str())),
             )?;
-            let resp = self.ua.transaction(self.next_hop, &branch, method, &bytes, &mut |_| {}).await?;
+            let resp = self
+                .ua
+                .transaction(self.next_hop, &branch, method, &bytes, &mut |_| {})
+                .await?;
             let code = resp.code().unwrap_or(0);
             if (code == 401 || code == 407) && auth.is_none() {
                 let (ch, ah) = if code == 401 {
@@ -629,24 +746,43 @@ impl Dialog {
                 } else {
                     ("Proxy-Authenticate", "Proxy-Authorization")
                 };
-                let c = Challenge::pick(resp.headers_named(ch))
-                    .map_err(|source| UaError::Digest { method: method.into(), source })?;
-                let a = Authorization::answer(&c, &self.account.auth_user, &self.account.password, method, &self.remote_target, 1, &new_cnonce());
+                let c =
+                    Challenge::pick(resp.headers_named(ch)).map_err(|source| UaError::Digest {
+                        method: method.into(),
+                        source,
+                    })?;
+                let a = Authorization::answer(
+                    &c,
+                    &self.account.auth_user,
+                    &self.account.password,
+                    method,
+                    &self.remote_target,
+                    1,
+                    &new_cnonce(),
+                );
                 auth = Some((ah, a.header_value()));
                 continue;
             }
             if !(200..300).contains(&code) {
-                return Err(UaError::Rejected { method: method.into(), code });
+                return Err(UaError::Rejected {
+                    method: method.into(),
+                    code,
+                });
             }
             return Ok(resp);
         }
-        Err(UaError::AuthFailed { method: method.into(), code: 401 })
+        Err(UaError::AuthFailed {
+            method: method.into(),
+            code: 401,
+        })
     }
 
     /// Sends one key as SIP INFO `application/dtmf-relay` (the Cisco/Polycom form).
     pub async fn send_info_dtmf(&mut self, key: char, duration_ms: u32) -> Result<(), UaError> {
         let body = format!("Signal={key}\r\nDuration={duration_ms}\r\n").into_bytes();
-        self.request("INFO", Some(("application/dtmf-relay", body))).await.map(|_| ())
+        self.request("INFO", Some(("application/dtmf-relay", body)))
+            .await
+            .map(|_| ())
     }
 
     /// Waits for the peer's BYE (already answered with 200), at most `limit`. Other in-dialog
@@ -719,7 +855,9 @@ async fn receive_loop(shared: Arc<Shared>) {
 }
 
 async fn handle_response(shared: &Shared, msg: SipMsg) {
-    let Some(branch) = msg.top_branch() else { return };
+    let Some(branch) = msg.top_branch() else {
+        return;
+    };
     let tx = lock(&shared.transactions).get(&branch).cloned();
     if let Some(tx) = tx {
         let _ = tx.send(msg);
@@ -729,7 +867,9 @@ async fn handle_response(shared: &Shared, msg: SipMsg) {
     let is_invite_2xx = msg.code().is_some_and(|c| (200..300).contains(&c))
         && msg.cseq().is_some_and(|(_, m)| m == "INVITE");
     if is_invite_2xx {
-        let ack = msg.call_id().and_then(|c| lock(&shared.dialogs).get(c).and_then(|h| h.ack.clone()));
+        let ack = msg
+            .call_id()
+            .and_then(|c| lock(&shared.dialogs).get(c).and_then(|h| h.ack.clone()));
         if let Some((bytes, to)) = ack {
             let _ = shared.socket.send_to(&bytes, to).await;
         }
@@ -743,7 +883,9 @@ async fn handle_request(shared: &Shared, msg: SipMsg, from: SocketAddr) {
     }
     let in_dialog = msg.to_tag().is_some();
     let call_id = msg.call_id().unwrap_or_default().to_string();
-    let dialog = lock(&shared.dialogs).get(&call_id).map(|h| h.requests.clone());
+    let dialog = lock(&shared.dialogs)
+        .get(&call_id)
+        .map(|h| h.requests.clone());
     let code = match (method.as_str(), dialog) {
         (_, Some(tx)) if in_dialog => {
             // BYE, INFO, UPDATE, re-INVITE of our call. A re-INVITE would need an SDP answer;
@@ -757,7 +899,11 @@ async fn handle_request(shared: &Shared, msg: SipMsg, from: SocketAddr) {
             if lock(&shared.notifies_seen).insert(key) {
                 let event = msg.header("Event").unwrap_or_default().to_string();
                 shared.notifies.send_modify(|v| {
-                    v.push(NotifyReceived { event, from, at: Instant::now() })
+                    v.push(NotifyReceived {
+                        event,
+                        from,
+                        at: Instant::now(),
+                    })
                 });
             }
             200

@@ -78,8 +78,9 @@ impl Vendor {
                 "Grandstream Model HW GXP2170 SW 1.0.11.3 DevId {}",
                 mac.plain()
             ),
-            Vendor::Snom => "Mozilla/4.0 (compatible; snomD785-SIP 10.1.46.16 1.1.5-IFX-05.01.12)"
-                .to_string(),
+            Vendor::Snom => {
+                "Mozilla/4.0 (compatible; snomD785-SIP 10.1.46.16 1.1.5-IFX-05.01.12)".to_string()
+            }
             Vendor::AudioCodes => {
                 format!("AUDC-IPPhone/3.4.6.604 (445HD-Rev1; {})", mac.plain_upper())
             }
@@ -152,7 +153,11 @@ impl Mac {
 
     /// `00:04:f2:aa:bb:cc`: how Yealink's User-Agent carries it.
     pub fn colons(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+        self.0
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
     }
 }
 
@@ -160,7 +165,10 @@ impl FromStr for Mac {
     type Err = BadMac;
     /// Accepts any separators (`:`, `-`, `.`) and either case.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let digits: String = s.chars().filter(|c| !matches!(c, ':' | '-' | '.')).collect();
+        let digits: String = s
+            .chars()
+            .filter(|c| !matches!(c, ':' | '-' | '.'))
+            .collect();
         if digits.len() != 12 {
             return Err(BadMac(s.to_string()));
         }
