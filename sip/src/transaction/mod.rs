@@ -74,6 +74,17 @@ impl TransactionLayer {
         self.timers
     }
 
+    /// Sends now if possible, else in a task.
+    pub(crate) fn send_soon(self: &Arc<Self>, flow: Flow, data: Bytes) {
+        match self.transmit.try_transmit(flow, data) {
+            Ok(()) => Stats::inc(&self.stats.responses_sent),
+            Err(data) => {
+                let this = self.clone();
+                tokio::spawn(async move { this.send(flow, data).await });
+            }
+        }
+    }
+
     pub(crate) async fn send(&self, flow: Flow, data: Bytes) {
         match self.transmit.transmit(flow, data).await {
             Ok(_) => Stats::inc(&self.stats.responses_sent),
@@ -113,8 +124,7 @@ impl TransactionLayer {
                         _ => None,
                     };
                     if let Some(data) = again {
-                        let this = self.clone();
-                        tokio::spawn(async move { this.send(tsx.flow, data).await });
+                        self.send_soon(tsx.flow, data);
                     }
                     return RequestDisposition::Absorbed;
                 }
@@ -131,8 +141,7 @@ impl TransactionLayer {
                 Arrival::Retransmission(again) => {
                     Stats::inc(&self.stats.retransmissions_absorbed);
                     if let Some((data, flow)) = again {
-                        let this = self.clone();
-                        tokio::spawn(async move { this.send(flow, data).await });
+                        self.send_soon(flow, data);
                     }
                     RequestDisposition::Absorbed
                 }
@@ -189,8 +198,7 @@ impl TransactionLayer {
                 }
             }
         }
-        let this = self.clone();
-        tokio::spawn(async move { this.send(flow, data).await });
+        self.send_soon(flow, data);
     }
 
     fn abandon(self: &Arc<Self>, key: &TsxKey) {

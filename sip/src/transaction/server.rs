@@ -81,8 +81,14 @@ impl NonInviteServerTable {
             let cap = g.current.len();
             let cur = std::mem::replace(&mut g.current, HashMap::with_capacity(cap));
             // After two rotation periods with no traffic both generations are stale.
-            g.previous = if now.duration_since(g.rotated) >= self.timer_j * 2 { HashMap::new() } else { cur };
+            let next_previous = if now.duration_since(g.rotated) >= self.timer_j * 2 { HashMap::new() } else { cur };
+            let old = std::mem::replace(&mut g.previous, next_previous);
             g.rotated = now;
+            // Freeing tens of thousands of entries takes milliseconds: not under the shard lock
+            // and not on a worker that is answering requests.
+            if old.len() > 1024 && tokio::runtime::Handle::try_current().is_ok() {
+                tokio::task::spawn_blocking(move || drop(old));
+            }
         }
     }
 

@@ -87,6 +87,13 @@ impl ConnSender {
     pub fn send(&self, data: Bytes) -> Result<Flow, ()> {
         self.tx.try_send(data).map(|_| self.flow).map_err(|_| ())
     }
+
+    /// Like [`ConnSender::send`], giving the data back on failure.
+    pub fn try_send(&self, data: Bytes) -> Result<(), Bytes> {
+        self.tx.try_send(data).map_err(|e| match e {
+            tokio::sync::mpsc::error::TrySendError::Full(d) | tokio::sync::mpsc::error::TrySendError::Closed(d) => d,
+        })
+    }
 }
 
 #[derive(Default)]

@@ -43,7 +43,9 @@ pub struct TransportConfig {
     pub tcp_idle_timeout: Duration,
     /// SO_RCVBUF / SO_SNDBUF for UDP sockets (high rates need large buffers).
     pub udp_buffer: usize,
-    /// Events queued towards the endpoint before datagrams are dropped (and counted).
+    /// Events queued towards the endpoint before datagrams are dropped (and counted). Kept
+    /// short on purpose: a long queue under overload only adds latency, which makes UDP
+    /// clients retransmit and turns overload into collapse.
     pub event_queue: usize,
 }
 
@@ -57,7 +59,7 @@ impl Default for TransportConfig {
             max_tcp_connections: 20_000,
             tcp_idle_timeout: Duration::from_secs(3600),
             udp_buffer: 8 << 20,
-            event_queue: 65_536,
+            event_queue: 4096,
         }
     }
 }
@@ -100,6 +102,14 @@ pub trait Transmit: Send + Sync + 'static {
     /// Sends `data` down `flow`. For a TCP flow whose connection is gone, a new connection to
     /// `flow.remote` is opened; the flow actually used is returned.
     fn transmit(&self, flow: Flow, data: Bytes) -> BoxFuture<'_, Result<Flow, TransportError>>;
+
+    /// Sends at once if that needs no waiting (UDP socket with buffer room, live TCP
+    /// connection with queue room); otherwise gives `data` back for [`Transmit::transmit`].
+    /// Saves a task per response on the hot path.
+    fn try_transmit(&self, flow: Flow, data: Bytes) -> Result<(), Bytes> {
+        let _ = flow;
+        Err(data)
+    }
 }
 
 /// The running transports.
@@ -197,6 +207,29 @@ impl Transport {
 impl Transmit for Arc<Transport> {
     fn transmit(&self, flow: Flow, data: Bytes) -> BoxFuture<'_, Result<Flow, TransportError>> {
         Box::pin(async move { self.send(flow, data).await })
+    }
+
+    fn try_transmit(&self, flow: Flow, data: Bytes) -> Result<(), Bytes> {
+        match flow.protocol {
+            Protocol::Udp => {
+                let local = (flow.local.port() != 0).then_some(flow.local);
+                let Some(sock) = self.udp_for(local, flow.remote) else { return Err(data) };
+                match sock.try_send_to(&data, flow.remote) {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(data),
+                    Err(e) => {
+                        // Unreachable peer and the like: what the async path would report too.
+                        tracing::debug!(remote = %flow.remote, error = %e, "udp send failed");
+                        self.stats.send_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        Ok(())
+                    }
+                }
+            }
+            Protocol::Tcp => match self.flows.sender(flow.conn) {
+                Some(conn) => conn.try_send(data),
+                None => Err(data),
+            },
+        }
     }
 }
 
