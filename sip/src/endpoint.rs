@@ -169,7 +169,15 @@ impl Endpoint {
     /// returns the final response. The caller builds the request (Request-URI, From, To,
     /// Call-ID, CSeq, …); the top Via is added here. A 401/407 is returned as is (the caller
     /// may retry with credentials).
-    pub async fn send_request(&self, req: Request, target: Target) -> Result<Response, SendError> {
+    pub async fn send_request(&self, mut req: Request, target: Target) -> Result<Response, SendError> {
+        if let Target::Binding(b) = &target {
+            // RFC 3327: a binding registered through proxies is reached through them.
+            if !b.path.is_empty() && req.header_value("Route").is_none() {
+                let mut headers: Vec<Header> = b.path.iter().map(|p| Header::Route(rsip::headers::Route::new(p.clone()))).collect();
+                headers.extend(req.headers.iter().cloned());
+                req.headers = headers.into();
+            }
+        }
         let flow = self.resolve(&target)?;
         let sent_by = match &self.inner.cfg.advertised_host {
             Some(h) => h.clone(),
@@ -193,7 +201,12 @@ impl Endpoint {
             Target::Binding(b) => match b.flow {
                 Some(f) if self.flow_alive(&f) => f,
                 _ => {
-                    let (p, a) = contact_address(&b.contact).ok_or_else(|| SendError::NoRoute(b.contact.clone()))?;
+                    // First Path hop if any (its URI inside <>), else the contact itself.
+                    let next_hop = match b.path.first() {
+                        Some(p) => NameAddr::parse(p).map(|n| n.uri).unwrap_or_else(|_| p.clone()),
+                        None => b.contact.clone(),
+                    };
+                    let (p, a) = contact_address(&next_hop).ok_or_else(|| SendError::NoRoute(next_hop.clone()))?;
                     Flow { protocol: p, local: self.local_for(a), remote: a, conn: 0 }
                 }
             },

@@ -362,3 +362,52 @@ async fn oversize_message_is_513_on_udp_and_tcp() {
     assert!(r.starts_with("SIP/2.0 513 "), "{r}");
     ep.shutdown().await;
 }
+
+#[tokio::test]
+async fn send_request_down_the_registered_tcp_connection() {
+    let (ep, _) = start(false).await;
+    let mut s = TcpStream::connect(ep.local_addr()).await.unwrap();
+    let local = s.local_addr().unwrap();
+    s.write_all(register("5100", local, "TCP", "tn1", 1, "").as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200 "));
+    let b = ep.registrar().bindings("5100").pop().unwrap();
+    let notify = format!(
+        "NOTIFY {} SIP/2.0\r\nFrom: <sip:sipdm@sipdm.test>;tag=n\r\nTo: <sip:5100@sipdm.test>\r\nCall-ID: notify-tcp\r\nCSeq: 1 NOTIFY\r\nEvent: check-sync\r\nContent-Length: 0\r\n\r\n",
+        b.contact
+    );
+    let rsip::SipMessage::Request(req) = sip::wire::parse::parse_bytes(notify.as_bytes()).unwrap() else { panic!() };
+    let ep2 = ep.clone();
+    let pending = tokio::spawn(async move { ep2.send_request(req, Target::Binding(b)).await });
+    // The NOTIFY arrives on the phone's own connection (no new connection to its contact).
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await.unwrap().unwrap();
+    let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(got.starts_with("NOTIFY ") && header(&got, "Via")[0].starts_with("SIP/2.0/TCP"), "{got}");
+    let mut resp = String::from("SIP/2.0 200 OK\r\n");
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        for v in header(&got, name) {
+            resp.push_str(&format!("{name}: {v}\r\n"));
+        }
+    }
+    resp.push_str("Content-Length: 0\r\n\r\n");
+    s.write_all(resp.as_bytes()).await.unwrap();
+    assert_eq!(pending.await.unwrap().unwrap().status_code.code(), 200);
+    ep.shutdown().await;
+}
+
+#[tokio::test]
+async fn ipv6_loopback_and_required_extensions() {
+    let ep = match tokio::net::UdpSocket::bind("[::1]:0").await {
+        Ok(_) => start_cfg(Arc::new(MemoryStore::default()), false, |c| c.transport.listen = vec!["[::1]:0".parse().unwrap()]).await,
+        Err(_) => return, // no IPv6 on this host
+    };
+    let sock = UdpSocket::bind("[::1]:0").await.unwrap();
+    let phone = Phone { sock, server: ep.local_addr() };
+    let r = phone.transact(&register("8000", phone.addr(), "UDP", "v6", 1, "")).await;
+    assert!(r.starts_with("SIP/2.0 200 "), "{r}");
+    assert_eq!(ep.registrar().bindings("8000")[0].flow.unwrap().remote, phone.addr());
+    let r = phone.transact(&register("8000", phone.addr(), "UDP", "v6b", 2, "Require: path, foo\r\n")).await;
+    assert!(r.starts_with("SIP/2.0 420 ") && header(&r, "Unsupported") == ["foo"], "{r}");
+    ep.shutdown().await;
+}

@@ -137,6 +137,17 @@ impl DigestGuard {
         Ok(AuthOutcome::Authenticated { username: d.username })
     }
 
+    /// A complete 401 (or 407 when `proxy`) answer to `req`, for handlers of other methods
+    /// (INVITE with `authenticate-requests = register,invite`).
+    pub fn challenge_response(&self, req: &crate::handler::IncomingRequest, stale: bool, proxy: bool) -> rsip::Response {
+        let status = if proxy { rsip::StatusCode::ProxyAuthenticationRequired } else { rsip::StatusCode::Unauthorized };
+        let mut r = req.response(status);
+        for h in self.challenge(stale, proxy) {
+            r.headers.push(h);
+        }
+        r
+    }
+
     /// The WWW-Authenticate (or Proxy-Authenticate) headers of a challenge, one per algorithm.
     pub fn challenge(&self, stale: bool, proxy: bool) -> Vec<Header> {
         let nonce = self.nonces.issue(&self.cfg.realm);

@@ -87,6 +87,8 @@ pub enum RegistrarError {
     MissingHeader,
     #[error("credential lookup: {0}")]
     Auth(String),
+    #[error("unsupported extensions required: {0}")]
+    BadExtension(String),
 }
 
 impl RegistrarError {
@@ -102,6 +104,7 @@ impl RegistrarError {
             RegistrarError::OutOfOrder { .. } => (500, "Out Of Order Registration"),
             RegistrarError::TooManyContacts { .. } => (403, "Too Many Contacts"),
             RegistrarError::Auth(_) => (500, "Server Internal Error"),
+            RegistrarError::BadExtension(_) => (420, "Bad Extension"),
         }
     }
 }

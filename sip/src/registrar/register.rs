@@ -18,6 +18,9 @@ use crate::headers::{ContactList, MessageExt, NameAddr};
 use crate::stats::Stats;
 use crate::BoxFuture;
 
+/// Option tags the registrar implements (RFC 3327 Path).
+pub const SUPPORTED: &[&str] = &["path"];
+
 pub struct Registrar {
     cfg: RegistrarConfig,
     table: BindingTable,
@@ -92,6 +95,16 @@ impl Registrar {
 
     async fn process(&self, inc: &IncomingRequest, now: u64) -> Result<Verdict, RegistrarError> {
         let req = &inc.request;
+        // §10.3 step 2: extensions the client requires must be understood.
+        let unsupported: Vec<&str> = req
+            .header_values("Require")
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t)))
+            .collect();
+        if !unsupported.is_empty() {
+            return Err(RegistrarError::BadExtension(unsupported.join(", ")));
+        }
         let to = req.header_value("To").and_then(|v| NameAddr::parse(v).ok()).ok_or(RegistrarError::BadTo)?;
         let (aor, user) = self.aor_of_uri(&to.uri).ok_or(RegistrarError::BadTo)?;
 
@@ -207,8 +220,14 @@ impl Registrar {
                 if let StatusCode::Other(c, _) = r.status_code {
                     r.status_code = StatusCode::Other(c, reason.into());
                 }
-                if let RegistrarError::IntervalTooBrief { min, .. } = e {
-                    r.headers.push(Header::MinExpires(rsip::headers::MinExpires::new(min.to_string())));
+                match &e {
+                    RegistrarError::IntervalTooBrief { min, .. } => {
+                        r.headers.push(Header::MinExpires(rsip::headers::MinExpires::new(min.to_string())));
+                    }
+                    RegistrarError::BadExtension(list) => {
+                        r.headers.push(Header::Unsupported(rsip::headers::Unsupported::new(list.clone())));
+                    }
+                    _ => {}
                 }
                 inc.respond(r);
             }

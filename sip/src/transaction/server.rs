@@ -56,16 +56,28 @@ pub enum Arrival {
 pub struct NonInviteServerTable {
     shards: Vec<Mutex<Generations>>,
     timer_j: Duration,
+    /// Entries per shard generation before an early rotation: bounds memory under a flood of
+    /// distinct transactions (at the price of a shorter absorption window then).
+    per_shard_cap: usize,
 }
+
+/// Default bound on remembered non-INVITE server transactions (two generations).
+pub const DEFAULT_MAX_TRANSACTIONS: usize = 4_000_000;
 
 impl NonInviteServerTable {
     pub fn new(timer_j: Duration) -> Self {
+        Self::with_capacity(timer_j, DEFAULT_MAX_TRANSACTIONS)
+    }
+
+    /// `max` bounds the transactions remembered (current and previous generation together).
+    pub fn with_capacity(timer_j: Duration, max: usize) -> Self {
         let now = Instant::now();
         NonInviteServerTable {
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(Generations { current: HashMap::new(), previous: HashMap::new(), rotated: now }))
                 .collect(),
             timer_j: timer_j.max(Duration::from_millis(1)),
+            per_shard_cap: (max / SHARDS / 2).max(16),
         }
     }
 
@@ -76,7 +88,7 @@ impl NonInviteServerTable {
 
     fn rotate(&self, g: &mut Generations) {
         let now = Instant::now();
-        if now.duration_since(g.rotated) >= self.timer_j {
+        if now.duration_since(g.rotated) >= self.timer_j || g.current.len() >= self.per_shard_cap {
             // Pre-size the new generation like the last one: no rehash storms under load.
             let cap = g.current.len();
             let cur = std::mem::replace(&mut g.current, HashMap::with_capacity(cap));
@@ -207,6 +219,16 @@ mod tests {
         assert!(matches!(t.arrive(&k, flow), Arrival::Retransmission(Some(_))));
         tokio::time::advance(Duration::from_secs(65)).await;
         assert!(matches!(t.arrive(&k, flow), Arrival::New));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn memory_is_bounded_under_a_flood() {
+        let flow = Flow::udp("127.0.0.1:5060".parse().unwrap(), "127.0.0.1:5070".parse().unwrap());
+        let t = NonInviteServerTable::with_capacity(Duration::from_secs(32), 32 * 2 * 16);
+        for i in 0..100_000 {
+            let _ = t.arrive(&key(&format!("z9hG4bK{i}")), flow);
+        }
+        assert!(t.len() <= 32 * 2 * 16 + 32, "{}", t.len());
     }
 
     #[tokio::test(start_paused = true)]

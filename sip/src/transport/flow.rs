@@ -96,10 +96,22 @@ impl ConnSender {
     }
 }
 
-#[derive(Default)]
 pub struct FlowTable {
     next_id: AtomicU64,
     conns: Mutex<Tables>,
+}
+
+impl Default for FlowTable {
+    /// Connection ids start from the clock so that flows stored with bindings by an earlier
+    /// run (or another instance) never name one of this run's connections.
+    fn default() -> Self {
+        let base = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(1)
+            << 8;
+        FlowTable { next_id: AtomicU64::new(base), conns: Mutex::new(Tables::default()) }
+    }
 }
 
 #[derive(Default)]
@@ -134,6 +146,11 @@ impl FlowTable {
         self.conns.lock().by_id.get(&conn).cloned()
     }
 
+    /// The live connection of `flow`, if it is still the same peer.
+    pub fn sender_for(&self, flow: &Flow) -> Option<ConnSender> {
+        self.sender(flow.conn).filter(|c| c.flow.remote == flow.remote)
+    }
+
     pub fn by_remote(&self, remote: SocketAddr) -> Option<Flow> {
         let t = self.conns.lock();
         t.by_remote.get(&remote).and_then(|id| t.by_id.get(id)).map(|c| c.flow)
@@ -143,7 +160,7 @@ impl FlowTable {
     pub fn is_alive(&self, flow: &Flow) -> bool {
         match flow.protocol {
             Protocol::Udp => true,
-            Protocol::Tcp => self.conns.lock().by_id.contains_key(&flow.conn),
+            Protocol::Tcp => self.conns.lock().by_id.get(&flow.conn).is_some_and(|c| c.flow.remote == flow.remote),
         }
     }
 

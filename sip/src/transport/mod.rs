@@ -193,7 +193,7 @@ impl Transport {
                 Ok(Flow::udp(local, flow.remote))
             }
             Protocol::Tcp => {
-                if let Some(conn) = self.flows.sender(flow.conn).or_else(|| self.flows.by_remote(flow.remote).and_then(|f| self.flows.sender(f.conn))) {
+                if let Some(conn) = self.flows.sender_for(&flow).or_else(|| self.flows.by_remote(flow.remote).and_then(|f| self.flows.sender(f.conn))) {
                     return conn.send(data).map_err(|_| TransportError::Congested(flow.remote));
                 }
                 let flow = tcp::connect(self.clone(), flow.remote).await?;
@@ -225,7 +225,7 @@ impl Transmit for Arc<Transport> {
                     }
                 }
             }
-            Protocol::Tcp => match self.flows.sender(flow.conn) {
+            Protocol::Tcp => match self.flows.sender_for(&flow) {
                 Some(conn) => conn.try_send(data),
                 None => Err(data),
             },
