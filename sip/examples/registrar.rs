@@ -10,7 +10,7 @@ use std::sync::Arc;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use sip::auth::{Authenticator, AuthError, Credential};
+use sip::auth::{AuthError, Authenticator, Credential};
 use sip::registrar::MemoryStore;
 use sip::{BoxFuture, Endpoint, EndpointConfig};
 
@@ -18,11 +18,24 @@ use sip::{BoxFuture, Endpoint, EndpointConfig};
 struct UserIsPassword(bool);
 
 impl Authenticator for UserIsPassword {
-    fn must_authenticate<'a>(&'a self, _: &'a str, m: &'a sip::rsip::Method) -> BoxFuture<'a, Result<bool, AuthError>> {
-        Box::pin(std::future::ready(Ok(self.0 && *m == sip::rsip::Method::Register)))
+    fn must_authenticate<'a>(
+        &'a self,
+        _: &'a str,
+        m: &'a sip::rsip::Method,
+    ) -> BoxFuture<'a, Result<bool, AuthError>> {
+        Box::pin(std::future::ready(Ok(
+            self.0 && *m == sip::rsip::Method::Register
+        )))
     }
-    fn credential<'a>(&'a self, _: &'a str, username: &'a str, _aor: &'a str) -> BoxFuture<'a, Result<Option<Credential>, AuthError>> {
-        Box::pin(std::future::ready(Ok(Some(Credential::Password(username.to_string())))))
+    fn credential<'a>(
+        &'a self,
+        _: &'a str,
+        username: &'a str,
+        _aor: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Credential>, AuthError>> {
+        Box::pin(std::future::ready(Ok(Some(Credential::Password(
+            username.to_string(),
+        )))))
     }
 }
 
@@ -33,9 +46,14 @@ async fn main() {
     let auth = args.next().as_deref() == Some("auth");
     let mut cfg = EndpointConfig::default();
     cfg.transport.listen = vec![addr.parse().expect("listen address")];
-    let ep = Endpoint::start(cfg, Arc::new(MemoryStore::default()), Arc::new(UserIsPassword(auth)), vec![])
-        .await
-        .expect("start");
+    let ep = Endpoint::start(
+        cfg,
+        Arc::new(MemoryStore::default()),
+        Arc::new(UserIsPassword(auth)),
+        vec![],
+    )
+    .await
+    .expect("start");
     eprintln!("listening on {:?} (auth: {auth})", ep.local_addrs());
     let _ = tokio::signal::ctrl_c().await;
     let s = ep.stats().snapshot();

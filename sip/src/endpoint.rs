@@ -23,7 +23,9 @@ use crate::headers::{MessageExt, NameAddr, Via, ACCEPT, ALLOW};
 use crate::registrar::{Binding, BindingStore, Registrar, RegistrarConfig, StoreError};
 use crate::stats::Stats;
 use crate::transaction::{RequestDisposition, Timers, TransactionLayer, TsxError, TsxKey};
-use crate::transport::{Flow, Protocol, Transmit, Transport, TransportConfig, TransportError, TransportEvent};
+use crate::transport::{
+    Flow, Protocol, Transmit, Transport, TransportConfig, TransportError, TransportEvent,
+};
 use crate::wire::{self, normalise, RawMessage, WireError};
 
 #[derive(Debug, Clone)]
@@ -117,14 +119,29 @@ impl Endpoint {
     ) -> Result<Endpoint, StartError> {
         let stats = Arc::new(Stats::default());
         let guard = Arc::new(DigestGuard::new(cfg.auth.clone(), authenticator));
-        let registrar = Registrar::start(cfg.registrar.clone(), store, guard.clone(), stats.clone()).await?;
+        let registrar =
+            Registrar::start(cfg.registrar.clone(), store, guard.clone(), stats.clone()).await?;
         let (tx, rx) = mpsc::channel(cfg.transport.event_queue.max(16));
         let transport = Transport::bind(cfg.transport.clone(), tx, stats.clone()).await?;
         let transmit: Arc<dyn Transmit> = Arc::new(transport.clone());
-        let tsx = TransactionLayer::new(transmit, cfg.timers, stats.clone(), cfg.server_header.clone());
+        let tsx = TransactionLayer::new(
+            transmit,
+            cfg.timers,
+            stats.clone(),
+            cfg.server_header.clone(),
+        );
         let mut chain: Vec<Arc<dyn RequestHandler>> = vec![registrar.clone()];
         chain.extend(handlers);
-        let inner = Arc::new(Inner { cfg, transport, tsx, registrar, guard, handlers: chain, stats, dispatcher: Mutex::new(None) });
+        let inner = Arc::new(Inner {
+            cfg,
+            transport,
+            tsx,
+            registrar,
+            guard,
+            handlers: chain,
+            stats,
+            dispatcher: Mutex::new(None),
+        });
         let handle = tokio::spawn(dispatch(inner.clone(), rx));
         *inner.dispatcher.lock() = Some(handle);
         for a in inner.transport.local_addrs() {
@@ -140,7 +157,10 @@ impl Endpoint {
 
     /// The first bound address (tests bind port 0 and read it here).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addrs().first().copied().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.local_addrs()
+            .first()
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     pub fn registrar(&self) -> &Arc<Registrar> {
@@ -169,11 +189,19 @@ impl Endpoint {
     /// returns the final response. The caller builds the request (Request-URI, From, To,
     /// Call-ID, CSeq, …); the top Via is added here. A 401/407 is returned as is (the caller
     /// may retry with credentials).
-    pub async fn send_request(&self, mut req: Request, target: Target) -> Result<Response, SendError> {
+    pub async fn send_request(
+        &self,
+        mut req: Request,
+        target: Target,
+    ) -> Result<Response, SendError> {
         if let Target::Binding(b) = &target {
             // RFC 3327: a binding registered through proxies is reached through them.
             if !b.path.is_empty() && req.header_value("Route").is_none() {
-                let mut headers: Vec<Header> = b.path.iter().map(|p| Header::Route(rsip::headers::Route::new(p.clone()))).collect();
+                let mut headers: Vec<Header> = b
+                    .path
+                    .iter()
+                    .map(|p| Header::Route(rsip::headers::Route::new(p.clone())))
+                    .collect();
                 headers.extend(req.headers.iter().cloned());
                 req.headers = headers.into();
             }
@@ -182,7 +210,11 @@ impl Endpoint {
         let sent_by = match &self.inner.cfg.advertised_host {
             Some(h) => h.clone(),
             None => {
-                let local = if flow.local.port() != 0 { flow.local } else { self.local_for(flow.remote) };
+                let local = if flow.local.port() != 0 {
+                    flow.local
+                } else {
+                    self.local_for(flow.remote)
+                };
                 local.to_string()
             }
         };
@@ -191,23 +223,41 @@ impl Endpoint {
 
     fn local_for(&self, remote: SocketAddr) -> SocketAddr {
         let addrs = self.local_addrs();
-        addrs.iter().find(|a| a.is_ipv4() == remote.is_ipv4()).or(addrs.first()).copied().unwrap_or(remote)
+        addrs
+            .iter()
+            .find(|a| a.is_ipv4() == remote.is_ipv4())
+            .or(addrs.first())
+            .copied()
+            .unwrap_or(remote)
     }
 
     fn resolve(&self, target: &Target) -> Result<Flow, SendError> {
         let flow = match target {
             Target::Flow(f) => *f,
-            Target::Address(p, a) => Flow { protocol: *p, local: self.local_for(*a), remote: *a, conn: 0 },
+            Target::Address(p, a) => Flow {
+                protocol: *p,
+                local: self.local_for(*a),
+                remote: *a,
+                conn: 0,
+            },
             Target::Binding(b) => match b.flow {
                 Some(f) if self.flow_alive(&f) => f,
                 _ => {
                     // First Path hop if any (its URI inside <>), else the contact itself.
                     let next_hop = match b.path.first() {
-                        Some(p) => NameAddr::parse(p).map(|n| n.uri).unwrap_or_else(|_| p.clone()),
+                        Some(p) => NameAddr::parse(p)
+                            .map(|n| n.uri)
+                            .unwrap_or_else(|_| p.clone()),
                         None => b.contact.clone(),
                     };
-                    let (p, a) = contact_address(&next_hop).ok_or_else(|| SendError::NoRoute(next_hop.clone()))?;
-                    Flow { protocol: p, local: self.local_for(a), remote: a, conn: 0 }
+                    let (p, a) = contact_address(&next_hop)
+                        .ok_or_else(|| SendError::NoRoute(next_hop.clone()))?;
+                    Flow {
+                        protocol: p,
+                        local: self.local_for(a),
+                        remote: a,
+                        conn: 0,
+                    }
                 }
             },
         };
@@ -220,7 +270,10 @@ impl Endpoint {
         if let Some(h) = self.inner.dispatcher.lock().take() {
             h.abort();
         }
-        if tokio::time::timeout(Duration::from_secs(30), self.inner.registrar.flush()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(30), self.inner.registrar.flush())
+            .await
+            .is_err()
+        {
             tracing::error!("binding store flush timed out at shutdown");
         }
     }
@@ -251,7 +304,8 @@ async fn dispatch(inner: Arc<Inner>, mut rx: mpsc::Receiver<TransportEvent>) {
         match ev {
             TransportEvent::Message { data, flow } => on_message(&inner, data, flow),
             TransportEvent::StreamError { flow, error, head } => {
-                let answered = wire::normalise::salvage(&head).is_some_and(|raw| answer_malformed(&inner, &raw, &error, flow));
+                let answered = wire::normalise::salvage(&head)
+                    .is_some_and(|raw| answer_malformed(&inner, &raw, &error, flow));
                 if !answered {
                     Stats::inc(&inner.stats.malformed_dropped);
                 }
@@ -265,8 +319,12 @@ fn on_message(inner: &Arc<Inner>, data: Bytes, flow: Flow) {
     let limit = inner.cfg.transport.max_message_size;
     if data.len() > limit {
         // The datagram was cut at the limit; answer 513 from the complete header lines.
-        let e = WireError::TooLarge { size: data.len(), limit };
-        let answered = wire::normalise::salvage(&data).is_some_and(|raw| answer_malformed(inner, &raw, &e, flow));
+        let e = WireError::TooLarge {
+            size: data.len(),
+            limit,
+        };
+        let answered = wire::normalise::salvage(&data)
+            .is_some_and(|raw| answer_malformed(inner, &raw, &e, flow));
         if !answered {
             Stats::inc(&inner.stats.malformed_dropped);
         }
@@ -275,7 +333,8 @@ fn on_message(inner: &Arc<Inner>, data: Bytes, flow: Flow) {
     let raw = match normalise(&data) {
         Ok(raw) => raw,
         Err(e) => {
-            let answered = wire::normalise::salvage(&data).is_some_and(|raw| answer_malformed(inner, &raw, &e, flow));
+            let answered = wire::normalise::salvage(&data)
+                .is_some_and(|raw| answer_malformed(inner, &raw, &e, flow));
             if !answered {
                 Stats::inc(&inner.stats.malformed_dropped);
             }
@@ -283,10 +342,12 @@ fn on_message(inner: &Arc<Inner>, data: Bytes, flow: Flow) {
         }
     };
     let parsed = match flow.protocol {
-        Protocol::Udp => wire::parse::check_datagram_length(&raw).and_then(|_| wire::parse_raw(&raw)),
+        Protocol::Udp => {
+            wire::parse::check_datagram_length(&raw).and_then(|_| wire::parse_raw(&raw))
+        }
         Protocol::Tcp => wire::parse_raw(&raw),
     };
-    let parsed = parsed.and_then(|m| check_mandatory(m));
+    let parsed = parsed.and_then(check_mandatory);
     match parsed {
         Ok(SipMessage::Request(req)) => on_request(inner, req, flow),
         Ok(SipMessage::Response(resp)) => {
@@ -303,23 +364,47 @@ fn on_message(inner: &Arc<Inner>, data: Bytes, flow: Flow) {
 /// RFC 3261 §8.1.1: To, From, CSeq, Call-ID, Max-Forwards (not enforced: many phones omit it
 /// on REGISTER) and Via; a usable top Via and a CSeq whose method matches.
 fn check_mandatory(m: SipMessage) -> Result<SipMessage, WireError> {
-    for (name, label) in [("Via", "Via"), ("From", "From"), ("To", "To"), ("Call-ID", "Call-ID"), ("CSeq", "CSeq")] {
+    for (name, label) in [
+        ("Via", "Via"),
+        ("From", "From"),
+        ("To", "To"),
+        ("Call-ID", "Call-ID"),
+        ("CSeq", "CSeq"),
+    ] {
         if m.header_value(name).is_none() {
             return Err(WireError::MissingHeader(label));
         }
     }
-    let via = m.top_via().ok_or(WireError::BadHeader { name: "Via", reason: "unparseable" })?;
+    let via = m.top_via().ok_or(WireError::BadHeader {
+        name: "Via",
+        reason: "unparseable",
+    })?;
     if via.branch().is_none() && m.is_request() && m.header_value("Call-ID").is_none() {
-        return Err(WireError::BadHeader { name: "Via", reason: "no branch" });
+        return Err(WireError::BadHeader {
+            name: "Via",
+            reason: "no branch",
+        });
     }
-    let (_, method) = m.cseq().ok_or(WireError::BadHeader { name: "CSeq", reason: "not number and method" })?;
+    let (_, method) = m.cseq().ok_or(WireError::BadHeader {
+        name: "CSeq",
+        reason: "not number and method",
+    })?;
     if let SipMessage::Request(r) = &m {
         if !r.method.to_string().eq(method) {
-            return Err(WireError::BadHeader { name: "CSeq", reason: "method differs from request line" });
+            return Err(WireError::BadHeader {
+                name: "CSeq",
+                reason: "method differs from request line",
+            });
         }
         for name in ["From", "To"] {
-            if m.header_value(name).map(NameAddr::parse).is_none_or(|r| r.is_err()) {
-                return Err(WireError::BadHeader { name: if name == "From" { "From" } else { "To" }, reason: "unparseable" });
+            if m.header_value(name)
+                .map(NameAddr::parse)
+                .is_none_or(|r| r.is_err())
+            {
+                return Err(WireError::BadHeader {
+                    name: if name == "From" { "From" } else { "To" },
+                    reason: "unparseable",
+                });
             }
         }
     }
@@ -329,7 +414,10 @@ fn check_mandatory(m: SipMessage) -> Result<SipMessage, WireError> {
 /// Answers a malformed request if it has what a response needs; true if answered.
 fn answer_malformed(inner: &Arc<Inner>, raw: &RawMessage<'_>, e: &WireError, flow: Flow) -> bool {
     let (code, reason) = e.status();
-    let Some(bytes) = wire::reply::error_response(raw, code, reason, &inner.cfg.server_header) else { return false };
+    let Some(bytes) = wire::reply::error_response(raw, code, reason, &inner.cfg.server_header)
+    else {
+        return false;
+    };
     tracing::debug!(remote = %flow.remote, error = %e, code, "malformed request answered");
     Stats::inc(&inner.stats.malformed_answered);
     let t = inner.transport.clone();
@@ -353,9 +441,15 @@ fn on_request(inner: &Arc<Inner>, mut req: Request, flow: Flow) {
     };
     let key = TsxKey::server(&via, &req);
     if req.method == Method::Cancel {
-        if let RequestDisposition::New(responder) = inner.tsx.on_request(&req, key.clone(), response_flow) {
+        if let RequestDisposition::New(responder) =
+            inner.tsx.on_request(&req, key.clone(), response_flow)
+        {
             let matched = inner.tsx.cancel_invite(&key, &req);
-            let status = if matched { StatusCode::OK } else { StatusCode::CallTransactionDoesNotExist };
+            let status = if matched {
+                StatusCode::OK
+            } else {
+                StatusCode::CallTransactionDoesNotExist
+            };
             let r = responder.response(status);
             responder.respond(r);
         }
@@ -411,14 +505,18 @@ fn fallback(req: IncomingRequest) {
     match req.request.method {
         Method::Options => {
             let mut r = req.response(StatusCode::OK);
-            r.headers.push(Header::Allow(rsip::headers::Allow::new(ALLOW)));
-            r.headers.push(Header::Accept(rsip::headers::Accept::new(ACCEPT)));
-            r.headers.push(Header::Supported(rsip::headers::Supported::new("path")));
+            r.headers
+                .push(Header::Allow(rsip::headers::Allow::new(ALLOW)));
+            r.headers
+                .push(Header::Accept(rsip::headers::Accept::new(ACCEPT)));
+            r.headers
+                .push(Header::Supported(rsip::headers::Supported::new("path")));
             req.respond(r);
         }
         _ => {
             let mut r = req.response(StatusCode::MethodNotAllowed);
-            r.headers.push(Header::Allow(rsip::headers::Allow::new(ALLOW)));
+            r.headers
+                .push(Header::Allow(rsip::headers::Allow::new(ALLOW)));
             req.respond(r);
         }
     }
@@ -430,9 +528,18 @@ mod tests {
 
     #[test]
     fn contact_addresses() {
-        assert_eq!(contact_address("sip:1000@10.0.0.5:5062;transport=tcp"), Some((Protocol::Tcp, "10.0.0.5:5062".parse().unwrap())));
-        assert_eq!(contact_address("sip:10.0.0.5"), Some((Protocol::Udp, "10.0.0.5:5060".parse().unwrap())));
-        assert_eq!(contact_address("sip:a@[::1]:5070"), Some((Protocol::Udp, "[::1]:5070".parse().unwrap())));
+        assert_eq!(
+            contact_address("sip:1000@10.0.0.5:5062;transport=tcp"),
+            Some((Protocol::Tcp, "10.0.0.5:5062".parse().unwrap()))
+        );
+        assert_eq!(
+            contact_address("sip:10.0.0.5"),
+            Some((Protocol::Udp, "10.0.0.5:5060".parse().unwrap()))
+        );
+        assert_eq!(
+            contact_address("sip:a@[::1]:5070"),
+            Some((Protocol::Udp, "[::1]:5070".parse().unwrap()))
+        );
         assert_eq!(contact_address("sip:a@host.example"), None);
         assert_eq!(contact_address("garbage"), None);
     }

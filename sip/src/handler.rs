@@ -19,7 +19,11 @@ pub struct IncomingRequest {
 
 impl IncomingRequest {
     pub fn new(request: Request, flow: Flow, responder: Option<Responder>) -> Self {
-        IncomingRequest { request, flow, responder }
+        IncomingRequest {
+            request,
+            flow,
+            responder,
+        }
     }
 
     /// A response with Via/From/To(+tag)/Call-ID/CSeq copied. For ACK (no transaction) the
@@ -27,7 +31,12 @@ impl IncomingRequest {
     pub fn response(&self, status: StatusCode) -> Response {
         match &self.responder {
             Some(r) => r.response(status),
-            None => Response { status_code: status, version: rsip::Version::V2, headers: Default::default(), body: Vec::new() },
+            None => Response {
+                status_code: status,
+                version: rsip::Version::V2,
+                headers: Default::default(),
+                body: Vec::new(),
+            },
         }
     }
 

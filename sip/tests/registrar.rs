@@ -17,18 +17,31 @@ async fn start_with(store: Arc<MemoryStore>, auth: bool) -> Endpoint {
     start_cfg(store, auth, |_| {}).await
 }
 
-async fn start_cfg(store: Arc<MemoryStore>, auth: bool, tweak: impl FnOnce(&mut EndpointConfig)) -> Endpoint {
+async fn start_cfg(
+    store: Arc<MemoryStore>,
+    auth: bool,
+    tweak: impl FnOnce(&mut EndpointConfig),
+) -> Endpoint {
     let mut cfg = EndpointConfig::default();
     cfg.transport.listen = vec!["127.0.0.1:0".parse().unwrap()];
     cfg.auth.realm = "sipdm.test".into();
     cfg.auth.secret = b"shared-secret".to_vec();
     cfg.registrar.write_interval = Duration::from_millis(20);
     let users = StaticUsers {
-        users: HashMap::from([("1000".to_string(), "pw1000".to_string()), ("1001".to_string(), "pw1001".to_string())]),
-        methods: if auth { vec![rsip::Method::Register] } else { vec![] },
+        users: HashMap::from([
+            ("1000".to_string(), "pw1000".to_string()),
+            ("1001".to_string(), "pw1001".to_string()),
+        ]),
+        methods: if auth {
+            vec![rsip::Method::Register]
+        } else {
+            vec![]
+        },
     };
     tweak(&mut cfg);
-    Endpoint::start(cfg, store, Arc::new(users), vec![]).await.expect("endpoint starts")
+    Endpoint::start(cfg, store, Arc::new(users), vec![])
+        .await
+        .expect("endpoint starts")
 }
 
 async fn start(auth: bool) -> (Endpoint, Arc<MemoryStore>) {
@@ -50,7 +63,10 @@ impl Phone {
         self.sock.local_addr().unwrap()
     }
     async fn send(&self, text: &str) {
-        self.sock.send_to(text.as_bytes(), self.server).await.unwrap();
+        self.sock
+            .send_to(text.as_bytes(), self.server)
+            .await
+            .unwrap();
     }
     async fn recv(&self) -> Option<String> {
         let mut buf = vec![0u8; 65536];
@@ -65,7 +81,14 @@ impl Phone {
     }
 }
 
-fn register(user: &str, contact: SocketAddr, transport: &str, branch: &str, cseq: u32, extra: &str) -> String {
+fn register(
+    user: &str,
+    contact: SocketAddr,
+    transport: &str,
+    branch: &str,
+    cseq: u32,
+    extra: &str,
+) -> String {
     format!(
         "REGISTER sip:sipdm.test SIP/2.0\r\n\
          Via: SIP/2.0/{transport} {contact};branch=z9hG4bK{branch};rport\r\n\
@@ -90,7 +113,11 @@ fn header<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
 }
 
 fn param<'a>(challenge: &'a str, name: &str) -> Option<&'a str> {
-    challenge.split(',').filter_map(|p| p.trim().trim_start_matches("Digest ").split_once('=')).find(|(k, _)| k.trim() == name).map(|(_, v)| v.trim_matches('"'))
+    challenge
+        .split(',')
+        .filter_map(|p| p.trim().trim_start_matches("Digest ").split_once('='))
+        .find(|(k, _)| k.trim() == name)
+        .map(|(_, v)| v.trim_matches('"'))
 }
 
 /// Authorization header answering `challenge` (qop=auth, nc as given).
@@ -115,20 +142,30 @@ async fn udp_register_challenge_digest_refresh_unregister() {
     let mut events = ep.registrar().subscribe();
     let phone = Phone::new(ep.local_addr()).await;
 
-    let r = phone.transact(&register("1000", phone.addr(), "UDP", "a1", 1, "")).await;
+    let r = phone
+        .transact(&register("1000", phone.addr(), "UDP", "a1", 1, ""))
+        .await;
     assert!(r.starts_with("SIP/2.0 401 "), "{r}");
     let challenges = header(&r, "WWW-Authenticate");
     assert_eq!(challenges.len(), 2, "MD5 and SHA-256 offered: {r}");
     assert!(challenges[0].contains("algorithm=MD5") && challenges[1].contains("algorithm=SHA-256"));
     // RFC 3581: rport filled in, received not needed (same address).
-    assert!(header(&r, "Via")[0].contains(&format!("rport={}", phone.addr().port())), "{r}");
+    assert!(
+        header(&r, "Via")[0].contains(&format!("rport={}", phone.addr().port())),
+        "{r}"
+    );
 
     let auth = authorization(challenges[0], "1000", "pw1000", 1);
-    let r = phone.transact(&register("1000", phone.addr(), "UDP", "a2", 2, &auth)).await;
+    let r = phone
+        .transact(&register("1000", phone.addr(), "UDP", "a2", 2, &auth))
+        .await;
     assert!(r.starts_with("SIP/2.0 200 "), "{r}");
     let contacts = header(&r, "Contact");
     assert_eq!(contacts.len(), 1);
-    assert!(contacts[0].contains("expires=3600") || contacts[0].contains("expires=3599"), "{r}");
+    assert!(
+        contacts[0].contains("expires=3600") || contacts[0].contains("expires=3599"),
+        "{r}"
+    );
     assert!(header(&r, "To")[0].contains("tag="));
 
     let b = ep.registrar().bindings("1000");
@@ -136,26 +173,61 @@ async fn udp_register_challenge_digest_refresh_unregister() {
     assert_eq!(b[0].device.as_deref(), Some("1000"));
     assert_eq!(b[0].flow.map(|f| f.remote), Some(phone.addr()));
     assert!(ep.registrar().binding_of_device("1000").is_some());
-    assert!(matches!(events.recv().await.unwrap(), BindingEvent::Inserted(_)));
+    assert!(matches!(
+        events.recv().await.unwrap(),
+        BindingEvent::Inserted(_)
+    ));
 
     // Refresh with the same nonce, next nc, shorter expiry.
     let auth = authorization(challenges[0], "1000", "pw1000", 2);
-    let r = phone.transact(&register("1000", phone.addr(), "UDP", "a3", 3, &format!("{auth}Expires: 600\r\n"))).await;
+    let r = phone
+        .transact(&register(
+            "1000",
+            phone.addr(),
+            "UDP",
+            "a3",
+            3,
+            &format!("{auth}Expires: 600\r\n"),
+        ))
+        .await;
     assert!(r.starts_with("SIP/2.0 200 "), "{r}");
-    assert!(header(&r, "Contact")[0].contains("expires=600") || header(&r, "Contact")[0].contains("expires=599"));
-    assert!(matches!(events.recv().await.unwrap(), BindingEvent::Refreshed(_)));
+    assert!(
+        header(&r, "Contact")[0].contains("expires=600")
+            || header(&r, "Contact")[0].contains("expires=599")
+    );
+    assert!(matches!(
+        events.recv().await.unwrap(),
+        BindingEvent::Refreshed(_)
+    ));
 
     // Replayed nc is refused with a fresh, stale challenge.
-    let r = phone.transact(&register("1000", phone.addr(), "UDP", "a4", 4, &auth)).await;
-    assert!(r.starts_with("SIP/2.0 401 ") && r.contains("stale=true"), "{r}");
+    let r = phone
+        .transact(&register("1000", phone.addr(), "UDP", "a4", 4, &auth))
+        .await;
+    assert!(
+        r.starts_with("SIP/2.0 401 ") && r.contains("stale=true"),
+        "{r}"
+    );
 
     // Unregister.
     let auth = authorization(challenges[0], "1000", "pw1000", 3);
-    let r = phone.transact(&register("1000", phone.addr(), "UDP", "a5", 5, &format!("{auth}Expires: 0\r\n"))).await;
+    let r = phone
+        .transact(&register(
+            "1000",
+            phone.addr(),
+            "UDP",
+            "a5",
+            5,
+            &format!("{auth}Expires: 0\r\n"),
+        ))
+        .await;
     assert!(r.starts_with("SIP/2.0 200 "), "{r}");
     assert!(header(&r, "Contact").is_empty(), "{r}");
     assert!(ep.registrar().bindings("1000").is_empty());
-    assert!(matches!(events.recv().await.unwrap(), BindingEvent::Removed(_)));
+    assert!(matches!(
+        events.recv().await.unwrap(),
+        BindingEvent::Removed(_)
+    ));
 
     ep.shutdown().await;
     assert!(store.bindings.lock().is_empty());
@@ -165,17 +237,29 @@ async fn udp_register_challenge_digest_refresh_unregister() {
 async fn sha256_digest_and_wrong_password() {
     let (ep, _) = start(true).await;
     let phone = Phone::new(ep.local_addr()).await;
-    let r = phone.transact(&register("1001", phone.addr(), "UDP", "s1", 1, "")).await;
-    let sha = header(&r, "WWW-Authenticate").into_iter().find(|c| c.contains("SHA-256")).unwrap().to_string();
+    let r = phone
+        .transact(&register("1001", phone.addr(), "UDP", "s1", 1, ""))
+        .await;
+    let sha = header(&r, "WWW-Authenticate")
+        .into_iter()
+        .find(|c| c.contains("SHA-256"))
+        .unwrap()
+        .to_string();
     let bad = authorization(&sha, "1001", "wrong", 1);
-    let r = phone.transact(&register("1001", phone.addr(), "UDP", "s2", 2, &bad)).await;
+    let r = phone
+        .transact(&register("1001", phone.addr(), "UDP", "s2", 2, &bad))
+        .await;
     assert!(r.starts_with("SIP/2.0 401 "), "{r}");
     // Another user's credentials cannot register this AOR.
     let other = authorization(&sha, "1000", "pw1000", 1);
-    let r = phone.transact(&register("1001", phone.addr(), "UDP", "s3", 3, &other)).await;
+    let r = phone
+        .transact(&register("1001", phone.addr(), "UDP", "s3", 3, &other))
+        .await;
     assert!(r.starts_with("SIP/2.0 401 "), "{r}");
     let good = authorization(&sha, "1001", "pw1001", 2);
-    let r = phone.transact(&register("1001", phone.addr(), "UDP", "s4", 4, &good)).await;
+    let r = phone
+        .transact(&register("1001", phone.addr(), "UDP", "s4", 4, &good))
+        .await;
     assert!(r.starts_with("SIP/2.0 200 "), "{r}");
     ep.shutdown().await;
 }
@@ -184,7 +268,16 @@ async fn sha256_digest_and_wrong_password() {
 async fn interval_too_brief_is_423_with_min_expires() {
     let (ep, _) = start(false).await;
     let phone = Phone::new(ep.local_addr()).await;
-    let r = phone.transact(&register("2000", phone.addr(), "UDP", "b1", 1, "Expires: 10\r\n")).await;
+    let r = phone
+        .transact(&register(
+            "2000",
+            phone.addr(),
+            "UDP",
+            "b1",
+            1,
+            "Expires: 10\r\n",
+        ))
+        .await;
     assert!(r.starts_with("SIP/2.0 423 "), "{r}");
     assert_eq!(header(&r, "Min-Expires"), ["60"]);
     assert!(ep.registrar().bindings("2000").is_empty());
@@ -211,26 +304,39 @@ async fn several_contacts_q_values_star_and_out_of_order() {
     let (ep, _) = start(false).await;
     let phone = Phone::new(ep.local_addr()).await;
     let a = phone.addr();
-    let msg = register("2002", a, "UDP", "m1", 5, &format!("Contact: <sip:2002@10.9.9.9:5070>;q=0.5;expires=120;+sip.instance=\"<urn:uuid:00000000-0000-0000-0000-000000000001>\";reg-id=1\r\n"));
+    let msg = register("2002", a, "UDP", "m1", 5, "Contact: <sip:2002@10.9.9.9:5070>;q=0.5;expires=120;+sip.instance=\"<urn:uuid:00000000-0000-0000-0000-000000000001>\";reg-id=1\r\n");
     let r = phone.transact(&msg).await;
     assert!(r.starts_with("SIP/2.0 200 "), "{r}");
     let contacts = header(&r, "Contact");
     assert_eq!(contacts.len(), 2, "{r}");
     let second = contacts.iter().find(|c| c.contains("10.9.9.9")).unwrap();
-    assert!(second.contains("q=0.5") && second.contains("+sip.instance=\"<urn:uuid:00000000-0000-0000-0000-000000000001>\"") && second.contains("reg-id=1"), "{second}");
+    assert!(
+        second.contains("q=0.5")
+            && second.contains("+sip.instance=\"<urn:uuid:00000000-0000-0000-0000-000000000001>\"")
+            && second.contains("reg-id=1"),
+        "{second}"
+    );
     let b = ep.registrar().bindings("2002");
     assert!(b.iter().any(|b| b.reg_id == Some(1) && b.q == Some(500)));
 
     // Same Call-ID, lower CSeq: refused, nothing changes.
-    let r = phone.transact(&register("2002", a, "UDP", "m2", 4, "Expires: 0\r\n")).await;
+    let r = phone
+        .transact(&register("2002", a, "UDP", "m2", 4, "Expires: 0\r\n"))
+        .await;
     assert!(r.starts_with("SIP/2.0 500 "), "{r}");
     assert_eq!(ep.registrar().bindings("2002").len(), 2);
 
     // Contact: * without Expires: 0 is a 400.
-    let star = register("2002", a, "UDP", "m3", 6, "").replace(&format!("Contact: <sip:2002@{a};transport=udp>"), "Contact: *");
+    let star = register("2002", a, "UDP", "m3", 6, "").replace(
+        &format!("Contact: <sip:2002@{a};transport=udp>"),
+        "Contact: *",
+    );
     let r = phone.transact(&star).await;
     assert!(r.starts_with("SIP/2.0 400 "), "{r}");
-    let star = register("2002", a, "UDP", "m4", 7, "Expires: 0\r\n").replace(&format!("Contact: <sip:2002@{a};transport=udp>"), "Contact: *");
+    let star = register("2002", a, "UDP", "m4", 7, "Expires: 0\r\n").replace(
+        &format!("Contact: <sip:2002@{a};transport=udp>"),
+        "Contact: *",
+    );
     let r = phone.transact(&star).await;
     assert!(r.starts_with("SIP/2.0 200 "), "{r}");
     assert!(ep.registrar().bindings("2002").is_empty());
@@ -252,7 +358,10 @@ async fn tcp_pipelined_registers_and_framing() {
     let mut got = String::new();
     let mut buf = [0u8; 8192];
     while got.matches("SIP/2.0 200 ").count() < 2 {
-        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await.expect("responses").unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+            .await
+            .expect("responses")
+            .unwrap();
         assert!(n > 0);
         got.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
@@ -270,11 +379,16 @@ async fn malformed_input_answered_or_dropped() {
     let phone = Phone::new(ep.local_addr()).await;
     let a = phone.addr();
     // Content-Length larger than the body.
-    let bad = register("4000", a, "UDP", "c1", 1, "").replace("Content-Length: 0\r\n\r\n", "Content-Length: 50\r\n\r\nshort");
+    let bad = register("4000", a, "UDP", "c1", 1, "").replace(
+        "Content-Length: 0\r\n\r\n",
+        "Content-Length: 50\r\n\r\nshort",
+    );
     let r = phone.transact(&bad).await;
     assert!(r.starts_with("SIP/2.0 400 Content-Length Mismatch"), "{r}");
     // Unknown method.
-    let r = phone.transact(&register("4000", a, "UDP", "c2", 1, "").replace("REGISTER", "FROBNICATE")).await;
+    let r = phone
+        .transact(&register("4000", a, "UDP", "c2", 1, "").replace("REGISTER", "FROBNICATE"))
+        .await;
     assert!(r.starts_with("SIP/2.0 501 "), "{r}");
     // Compact forms, folding and bare LF are fine.
     let compact = format!("REGISTER sip:sipdm.test SIP/2.0\nv: SIP/2.0/UDP {a};branch=z9hG4bKc3\ni : cid-compact\nf: <sip:4001@sipdm.test>;tag=x\nt: <sip:4001@sipdm.test>\nCSeq: 1\n REGISTER\nm: <sip:4001@{a}>\nl: 0\n\n");
@@ -291,10 +405,20 @@ async fn malformed_input_answered_or_dropped() {
     // OPTIONS: 200 with Allow and Accept.
     let opts = register("4000", a, "UDP", "c5", 1, "").replace("REGISTER", "OPTIONS");
     let r = phone.transact(&opts).await;
-    assert!(r.starts_with("SIP/2.0 200 ") && !header(&r, "Allow").is_empty() && !header(&r, "Accept").is_empty(), "{r}");
+    assert!(
+        r.starts_with("SIP/2.0 200 ")
+            && !header(&r, "Allow").is_empty()
+            && !header(&r, "Accept").is_empty(),
+        "{r}"
+    );
     // A known method nobody handles: 405 with Allow.
-    let r = phone.transact(&register("4000", a, "UDP", "c6", 1, "").replace("REGISTER", "MESSAGE")).await;
-    assert!(r.starts_with("SIP/2.0 405 ") && !header(&r, "Allow").is_empty(), "{r}");
+    let r = phone
+        .transact(&register("4000", a, "UDP", "c6", 1, "").replace("REGISTER", "MESSAGE"))
+        .await;
+    assert!(
+        r.starts_with("SIP/2.0 405 ") && !header(&r, "Allow").is_empty(),
+        "{r}"
+    );
     ep.shutdown().await;
 }
 
@@ -302,18 +426,26 @@ async fn malformed_input_answered_or_dropped() {
 async fn send_request_down_the_registered_flow() {
     let (ep, _) = start(false).await;
     let phone = Phone::new(ep.local_addr()).await;
-    let r = phone.transact(&register("5000", phone.addr(), "UDP", "n1", 1, "")).await;
+    let r = phone
+        .transact(&register("5000", phone.addr(), "UDP", "n1", 1, ""))
+        .await;
     assert!(r.starts_with("SIP/2.0 200 "));
     let b = ep.registrar().bindings("5000").pop().unwrap();
     let notify = format!(
         "NOTIFY {} SIP/2.0\r\nFrom: <sip:sipdm@sipdm.test>;tag=n\r\nTo: <sip:5000@sipdm.test>\r\nCall-ID: notify-1\r\nCSeq: 1 NOTIFY\r\nEvent: check-sync\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
         b.contact
     );
-    let rsip::SipMessage::Request(req) = sip::wire::parse::parse_bytes(notify.as_bytes()).unwrap() else { panic!() };
+    let rsip::SipMessage::Request(req) = sip::wire::parse::parse_bytes(notify.as_bytes()).unwrap()
+    else {
+        panic!()
+    };
     let ep2 = ep.clone();
     let pending = tokio::spawn(async move { ep2.send_request(req, Target::Binding(b)).await });
     let got = phone.recv().await.expect("NOTIFY arrives");
-    assert!(got.starts_with("NOTIFY ") && got.contains("Event: check-sync"), "{got}");
+    assert!(
+        got.starts_with("NOTIFY ") && got.contains("Event: check-sync"),
+        "{got}"
+    );
     // Answer it: copy Via/From/To/Call-ID/CSeq.
     let mut resp = String::from("SIP/2.0 200 OK\r\n");
     for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
@@ -333,31 +465,50 @@ async fn bindings_survive_restart() {
     let store = Arc::new(MemoryStore::default());
     let ep = start_with(store.clone(), false).await;
     let phone = Phone::new(ep.local_addr()).await;
-    let r = phone.transact(&register("6000", phone.addr(), "UDP", "p1", 1, "")).await;
+    let r = phone
+        .transact(&register("6000", phone.addr(), "UDP", "p1", 1, ""))
+        .await;
     assert!(r.starts_with("SIP/2.0 200 "));
     ep.shutdown().await;
     assert_eq!(store.bindings.lock().len(), 1, "flushed at shutdown");
     let ep = start_with(store.clone(), false).await;
     let b = ep.registrar().bindings("6000");
     assert_eq!(b.len(), 1);
-    assert_eq!(b[0].contact, format!("sip:6000@{};transport=udp", phone.addr()));
+    assert_eq!(
+        b[0].contact,
+        format!("sip:6000@{};transport=udp", phone.addr())
+    );
     ep.shutdown().await;
 }
 
 #[tokio::test]
 async fn oversize_message_is_513_on_udp_and_tcp() {
-    let ep = start_cfg(Arc::new(MemoryStore::default()), false, |c| c.transport.max_message_size = 2000).await;
+    let ep = start_cfg(Arc::new(MemoryStore::default()), false, |c| {
+        c.transport.max_message_size = 2000
+    })
+    .await;
     let phone = Phone::new(ep.local_addr()).await;
-    let big = register("7000", phone.addr(), "UDP", "o1", 1, &format!("X-Pad: {}\r\n", "p".repeat(3000)));
+    let big = register(
+        "7000",
+        phone.addr(),
+        "UDP",
+        "o1",
+        1,
+        &format!("X-Pad: {}\r\n", "p".repeat(3000)),
+    );
     let r = phone.transact(&big).await;
     assert!(r.starts_with("SIP/2.0 513 "), "{r}");
 
     let mut s = TcpStream::connect(ep.local_addr()).await.unwrap();
     let local = s.local_addr().unwrap();
-    let big = register("7001", local, "TCP", "o2", 1, "").replace("Content-Length: 0", "Content-Length: 5000");
+    let big = register("7001", local, "TCP", "o2", 1, "")
+        .replace("Content-Length: 0", "Content-Length: 5000");
     s.write_all(big.as_bytes()).await.unwrap();
     let mut buf = [0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await.expect("answer").unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+        .await
+        .expect("answer")
+        .unwrap();
     let r = String::from_utf8_lossy(&buf[..n]);
     assert!(r.starts_with("SIP/2.0 513 "), "{r}");
     ep.shutdown().await;
@@ -368,22 +519,36 @@ async fn send_request_down_the_registered_tcp_connection() {
     let (ep, _) = start(false).await;
     let mut s = TcpStream::connect(ep.local_addr()).await.unwrap();
     let local = s.local_addr().unwrap();
-    s.write_all(register("5100", local, "TCP", "tn1", 1, "").as_bytes()).await.unwrap();
+    s.write_all(register("5100", local, "TCP", "tn1", 1, "").as_bytes())
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 8192];
-    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200 "));
     let b = ep.registrar().bindings("5100").pop().unwrap();
     let notify = format!(
         "NOTIFY {} SIP/2.0\r\nFrom: <sip:sipdm@sipdm.test>;tag=n\r\nTo: <sip:5100@sipdm.test>\r\nCall-ID: notify-tcp\r\nCSeq: 1 NOTIFY\r\nEvent: check-sync\r\nContent-Length: 0\r\n\r\n",
         b.contact
     );
-    let rsip::SipMessage::Request(req) = sip::wire::parse::parse_bytes(notify.as_bytes()).unwrap() else { panic!() };
+    let rsip::SipMessage::Request(req) = sip::wire::parse::parse_bytes(notify.as_bytes()).unwrap()
+    else {
+        panic!()
+    };
     let ep2 = ep.clone();
     let pending = tokio::spawn(async move { ep2.send_request(req, Target::Binding(b)).await });
     // The NOTIFY arrives on the phone's own connection (no new connection to its contact).
-    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let got = String::from_utf8_lossy(&buf[..n]).into_owned();
-    assert!(got.starts_with("NOTIFY ") && header(&got, "Via")[0].starts_with("SIP/2.0/TCP"), "{got}");
+    assert!(
+        got.starts_with("NOTIFY ") && header(&got, "Via")[0].starts_with("SIP/2.0/TCP"),
+        "{got}"
+    );
     let mut resp = String::from("SIP/2.0 200 OK\r\n");
     for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
         for v in header(&got, name) {
@@ -399,15 +564,40 @@ async fn send_request_down_the_registered_tcp_connection() {
 #[tokio::test]
 async fn ipv6_loopback_and_required_extensions() {
     let ep = match tokio::net::UdpSocket::bind("[::1]:0").await {
-        Ok(_) => start_cfg(Arc::new(MemoryStore::default()), false, |c| c.transport.listen = vec!["[::1]:0".parse().unwrap()]).await,
+        Ok(_) => {
+            start_cfg(Arc::new(MemoryStore::default()), false, |c| {
+                c.transport.listen = vec!["[::1]:0".parse().unwrap()]
+            })
+            .await
+        }
         Err(_) => return, // no IPv6 on this host
     };
     let sock = UdpSocket::bind("[::1]:0").await.unwrap();
-    let phone = Phone { sock, server: ep.local_addr() };
-    let r = phone.transact(&register("8000", phone.addr(), "UDP", "v6", 1, "")).await;
+    let phone = Phone {
+        sock,
+        server: ep.local_addr(),
+    };
+    let r = phone
+        .transact(&register("8000", phone.addr(), "UDP", "v6", 1, ""))
+        .await;
     assert!(r.starts_with("SIP/2.0 200 "), "{r}");
-    assert_eq!(ep.registrar().bindings("8000")[0].flow.unwrap().remote, phone.addr());
-    let r = phone.transact(&register("8000", phone.addr(), "UDP", "v6b", 2, "Require: path, foo\r\n")).await;
-    assert!(r.starts_with("SIP/2.0 420 ") && header(&r, "Unsupported") == ["foo"], "{r}");
+    assert_eq!(
+        ep.registrar().bindings("8000")[0].flow.unwrap().remote,
+        phone.addr()
+    );
+    let r = phone
+        .transact(&register(
+            "8000",
+            phone.addr(),
+            "UDP",
+            "v6b",
+            2,
+            "Require: path, foo\r\n",
+        ))
+        .await;
+    assert!(
+        r.starts_with("SIP/2.0 420 ") && header(&r, "Unsupported") == ["foo"],
+        "{r}"
+    );
     ep.shutdown().await;
 }

@@ -25,19 +25,37 @@ fn token() -> impl Strategy<Value = String> {
 }
 
 fn msg() -> impl Strategy<Value = Msg> {
-    let methods = prop::sample::select(vec!["REGISTER", "INVITE", "OPTIONS", "NOTIFY", "BYE", "MESSAGE"]);
-    (any::<bool>(), methods, 100u16..700, token(), token(), prop::collection::vec(token(), 5), prop::collection::vec(any::<u8>(), 0..64))
+    let methods = prop::sample::select(vec![
+        "REGISTER", "INVITE", "OPTIONS", "NOTIFY", "BYE", "MESSAGE",
+    ]);
+    (
+        any::<bool>(),
+        methods,
+        100u16..700,
+        token(),
+        token(),
+        prop::collection::vec(token(), 5),
+        prop::collection::vec(any::<u8>(), 0..64),
+    )
         .prop_map(|(request, method, code, user, host, v, body)| Msg {
             request,
             method,
             code,
             headers: vec![
-                ("Via", "v", format!("SIP/2.0/UDP {}:5060;branch=z9hG4bK{}", host, v[0])),
+                (
+                    "Via",
+                    "v",
+                    format!("SIP/2.0/UDP {}:5060;branch=z9hG4bK{}", host, v[0]),
+                ),
                 ("From", "f", format!("<sip:{}@{}>;tag={}", user, host, v[1])),
                 ("To", "t", format!("<sip:{}@{}>", user, host)),
                 ("Call-ID", "i", v[2].clone()),
                 ("CSeq", "", format!("7 {}", method)),
-                ("Contact", "m", format!("<sip:{}@{}:5062>;expires=60", user, v[3])),
+                (
+                    "Contact",
+                    "m",
+                    format!("<sip:{}@{}:5062>;expires=60", user, v[3]),
+                ),
                 ("Subject", "s", v[4].clone()),
             ],
             user,
@@ -55,7 +73,11 @@ fn render(m: &Msg, compact: bool, bare_lf: bool, space_colon: bool, fold: bool) 
         format!("SIP/2.0 {} Whatever{nl}", m.code)
     };
     for (full, short, value) in &m.headers {
-        let name = if compact && !short.is_empty() { short } else { full };
+        let name = if compact && !short.is_empty() {
+            short
+        } else {
+            full
+        };
         let sep = if space_colon { " : " } else { ": " };
         if fold && *full == "Subject" {
             s.push_str(&format!("{name}{sep}x{nl} {value}{nl}"));

@@ -96,22 +96,41 @@ pub enum DigestError {
 impl DigestResponse {
     pub fn parse(value: &str) -> Result<DigestResponse, DigestError> {
         let value = value.trim();
-        let (scheme, rest) = value.split_once(char::is_whitespace).ok_or(DigestError::NotDigest)?;
+        let (scheme, rest) = value
+            .split_once(char::is_whitespace)
+            .ok_or(DigestError::NotDigest)?;
         if !scheme.eq_ignore_ascii_case("Digest") {
             return Err(DigestError::NotDigest);
         }
         let mut r = DigestResponse::default();
         let mut have = [false; 5];
         for part in split_top_level(rest, b',') {
-            let Some((k, v)) = part.split_once('=') else { continue };
+            let Some((k, v)) = part.split_once('=') else {
+                continue;
+            };
             let k = k.trim();
             let v = unquote(v.trim()).into_owned();
             match k.to_ascii_lowercase().as_str() {
-                "username" => { r.username = v; have[0] = true; }
-                "realm" => { r.realm = v; have[1] = true; }
-                "nonce" => { r.nonce = v; have[2] = true; }
-                "uri" => { r.uri = v; have[3] = true; }
-                "response" => { r.response = v; have[4] = true; }
+                "username" => {
+                    r.username = v;
+                    have[0] = true;
+                }
+                "realm" => {
+                    r.realm = v;
+                    have[1] = true;
+                }
+                "nonce" => {
+                    r.nonce = v;
+                    have[2] = true;
+                }
+                "uri" => {
+                    r.uri = v;
+                    have[3] = true;
+                }
+                "response" => {
+                    r.response = v;
+                    have[4] = true;
+                }
                 "algorithm" => r.algorithm = Some(v),
                 "cnonce" => r.cnonce = Some(v),
                 "opaque" => r.opaque = Some(v),
@@ -143,7 +162,10 @@ impl DigestResponse {
     pub fn expected(&self, method: &str, ha1: &str) -> Result<String, DigestError> {
         let alg = self.algorithm()?;
         let ha1 = if alg.is_sess() {
-            let cnonce = self.cnonce.as_deref().ok_or(DigestError::Missing("cnonce"))?;
+            let cnonce = self
+                .cnonce
+                .as_deref()
+                .ok_or(DigestError::Missing("cnonce"))?;
             alg.hash(&[ha1, &self.nonce, cnonce])
         } else {
             ha1.to_string()
@@ -153,7 +175,10 @@ impl DigestResponse {
             None => Ok(alg.hash(&[&ha1, &self.nonce, &ha2])),
             Some(q) if q.eq_ignore_ascii_case("auth") => {
                 let nc = self.nc.as_deref().ok_or(DigestError::Missing("nc"))?;
-                let cnonce = self.cnonce.as_deref().ok_or(DigestError::Missing("cnonce"))?;
+                let cnonce = self
+                    .cnonce
+                    .as_deref()
+                    .ok_or(DigestError::Missing("cnonce"))?;
                 Ok(alg.hash(&[&ha1, &self.nonce, nc, cnonce, "auth", &ha2]))
             }
             Some(_) => Err(DigestError::Qop),
@@ -194,8 +219,14 @@ mod tests {
 
     #[test]
     fn rejects_incomplete() {
-        assert_eq!(DigestResponse::parse("Basic abc"), Err(DigestError::NotDigest));
-        assert_eq!(DigestResponse::parse("Digest realm=\"x\""), Err(DigestError::Missing("username")));
+        assert_eq!(
+            DigestResponse::parse("Basic abc"),
+            Err(DigestError::NotDigest)
+        );
+        assert_eq!(
+            DigestResponse::parse("Digest realm=\"x\""),
+            Err(DigestError::Missing("username"))
+        );
         assert_eq!(DigestResponse::parse(""), Err(DigestError::NotDigest));
     }
 }

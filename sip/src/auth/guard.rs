@@ -78,14 +78,28 @@ impl DigestGuard {
     }
 
     /// Checks `req` for AOR user `aor_user`. `proxy` selects Proxy-Authorization (407 flows).
-    pub async fn check(&self, req: &Request, source: IpAddr, aor_user: &str, proxy: bool) -> Result<AuthOutcome, AuthError> {
-        if !self.authenticator.must_authenticate(aor_user, &req.method).await? {
+    pub async fn check(
+        &self,
+        req: &Request,
+        source: IpAddr,
+        aor_user: &str,
+        proxy: bool,
+    ) -> Result<AuthOutcome, AuthError> {
+        if !self
+            .authenticator
+            .must_authenticate(aor_user, &req.method)
+            .await?
+        {
             return Ok(AuthOutcome::NotRequired);
         }
         if self.throttle.is_blocked(source) {
             return Ok(AuthOutcome::Throttled);
         }
-        let header = if proxy { "Proxy-Authorization" } else { "Authorization" };
+        let header = if proxy {
+            "Proxy-Authorization"
+        } else {
+            "Authorization"
+        };
         // Several credentials may be present (one per realm); use ours.
         let Some(d) = req
             .header_values(header)
@@ -106,7 +120,11 @@ impl DigestGuard {
                 return Ok(AuthOutcome::Challenge { stale: false });
             }
         }
-        let Some(cred) = self.authenticator.credential(&self.cfg.realm, &d.username, aor_user).await? else {
+        let Some(cred) = self
+            .authenticator
+            .credential(&self.cfg.realm, &d.username, aor_user)
+            .await?
+        else {
             tracing::debug!(username = %d.username, aor_user, "unknown digest user or not allowed for AOR");
             self.throttle.record_failure(source);
             return Ok(AuthOutcome::Challenge { stale: false });
@@ -120,7 +138,10 @@ impl DigestGuard {
             }
         };
         let method = req.method.to_string();
-        let ok = d.expected(&method, &ha1).map(|e| ct_eq(&e, &d.response)).unwrap_or(false);
+        let ok = d
+            .expected(&method, &ha1)
+            .map(|e| ct_eq(&e, &d.response))
+            .unwrap_or(false);
         if !ok {
             tracing::debug!(username = %d.username, %source, "digest response mismatch");
             self.throttle.record_failure(source);
@@ -134,13 +155,24 @@ impl DigestGuard {
                 return Ok(AuthOutcome::Challenge { stale: true });
             }
         }
-        Ok(AuthOutcome::Authenticated { username: d.username })
+        Ok(AuthOutcome::Authenticated {
+            username: d.username,
+        })
     }
 
     /// A complete 401 (or 407 when `proxy`) answer to `req`, for handlers of other methods
     /// (INVITE with `authenticate-requests = register,invite`).
-    pub fn challenge_response(&self, req: &crate::handler::IncomingRequest, stale: bool, proxy: bool) -> rsip::Response {
-        let status = if proxy { rsip::StatusCode::ProxyAuthenticationRequired } else { rsip::StatusCode::Unauthorized };
+    pub fn challenge_response(
+        &self,
+        req: &crate::handler::IncomingRequest,
+        stale: bool,
+        proxy: bool,
+    ) -> rsip::Response {
+        let status = if proxy {
+            rsip::StatusCode::ProxyAuthenticationRequired
+        } else {
+            rsip::StatusCode::Unauthorized
+        };
         let mut r = req.response(status);
         for h in self.challenge(stale, proxy) {
             r.headers.push(h);

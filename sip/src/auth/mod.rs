@@ -45,12 +45,21 @@ pub struct AuthError(pub String);
 pub trait Authenticator: Send + Sync + 'static {
     /// Whether `method` requests for AOR user `aor_user` must carry digest credentials
     /// (`authenticate-requests = register,invite` per DN).
-    fn must_authenticate<'a>(&'a self, aor_user: &'a str, method: &'a rsip::Method) -> BoxFuture<'a, Result<bool, AuthError>>;
+    fn must_authenticate<'a>(
+        &'a self,
+        aor_user: &'a str,
+        method: &'a rsip::Method,
+    ) -> BoxFuture<'a, Result<bool, AuthError>>;
 
     /// The credential of digest user `username` in `realm`, if that user may act for
     /// `aor_user` (a DN's own user; any device's user for the shared `gcti_provisioning` AOR).
     /// `None` means "no such user or not allowed", answered with a new challenge.
-    fn credential<'a>(&'a self, realm: &'a str, username: &'a str, aor_user: &'a str) -> BoxFuture<'a, Result<Option<Credential>, AuthError>>;
+    fn credential<'a>(
+        &'a self,
+        realm: &'a str,
+        username: &'a str,
+        aor_user: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Credential>, AuthError>>;
 }
 
 /// Accepts everything without challenge: for tests and for registrars without authentication.
@@ -58,10 +67,19 @@ pub trait Authenticator: Send + Sync + 'static {
 pub struct NoAuthentication;
 
 impl Authenticator for NoAuthentication {
-    fn must_authenticate<'a>(&'a self, _: &'a str, _: &'a rsip::Method) -> BoxFuture<'a, Result<bool, AuthError>> {
+    fn must_authenticate<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a rsip::Method,
+    ) -> BoxFuture<'a, Result<bool, AuthError>> {
         Box::pin(std::future::ready(Ok(false)))
     }
-    fn credential<'a>(&'a self, _: &'a str, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<Option<Credential>, AuthError>> {
+    fn credential<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Credential>, AuthError>> {
         Box::pin(std::future::ready(Ok(None)))
     }
 }
@@ -76,11 +94,24 @@ pub struct StaticUsers {
 }
 
 impl Authenticator for StaticUsers {
-    fn must_authenticate<'a>(&'a self, _: &'a str, method: &'a rsip::Method) -> BoxFuture<'a, Result<bool, AuthError>> {
+    fn must_authenticate<'a>(
+        &'a self,
+        _: &'a str,
+        method: &'a rsip::Method,
+    ) -> BoxFuture<'a, Result<bool, AuthError>> {
         Box::pin(std::future::ready(Ok(self.methods.contains(method))))
     }
-    fn credential<'a>(&'a self, _realm: &'a str, username: &'a str, aor_user: &'a str) -> BoxFuture<'a, Result<Option<Credential>, AuthError>> {
-        let c = if username == aor_user { self.users.get(username).cloned().map(Credential::Password) } else { None };
+    fn credential<'a>(
+        &'a self,
+        _realm: &'a str,
+        username: &'a str,
+        aor_user: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Credential>, AuthError>> {
+        let c = if username == aor_user {
+            self.users.get(username).cloned().map(Credential::Password)
+        } else {
+            None
+        };
         Box::pin(std::future::ready(Ok(c)))
     }
 }

@@ -39,14 +39,18 @@ pub struct NonceFactory {
 
 impl NonceFactory {
     pub fn new(secret: &[u8], lifetime: Duration) -> Self {
-        NonceFactory { secret: secret.to_vec(), lifetime }
+        NonceFactory {
+            secret: secret.to_vec(),
+            lifetime,
+        }
     }
 
     fn mac(&self, ts: u64, salt: &[u8], realm: &str) -> [u8; 12] {
         // HMAC accepts keys of any length, so new_from_slice cannot fail; fall back to a
         // fixed key rather than panic if that ever changes.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
-            .unwrap_or_else(|_| <Hmac<Sha256> as Mac>::new_from_slice(b"sipdm").expect("static key"));
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).unwrap_or_else(|_| {
+            <Hmac<Sha256> as Mac>::new_from_slice(b"sipdm").expect("static key")
+        });
         mac.update(&ts.to_be_bytes());
         mac.update(salt);
         mac.update(realm.as_bytes());
@@ -76,14 +80,26 @@ impl NonceFactory {
         if nonce.len() != NONCE_LEN || !nonce.is_ascii() {
             return NonceCheck::Invalid;
         }
-        let Ok(ts_bytes) = hex::decode(&nonce[..16]) else { return NonceCheck::Invalid };
-        let Ok(salt) = hex::decode(&nonce[16..32]) else { return NonceCheck::Invalid };
-        let Ok(tag) = hex::decode(&nonce[32..]) else { return NonceCheck::Invalid };
+        let Ok(ts_bytes) = hex::decode(&nonce[..16]) else {
+            return NonceCheck::Invalid;
+        };
+        let Ok(salt) = hex::decode(&nonce[16..32]) else {
+            return NonceCheck::Invalid;
+        };
+        let Ok(tag) = hex::decode(&nonce[32..]) else {
+            return NonceCheck::Invalid;
+        };
         let mut b = [0u8; 8];
         b.copy_from_slice(&ts_bytes);
         let ts = u64::from_be_bytes(b);
         let expect = self.mac(ts, &salt, realm);
-        if tag.len() != 12 || tag.iter().zip(expect.iter()).fold(0u8, |a, (x, y)| a | (x ^ y)) != 0 {
+        if tag.len() != 12
+            || tag
+                .iter()
+                .zip(expect.iter())
+                .fold(0u8, |a, (x, y)| a | (x ^ y))
+                != 0
+        {
             return NonceCheck::Invalid;
         }
         // A nonce from the future (clock skew between instances) is accepted within a minute.
@@ -98,7 +114,10 @@ impl NonceFactory {
 }
 
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 struct Generations {
@@ -117,7 +136,12 @@ impl NcTracker {
         let per_shard = (capacity / SHARDS).max(16);
         NcTracker {
             shards: (0..SHARDS)
-                .map(|_| Mutex::new(Generations { current: HashMap::new(), previous: HashMap::new() }))
+                .map(|_| {
+                    Mutex::new(Generations {
+                        current: HashMap::new(),
+                        previous: HashMap::new(),
+                    })
+                })
                 .collect(),
             per_shard,
         }
@@ -125,9 +149,16 @@ impl NcTracker {
 
     /// Records `nc` for `nonce`; false if it is not higher than one already seen (a replay).
     pub fn accept(&self, nonce: &str, nc: u32) -> bool {
-        let idx = nonce.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize)) % SHARDS;
+        let idx = nonce
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
+            % SHARDS;
         let mut g = self.shards[idx].lock();
-        let seen = g.current.get(nonce).or_else(|| g.previous.get(nonce)).copied();
+        let seen = g
+            .current
+            .get(nonce)
+            .or_else(|| g.previous.get(nonce))
+            .copied();
         if seen.is_some_and(|s| nc <= s) {
             return false;
         }
@@ -156,10 +187,17 @@ mod tests {
         assert_eq!(b.check_at(&n, "r", 1301), NonceCheck::Stale);
         assert_eq!(b.check_at("zz", "r", 1000), NonceCheck::Invalid);
         assert_eq!(b.check_at(&"é".repeat(28), "r", 1000), NonceCheck::Invalid);
-        assert_ne!(a.issue_at("r", 1000), a.issue_at("r", 1000), "unique within one second");
+        assert_ne!(
+            a.issue_at("r", 1000),
+            a.issue_at("r", 1000),
+            "unique within one second"
+        );
         let mut tampered = n.clone().into_bytes();
         tampered[20] = if tampered[20] == b'0' { b'1' } else { b'0' };
-        assert_eq!(b.check_at(std::str::from_utf8(&tampered).unwrap(), "r", 1100), NonceCheck::Invalid);
+        assert_eq!(
+            b.check_at(std::str::from_utf8(&tampered).unwrap(), "r", 1100),
+            NonceCheck::Invalid
+        );
     }
 
     #[test]
@@ -171,7 +209,14 @@ mod tests {
         for i in 0..10_000 {
             t.accept(&format!("x{i}"), 1);
         }
-        let total: usize = t.shards.iter().map(|s| { let g = s.lock(); g.current.len() + g.previous.len() }).sum();
+        let total: usize = t
+            .shards
+            .iter()
+            .map(|s| {
+                let g = s.lock();
+                g.current.len() + g.previous.len()
+            })
+            .sum();
         assert!(total <= 2 * 16 * 16 + 16);
     }
 }

@@ -19,7 +19,11 @@ pub struct ThrottleConfig {
 
 impl Default for ThrottleConfig {
     fn default() -> Self {
-        ThrottleConfig { max_failures: 20, window: Duration::from_secs(60), max_sources: 100_000 }
+        ThrottleConfig {
+            max_failures: 20,
+            window: Duration::from_secs(60),
+            max_sources: 100_000,
+        }
     }
 }
 
@@ -36,7 +40,10 @@ pub struct Throttle {
 
 impl Throttle {
     pub fn new(cfg: ThrottleConfig) -> Self {
-        Throttle { cfg, sources: Mutex::new(HashMap::new()) }
+        Throttle {
+            cfg,
+            sources: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Whether `source` is currently refused.
@@ -45,8 +52,9 @@ impl Throttle {
             return false;
         }
         let map = self.sources.lock();
-        map.get(&source)
-            .is_some_and(|e| e.window_start.elapsed() < self.cfg.window && e.failures >= self.cfg.max_failures)
+        map.get(&source).is_some_and(|e| {
+            e.window_start.elapsed() < self.cfg.window && e.failures >= self.cfg.max_failures
+        })
     }
 
     /// Counts a failed authentication from `source`.
@@ -63,9 +71,17 @@ impl Throttle {
             }
         }
         let now = Instant::now();
-        let e = map.entry(source).or_insert(Entry { window_start: now, failures: 0, logged: false });
+        let e = map.entry(source).or_insert(Entry {
+            window_start: now,
+            failures: 0,
+            logged: false,
+        });
         if now.duration_since(e.window_start) >= self.cfg.window {
-            *e = Entry { window_start: now, failures: 0, logged: false };
+            *e = Entry {
+                window_start: now,
+                failures: 0,
+                logged: false,
+            };
         }
         e.failures += 1;
         if e.failures >= self.cfg.max_failures && !e.logged {
@@ -81,7 +97,11 @@ mod tests {
 
     #[test]
     fn blocks_after_max_failures() {
-        let t = Throttle::new(ThrottleConfig { max_failures: 3, window: Duration::from_secs(60), max_sources: 10 });
+        let t = Throttle::new(ThrottleConfig {
+            max_failures: 3,
+            window: Duration::from_secs(60),
+            max_sources: 10,
+        });
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let other: IpAddr = "10.0.0.2".parse().unwrap();
         for _ in 0..2 {

@@ -76,11 +76,21 @@ pub trait MessageExt {
 
 impl<T: HasHeaders> MessageExt for T {
     fn header_value(&self, name: &str) -> Option<&str> {
-        self.headers().iter().map(name_value).find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        self.headers()
+            .iter()
+            .map(name_value)
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
     }
 
     fn header_values<'a>(&'a self, name: &'a str) -> Box<dyn Iterator<Item = &'a str> + 'a> {
-        Box::new(self.headers().iter().map(name_value).filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+        Box::new(
+            self.headers()
+                .iter()
+                .map(name_value)
+                .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v),
+        )
     }
 }
 

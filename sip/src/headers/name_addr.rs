@@ -22,7 +22,10 @@ impl NameAddr {
             return Err(AddrError("empty"));
         }
         if let Some(open) = find_unquoted(s, b'<') {
-            let close = s[open..].find('>').map(|i| open + i).ok_or(AddrError("unclosed <"))?;
+            let close = s[open..]
+                .find('>')
+                .map(|i| open + i)
+                .ok_or(AddrError("unclosed <"))?;
             let display = s[..open].trim();
             let display = if display.is_empty() {
                 None
@@ -33,7 +36,11 @@ impl NameAddr {
             if uri.is_empty() || !uri.contains(':') {
                 return Err(AddrError("uri"));
             }
-            return Ok(NameAddr { display, uri: uri.to_string(), params: Params::parse(&s[close + 1..]) });
+            return Ok(NameAddr {
+                display,
+                uri: uri.to_string(),
+                params: Params::parse(&s[close + 1..]),
+            });
         }
         let (uri, params) = match s.find(';') {
             Some(i) => (&s[..i], Params::parse(&s[i..])),
@@ -42,7 +49,11 @@ impl NameAddr {
         if uri.contains(char::is_whitespace) || !uri.contains(':') {
             return Err(AddrError("uri"));
         }
-        Ok(NameAddr { display: None, uri: uri.to_string(), params })
+        Ok(NameAddr {
+            display: None,
+            uri: uri.to_string(),
+            params,
+        })
     }
 
     pub fn tag(&self) -> Option<&str> {
@@ -129,11 +140,23 @@ mod tests {
 
     #[test]
     fn contact_lists() {
-        let c = ContactList::parse(["<sip:a@1.2.3.4>;expires=60;q=0.5, <sip:b@1.2.3.4>", "sip:c@h"].into_iter()).unwrap();
-        let ContactList::Addresses(v) = c else { panic!() };
+        let c = ContactList::parse(
+            [
+                "<sip:a@1.2.3.4>;expires=60;q=0.5, <sip:b@1.2.3.4>",
+                "sip:c@h",
+            ]
+            .into_iter(),
+        )
+        .unwrap();
+        let ContactList::Addresses(v) = c else {
+            panic!()
+        };
         assert_eq!(v.len(), 3);
         assert_eq!(v[0].params.value("q"), Some("0.5"));
-        assert_eq!(ContactList::parse(["*"].into_iter()).unwrap(), ContactList::Star);
+        assert_eq!(
+            ContactList::parse(["*"].into_iter()).unwrap(),
+            ContactList::Star
+        );
         assert!(ContactList::parse(["*, <sip:a@b>"].into_iter()).is_err());
     }
 }

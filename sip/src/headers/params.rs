@@ -28,7 +28,10 @@ impl Params {
     }
 
     pub fn get(&self, name: &str) -> Option<Option<&str>> {
-        self.0.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_deref())
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_deref())
     }
 
     /// The value of a parameter that has one.
@@ -41,7 +44,11 @@ impl Params {
     }
 
     pub fn set(&mut self, name: &str, value: Option<String>) {
-        match self.0.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
             Some(slot) => slot.1 = value,
             None => self.0.push((name.to_string(), value)),
         }
@@ -56,7 +63,11 @@ impl std::fmt::Display for Params {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for (n, v) in &self.0 {
             match v {
-                Some(v) if needs_quotes(v) => write!(f, ";{n}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))?,
+                Some(v) if needs_quotes(v) => write!(
+                    f,
+                    ";{n}=\"{}\"",
+                    v.replace('\\', "\\\\").replace('"', "\\\"")
+                )?,
                 Some(v) => write!(f, ";{n}={v}")?,
                 None => write!(f, ";{n}")?,
             }
@@ -66,7 +77,10 @@ impl std::fmt::Display for Params {
 }
 
 fn needs_quotes(v: &str) -> bool {
-    v.is_empty() || !v.bytes().all(|c| c.is_ascii_alphanumeric() || b"-.!%*_+`'~:[]".contains(&c))
+    v.is_empty()
+        || !v
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-.!%*_+`'~:[]".contains(&c))
 }
 
 /// Strips one pair of surrounding double quotes and unescapes `\x`.
@@ -146,7 +160,9 @@ pub fn has_param(value: &str, name: &str) -> bool {
 fn random_token(len: usize) -> String {
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::thread_rng();
-    (0..len).map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char).collect()
+    (0..len)
+        .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
+        .collect()
 }
 
 /// A From/To tag.
@@ -169,7 +185,10 @@ mod tests {
         assert_eq!(p.value("expires"), Some("60"));
         assert_eq!(p.value("+sip.instance"), Some("<urn:uuid:1;2>"));
         assert!(p.contains("lr"));
-        assert_eq!(p.to_string(), ";expires=60;+sip.instance=\"<urn:uuid:1;2>\";reg-id=1;lr");
+        assert_eq!(
+            p.to_string(),
+            ";expires=60;+sip.instance=\"<urn:uuid:1;2>\";reg-id=1;lr"
+        );
     }
 
     #[test]

@@ -28,10 +28,15 @@ impl Via {
             let end = if i < 2 {
                 rest.find('/').ok_or(ViaError("sent-protocol"))?
             } else {
-                rest.find(|c: char| c.is_ascii_whitespace()).ok_or(ViaError("sent-by"))?
+                rest.find(|c: char| c.is_ascii_whitespace())
+                    .ok_or(ViaError("sent-by"))?
             };
             proto.push(rest[..end].trim());
-            rest = if i < 2 { &rest[end + 1..] } else { &rest[end..] };
+            rest = if i < 2 {
+                &rest[end + 1..]
+            } else {
+                &rest[end..]
+            };
         }
         if !proto[0].eq_ignore_ascii_case("SIP") || proto[1] != "2.0" || proto[2].is_empty() {
             return Err(ViaError("sent-protocol"));
@@ -42,7 +47,12 @@ impl Via {
             None => (rest.trim(), Params::default()),
         };
         let (host, port) = split_host_port(sent_by).ok_or(ViaError("sent-by"))?;
-        Ok(Via { transport: proto[2].to_ascii_uppercase(), host: host.to_string(), port, params })
+        Ok(Via {
+            transport: proto[2].to_ascii_uppercase(),
+            host: host.to_string(),
+            port,
+            params,
+        })
     }
 
     pub fn branch(&self) -> Option<&str> {
@@ -73,7 +83,12 @@ impl Via {
     pub fn response_target(&self, default_port: u16) -> Option<SocketAddr> {
         let host = self.params.value("received").unwrap_or(&self.host);
         let ip: IpAddr = host.trim_matches(['[', ']']).parse().ok()?;
-        let port = self.params.value("rport").and_then(|p| p.parse().ok()).or(self.port).unwrap_or(default_port);
+        let port = self
+            .params
+            .value("rport")
+            .and_then(|p| p.parse().ok())
+            .or(self.port)
+            .unwrap_or(default_port);
         Some(SocketAddr::new(ip, port))
     }
 }
@@ -120,15 +135,24 @@ mod tests {
         assert_eq!(v.host, "10.0.0.1");
         assert_eq!(v.port, Some(5062));
         assert_eq!(v.branch(), Some("z9hG4bKabc"));
-        assert_eq!(v.to_string(), "SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bKabc;rport");
+        assert_eq!(
+            v.to_string(),
+            "SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bKabc;rport"
+        );
     }
 
     #[test]
     fn rport_and_received() {
         let mut v = Via::parse("SIP/2.0/UDP 192.168.1.2:5060;branch=z9hG4bK1;rport").unwrap();
         v.stamp_received("203.0.113.9:40000".parse().unwrap());
-        assert_eq!(v.to_string(), "SIP/2.0/UDP 192.168.1.2:5060;branch=z9hG4bK1;rport=40000;received=203.0.113.9");
-        assert_eq!(v.response_target(5060), Some("203.0.113.9:40000".parse().unwrap()));
+        assert_eq!(
+            v.to_string(),
+            "SIP/2.0/UDP 192.168.1.2:5060;branch=z9hG4bK1;rport=40000;received=203.0.113.9"
+        );
+        assert_eq!(
+            v.response_target(5060),
+            Some("203.0.113.9:40000".parse().unwrap())
+        );
         let mut v = Via::parse("SIP/2.0/UDP 203.0.113.9:5060;branch=z9hG4bK1").unwrap();
         v.stamp_received("203.0.113.9:5060".parse().unwrap());
         assert!(!v.params.contains("received"));
@@ -138,7 +162,10 @@ mod tests {
     fn ipv6_and_garbage() {
         let v = Via::parse("SIP/2.0/TCP [2001:db8::1]:5060;branch=z9hG4bK1").unwrap();
         assert_eq!(v.host, "[2001:db8::1]");
-        assert_eq!(v.response_target(5060), Some("[2001:db8::1]:5060".parse().unwrap()));
+        assert_eq!(
+            v.response_target(5060),
+            Some("[2001:db8::1]:5060".parse().unwrap())
+        );
         assert!(Via::parse("SIP/2.0/UDP").is_err());
         assert!(Via::parse("HTTP/1.1/TCP x").is_err());
         assert!(Via::parse("SIP/2.0/UDP h:99999").is_err());

@@ -79,7 +79,9 @@ impl Binding {
 pub fn format_q(q: u16) -> String {
     let s = format!("{}.{:03}", q / 1000, q % 1000);
     let s = s.trim_end_matches('0');
-    s.strip_suffix('.').map(|x| format!("{x}.0")).unwrap_or_else(|| s.to_string())
+    s.strip_suffix('.')
+        .map(|x| format!("{x}.0"))
+        .unwrap_or_else(|| s.to_string())
 }
 
 /// A change of the binding table, published on a broadcast channel (the Kamailio usrloc
@@ -95,7 +97,10 @@ pub enum BindingEvent {
 impl BindingEvent {
     pub fn binding(&self) -> &Arc<Binding> {
         match self {
-            BindingEvent::Inserted(b) | BindingEvent::Refreshed(b) | BindingEvent::Removed(b) | BindingEvent::Expired(b) => b,
+            BindingEvent::Inserted(b)
+            | BindingEvent::Refreshed(b)
+            | BindingEvent::Removed(b)
+            | BindingEvent::Expired(b) => b,
         }
     }
 }

@@ -78,7 +78,11 @@ pub enum RegistrarError {
     #[error("invalid q-value")]
     BadQ,
     #[error("interval too brief for {aor}: {requested}s < {min}s")]
-    IntervalTooBrief { aor: String, requested: u32, min: u32 },
+    IntervalTooBrief {
+        aor: String,
+        requested: u32,
+        min: u32,
+    },
     #[error("Call-ID/CSeq out of order for {aor}")]
     OutOfOrder { aor: String },
     #[error("too many contacts for {aor} (max {max})")]

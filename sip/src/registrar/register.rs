@@ -38,13 +38,26 @@ enum Verdict {
 
 impl Registrar {
     /// Loads persisted bindings, starts the write-behind writer and the expiry sweeper.
-    pub async fn start(cfg: RegistrarConfig, store: Arc<dyn BindingStore>, guard: Arc<DigestGuard>, stats: Arc<Stats>) -> Result<Arc<Registrar>, StoreError> {
+    pub async fn start(
+        cfg: RegistrarConfig,
+        store: Arc<dyn BindingStore>,
+        guard: Arc<DigestGuard>,
+        stats: Arc<Stats>,
+    ) -> Result<Arc<Registrar>, StoreError> {
         let loaded = store.load_all().await?;
         let table = BindingTable::default();
         let n = table.load(loaded, now_secs());
         tracing::info!(bindings = n, "bindings loaded");
-        let writer = WriteBehind::start(store, cfg.write_batch, cfg.write_interval, cfg.write_queue);
-        let r = Arc::new(Registrar { events: super::new_events(cfg.event_capacity), cfg, table, writer, guard, stats });
+        let writer =
+            WriteBehind::start(store, cfg.write_batch, cfg.write_interval, cfg.write_queue);
+        let r = Arc::new(Registrar {
+            events: super::new_events(cfg.event_capacity),
+            cfg,
+            table,
+            writer,
+            guard,
+            stats,
+        });
         tokio::spawn(sweeper(Arc::downgrade(&r), r.cfg.sweep_interval));
         Ok(r)
     }
@@ -81,15 +94,24 @@ impl Registrar {
     /// The AOR key of a SIP URI: `user` (or `user@host`), parameters and port dropped
     /// (RFC 3261 §10.3 step 5, canonical form).
     pub fn aor_of_uri(&self, uri: &str) -> Option<(String, String)> {
-        let rest = uri.split_once(':').filter(|(s, _)| s.eq_ignore_ascii_case("sip") || s.eq_ignore_ascii_case("sips"))?.1;
+        let rest = uri
+            .split_once(':')
+            .filter(|(s, _)| s.eq_ignore_ascii_case("sip") || s.eq_ignore_ascii_case("sips"))?
+            .1;
         let rest = rest.split([';', '?']).next()?;
         let (user, hostport) = rest.rsplit_once('@')?;
         if user.is_empty() {
             return None;
         }
-        let host = crate::headers::via::split_host_port(hostport)?.0.to_ascii_lowercase();
+        let host = crate::headers::via::split_host_port(hostport)?
+            .0
+            .to_ascii_lowercase();
         let user = user.split(':').next()?.to_string(); // drop a password part
-        let key = if self.cfg.use_domain { format!("{user}@{host}") } else { user.clone() };
+        let key = if self.cfg.use_domain {
+            format!("{user}@{host}")
+        } else {
+            user.clone()
+        };
         Some((key, user))
     }
 
@@ -105,24 +127,46 @@ impl Registrar {
         if !unsupported.is_empty() {
             return Err(RegistrarError::BadExtension(unsupported.join(", ")));
         }
-        let to = req.header_value("To").and_then(|v| NameAddr::parse(v).ok()).ok_or(RegistrarError::BadTo)?;
+        let to = req
+            .header_value("To")
+            .and_then(|v| NameAddr::parse(v).ok())
+            .ok_or(RegistrarError::BadTo)?;
         let (aor, user) = self.aor_of_uri(&to.uri).ok_or(RegistrarError::BadTo)?;
 
-        let device = match self.guard.check(req, inc.flow.remote.ip(), &user, false).await.map_err(|e| RegistrarError::Auth(e.0))? {
+        let device = match self
+            .guard
+            .check(req, inc.flow.remote.ip(), &user, false)
+            .await
+            .map_err(|e| RegistrarError::Auth(e.0))?
+        {
             AuthOutcome::NotRequired => None,
             AuthOutcome::Authenticated { username } => Some(username),
             AuthOutcome::Challenge { stale } => return Ok(Verdict::Challenge { stale }),
             AuthOutcome::Throttled => return Ok(Verdict::Throttled),
         };
 
-        let call_id = req.call_id().ok_or(RegistrarError::MissingHeader)?.to_string();
+        let call_id = req
+            .call_id()
+            .ok_or(RegistrarError::MissingHeader)?
+            .to_string();
         let cseq = req.cseq().ok_or(RegistrarError::MissingHeader)?.0;
         let header_expires = match req.header_value("Expires") {
-            Some(v) => Some(v.trim().parse::<u64>().map_err(|_| RegistrarError::BadExpires)?.min(u32::MAX as u64) as u32),
+            Some(v) => Some(
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| RegistrarError::BadExpires)?
+                    .min(u32::MAX as u64) as u32,
+            ),
             None => None,
         };
-        let contacts = ContactList::parse(req.header_values("Contact")).map_err(|e| RegistrarError::BadContact(e.to_string()))?;
-        let path: Vec<String> = req.header_values("Path").flat_map(|v| split_top_level(v, b',')).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        let contacts = ContactList::parse(req.header_values("Contact"))
+            .map_err(|e| RegistrarError::BadContact(e.to_string()))?;
+        let path: Vec<String> = req
+            .header_values("Path")
+            .flat_map(|v| split_top_level(v, b','))
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
         let user_agent = req.header_value("User-Agent").map(str::to_string);
 
         let ops = match contacts {
@@ -136,12 +180,20 @@ impl Registrar {
                 let mut ops = Vec::with_capacity(addrs.len());
                 for a in addrs {
                     let expires = match a.params.get("expires") {
-                        Some(Some(v)) => v.trim().parse::<u64>().map_err(|_| RegistrarError::BadExpires)?.min(u32::MAX as u64) as u32,
+                        Some(Some(v)) => v
+                            .trim()
+                            .parse::<u64>()
+                            .map_err(|_| RegistrarError::BadExpires)?
+                            .min(u32::MAX as u64) as u32,
                         Some(None) => return Err(RegistrarError::BadExpires),
                         None => header_expires.unwrap_or(self.cfg.default_expires),
                     };
                     if expires != 0 && expires < self.cfg.min_expires {
-                        return Err(RegistrarError::IntervalTooBrief { aor, requested: expires, min: self.cfg.min_expires });
+                        return Err(RegistrarError::IntervalTooBrief {
+                            aor,
+                            requested: expires,
+                            min: self.cfg.min_expires,
+                        });
                     }
                     let expires = expires.min(self.cfg.max_expires);
                     let q = match a.params.value("q") {
@@ -178,9 +230,13 @@ impl Registrar {
         };
         let outcome = if ops.is_empty() {
             // A query (§10.3 step 8 with no Contact): list the bindings.
-            Outcome { current: self.table.get(&aor, now), ..Default::default() }
+            Outcome {
+                current: self.table.get(&aor, now),
+                ..Default::default()
+            }
         } else {
-            self.table.apply(&aor, ops, now, self.cfg.max_contacts_per_aor)?
+            self.table
+                .apply(&aor, ops, now, self.cfg.max_contacts_per_aor)?
         };
         Ok(Verdict::Done(outcome, path))
     }
@@ -200,15 +256,21 @@ impl Registrar {
             Ok(Verdict::Done(outcome, path)) => {
                 let mut r = inc.response(StatusCode::OK);
                 for b in &outcome.current {
-                    r.headers.push(Header::Contact(rsip::headers::Contact::new(b.contact_header(now))));
+                    r.headers.push(Header::Contact(rsip::headers::Contact::new(
+                        b.contact_header(now),
+                    )));
                 }
-                let wants_path = inc.request.header_values("Supported").any(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("path")));
+                let wants_path = inc
+                    .request
+                    .header_values("Supported")
+                    .any(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("path")));
                 if wants_path {
                     for p in &path {
                         r.headers.push(Header::Other("Path".into(), p.clone()));
                     }
                 }
-                r.headers.push(Header::Date(rsip::headers::Date::new(http_date(now))));
+                r.headers
+                    .push(Header::Date(rsip::headers::Date::new(http_date(now))));
                 Stats::inc(&self.stats.registrations_ok);
                 inc.respond(r);
                 self.publish(outcome).await;
@@ -222,10 +284,16 @@ impl Registrar {
                 }
                 match &e {
                     RegistrarError::IntervalTooBrief { min, .. } => {
-                        r.headers.push(Header::MinExpires(rsip::headers::MinExpires::new(min.to_string())));
+                        r.headers
+                            .push(Header::MinExpires(rsip::headers::MinExpires::new(
+                                min.to_string(),
+                            )));
                     }
                     RegistrarError::BadExtension(list) => {
-                        r.headers.push(Header::Unsupported(rsip::headers::Unsupported::new(list.clone())));
+                        r.headers
+                            .push(Header::Unsupported(rsip::headers::Unsupported::new(
+                                list.clone(),
+                            )));
                     }
                     _ => {}
                 }
@@ -245,7 +313,12 @@ impl Registrar {
         }
         for b in o.removed {
             let _ = self.events.send(BindingEvent::Removed(b.clone()));
-            self.writer.push(BindingChange::Remove { aor: b.aor.clone(), id: b.id() }).await;
+            self.writer
+                .push(BindingChange::Remove {
+                    aor: b.aor.clone(),
+                    id: b.id(),
+                })
+                .await;
         }
     }
 
@@ -255,7 +328,12 @@ impl Registrar {
         let n = gone.len();
         for b in gone {
             let _ = self.events.send(BindingEvent::Expired(b.clone()));
-            self.writer.push(BindingChange::Remove { aor: b.aor.clone(), id: b.id() }).await;
+            self.writer
+                .push(BindingChange::Remove {
+                    aor: b.aor.clone(),
+                    id: b.id(),
+                })
+                .await;
         }
         n
     }
@@ -305,7 +383,9 @@ fn parse_q(v: &str) -> Option<u16> {
 /// RFC 1123 date (`Date:` header) from Unix seconds.
 pub fn http_date(secs: u64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Howard Hinnant's civil_from_days.

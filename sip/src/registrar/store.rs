@@ -26,7 +26,10 @@ pub struct StoreError(pub String);
 pub enum BindingChange {
     Upsert(Arc<Binding>),
     /// Remove the binding with this AOR and [`Binding::id`].
-    Remove { aor: String, id: String },
+    Remove {
+        aor: String,
+        id: String,
+    },
 }
 
 impl BindingChange {
@@ -62,7 +65,8 @@ impl BindingStore for MemoryStore {
     }
 
     fn apply(&self, batch: Vec<BindingChange>) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.batches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut m = self.bindings.lock();
         for c in batch {
             match c {
@@ -99,7 +103,12 @@ pub(crate) struct WriteBehind {
 }
 
 impl WriteBehind {
-    pub fn start(store: Arc<dyn BindingStore>, batch: usize, interval: Duration, queue: usize) -> WriteBehind {
+    pub fn start(
+        store: Arc<dyn BindingStore>,
+        batch: usize,
+        interval: Duration,
+        queue: usize,
+    ) -> WriteBehind {
         let (tx, rx) = mpsc::channel(queue.max(1));
         tokio::spawn(run(store, rx, batch.max(1), interval));
         WriteBehind { tx }
@@ -119,7 +128,12 @@ impl WriteBehind {
     }
 }
 
-async fn run(store: Arc<dyn BindingStore>, mut rx: mpsc::Receiver<WbMsg>, batch: usize, interval: Duration) {
+async fn run(
+    store: Arc<dyn BindingStore>,
+    mut rx: mpsc::Receiver<WbMsg>,
+    batch: usize,
+    interval: Duration,
+) {
     let mut pending: Vec<BindingChange> = Vec::new();
     let mut index: HashMap<(String, String), usize> = HashMap::new();
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();

@@ -14,8 +14,10 @@ use super::RegistrarError;
 
 const SHARDS: usize = 64;
 
-/// One requested change from a REGISTER.
+/// One requested change from a REGISTER (short-lived, so the size difference between
+/// variants does not matter).
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum Op {
     /// Add or refresh (`expires_at` in the binding), or remove when `remove` is set.
     Upsert { binding: Binding, remove: bool },
@@ -54,7 +56,9 @@ impl Default for BindingTable {
 impl BindingTable {
     /// Shard of a key: FNV-1a (cheap; the maps inside keep std's DoS-resistant hasher).
     fn idx(&self, key: &str) -> usize {
-        let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
         (h as usize) % SHARDS
     }
 
@@ -118,7 +122,13 @@ impl BindingTable {
     }
 
     /// Applies a REGISTER's operations to `aor` atomically.
-    pub fn apply(&self, aor: &str, ops: Vec<Op>, now: u64, max_contacts: usize) -> Result<Outcome, RegistrarError> {
+    pub fn apply(
+        &self,
+        aor: &str,
+        ops: Vec<Op>,
+        now: u64,
+        max_contacts: usize,
+    ) -> Result<Outcome, RegistrarError> {
         let mut out = Outcome::default();
         let si = self.idx(aor);
         {
@@ -132,7 +142,9 @@ impl BindingTable {
                     Op::RemoveAll { call_id, cseq } => {
                         // §10.3 step 6: same Call-ID needs a higher CSeq.
                         if next.iter().any(|b| b.call_id == call_id && cseq <= b.cseq) {
-                            return Err(RegistrarError::OutOfOrder { aor: aor.to_string() });
+                            return Err(RegistrarError::OutOfOrder {
+                                aor: aor.to_string(),
+                            });
                         }
                         out.removed.append(&mut next);
                     }
@@ -141,7 +153,9 @@ impl BindingTable {
                         if let Some(p) = pos {
                             let old = &next[p];
                             if old.call_id == binding.call_id && binding.cseq <= old.cseq {
-                                return Err(RegistrarError::OutOfOrder { aor: aor.to_string() });
+                                return Err(RegistrarError::OutOfOrder {
+                                    aor: aor.to_string(),
+                                });
                             }
                             if remove {
                                 out.removed.push(next.remove(p));
@@ -160,12 +174,19 @@ impl BindingTable {
             }
             let live = next.iter().filter(|b| !b.is_expired(now)).count();
             if live > max_contacts && !out.inserted.is_empty() {
-                return Err(RegistrarError::TooManyContacts { aor: aor.to_string(), max: max_contacts });
+                return Err(RegistrarError::TooManyContacts {
+                    aor: aor.to_string(),
+                    max: max_contacts,
+                });
             }
             for b in out.inserted.iter().chain(out.refreshed.iter()) {
                 self.note_expiry(si, b.expires_at);
             }
-            out.current = next.iter().filter(|b| !b.is_expired(now)).cloned().collect();
+            out.current = next
+                .iter()
+                .filter(|b| !b.is_expired(now))
+                .cloned()
+                .collect();
             if next.is_empty() {
                 shard.remove(aor);
             } else if let Some(slot) = shard.get_mut(aor) {
@@ -215,7 +236,10 @@ impl BindingTable {
 
     /// Number of bindings (including not yet swept expired ones).
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.read().values().map(Vec::len).sum::<usize>()).sum()
+        self.shards
+            .iter()
+            .map(|s| s.read().values().map(Vec::len).sum::<usize>())
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -238,7 +262,14 @@ impl BindingTable {
 mod tests {
     use super::*;
 
-    fn b(aor: &str, contact: &str, call_id: &str, cseq: u32, expires_at: u64, device: Option<&str>) -> Binding {
+    fn b(
+        aor: &str,
+        contact: &str,
+        call_id: &str,
+        cseq: u32,
+        expires_at: u64,
+        device: Option<&str>,
+    ) -> Binding {
         Binding {
             aor: aor.into(),
             contact: contact.into(),
@@ -258,29 +289,74 @@ mod tests {
     }
 
     fn up(x: Binding) -> Op {
-        Op::Upsert { binding: x, remove: false }
+        Op::Upsert {
+            binding: x,
+            remove: false,
+        }
     }
 
     #[test]
     fn insert_refresh_order_remove_sweep() {
         let t = BindingTable::default();
-        let o = t.apply("1000", vec![up(b("1000", "sip:a@1", "c", 1, 200, Some("dev1"))), up(b("1000", "sip:b@1", "c", 1, 150, None))], 100, 10).unwrap();
+        let o = t
+            .apply(
+                "1000",
+                vec![
+                    up(b("1000", "sip:a@1", "c", 1, 200, Some("dev1"))),
+                    up(b("1000", "sip:b@1", "c", 1, 150, None)),
+                ],
+                100,
+                10,
+            )
+            .unwrap();
         assert_eq!((o.inserted.len(), o.current.len()), (2, 2));
         assert_eq!(t.by_device("dev1", 100).unwrap().contact, "sip:a@1");
         // Same Call-ID, same CSeq: out of order, nothing changes.
-        assert!(matches!(t.apply("1000", vec![up(b("1000", "sip:a@1", "c", 1, 300, None))], 100, 10), Err(RegistrarError::OutOfOrder { .. })));
+        assert!(matches!(
+            t.apply(
+                "1000",
+                vec![up(b("1000", "sip:a@1", "c", 1, 300, None))],
+                100,
+                10
+            ),
+            Err(RegistrarError::OutOfOrder { .. })
+        ));
         // A new Call-ID (phone rebooted) refreshes regardless of CSeq.
-        let o = t.apply("1000", vec![up(b("1000", "sip:a@1", "d", 1, 300, Some("dev1")))], 100, 10).unwrap();
+        let o = t
+            .apply(
+                "1000",
+                vec![up(b("1000", "sip:a@1", "d", 1, 300, Some("dev1")))],
+                100,
+                10,
+            )
+            .unwrap();
         assert_eq!(o.refreshed.len(), 1);
         // Too many contacts: all or nothing.
-        assert!(t.apply("1000", vec![up(b("1000", "sip:c@1", "c", 9, 300, None))], 100, 2).is_err());
+        assert!(t
+            .apply(
+                "1000",
+                vec![up(b("1000", "sip:c@1", "c", 9, 300, None))],
+                100,
+                2
+            )
+            .is_err());
         assert_eq!(t.get("1000", 100).len(), 2);
         // Sweep at 160: the binding expiring at 150 goes.
         let gone = t.sweep(160);
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].contact, "sip:b@1");
         assert!(t.sweep(160).is_empty());
-        let o = t.apply("1000", vec![Op::Upsert { binding: b("1000", "sip:a@1", "d", 2, 0, None), remove: true }], 160, 10).unwrap();
+        let o = t
+            .apply(
+                "1000",
+                vec![Op::Upsert {
+                    binding: b("1000", "sip:a@1", "d", 2, 0, None),
+                    remove: true,
+                }],
+                160,
+                10,
+            )
+            .unwrap();
         assert_eq!(o.removed.len(), 1);
         assert!(t.is_empty());
         assert!(t.by_device("dev1", 160).is_none());
@@ -289,9 +365,30 @@ mod tests {
     #[test]
     fn remove_all_respects_cseq() {
         let t = BindingTable::default();
-        t.apply("1", vec![up(b("1", "sip:a@1", "c", 5, 500, None))], 100, 10).unwrap();
-        assert!(t.apply("1", vec![Op::RemoveAll { call_id: "c".into(), cseq: 5 }], 100, 10).is_err());
-        let o = t.apply("1", vec![Op::RemoveAll { call_id: "c".into(), cseq: 6 }], 100, 10).unwrap();
+        t.apply("1", vec![up(b("1", "sip:a@1", "c", 5, 500, None))], 100, 10)
+            .unwrap();
+        assert!(t
+            .apply(
+                "1",
+                vec![Op::RemoveAll {
+                    call_id: "c".into(),
+                    cseq: 5
+                }],
+                100,
+                10
+            )
+            .is_err());
+        let o = t
+            .apply(
+                "1",
+                vec![Op::RemoveAll {
+                    call_id: "c".into(),
+                    cseq: 6,
+                }],
+                100,
+                10,
+            )
+            .unwrap();
         assert_eq!(o.removed.len(), 1);
     }
 }

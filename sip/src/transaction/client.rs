@@ -44,9 +44,19 @@ impl TsxError {
 impl TransactionLayer {
     /// Sends `req` down `flow` as a new client transaction and returns the final response.
     /// A top Via `SIP/2.0/<transport> <sent_by>;branch=…;rport` is added here.
-    pub async fn send_request(self: &Arc<Self>, mut req: Request, flow: Flow, sent_by: &str) -> Result<Response, TsxError> {
+    pub async fn send_request(
+        self: &Arc<Self>,
+        mut req: Request,
+        flow: Flow,
+        sent_by: &str,
+    ) -> Result<Response, TsxError> {
         let branch = new_branch();
-        let via = format!("SIP/2.0/{} {};branch={};rport", flow.protocol.as_str(), sent_by, branch);
+        let via = format!(
+            "SIP/2.0/{} {};branch={};rport",
+            flow.protocol.as_str(),
+            sent_by,
+            branch
+        );
         let mut headers: Vec<Header> = Vec::with_capacity(req.headers.iter().count() + 1);
         headers.push(Header::Via(rsip::headers::Via::new(via)));
         headers.extend(req.headers.iter().cloned());
@@ -143,7 +153,15 @@ async fn run_client(
             let _ = d.send(Ok(resp));
         }
         // Completed: absorb retransmitted finals for Timer D (INVITE) or K (non-INVITE).
-        let linger = if invite { if code >= 300 { t.d(flow.protocol) } else { std::time::Duration::ZERO } } else { t.k(flow.protocol) };
+        let linger = if invite {
+            if code >= 300 {
+                t.d(flow.protocol)
+            } else {
+                std::time::Duration::ZERO
+            }
+        } else {
+            t.k(flow.protocol)
+        };
         let until = Instant::now() + linger;
         while let Ok(Some(_again)) = tokio::time::timeout_at(until, rx.recv()).await {
             if let Some(ack) = &ack {
@@ -159,8 +177,12 @@ async fn run_client(
 pub fn ack_for(req: &Request, resp: &Response) -> Request {
     let mut headers: Vec<Header> = Vec::with_capacity(8);
     if let Some(v) = req.header_value("Via") {
-        let top = crate::headers::params::split_top_level(v, b',').next().unwrap_or(v);
-        let top = Via::parse(top).map(|v| v.to_string()).unwrap_or_else(|_| top.to_string());
+        let top = crate::headers::params::split_top_level(v, b',')
+            .next()
+            .unwrap_or(v);
+        let top = Via::parse(top)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|_| top.to_string());
         headers.push(Header::Via(rsip::headers::Via::new(top)));
     }
     for h in req.headers.iter() {
@@ -175,5 +197,11 @@ pub fn ack_for(req: &Request, resp: &Response) -> Request {
     let n = req.cseq().map(|c| c.0).unwrap_or(1);
     headers.push(Header::CSeq(rsip::headers::CSeq::new(format!("{n} ACK"))));
     headers.push(Header::MaxForwards(rsip::headers::MaxForwards::new("70")));
-    Request { method: Method::Ack, uri: req.uri.clone(), version: rsip::Version::V2, headers: headers.into(), body: Vec::new() }
+    Request {
+        method: Method::Ack,
+        uri: req.uri.clone(),
+        version: rsip::Version::V2,
+        headers: headers.into(),
+        body: Vec::new(),
+    }
 }

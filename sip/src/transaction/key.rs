@@ -17,7 +17,11 @@ pub struct TsxKey {
 
 impl TsxKey {
     pub fn server(via: &Via, req: &rsip::Request) -> TsxKey {
-        let method = if req.method == Method::Ack { Method::Invite } else { req.method };
+        let method = if req.method == Method::Ack {
+            Method::Invite
+        } else {
+            req.method
+        };
         let branch = match via.branch() {
             Some(b) if b.starts_with(MAGIC_COOKIE) => b.to_string(),
             // RFC 2543 peers: no unique branch, so key on the dialog-ish identifiers.
@@ -31,12 +35,19 @@ impl TsxKey {
                 format!("2543;{};{};{}", req.call_id().unwrap_or(""), cseq, from_tag)
             }
         };
-        TsxKey { branch, sent_by: via.sent_by(), method: method as u8 }
+        TsxKey {
+            branch,
+            sent_by: via.sent_by(),
+            method: method as u8,
+        }
     }
 
     /// The key of the INVITE transaction a CANCEL or ACK with this key refers to.
     pub fn invite_of(&self) -> TsxKey {
-        TsxKey { method: Method::Invite as u8, ..self.clone() }
+        TsxKey {
+            method: Method::Invite as u8,
+            ..self.clone()
+        }
     }
 
     pub fn is_invite(&self) -> bool {
@@ -53,14 +64,21 @@ pub struct ClientKey {
 
 impl ClientKey {
     pub fn new(branch: &str, method: Method) -> ClientKey {
-        ClientKey { branch: branch.to_string(), method: method as u8 }
+        ClientKey {
+            branch: branch.to_string(),
+            method: method as u8,
+        }
     }
 
     /// The key of the client transaction a response belongs to.
     pub fn of_response(resp: &rsip::Response) -> Option<ClientKey> {
         let via = resp.top_via()?;
         let method = crate::wire::parse::parse_method(resp.cseq()?.1).ok()?;
-        let method = if method == Method::Ack { Method::Invite } else { method };
+        let method = if method == Method::Ack {
+            Method::Invite
+        } else {
+            method
+        };
         Some(ClientKey::new(via.branch()?, method))
     }
 }

@@ -58,7 +58,12 @@ pub struct TransactionLayer {
 }
 
 impl TransactionLayer {
-    pub fn new(transmit: Arc<dyn Transmit>, timers: Timers, stats: Arc<Stats>, server_header: String) -> Arc<Self> {
+    pub fn new(
+        transmit: Arc<dyn Transmit>,
+        timers: Timers,
+        stats: Arc<Stats>,
+        server_header: String,
+    ) -> Arc<Self> {
         Arc::new(TransactionLayer {
             transmit,
             timers,
@@ -97,11 +102,18 @@ impl TransactionLayer {
 
     /// Matches a request (its top Via already stamped) against the server transactions.
     /// `response_flow` is where responses go (the connection, or the Via-derived address).
-    pub fn on_request(self: &Arc<Self>, req: &Request, key: TsxKey, response_flow: Flow) -> RequestDisposition {
+    pub fn on_request(
+        self: &Arc<Self>,
+        req: &Request,
+        key: TsxKey,
+        response_flow: Flow,
+    ) -> RequestDisposition {
         match req.method {
             Method::Ack => {
                 let tsx = self.invites.lock().get(&key.invite_of()).cloned();
-                let Some(tsx) = tsx else { return RequestDisposition::AckForTu };
+                let Some(tsx) = tsx else {
+                    return RequestDisposition::AckForTu;
+                };
                 let mut st = tsx.state.lock();
                 match &*st {
                     InviteState::Completed { .. } => {
@@ -137,7 +149,13 @@ impl TransactionLayer {
                 RequestDisposition::New(responder)
             }
             _ => match self.non_invite.arrive(&key, response_flow) {
-                Arrival::New => RequestDisposition::New(Responder::new(self.clone(), key, response_flow, req, None)),
+                Arrival::New => RequestDisposition::New(Responder::new(
+                    self.clone(),
+                    key,
+                    response_flow,
+                    req,
+                    None,
+                )),
                 Arrival::Retransmission(again) => {
                     Stats::inc(&self.stats.retransmissions_absorbed);
                     if let Some((data, flow)) = again {
@@ -152,7 +170,9 @@ impl TransactionLayer {
     /// CANCEL handling (§9.2): true if it matched an INVITE still proceeding, which is then
     /// answered 487 here; the caller answers the CANCEL itself 200 (or 481 when false).
     pub fn cancel_invite(self: &Arc<Self>, cancel_key: &TsxKey, cancel: &Request) -> bool {
-        let Some(tsx) = self.invites.lock().get(&cancel_key.invite_of()).cloned() else { return false };
+        let Some(tsx) = self.invites.lock().get(&cancel_key.invite_of()).cloned() else {
+            return false;
+        };
         if !matches!(&*tsx.state.lock(), InviteState::Proceeding { .. }) {
             // Already answered: CANCEL has no effect but still matched (200).
             return true;
@@ -160,11 +180,22 @@ impl TransactionLayer {
         tsx.cancel_flag.store(true, Ordering::Release);
         tsx.cancelled.notify_waiters();
         // 487 to the INVITE, built from the CANCEL (same Call-ID, From, To, CSeq number).
-        let responder = Responder::new(self.clone(), tsx.key.clone(), tsx.flow, cancel, Some(tsx.clone()));
+        let responder = Responder::new(
+            self.clone(),
+            tsx.key.clone(),
+            tsx.flow,
+            cancel,
+            Some(tsx.clone()),
+        );
         let mut r = responder.response(StatusCode::RequestTerminated);
         for h in r.headers.iter_mut() {
             if let Header::CSeq(c) = h {
-                let n = c.value().split_whitespace().next().unwrap_or("0").to_string();
+                let n = c
+                    .value()
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("0")
+                    .to_string();
                 *c = rsip::headers::CSeq::new(format!("{n} INVITE"));
             }
         }
@@ -173,12 +204,21 @@ impl TransactionLayer {
     }
 
     /// Records and sends a response of a server transaction.
-    fn send_response(self: &Arc<Self>, key: &TsxKey, flow: Flow, invite: Option<&Arc<ServerInvTsx>>, resp: &Response) {
+    fn send_response(
+        self: &Arc<Self>,
+        key: &TsxKey,
+        flow: Flow,
+        invite: Option<&Arc<ServerInvTsx>>,
+        resp: &Response,
+    ) {
         let code = resp.status_code.code();
         let data = encode_response(resp);
         let is_final = code >= 200;
         match invite {
-            None => self.non_invite.respond(key, data.clone(), is_final, flow.protocol.is_reliable()),
+            None => {
+                self.non_invite
+                    .respond(key, data.clone(), is_final, flow.protocol.is_reliable())
+            }
             Some(tsx) => {
                 let mut st = tsx.state.lock();
                 match &*st {
@@ -187,7 +227,9 @@ impl TransactionLayer {
                     _ => return,
                 }
                 if !is_final {
-                    *st = InviteState::Proceeding { last: Some(data.clone()) };
+                    *st = InviteState::Proceeding {
+                        last: Some(data.clone()),
+                    };
                 } else if code < 300 {
                     *st = InviteState::Terminated;
                     self.invites.lock().remove(key);
@@ -264,14 +306,24 @@ pub struct Responder {
 }
 
 impl Responder {
-    fn new(layer: Arc<TransactionLayer>, key: TsxKey, flow: Flow, req: &Request, invite: Option<Arc<ServerInvTsx>>) -> Responder {
+    fn new(
+        layer: Arc<TransactionLayer>,
+        key: TsxKey,
+        flow: Flow,
+        req: &Request,
+        invite: Option<Arc<ServerInvTsx>>,
+    ) -> Responder {
         let mut skeleton = Vec::with_capacity(6);
         let mut tag_needed = false;
         for h in req.headers.iter() {
             match h {
-                Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => skeleton.push(h.clone()),
+                Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => {
+                    skeleton.push(h.clone())
+                }
                 Header::To(to) => {
-                    tag_needed = NameAddr::parse(to.value()).map(|n| n.tag().is_none()).unwrap_or(false);
+                    tag_needed = NameAddr::parse(to.value())
+                        .map(|n| n.tag().is_none())
+                        .unwrap_or(false);
                     skeleton.push(h.clone());
                 }
                 _ => {}
@@ -284,7 +336,14 @@ impl Responder {
                 }
             }
         }
-        Responder { layer, key, flow, invite, skeleton, done: false }
+        Responder {
+            layer,
+            key,
+            flow,
+            invite,
+            skeleton,
+            done: false,
+        }
     }
 
     /// A response with the mandatory headers copied (§8.2.6.2) and a Server header.
@@ -304,13 +363,20 @@ impl Responder {
         if !server.is_empty() {
             headers.push(Header::Server(rsip::headers::Server::new(server)));
         }
-        Response { status_code: status, version: rsip::Version::V2, headers: headers.into(), body: Vec::new() }
+        Response {
+            status_code: status,
+            version: rsip::Version::V2,
+            headers: headers.into(),
+            body: Vec::new(),
+        }
     }
 
     /// The To tag this transaction answers with (for dialog-creating TUs).
     pub fn to_tag(&self) -> Option<String> {
         self.skeleton.iter().find_map(|h| match h {
-            Header::To(to) => NameAddr::parse(to.value()).ok().and_then(|n| n.tag().map(str::to_string)),
+            Header::To(to) => NameAddr::parse(to.value())
+                .ok()
+                .and_then(|n| n.tag().map(str::to_string)),
             _ => None,
         })
     }
@@ -323,14 +389,16 @@ impl Responder {
     /// Sends a provisional (1xx) response; the transaction stays open.
     pub fn provisional(&self, resp: &Response) {
         if resp.status_code.code() < 200 {
-            self.layer.send_response(&self.key, self.flow, self.invite.as_ref(), resp);
+            self.layer
+                .send_response(&self.key, self.flow, self.invite.as_ref(), resp);
         }
     }
 
     /// Sends the final response, consuming the responder.
     pub fn respond(mut self, resp: Response) {
         self.done = true;
-        self.layer.send_response(&self.key, self.flow, self.invite.as_ref(), &resp);
+        self.layer
+            .send_response(&self.key, self.flow, self.invite.as_ref(), &resp);
     }
 
     /// For INVITE: resolves when a CANCEL matched (the 487 has then been sent already).
@@ -362,7 +430,8 @@ impl Drop for Responder {
         if tokio::runtime::Handle::try_current().is_ok() {
             tracing::warn!(branch = %self.key.branch, "request dropped unanswered; sending 500");
             let r = self.response(StatusCode::ServerInternalError);
-            self.layer.send_response(&self.key, self.flow, self.invite.as_ref(), &r);
+            self.layer
+                .send_response(&self.key, self.flow, self.invite.as_ref(), &r);
         } else {
             self.layer.abandon(&self.key);
         }
@@ -371,7 +440,11 @@ impl Drop for Responder {
 
 /// Header value of the first header named `name` in a list (helper for response builders).
 pub fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
-    headers.iter().map(name_value).find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    headers
+        .iter()
+        .map(name_value)
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
 }
 
 #[cfg(test)]

@@ -74,7 +74,13 @@ impl NonInviteServerTable {
         let now = Instant::now();
         NonInviteServerTable {
             shards: (0..SHARDS)
-                .map(|_| Mutex::new(Generations { current: HashMap::new(), previous: HashMap::new(), rotated: now }))
+                .map(|_| {
+                    Mutex::new(Generations {
+                        current: HashMap::new(),
+                        previous: HashMap::new(),
+                        rotated: now,
+                    })
+                })
                 .collect(),
             timer_j: timer_j.max(Duration::from_millis(1)),
             per_shard_cap: (max / SHARDS / 2).max(16),
@@ -82,7 +88,10 @@ impl NonInviteServerTable {
     }
 
     fn shard(&self, key: &TsxKey) -> &Mutex<Generations> {
-        let h = key.branch.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        let h = key
+            .branch
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
         &self.shards[h % SHARDS]
     }
 
@@ -93,7 +102,11 @@ impl NonInviteServerTable {
             let cap = g.current.len();
             let cur = std::mem::replace(&mut g.current, HashMap::with_capacity(cap));
             // After two rotation periods with no traffic both generations are stale.
-            let next_previous = if now.duration_since(g.rotated) >= self.timer_j * 2 { HashMap::new() } else { cur };
+            let next_previous = if now.duration_since(g.rotated) >= self.timer_j * 2 {
+                HashMap::new()
+            } else {
+                cur
+            };
             let old = std::mem::replace(&mut g.previous, next_previous);
             g.rotated = now;
             // Freeing tens of thousands of entries takes milliseconds: not under the shard lock
@@ -111,10 +124,18 @@ impl NonInviteServerTable {
         if let Some(e) = existing {
             return Arrival::Retransmission(match &e.state {
                 NonInviteState::Trying => None,
-                NonInviteState::Proceeding { last } | NonInviteState::Completed { last } => Some((last.clone(), e.flow)),
+                NonInviteState::Proceeding { last } | NonInviteState::Completed { last } => {
+                    Some((last.clone(), e.flow))
+                }
             });
         }
-        g.current.insert(key.clone(), Entry { state: NonInviteState::Trying, flow });
+        g.current.insert(
+            key.clone(),
+            Entry {
+                state: NonInviteState::Trying,
+                flow,
+            },
+        );
         Arrival::New
     }
 
@@ -128,7 +149,11 @@ impl NonInviteServerTable {
         if is_final && reliable {
             return;
         }
-        e.state = if is_final { NonInviteState::Completed { last: data } } else { NonInviteState::Proceeding { last: data } };
+        e.state = if is_final {
+            NonInviteState::Completed { last: data }
+        } else {
+            NonInviteState::Proceeding { last: data }
+        };
         g.current.insert(key.clone(), e);
     }
 
@@ -140,7 +165,13 @@ impl NonInviteServerTable {
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| { let g = s.lock(); g.current.len() + g.previous.len() }).sum()
+        self.shards
+            .iter()
+            .map(|s| {
+                let g = s.lock();
+                g.current.len() + g.previous.len()
+            })
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -194,7 +225,8 @@ mod tests {
 
     fn key(b: &str) -> TsxKey {
         let via = crate::headers::Via::parse(&format!("SIP/2.0/UDP h:5060;branch={b}")).unwrap();
-        let req = match crate::wire::parse::parse_bytes(b"REGISTER sip:a SIP/2.0\r\n\r\n").unwrap() {
+        let req = match crate::wire::parse::parse_bytes(b"REGISTER sip:a SIP/2.0\r\n\r\n").unwrap()
+        {
             rsip::SipMessage::Request(r) => r,
             _ => unreachable!(),
         };
@@ -203,7 +235,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn absorbs_then_forgets_after_timer_j() {
-        let flow = Flow::udp("127.0.0.1:5060".parse().unwrap(), "127.0.0.1:5070".parse().unwrap());
+        let flow = Flow::udp(
+            "127.0.0.1:5060".parse().unwrap(),
+            "127.0.0.1:5070".parse().unwrap(),
+        );
         let t = NonInviteServerTable::new(Duration::from_secs(32));
         let k = key("z9hG4bK1");
         assert!(matches!(t.arrive(&k, flow), Arrival::New));
@@ -216,14 +251,20 @@ mod tests {
         tokio::time::advance(Duration::from_secs(33)).await;
         assert!(matches!(t.arrive(&key("z9hG4bK2"), flow), Arrival::New));
         // Still within 2·J of its completion: absorbed.
-        assert!(matches!(t.arrive(&k, flow), Arrival::Retransmission(Some(_))));
+        assert!(matches!(
+            t.arrive(&k, flow),
+            Arrival::Retransmission(Some(_))
+        ));
         tokio::time::advance(Duration::from_secs(65)).await;
         assert!(matches!(t.arrive(&k, flow), Arrival::New));
     }
 
     #[tokio::test(start_paused = true)]
     async fn memory_is_bounded_under_a_flood() {
-        let flow = Flow::udp("127.0.0.1:5060".parse().unwrap(), "127.0.0.1:5070".parse().unwrap());
+        let flow = Flow::udp(
+            "127.0.0.1:5060".parse().unwrap(),
+            "127.0.0.1:5070".parse().unwrap(),
+        );
         let t = NonInviteServerTable::with_capacity(Duration::from_secs(32), 32 * 2 * 16);
         for i in 0..100_000 {
             let _ = t.arrive(&key(&format!("z9hG4bK{i}")), flow);
@@ -233,7 +274,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn reliable_final_ends_at_once() {
-        let flow = Flow::udp("127.0.0.1:5060".parse().unwrap(), "127.0.0.1:5070".parse().unwrap());
+        let flow = Flow::udp(
+            "127.0.0.1:5060".parse().unwrap(),
+            "127.0.0.1:5070".parse().unwrap(),
+        );
         let t = NonInviteServerTable::new(Duration::from_secs(32));
         let k = key("z9hG4bK1");
         assert!(matches!(t.arrive(&k, flow), Arrival::New));

@@ -30,18 +30,30 @@ impl Transmit for Arc<Wire> {
 
 impl Wire {
     fn texts(&self) -> Vec<String> {
-        self.sent.lock().iter().map(|(_, _, d)| String::from_utf8_lossy(d).into_owned()).collect()
+        self.sent
+            .lock()
+            .iter()
+            .map(|(_, _, d)| String::from_utf8_lossy(d).into_owned())
+            .collect()
     }
 }
 
 fn layer() -> (Arc<TransactionLayer>, Arc<Wire>) {
     let wire = Arc::new(Wire::default());
-    let l = TransactionLayer::new(Arc::new(wire.clone()), Timers::default(), Arc::new(Stats::default()), String::new());
+    let l = TransactionLayer::new(
+        Arc::new(wire.clone()),
+        Timers::default(),
+        Arc::new(Stats::default()),
+        String::new(),
+    );
     (l, wire)
 }
 
 fn udp() -> Flow {
-    Flow::udp("127.0.0.1:5060".parse().unwrap(), "127.0.0.1:5070".parse().unwrap())
+    Flow::udp(
+        "127.0.0.1:5060".parse().unwrap(),
+        "127.0.0.1:5070".parse().unwrap(),
+    )
 }
 
 fn request(method: &str, branch: &str) -> Request {
@@ -79,19 +91,32 @@ fn key_of(req: &Request) -> TsxKey {
 async fn non_invite_client_retransmits_per_timer_e_and_times_out_per_f() {
     let (l, wire) = layer();
     let start = Instant::now();
-    let r = l.send_request(request("OPTIONS", "ignored"), udp(), "127.0.0.1:5060").await;
+    let r = l
+        .send_request(request("OPTIONS", "ignored"), udp(), "127.0.0.1:5060")
+        .await;
     assert!(matches!(r, Err(TsxError::Timeout)));
     assert_eq!(start.elapsed(), Duration::from_secs(32), "Timer F = 64·T1");
-    let times: Vec<u64> = wire.sent.lock().iter().map(|(t, _, _)| t.duration_since(start).as_millis() as u64).collect();
+    let times: Vec<u64> = wire
+        .sent
+        .lock()
+        .iter()
+        .map(|(t, _, _)| t.duration_since(start).as_millis() as u64)
+        .collect();
     // T1, doubling, capped at T2 = 4 s.
-    assert_eq!(times, [0, 500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]);
+    assert_eq!(
+        times,
+        [0, 500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn non_invite_client_completes_on_final_and_reliable_does_not_retransmit() {
     let (l, wire) = layer();
     let l2 = l.clone();
-    let pending = tokio::spawn(async move { l2.send_request(request("NOTIFY", "x"), udp(), "127.0.0.1:5060").await });
+    let pending = tokio::spawn(async move {
+        l2.send_request(request("NOTIFY", "x"), udp(), "127.0.0.1:5060")
+            .await
+    });
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(wire.sent.lock().len(), 2);
     let sent = wire.texts()[0].clone();
@@ -99,11 +124,20 @@ async fn non_invite_client_completes_on_final_and_reliable_does_not_retransmit()
     let r = pending.await.unwrap().unwrap();
     assert_eq!(r.status_code, StatusCode::OK);
     tokio::time::sleep(Duration::from_secs(10)).await;
-    assert_eq!(wire.sent.lock().len(), 2, "no retransmission after the final");
+    assert_eq!(
+        wire.sent.lock().len(),
+        2,
+        "no retransmission after the final"
+    );
 
     let (l, wire) = layer();
-    let tcp = Flow { protocol: Protocol::Tcp, ..udp() };
-    let r = l.send_request(request("NOTIFY", "x"), tcp, "127.0.0.1:5060").await;
+    let tcp = Flow {
+        protocol: Protocol::Tcp,
+        ..udp()
+    };
+    let r = l
+        .send_request(request("NOTIFY", "x"), tcp, "127.0.0.1:5060")
+        .await;
     assert!(matches!(r, Err(TsxError::Timeout)));
     assert_eq!(wire.sent.lock().len(), 1, "reliable transport: no Timer E");
 }
@@ -112,7 +146,10 @@ async fn non_invite_client_completes_on_final_and_reliable_does_not_retransmit()
 async fn invite_client_acks_non_2xx() {
     let (l, wire) = layer();
     let l2 = l.clone();
-    let pending = tokio::spawn(async move { l2.send_request(request("INVITE", "x"), udp(), "127.0.0.1:5060").await });
+    let pending = tokio::spawn(async move {
+        l2.send_request(request("INVITE", "x"), udp(), "127.0.0.1:5060")
+            .await
+    });
     tokio::time::sleep(Duration::from_millis(10)).await;
     let sent = wire.texts()[0].clone();
     l.on_response(response_to(&sent, 180));
@@ -122,30 +159,54 @@ async fn invite_client_acks_non_2xx() {
     let r = pending.await.unwrap().unwrap();
     assert_eq!(r.status_code.code(), 486);
     let texts = wire.texts();
-    assert!(texts[1].starts_with("ACK sip:a@127.0.0.1 SIP/2.0"), "{}", texts[1]);
+    assert!(
+        texts[1].starts_with("ACK sip:a@127.0.0.1 SIP/2.0"),
+        "{}",
+        texts[1]
+    );
     assert!(texts[1].contains("CSeq: 1 ACK") && texts[1].contains("tag=srv"));
     // A retransmitted 486 is ACKed again (Timer D).
     l.on_response(response_to(&sent, 486));
     tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(wire.texts().iter().filter(|t| t.starts_with("ACK")).count(), 2);
+    assert_eq!(
+        wire.texts().iter().filter(|t| t.starts_with("ACK")).count(),
+        2
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn invite_server_retransmits_final_per_timer_g_until_ack() {
     let (l, wire) = layer();
     let inv = request("INVITE", "z9hG4bKinv");
-    let RequestDisposition::New(resp) = l.on_request(&inv, key_of(&inv), udp()) else { panic!("new") };
+    let RequestDisposition::New(resp) = l.on_request(&inv, key_of(&inv), udp()) else {
+        panic!("new")
+    };
     tokio::time::sleep(Duration::from_millis(1)).await;
-    assert!(wire.texts()[0].starts_with("SIP/2.0 100 "), "100 Trying at once");
+    assert!(
+        wire.texts()[0].starts_with("SIP/2.0 100 "),
+        "100 Trying at once"
+    );
     let busy = resp.response(StatusCode::BusyHere);
     resp.respond(busy);
     tokio::time::sleep(Duration::from_millis(1600)).await;
     // 486 at 0, then 500 ms and 1.5 s.
-    assert_eq!(wire.texts().iter().filter(|t| t.starts_with("SIP/2.0 486")).count(), 3);
+    assert_eq!(
+        wire.texts()
+            .iter()
+            .filter(|t| t.starts_with("SIP/2.0 486"))
+            .count(),
+        3
+    );
     // A retransmitted INVITE gets the 486 again.
-    assert!(matches!(l.on_request(&inv, key_of(&inv), udp()), RequestDisposition::Absorbed));
+    assert!(matches!(
+        l.on_request(&inv, key_of(&inv), udp()),
+        RequestDisposition::Absorbed
+    ));
     let ack = request("ACK", "z9hG4bKinv");
-    assert!(matches!(l.on_request(&ack, key_of(&ack), udp()), RequestDisposition::AckAbsorbed));
+    assert!(matches!(
+        l.on_request(&ack, key_of(&ack), udp()),
+        RequestDisposition::AckAbsorbed
+    ));
     tokio::time::sleep(Duration::from_millis(10)).await;
     let n = wire.sent.lock().len();
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -157,7 +218,9 @@ async fn invite_server_retransmits_final_per_timer_g_until_ack() {
 async fn cancel_answers_487_and_late_final_is_dropped() {
     let (l, wire) = layer();
     let inv = request("INVITE", "z9hG4bKc");
-    let RequestDisposition::New(resp) = l.on_request(&inv, key_of(&inv), udp()) else { panic!() };
+    let RequestDisposition::New(resp) = l.on_request(&inv, key_of(&inv), udp()) else {
+        panic!()
+    };
     let cancel = request("CANCEL", "z9hG4bKc");
     assert!(l.cancel_invite(&key_of(&cancel), &cancel));
     assert!(resp.is_cancelled());
@@ -166,7 +229,12 @@ async fn cancel_answers_487_and_late_final_is_dropped() {
     resp.respond(ok);
     tokio::time::sleep(Duration::from_millis(1)).await;
     let texts = wire.texts();
-    assert!(texts.iter().any(|t| t.starts_with("SIP/2.0 487") && t.contains("CSeq: 1 INVITE")), "{texts:?}");
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("SIP/2.0 487") && t.contains("CSeq: 1 INVITE")),
+        "{texts:?}"
+    );
     assert!(!texts.iter().any(|t| t.starts_with("SIP/2.0 200")));
     // CANCEL for an unknown INVITE does not match (caller answers 481).
     let stray = request("CANCEL", "z9hG4bKnone");
@@ -177,7 +245,9 @@ async fn cancel_answers_487_and_late_final_is_dropped() {
 async fn dropped_responder_answers_500() {
     let (l, wire) = layer();
     let req = request("OPTIONS", "z9hG4bKd");
-    let RequestDisposition::New(resp) = l.on_request(&req, key_of(&req), udp()) else { panic!() };
+    let RequestDisposition::New(resp) = l.on_request(&req, key_of(&req), udp()) else {
+        panic!()
+    };
     drop(resp);
     tokio::time::sleep(Duration::from_millis(1)).await;
     assert!(wire.texts()[0].starts_with("SIP/2.0 500"));

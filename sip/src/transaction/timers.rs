@@ -16,7 +16,11 @@ pub struct Timers {
 
 impl Default for Timers {
     fn default() -> Self {
-        Timers { t1: Duration::from_millis(500), t2: Duration::from_secs(4), t4: Duration::from_secs(5) }
+        Timers {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+        }
     }
 }
 
@@ -31,7 +35,11 @@ impl Timers {
     }
     /// D: wait for response retransmits after ACK for non-2xx (≥ 32 s unreliable, 0 reliable).
     pub fn d(&self, p: Protocol) -> Duration {
-        if p.is_reliable() { Duration::ZERO } else { (self.t1 * 64).max(Duration::from_secs(32)) }
+        if p.is_reliable() {
+            Duration::ZERO
+        } else {
+            (self.t1 * 64).max(Duration::from_secs(32))
+        }
     }
     /// E: non-INVITE request retransmit, initially T1, capped at T2.
     pub fn e(&self) -> Duration {
@@ -51,14 +59,26 @@ impl Timers {
     }
     /// I: wait for ACK retransmits (T4 unreliable, 0 reliable).
     pub fn i(&self, p: Protocol) -> Duration {
-        if p.is_reliable() { Duration::ZERO } else { self.t4 }
+        if p.is_reliable() {
+            Duration::ZERO
+        } else {
+            self.t4
+        }
     }
     /// J: wait for non-INVITE request retransmits (64·T1 unreliable, 0 reliable).
     pub fn j(&self, p: Protocol) -> Duration {
-        if p.is_reliable() { Duration::ZERO } else { self.t1 * 64 }
+        if p.is_reliable() {
+            Duration::ZERO
+        } else {
+            self.t1 * 64
+        }
     }
     /// K: wait for response retransmits (T4 unreliable, 0 reliable).
     pub fn k(&self, p: Protocol) -> Duration {
-        if p.is_reliable() { Duration::ZERO } else { self.t4 }
+        if p.is_reliable() {
+            Duration::ZERO
+        } else {
+            self.t4
+        }
     }
 }

@@ -51,7 +51,12 @@ pub struct Flow {
 
 impl Flow {
     pub fn udp(local: SocketAddr, remote: SocketAddr) -> Flow {
-        Flow { protocol: Protocol::Udp, local, remote, conn: 0 }
+        Flow {
+            protocol: Protocol::Udp,
+            local,
+            remote,
+            conn: 0,
+        }
     }
 
     /// A stable text form (`udp:LOCAL;REMOTE` / `tcp:LOCAL;REMOTE;ID`), for storage and logs.
@@ -69,7 +74,12 @@ impl Flow {
         let remote = it.next()?.parse().ok()?;
         match proto {
             "udp" => Some(Flow::udp(local, remote)),
-            "tcp" => Some(Flow { protocol: Protocol::Tcp, local, remote, conn: it.next()?.parse().ok()? }),
+            "tcp" => Some(Flow {
+                protocol: Protocol::Tcp,
+                local,
+                remote,
+                conn: it.next()?.parse().ok()?,
+            }),
             _ => None,
         }
     }
@@ -83,15 +93,12 @@ pub struct ConnSender {
 }
 
 impl ConnSender {
-    /// Queues `data`; fails when the peer is not reading (bounded queue) or the connection ended.
-    pub fn send(&self, data: Bytes) -> Result<Flow, ()> {
-        self.tx.try_send(data).map(|_| self.flow).map_err(|_| ())
-    }
-
-    /// Like [`ConnSender::send`], giving the data back on failure.
+    /// Queues `data`; gives it back when the peer is not reading (bounded queue) or the
+    /// connection ended.
     pub fn try_send(&self, data: Bytes) -> Result<(), Bytes> {
         self.tx.try_send(data).map_err(|e| match e {
-            tokio::sync::mpsc::error::TrySendError::Full(d) | tokio::sync::mpsc::error::TrySendError::Closed(d) => d,
+            tokio::sync::mpsc::error::TrySendError::Full(d)
+            | tokio::sync::mpsc::error::TrySendError::Closed(d) => d,
         })
     }
 }
@@ -110,7 +117,10 @@ impl Default for FlowTable {
             .map(|d| d.as_micros() as u64)
             .unwrap_or(1)
             << 8;
-        FlowTable { next_id: AtomicU64::new(base), conns: Mutex::new(Tables::default()) }
+        FlowTable {
+            next_id: AtomicU64::new(base),
+            conns: Mutex::new(Tables::default()),
+        }
     }
 }
 
@@ -148,19 +158,28 @@ impl FlowTable {
 
     /// The live connection of `flow`, if it is still the same peer.
     pub fn sender_for(&self, flow: &Flow) -> Option<ConnSender> {
-        self.sender(flow.conn).filter(|c| c.flow.remote == flow.remote)
+        self.sender(flow.conn)
+            .filter(|c| c.flow.remote == flow.remote)
     }
 
     pub fn by_remote(&self, remote: SocketAddr) -> Option<Flow> {
         let t = self.conns.lock();
-        t.by_remote.get(&remote).and_then(|id| t.by_id.get(id)).map(|c| c.flow)
+        t.by_remote
+            .get(&remote)
+            .and_then(|id| t.by_id.get(id))
+            .map(|c| c.flow)
     }
 
     /// Whether a flow can still carry messages (UDP always can).
     pub fn is_alive(&self, flow: &Flow) -> bool {
         match flow.protocol {
             Protocol::Udp => true,
-            Protocol::Tcp => self.conns.lock().by_id.get(&flow.conn).is_some_and(|c| c.flow.remote == flow.remote),
+            Protocol::Tcp => self
+                .conns
+                .lock()
+                .by_id
+                .get(&flow.conn)
+                .is_some_and(|c| c.flow.remote == flow.remote),
         }
     }
 
@@ -186,9 +205,17 @@ mod tests {
 
     #[test]
     fn token_round_trip() {
-        let f = Flow { protocol: Protocol::Tcp, local: "[::1]:5060".parse().unwrap(), remote: "[::1]:40000".parse().unwrap(), conn: 7 };
+        let f = Flow {
+            protocol: Protocol::Tcp,
+            local: "[::1]:5060".parse().unwrap(),
+            remote: "[::1]:40000".parse().unwrap(),
+            conn: 7,
+        };
         assert_eq!(Flow::from_token(&f.token()), Some(f));
-        let u = Flow::udp("1.2.3.4:5060".parse().unwrap(), "5.6.7.8:5060".parse().unwrap());
+        let u = Flow::udp(
+            "1.2.3.4:5060".parse().unwrap(),
+            "5.6.7.8:5060".parse().unwrap(),
+        );
         assert_eq!(Flow::from_token(&u.token()), Some(u));
         assert_eq!(Flow::from_token("garbage"), None);
     }

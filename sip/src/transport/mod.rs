@@ -67,15 +67,24 @@ impl Default for TransportConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("bind {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("send to {addr}: {source}")]
-    Send { addr: SocketAddr, source: std::io::Error },
+    Send {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("no socket for {0:?} to reach {1}")]
     NoRoute(Protocol, SocketAddr),
     #[error("connection to {0} is congested")]
     Congested(SocketAddr),
     #[error("connect to {addr}: {source}")]
-    Connect { addr: SocketAddr, source: std::io::Error },
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 impl TransportError {
@@ -92,7 +101,11 @@ pub enum TransportEvent {
     Message { data: Bytes, flow: Flow },
     /// A stream could not be framed; `head` holds what was buffered so a 400/513 can be tried.
     /// The connection is closed shortly after.
-    StreamError { flow: Flow, error: WireError, head: Bytes },
+    StreamError {
+        flow: Flow,
+        error: WireError,
+        head: Bytes,
+    },
     /// A TCP connection ended.
     Closed { flow: Flow },
 }
@@ -124,7 +137,11 @@ pub struct Transport {
 
 impl Transport {
     /// Binds every listen address and starts the receive loops.
-    pub async fn bind(cfg: TransportConfig, events: mpsc::Sender<TransportEvent>, stats: Arc<Stats>) -> Result<Arc<Transport>, TransportError> {
+    pub async fn bind(
+        cfg: TransportConfig,
+        events: mpsc::Sender<TransportEvent>,
+        stats: Arc<Stats>,
+    ) -> Result<Arc<Transport>, TransportError> {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut udp = Vec::new();
         let mut listeners = Vec::new();
@@ -142,7 +159,13 @@ impl Transport {
             shutdown,
         });
         for sock in &t.udp {
-            tokio::spawn(udp::receive_loop(sock.clone(), t.events.clone(), t.cfg.max_message_size, t.stats.clone(), shutdown_rx.clone()));
+            tokio::spawn(udp::receive_loop(
+                sock.clone(),
+                t.events.clone(),
+                t.cfg.max_message_size,
+                t.stats.clone(),
+                shutdown_rx.clone(),
+            ));
         }
         for l in listeners {
             tokio::spawn(tcp::accept_loop(t.clone(), l, shutdown_rx.clone()));
@@ -152,7 +175,10 @@ impl Transport {
 
     /// The bound UDP addresses (TCP listens on the same ones).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.udp.iter().filter_map(|s| s.local_addr().ok()).collect()
+        self.udp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
     }
 
     pub fn flows(&self) -> &FlowTable {
@@ -171,14 +197,29 @@ impl Transport {
 
     fn udp_for(&self, local: Option<SocketAddr>, remote: SocketAddr) -> Option<&Arc<UdpSocket>> {
         let by_local = local.and_then(|l| self.udp.iter().find(|s| s.local_addr().ok() == Some(l)));
-        by_local.or_else(|| self.udp.iter().find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == remote.is_ipv4())))
+        by_local.or_else(|| {
+            self.udp.iter().find(|s| {
+                s.local_addr()
+                    .is_ok_and(|a| a.is_ipv4() == remote.is_ipv4())
+            })
+        })
     }
 
     /// Sends to `remote` over `protocol`, reusing a live TCP connection to it if there is one.
-    pub async fn send_to(self: &Arc<Self>, protocol: Protocol, remote: SocketAddr, data: Bytes) -> Result<Flow, TransportError> {
+    pub async fn send_to(
+        self: &Arc<Self>,
+        protocol: Protocol,
+        remote: SocketAddr,
+        data: Bytes,
+    ) -> Result<Flow, TransportError> {
         let flow = match protocol {
             Protocol::Udp => Flow::udp(SocketAddr::new(unspecified(remote), 0), remote),
-            Protocol::Tcp => self.flows.by_remote(remote).unwrap_or(Flow { protocol, local: SocketAddr::new(unspecified(remote), 0), remote, conn: 0 }),
+            Protocol::Tcp => self.flows.by_remote(remote).unwrap_or(Flow {
+                protocol,
+                local: SocketAddr::new(unspecified(remote), 0),
+                remote,
+                conn: 0,
+            }),
         };
         self.send(flow, data).await
     }
@@ -187,18 +228,37 @@ impl Transport {
         match flow.protocol {
             Protocol::Udp => {
                 let local = (flow.local.port() != 0).then_some(flow.local);
-                let sock = self.udp_for(local, flow.remote).ok_or(TransportError::NoRoute(Protocol::Udp, flow.remote))?;
-                sock.send_to(&data, flow.remote).await.map_err(|source| TransportError::Send { addr: flow.remote, source })?;
+                let sock = self
+                    .udp_for(local, flow.remote)
+                    .ok_or(TransportError::NoRoute(Protocol::Udp, flow.remote))?;
+                sock.send_to(&data, flow.remote)
+                    .await
+                    .map_err(|source| TransportError::Send {
+                        addr: flow.remote,
+                        source,
+                    })?;
                 let local = sock.local_addr().unwrap_or(flow.local);
                 Ok(Flow::udp(local, flow.remote))
             }
             Protocol::Tcp => {
-                if let Some(conn) = self.flows.sender_for(&flow).or_else(|| self.flows.by_remote(flow.remote).and_then(|f| self.flows.sender(f.conn))) {
-                    return conn.send(data).map_err(|_| TransportError::Congested(flow.remote));
+                if let Some(conn) = self.flows.sender_for(&flow).or_else(|| {
+                    self.flows
+                        .by_remote(flow.remote)
+                        .and_then(|f| self.flows.sender(f.conn))
+                }) {
+                    return conn
+                        .try_send(data)
+                        .map(|_| conn.flow)
+                        .map_err(|_| TransportError::Congested(flow.remote));
                 }
                 let flow = tcp::connect(self.clone(), flow.remote).await?;
-                let conn = self.flows.sender(flow.conn).ok_or(TransportError::NoRoute(Protocol::Tcp, flow.remote))?;
-                conn.send(data).map_err(|_| TransportError::Congested(flow.remote))
+                let conn = self
+                    .flows
+                    .sender(flow.conn)
+                    .ok_or(TransportError::NoRoute(Protocol::Tcp, flow.remote))?;
+                conn.try_send(data)
+                    .map(|_| conn.flow)
+                    .map_err(|_| TransportError::Congested(flow.remote))
             }
         }
     }
@@ -213,14 +273,18 @@ impl Transmit for Arc<Transport> {
         match flow.protocol {
             Protocol::Udp => {
                 let local = (flow.local.port() != 0).then_some(flow.local);
-                let Some(sock) = self.udp_for(local, flow.remote) else { return Err(data) };
+                let Some(sock) = self.udp_for(local, flow.remote) else {
+                    return Err(data);
+                };
                 match sock.try_send_to(&data, flow.remote) {
                     Ok(_) => Ok(()),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(data),
                     Err(e) => {
                         // Unreachable peer and the like: what the async path would report too.
                         tracing::debug!(remote = %flow.remote, error = %e, "udp send failed");
-                        self.stats.send_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.stats
+                            .send_errors
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         Ok(())
                     }
                 }
@@ -243,11 +307,18 @@ fn unspecified(remote: SocketAddr) -> std::net::IpAddr {
 
 /// Binds UDP and TCP on the same port. With port 0 the UDP socket picks a port and TCP takes
 /// the same one, retrying a few times if another process holds it.
-fn bind_pair(addr: SocketAddr, udp_buffer: usize) -> Result<(UdpSocket, TcpListener), TransportError> {
+fn bind_pair(
+    addr: SocketAddr,
+    udp_buffer: usize,
+) -> Result<(UdpSocket, TcpListener), TransportError> {
     use socket2::{Domain, Socket, Type};
     let mut last_err = None;
     for _ in 0..16 {
-        let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+        let domain = if addr.is_ipv4() {
+            Domain::IPV4
+        } else {
+            Domain::IPV6
+        };
         let mk_err = |source| TransportError::Bind { addr, source };
         let us = Socket::new(domain, Type::DGRAM, None).map_err(mk_err)?;
         if addr.is_ipv6() {
@@ -257,7 +328,11 @@ fn bind_pair(addr: SocketAddr, udp_buffer: usize) -> Result<(UdpSocket, TcpListe
         let _ = us.set_send_buffer_size(udp_buffer);
         us.set_nonblocking(true).map_err(mk_err)?;
         us.bind(&addr.into()).map_err(mk_err)?;
-        let bound = us.local_addr().ok().and_then(|a| a.as_socket()).ok_or_else(|| mk_err(std::io::Error::other("no local address")))?;
+        let bound = us
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .ok_or_else(|| mk_err(std::io::Error::other("no local address")))?;
         let ts = Socket::new(domain, Type::STREAM, None).map_err(mk_err)?;
         if addr.is_ipv6() {
             let _ = ts.set_only_v6(true);
@@ -274,5 +349,8 @@ fn bind_pair(addr: SocketAddr, udp_buffer: usize) -> Result<(UdpSocket, TcpListe
             Err(e) => return Err(mk_err(e)),
         }
     }
-    Err(TransportError::Bind { addr, source: last_err.unwrap_or_else(|| std::io::Error::other("no port")) })
+    Err(TransportError::Bind {
+        addr,
+        source: last_err.unwrap_or_else(|| std::io::Error::other("no port")),
+    })
 }

@@ -13,7 +13,11 @@ use tokio::sync::{mpsc, watch};
 use super::{Flow, Protocol, Transport, TransportError, TransportEvent};
 use crate::wire::{Framed, StreamFramer, WireError};
 
-pub async fn accept_loop(t: Arc<Transport>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+pub async fn accept_loop(
+    t: Arc<Transport>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let (stream, remote) = tokio::select! {
             r = listener.accept() => match r {
@@ -38,17 +42,41 @@ pub async fn accept_loop(t: Arc<Transport>, listener: TcpListener, mut shutdown:
 
 /// Opens an outgoing connection (RFC 3261 §18.1.1) and registers its flow.
 pub async fn connect(t: Arc<Transport>, remote: SocketAddr) -> Result<Flow, TransportError> {
-    let stream = tokio::time::timeout(std::time::Duration::from_secs(5), TcpStream::connect(remote))
-        .await
-        .map_err(|_| TransportError::Connect { addr: remote, source: std::io::ErrorKind::TimedOut.into() })?
-        .map_err(|source| TransportError::Connect { addr: remote, source })?;
+    let stream = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        TcpStream::connect(remote),
+    )
+    .await
+    .map_err(|_| TransportError::Connect {
+        addr: remote,
+        source: std::io::ErrorKind::TimedOut.into(),
+    })?
+    .map_err(|source| TransportError::Connect {
+        addr: remote,
+        source,
+    })?;
     let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().map_err(|source| TransportError::Connect { addr: remote, source })?;
+    let local = stream
+        .local_addr()
+        .map_err(|source| TransportError::Connect {
+            addr: remote,
+            source,
+        })?;
     Ok(spawn_connection(t, stream, local, remote))
 }
 
-fn spawn_connection(t: Arc<Transport>, stream: TcpStream, local: SocketAddr, remote: SocketAddr) -> Flow {
-    let flow = Flow { protocol: Protocol::Tcp, local, remote, conn: t.flows().next_conn_id() };
+fn spawn_connection(
+    t: Arc<Transport>,
+    stream: TcpStream,
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> Flow {
+    let flow = Flow {
+        protocol: Protocol::Tcp,
+        local,
+        remote,
+        conn: t.flows().next_conn_id(),
+    };
     let (tx, mut rx) = mpsc::channel::<Bytes>(t.config().tcp_send_queue);
     t.flows().insert(flow, tx.clone());
     let (mut rd, mut wr) = stream.into_split();
@@ -69,7 +97,11 @@ fn spawn_connection(t: Arc<Transport>, stream: TcpStream, local: SocketAddr, rem
                 Ok(Framed::Message(data)) => {
                     t.stats.received.fetch_add(1, Ordering::Relaxed);
                     // Backpressure on a stream: wait rather than drop.
-                    if t.events.send(TransportEvent::Message { data, flow }).await.is_err() {
+                    if t.events
+                        .send(TransportEvent::Message { data, flow })
+                        .await
+                        .is_err()
+                    {
                         break "endpoint gone";
                     }
                     continue;
@@ -83,7 +115,10 @@ fn spawn_connection(t: Arc<Transport>, stream: TcpStream, local: SocketAddr, rem
                 Ok(Framed::Incomplete) => {}
                 Err(error) => {
                     let head = framer.head(8192);
-                    let _ = t.events.send(TransportEvent::StreamError { flow, error, head }).await;
+                    let _ = t
+                        .events
+                        .send(TransportEvent::StreamError { flow, error, head })
+                        .await;
                     // Let an error response go out before closing.
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                     break "unframeable stream";
@@ -97,9 +132,19 @@ fn spawn_connection(t: Arc<Transport>, stream: TcpStream, local: SocketAddr, rem
                 Ok(Ok(0)) => break "closed by peer",
                 Ok(Ok(_)) => {
                     if framer.buffered() > cfg.max_tcp_buffer {
-                        let err = WireError::TooLarge { size: framer.buffered(), limit: cfg.max_tcp_buffer };
+                        let err = WireError::TooLarge {
+                            size: framer.buffered(),
+                            limit: cfg.max_tcp_buffer,
+                        };
                         let head = framer.head(8192);
-                        let _ = t.events.send(TransportEvent::StreamError { flow, error: err, head }).await;
+                        let _ = t
+                            .events
+                            .send(TransportEvent::StreamError {
+                                flow,
+                                error: err,
+                                head,
+                            })
+                            .await;
                         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                         break "buffer limit";
                     }

@@ -38,7 +38,10 @@ pub async fn receive_loop(
             continue;
         }
         stats.received.fetch_add(1, Ordering::Relaxed);
-        let ev = TransportEvent::Message { data: Bytes::copy_from_slice(data), flow: Flow::udp(local, remote) };
+        let ev = TransportEvent::Message {
+            data: Bytes::copy_from_slice(data),
+            flow: Flow::udp(local, remote),
+        };
         if events.try_send(ev).is_err() {
             stats.dropped_overload.fetch_add(1, Ordering::Relaxed);
         }

@@ -49,9 +49,16 @@ mod tests {
 
     #[test]
     fn content_length_recomputed() {
-        let m = parse_bytes(b"MESSAGE sip:a@b SIP/2.0\r\nCall-ID: x\r\nContent-Length: 5\r\n\r\nhello").unwrap();
-        let rsip::SipMessage::Request(mut r) = m else { panic!() };
+        let m =
+            parse_bytes(b"MESSAGE sip:a@b SIP/2.0\r\nCall-ID: x\r\nContent-Length: 5\r\n\r\nhello")
+                .unwrap();
+        let rsip::SipMessage::Request(mut r) = m else {
+            panic!()
+        };
         r.body = b"hi".to_vec();
-        assert_eq!(&encode_request(&r)[..], b"MESSAGE sip:a@b SIP/2.0\r\nCall-ID: x\r\nContent-Length: 2\r\n\r\nhi");
+        assert_eq!(
+            &encode_request(&r)[..],
+            b"MESSAGE sip:a@b SIP/2.0\r\nCall-ID: x\r\nContent-Length: 2\r\n\r\nhi"
+        );
     }
 }

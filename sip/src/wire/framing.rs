@@ -26,7 +26,10 @@ pub struct StreamFramer {
 
 impl StreamFramer {
     pub fn new(max_message: usize) -> Self {
-        StreamFramer { buf: BytesMut::with_capacity(4096), max_message }
+        StreamFramer {
+            buf: BytesMut::with_capacity(4096),
+            max_message,
+        }
     }
 
     /// The buffer to read into.
@@ -70,14 +73,24 @@ impl StreamFramer {
         }
         let Some(head_end) = find_header_end(&self.buf) else {
             if self.buf.len() > self.max_message {
-                return Err(WireError::TooLarge { size: self.buf.len(), limit: self.max_message });
+                return Err(WireError::TooLarge {
+                    size: self.buf.len(),
+                    limit: self.max_message,
+                });
             }
             return Ok(Framed::Incomplete);
         };
-        let declared = scan_content_length(&self.buf[..head_end])?.ok_or(WireError::MissingContentLength)?;
-        let total = head_end.checked_add(declared).ok_or(WireError::TooLarge { size: usize::MAX, limit: self.max_message })?;
+        let declared =
+            scan_content_length(&self.buf[..head_end])?.ok_or(WireError::MissingContentLength)?;
+        let total = head_end.checked_add(declared).ok_or(WireError::TooLarge {
+            size: usize::MAX,
+            limit: self.max_message,
+        })?;
         if total > self.max_message {
-            return Err(WireError::TooLarge { size: total, limit: self.max_message });
+            return Err(WireError::TooLarge {
+                size: total,
+                limit: self.max_message,
+            });
         }
         if self.buf.len() < total {
             return Ok(Framed::Incomplete);
@@ -107,13 +120,22 @@ pub fn find_header_end(buf: &[u8]) -> Option<usize> {
 pub fn scan_content_length(head: &[u8]) -> Result<Option<usize>, WireError> {
     let mut found = None;
     for line in head.split(|&b| b == b'\n') {
-        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
         let name = trim(&line[..colon]);
         if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
-            let v = std::str::from_utf8(trim(&line[colon + 1..])).map_err(|_| WireError::BadEncoding)?;
-            let n: usize = v.parse().map_err(|_| WireError::BadHeader { name: "Content-Length", reason: "not a number" })?;
+            let v = std::str::from_utf8(trim(&line[colon + 1..]))
+                .map_err(|_| WireError::BadEncoding)?;
+            let n: usize = v.parse().map_err(|_| WireError::BadHeader {
+                name: "Content-Length",
+                reason: "not a number",
+            })?;
             if found.is_some_and(|f| f != n) {
-                return Err(WireError::BadHeader { name: "Content-Length", reason: "conflicting values" });
+                return Err(WireError::BadHeader {
+                    name: "Content-Length",
+                    reason: "conflicting values",
+                });
             }
             found = Some(n);
         }
@@ -122,8 +144,14 @@ pub fn scan_content_length(head: &[u8]) -> Result<Option<usize>, WireError> {
 }
 
 fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
-    let end = s.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = s
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &s[start..end.max(start)]
 }
 
@@ -139,11 +167,20 @@ mod tests {
         f.buffer().extend_from_slice(REG);
         f.buffer().extend_from_slice(REG);
         f.buffer().extend_from_slice(&REG[..10]);
-        assert_eq!(f.next_frame().unwrap(), Framed::Message(Bytes::from_static(REG)));
-        assert_eq!(f.next_frame().unwrap(), Framed::Message(Bytes::from_static(REG)));
+        assert_eq!(
+            f.next_frame().unwrap(),
+            Framed::Message(Bytes::from_static(REG))
+        );
+        assert_eq!(
+            f.next_frame().unwrap(),
+            Framed::Message(Bytes::from_static(REG))
+        );
         assert_eq!(f.next_frame().unwrap(), Framed::Incomplete);
         f.buffer().extend_from_slice(&REG[10..]);
-        assert_eq!(f.next_frame().unwrap(), Framed::Message(Bytes::from_static(REG)));
+        assert_eq!(
+            f.next_frame().unwrap(),
+            Framed::Message(Bytes::from_static(REG))
+        );
     }
 
     #[test]
@@ -165,8 +202,12 @@ mod tests {
     #[test]
     fn compact_length_and_bare_lf() {
         let mut f = StreamFramer::new(4096);
-        f.buffer().extend_from_slice(b"OPTIONS sip:a SIP/2.0\nl: 2\n\nhiX");
-        assert_eq!(f.next_frame().unwrap(), Framed::Message(Bytes::from_static(b"OPTIONS sip:a SIP/2.0\nl: 2\n\nhi")));
+        f.buffer()
+            .extend_from_slice(b"OPTIONS sip:a SIP/2.0\nl: 2\n\nhiX");
+        assert_eq!(
+            f.next_frame().unwrap(),
+            Framed::Message(Bytes::from_static(b"OPTIONS sip:a SIP/2.0\nl: 2\n\nhi"))
+        );
     }
 
     #[test]
@@ -175,10 +216,12 @@ mod tests {
         f.buffer().extend_from_slice(&[b'a'; 40]);
         assert!(matches!(f.next_frame(), Err(WireError::TooLarge { .. })));
         let mut f = StreamFramer::new(4096);
-        f.buffer().extend_from_slice(b"OPTIONS sip:a SIP/2.0\r\n\r\n");
+        f.buffer()
+            .extend_from_slice(b"OPTIONS sip:a SIP/2.0\r\n\r\n");
         assert_eq!(f.next_frame(), Err(WireError::MissingContentLength));
         let mut f = StreamFramer::new(100);
-        f.buffer().extend_from_slice(b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 99999999999\r\n\r\n");
+        f.buffer()
+            .extend_from_slice(b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 99999999999\r\n\r\n");
         assert!(matches!(f.next_frame(), Err(WireError::TooLarge { .. })));
     }
 }

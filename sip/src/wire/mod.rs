@@ -33,7 +33,10 @@ pub enum WireError {
     #[error("header section is not UTF-8")]
     BadEncoding,
     #[error("malformed {name} header: {reason}")]
-    BadHeader { name: &'static str, reason: &'static str },
+    BadHeader {
+        name: &'static str,
+        reason: &'static str,
+    },
     #[error("missing mandatory header {0}")]
     MissingHeader(&'static str),
     #[error("Content-Length {declared} disagrees with body of {actual} bytes")]

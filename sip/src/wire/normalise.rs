@@ -13,8 +13,16 @@ use super::WireError;
 /// The start line, still as text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartLine<'a> {
-    Request { method: &'a str, uri: &'a str, version: &'a str },
-    Response { version: &'a str, code: u16, reason: &'a str },
+    Request {
+        method: &'a str,
+        uri: &'a str,
+        version: &'a str,
+    },
+    Response {
+        version: &'a str,
+        code: u16,
+        reason: &'a str,
+    },
 }
 
 /// One header line after unfolding, with its name in canonical long form.
@@ -35,12 +43,18 @@ pub struct RawMessage<'a> {
 impl<'a> RawMessage<'a> {
     /// First value of a header (name compared case-insensitively, canonical long form).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_ref())
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_ref())
     }
 
     /// All values of a header, in order.
     pub fn headers_named<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s str> + 's {
-        self.headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_ref())
+        self.headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_ref())
     }
 
     pub fn is_request(&self) -> bool {
@@ -56,7 +70,10 @@ impl<'a> RawMessage<'a> {
                 reason: "not a number",
             })?;
             if found.is_some_and(|f| f != n) {
-                return Err(WireError::BadHeader { name: "Content-Length", reason: "conflicting values" });
+                return Err(WireError::BadHeader {
+                    name: "Content-Length",
+                    reason: "conflicting values",
+                });
             }
             found = Some(n);
         }
@@ -92,15 +109,57 @@ pub fn expand_compact(c: u8) -> Option<&'static str> {
 }
 
 const KNOWN: &[&str] = &[
-    "Accept", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow", "Allow-Events",
-    "Authentication-Info", "Authorization", "Call-ID", "Call-Info", "Contact",
-    "Content-Disposition", "Content-Encoding", "Content-Language", "Content-Length",
-    "Content-Type", "CSeq", "Date", "Error-Info", "Event", "Expires", "From", "In-Reply-To",
-    "Max-Forwards", "MIME-Version", "Min-Expires", "Organization", "Path", "Priority",
-    "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Require", "Record-Route", "Refer-To",
-    "Referred-By", "Reply-To", "Require", "Retry-After", "Route", "Server", "Session-Expires",
-    "Subject", "Subscription-State", "Supported", "Timestamp", "To", "Unsupported",
-    "User-Agent", "Via", "Warning", "WWW-Authenticate",
+    "Accept",
+    "Accept-Encoding",
+    "Accept-Language",
+    "Alert-Info",
+    "Allow",
+    "Allow-Events",
+    "Authentication-Info",
+    "Authorization",
+    "Call-ID",
+    "Call-Info",
+    "Contact",
+    "Content-Disposition",
+    "Content-Encoding",
+    "Content-Language",
+    "Content-Length",
+    "Content-Type",
+    "CSeq",
+    "Date",
+    "Error-Info",
+    "Event",
+    "Expires",
+    "From",
+    "In-Reply-To",
+    "Max-Forwards",
+    "MIME-Version",
+    "Min-Expires",
+    "Organization",
+    "Path",
+    "Priority",
+    "Proxy-Authenticate",
+    "Proxy-Authorization",
+    "Proxy-Require",
+    "Record-Route",
+    "Refer-To",
+    "Referred-By",
+    "Reply-To",
+    "Require",
+    "Retry-After",
+    "Route",
+    "Server",
+    "Session-Expires",
+    "Subject",
+    "Subscription-State",
+    "Supported",
+    "Timestamp",
+    "To",
+    "Unsupported",
+    "User-Agent",
+    "Via",
+    "Warning",
+    "WWW-Authenticate",
 ];
 
 /// Canonical spelling of a header name: compact forms expanded, known names in their RFC case.
@@ -143,38 +202,58 @@ fn next_line(input: &[u8], from: usize) -> Option<(&[u8], usize)> {
 /// (it needs Via, From, To, Call-ID and CSeq). Never used to process a request.
 pub fn salvage(input: &[u8]) -> Option<RawMessage<'_>> {
     let mut pos = input.iter().position(|&b| b != b'\r' && b != b'\n')?;
-    let end = input[pos..].iter().position(|&b| b == b'\n').map_or(input.len(), |i| pos + i);
+    let end = input[pos..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(input.len(), |i| pos + i);
     let line = &input[pos..end];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let start = parse_start_line(std::str::from_utf8(line).ok()?).ok()?;
     pos = (end + 1).min(input.len());
     let mut headers = Vec::new();
     while pos < input.len() {
-        let end = input[pos..].iter().position(|&b| b == b'\n').map_or(input.len(), |i| pos + i);
+        let end = input[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(input.len(), |i| pos + i);
         let line = &input[pos..end];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         pos = end + 1;
         if line.is_empty() {
             break;
         }
-        let Ok(line) = std::str::from_utf8(line) else { continue };
+        let Ok(line) = std::str::from_utf8(line) else {
+            continue;
+        };
         if line.starts_with([' ', '\t']) {
             continue;
         }
-        let Some(colon) = line.find(':') else { continue };
+        let Some(colon) = line.find(':') else {
+            continue;
+        };
         let name = line[..colon].trim_end_matches([' ', '\t']);
         if name.is_empty() || !name.bytes().all(is_token_char) {
             continue;
         }
-        headers.push(RawHeader { name: canonical_name(name), value: Cow::Borrowed(line[colon + 1..].trim_matches([' ', '\t'])) });
+        headers.push(RawHeader {
+            name: canonical_name(name),
+            value: Cow::Borrowed(line[colon + 1..].trim_matches([' ', '\t'])),
+        });
     }
-    Some(RawMessage { start, headers, body: &input[pos.min(input.len())..] })
+    Some(RawMessage {
+        start,
+        headers,
+        body: &input[pos.min(input.len())..],
+    })
 }
 
 /// Splits and normalises a whole message (header section and body must both be in `input`).
 pub fn normalise(input: &[u8]) -> Result<RawMessage<'_>, WireError> {
     // RFC 3261 §7.5: ignore CRLFs before the start line.
-    let mut pos = input.iter().position(|&b| b != b'\r' && b != b'\n').ok_or(WireError::Empty)?;
+    let mut pos = input
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .ok_or(WireError::Empty)?;
 
     let (start_bytes, next) = next_line(input, pos).ok_or(WireError::NoHeaderEnd)?;
     pos = next;
@@ -191,7 +270,10 @@ pub fn normalise(input: &[u8]) -> Result<RawMessage<'_>, WireError> {
         let line = std::str::from_utf8(line).map_err(|_| WireError::BadEncoding)?;
         if line.starts_with(' ') || line.starts_with('\t') {
             // RFC 3261 §7.3.1: a continuation line; fold into the previous value with one SP.
-            let last = headers.last_mut().ok_or(WireError::BadHeader { name: "?", reason: "continuation without header" })?;
+            let last = headers.last_mut().ok_or(WireError::BadHeader {
+                name: "?",
+                reason: "continuation without header",
+            })?;
             let cont = line.trim();
             if !cont.is_empty() {
                 let v = last.value.to_mut();
@@ -200,15 +282,28 @@ pub fn normalise(input: &[u8]) -> Result<RawMessage<'_>, WireError> {
             }
             continue;
         }
-        let colon = line.find(':').ok_or(WireError::BadHeader { name: "?", reason: "missing colon" })?;
+        let colon = line.find(':').ok_or(WireError::BadHeader {
+            name: "?",
+            reason: "missing colon",
+        })?;
         let name = line[..colon].trim_end_matches([' ', '\t']);
         if name.is_empty() || !name.bytes().all(is_token_char) {
-            return Err(WireError::BadHeader { name: "?", reason: "invalid header name" });
+            return Err(WireError::BadHeader {
+                name: "?",
+                reason: "invalid header name",
+            });
         }
         let value = line[colon + 1..].trim_matches([' ', '\t']);
-        headers.push(RawHeader { name: canonical_name(name), value: Cow::Borrowed(value) });
+        headers.push(RawHeader {
+            name: canonical_name(name),
+            value: Cow::Borrowed(value),
+        });
     }
-    Ok(RawMessage { start, headers, body: &input[pos..] })
+    Ok(RawMessage {
+        start,
+        headers,
+        body: &input[pos..],
+    })
 }
 
 fn parse_start_line(line: &str) -> Result<StartLine<'_>, WireError> {
@@ -225,11 +320,16 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, WireError> {
         if !(100..=699).contains(&code) {
             return Err(WireError::BadStartLine);
         }
-        return Ok(StartLine::Response { version: &line[..7], code, reason });
+        return Ok(StartLine::Response {
+            version: &line[..7],
+            code,
+            reason,
+        });
     }
     // Request-Line = Method SP Request-URI SP SIP-Version
     let mut parts = line.split(' ');
-    let (Some(method), Some(uri), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(method), Some(uri), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(WireError::BadStartLine);
     };
@@ -239,7 +339,11 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, WireError> {
     if !version.eq_ignore_ascii_case("SIP/2.0") {
         return Err(WireError::BadVersion);
     }
-    Ok(StartLine::Request { method, uri, version })
+    Ok(StartLine::Request {
+        method,
+        uri,
+        version,
+    })
 }
 
 #[cfg(test)]
@@ -250,14 +354,20 @@ mod tests {
     fn compact_names_are_expanded() {
         let m = normalise(b"REGISTER sip:a.example SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bK1\r\ni: abc\r\nf: <sip:a@a.example>;tag=1\r\nt: <sip:a@a.example>\r\nm: <sip:a@1.2.3.4>\r\nl: 0\r\n\r\n").unwrap();
         let names: Vec<_> = m.headers.iter().map(|h| h.name.as_ref()).collect();
-        assert_eq!(names, ["Via", "Call-ID", "From", "To", "Contact", "Content-Length"]);
+        assert_eq!(
+            names,
+            ["Via", "Call-ID", "From", "To", "Contact", "Content-Length"]
+        );
         assert_eq!(m.header("call-id"), Some("abc"));
     }
 
     #[test]
     fn folded_lines_are_unfolded() {
         let m = normalise(b"OPTIONS sip:a SIP/2.0\r\nSubject: I know you're there,\r\n   pick up the phone\r\n\tand talk to me!\r\n\r\n").unwrap();
-        assert_eq!(m.header("Subject"), Some("I know you're there, pick up the phone and talk to me!"));
+        assert_eq!(
+            m.header("Subject"),
+            Some("I know you're there, pick up the phone and talk to me!")
+        );
     }
 
     #[test]
@@ -269,7 +379,8 @@ mod tests {
 
     #[test]
     fn whitespace_before_colon() {
-        let m = normalise(b"OPTIONS sip:a SIP/2.0\r\nCall-ID : x\r\nCSeq\t: 1 OPTIONS\r\n\r\n").unwrap();
+        let m = normalise(b"OPTIONS sip:a SIP/2.0\r\nCall-ID : x\r\nCSeq\t: 1 OPTIONS\r\n\r\n")
+            .unwrap();
         assert_eq!(m.header("Call-ID"), Some("x"));
         assert_eq!(m.header("CSeq"), Some("1 OPTIONS"));
     }
@@ -277,7 +388,14 @@ mod tests {
     #[test]
     fn leading_crlf_ignored_and_response_line() {
         let m = normalise(b"\r\n\r\nSIP/2.0 401 Unauthorized\r\n\r\n").unwrap();
-        assert_eq!(m.start, StartLine::Response { version: "SIP/2.0", code: 401, reason: "Unauthorized" });
+        assert_eq!(
+            m.start,
+            StartLine::Response {
+                version: "SIP/2.0",
+                code: 401,
+                reason: "Unauthorized"
+            }
+        );
     }
 
     #[test]
@@ -294,7 +412,8 @@ mod tests {
 
     #[test]
     fn salvage_skips_bad_lines() {
-        let input = b"REGISTER sip:a SIP/2.0\r\nCall-ID: x\r\nthis line is broken\r\nCSeq: 1 REGISTER\r\n";
+        let input =
+            b"REGISTER sip:a SIP/2.0\r\nCall-ID: x\r\nthis line is broken\r\nCSeq: 1 REGISTER\r\n";
         assert!(normalise(input).is_err());
         let m = salvage(input).unwrap();
         assert_eq!(m.header("CSeq"), Some("1 REGISTER"));

@@ -21,7 +21,10 @@ use super::WireError;
 /// disagreeing length usually means a truncated or spliced message.
 pub fn parse_datagram(buf: &[u8], limit: usize) -> Result<SipMessage, WireError> {
     if buf.len() > limit {
-        return Err(WireError::TooLarge { size: buf.len(), limit });
+        return Err(WireError::TooLarge {
+            size: buf.len(),
+            limit,
+        });
     }
     let raw = normalise(buf)?;
     check_datagram_length(&raw)?;
@@ -34,7 +37,12 @@ pub fn check_datagram_length(raw: &RawMessage<'_>) -> Result<usize, WireError> {
     match raw.content_length()? {
         None => Ok(actual),
         Some(declared) if declared == actual => Ok(actual),
-        Some(declared) if declared < actual && raw.body[declared..].iter().all(|b| *b == b'\r' || *b == b'\n') => {
+        Some(declared)
+            if declared < actual
+                && raw.body[declared..]
+                    .iter()
+                    .all(|b| *b == b'\r' || *b == b'\n') =>
+        {
             Ok(declared)
         }
         Some(declared) => Err(WireError::ContentLengthMismatch { declared, actual }),
@@ -46,7 +54,12 @@ pub fn check_datagram_length(raw: &RawMessage<'_>) -> Result<usize, WireError> {
 pub fn parse_raw(raw: &RawMessage<'_>) -> Result<SipMessage, WireError> {
     let body_len = match raw.content_length()? {
         Some(n) if n <= raw.body.len() => n,
-        Some(n) => return Err(WireError::ContentLengthMismatch { declared: n, actual: raw.body.len() }),
+        Some(n) => {
+            return Err(WireError::ContentLengthMismatch {
+                declared: n,
+                actual: raw.body.len(),
+            })
+        }
         None => raw.body.len(),
     };
     let body = raw.body[..body_len].to_vec();
@@ -55,14 +68,25 @@ pub fn parse_raw(raw: &RawMessage<'_>) -> Result<SipMessage, WireError> {
         StartLine::Request { method, uri, .. } => {
             let method = parse_method(method)?;
             let uri = Uri::try_from(uri).map_err(|_| WireError::BadUri)?;
-            Ok(SipMessage::Request(Request { method, uri, version: Version::V2, headers, body }))
+            Ok(SipMessage::Request(Request {
+                method,
+                uri,
+                version: Version::V2,
+                headers,
+                body,
+            }))
         }
         StartLine::Response { code, reason, .. } => {
             let status = match StatusCode::from(code) {
                 StatusCode::Other(c, _) => StatusCode::Other(c, reason.to_string()),
                 known => known,
             };
-            Ok(SipMessage::Response(Response { status_code: status, version: Version::V2, headers, body }))
+            Ok(SipMessage::Response(Response {
+                status_code: status,
+                version: Version::V2,
+                headers,
+                body,
+            }))
         }
     }
 }
@@ -148,9 +172,11 @@ mod tests {
 
     #[test]
     fn content_length_disagreeing_is_400() {
-        let e = parse_bytes(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 10\r\n\r\nabc").unwrap_err();
+        let e =
+            parse_bytes(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 10\r\n\r\nabc").unwrap_err();
         assert_eq!(e.status().0, 400);
-        let e = parse_bytes(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 1\r\n\r\nabc").unwrap_err();
+        let e =
+            parse_bytes(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 1\r\n\r\nabc").unwrap_err();
         assert_eq!(e.status().0, 400);
         // CRLF padding past the body is tolerated.
         let m = parse_bytes(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n\r\n").unwrap();

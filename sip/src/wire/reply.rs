@@ -6,8 +6,15 @@ use super::normalise::{RawMessage, StartLine};
 
 /// Text of an error response to `raw`, or `None` when it cannot be answered (a response, an
 /// ACK, or missing the headers a response must copy).
-pub fn error_response(raw: &RawMessage<'_>, code: u16, reason: &str, server: &str) -> Option<Vec<u8>> {
-    let StartLine::Request { method, .. } = raw.start else { return None };
+pub fn error_response(
+    raw: &RawMessage<'_>,
+    code: u16,
+    reason: &str,
+    server: &str,
+) -> Option<Vec<u8>> {
+    let StartLine::Request { method, .. } = raw.start else {
+        return None;
+    };
     if method == "ACK" {
         return None;
     }
@@ -60,8 +67,11 @@ mod tests {
     #[test]
     fn answers_request_with_mandatory_headers() {
         let raw = normalise(b"FOO sip:a SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bK1\r\nf: <sip:a@b>;tag=1\r\nt: <sip:a@b>\r\ni: x\r\nCSeq: 1 FOO\r\n\r\n").unwrap();
-        let r = String::from_utf8(error_response(&raw, 501, "Not Implemented", "").unwrap()).unwrap();
-        assert!(r.starts_with("SIP/2.0 501 Not Implemented\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"));
+        let r =
+            String::from_utf8(error_response(&raw, 501, "Not Implemented", "").unwrap()).unwrap();
+        assert!(
+            r.starts_with("SIP/2.0 501 Not Implemented\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n")
+        );
         assert!(r.contains("To: <sip:a@b>;tag="));
         assert!(r.ends_with("Content-Length: 0\r\n\r\n"));
     }
