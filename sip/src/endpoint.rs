@@ -97,7 +97,9 @@ struct Inner {
     tsx: Arc<TransactionLayer>,
     registrar: Arc<Registrar>,
     guard: Arc<DigestGuard>,
-    handlers: Vec<Arc<dyn RequestHandler>>,
+    /// Registrar first, then the server crate's handlers. Swapped whole when a handler is
+    /// added (rare), read per request (an Arc clone under a read lock).
+    handlers: parking_lot::RwLock<Arc<Vec<Arc<dyn RequestHandler>>>>,
     stats: Arc<Stats>,
     dispatcher: Mutex<Option<JoinHandle<()>>>,
 }
@@ -138,7 +140,7 @@ impl Endpoint {
             tsx,
             registrar,
             guard,
-            handlers: chain,
+            handlers: parking_lot::RwLock::new(Arc::new(chain)),
             stats,
             dispatcher: Mutex::new(None),
         });
@@ -165,6 +167,15 @@ impl Endpoint {
 
     pub fn registrar(&self) -> &Arc<Registrar> {
         &self.inner.registrar
+    }
+
+    /// Appends a handler to the chain (after the registrar and earlier handlers). For handlers
+    /// that need the endpoint itself (to send requests), created after [`Endpoint::start`].
+    pub fn add_handler(&self, handler: Arc<dyn RequestHandler>) {
+        let mut h = self.inner.handlers.write();
+        let mut next: Vec<_> = h.as_ref().clone();
+        next.push(handler);
+        *h = Arc::new(next);
     }
 
     /// For handlers that challenge other methods (INVITE with `authenticate-requests`).
@@ -489,7 +500,8 @@ fn replace_top_via(req: &mut Request, via: &Via) {
 }
 
 async fn run_handlers(inner: Arc<Inner>, mut req: IncomingRequest) {
-    for h in &inner.handlers {
+    let handlers = inner.handlers.read().clone();
+    for h in handlers.iter() {
         match h.handle(req).await {
             None => return,
             Some(back) => req = back,

@@ -77,6 +77,11 @@ impl Registrar {
         self.table.all(now_secs())
     }
 
+    /// Number of bindings held (including expired ones not yet swept), for metrics.
+    pub fn binding_count(&self) -> usize {
+        self.table.len()
+    }
+
     /// Binding events: insert, refresh, remove, expire.
     pub fn subscribe(&self) -> broadcast::Receiver<BindingEvent> {
         self.events.subscribe()

@@ -192,3 +192,79 @@ async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    fn binding(aor: &str, cseq: u32) -> Arc<Binding> {
+        Arc::new(Binding {
+            aor: aor.into(),
+            contact: format!("sip:{aor}@10.0.0.1"),
+            contact_params: String::new(),
+            q: None,
+            expires_at: u64::MAX,
+            call_id: "c".into(),
+            cseq,
+            instance: None,
+            reg_id: None,
+            path: vec![],
+            user_agent: None,
+            device: None,
+            flow: None,
+            updated_at: 0,
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_coalesce_and_flush_is_durable() {
+        let store = Arc::new(MemoryStore::default());
+        let wb = WriteBehind::start(store.clone(), 100, Duration::from_millis(200), 1000);
+        for cseq in 1..=3 {
+            wb.push(BindingChange::Upsert(binding("a", cseq))).await;
+        }
+        wb.push(BindingChange::Upsert(binding("b", 1))).await;
+        wb.push(BindingChange::Remove {
+            aor: "b".into(),
+            id: "sip:b@10.0.0.1".into(),
+        })
+        .await;
+        wb.flush().await;
+        let m = store.bindings.lock();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.values().next().unwrap().cseq, 3, "last write wins");
+        assert_eq!(store.batches.load(Ordering::Relaxed), 1, "one batch");
+    }
+
+    /// Fails the first `n` batches.
+    struct Flaky {
+        inner: MemoryStore,
+        fail: std::sync::atomic::AtomicUsize,
+    }
+
+    impl BindingStore for Flaky {
+        fn load_all(&self) -> BoxFuture<'_, Result<Vec<Binding>, StoreError>> {
+            self.inner.load_all()
+        }
+        fn apply(&self, batch: Vec<BindingChange>) -> BoxFuture<'_, Result<(), StoreError>> {
+            if self.fail.load(Ordering::Relaxed) > 0 {
+                self.fail.fetch_sub(1, Ordering::Relaxed);
+                return Box::pin(std::future::ready(Err(StoreError("down".into()))));
+            }
+            self.inner.apply(batch)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_batches_are_retried() {
+        let store = Arc::new(Flaky {
+            inner: MemoryStore::default(),
+            fail: 2.into(),
+        });
+        let wb = WriteBehind::start(store.clone(), 100, Duration::from_millis(50), 1000);
+        wb.push(BindingChange::Upsert(binding("a", 1))).await;
+        wb.flush().await;
+        assert_eq!(store.inner.bindings.lock().len(), 1);
+    }
+}
