@@ -386,16 +386,11 @@ fn check_mandatory(m: SipMessage) -> Result<SipMessage, WireError> {
             return Err(WireError::MissingHeader(label));
         }
     }
-    let via = m.top_via().ok_or(WireError::BadHeader {
+    // RFC 2543 peers without a branch are keyed on Call-ID/CSeq/From tag instead.
+    m.top_via().ok_or(WireError::BadHeader {
         name: "Via",
         reason: "unparseable",
     })?;
-    if via.branch().is_none() && m.is_request() && m.header_value("Call-ID").is_none() {
-        return Err(WireError::BadHeader {
-            name: "Via",
-            reason: "no branch",
-        });
-    }
     let (_, method) = m.cseq().ok_or(WireError::BadHeader {
         name: "CSeq",
         reason: "not number and method",

@@ -44,6 +44,8 @@ pub struct RegistrarConfig {
     pub write_queue: usize,
     /// Event channel capacity (slow subscribers miss events, they never block the registrar).
     pub event_capacity: usize,
+    /// Longest wait for the [`crate::auth::Authenticator`] before answering 500.
+    pub auth_timeout: Duration,
 }
 
 impl Default for RegistrarConfig {
@@ -59,6 +61,7 @@ impl Default for RegistrarConfig {
             write_interval: Duration::from_millis(200),
             write_queue: 200_000,
             event_capacity: 8192,
+            auth_timeout: Duration::from_secs(5),
         }
     }
 }

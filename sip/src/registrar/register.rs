@@ -138,12 +138,12 @@ impl Registrar {
             .ok_or(RegistrarError::BadTo)?;
         let (aor, user) = self.aor_of_uri(&to.uri).ok_or(RegistrarError::BadTo)?;
 
-        let device = match self
-            .guard
-            .check(req, inc.flow.remote.ip(), &user, false)
+        // A hung credential store must not hold the transaction (and the phone) forever.
+        let check = self.guard.check(req, inc.flow.remote.ip(), &user, false);
+        let verdict = tokio::time::timeout(self.cfg.auth_timeout, check)
             .await
-            .map_err(|e| RegistrarError::Auth(e.0))?
-        {
+            .map_err(|_| RegistrarError::Auth("credential lookup timed out".into()))?;
+        let device = match verdict.map_err(|e| RegistrarError::Auth(e.0))? {
             AuthOutcome::NotRequired => None,
             AuthOutcome::Authenticated { username } => Some(username),
             AuthOutcome::Challenge { stale } => return Ok(Verdict::Challenge { stale }),

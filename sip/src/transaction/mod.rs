@@ -350,13 +350,6 @@ impl Responder {
     pub fn response(&self, status: StatusCode) -> Response {
         let mut headers: Vec<Header> = Vec::with_capacity(self.skeleton.len() + 4);
         for h in &self.skeleton {
-            // 100 Trying does not carry the To tag (§8.2.6.2: it may; we keep it plain).
-            if status.code() == 100 {
-                if let Header::To(_) = h {
-                    headers.push(h.clone());
-                    continue;
-                }
-            }
             headers.push(h.clone());
         }
         let server = self.layer.server_header();
