@@ -230,3 +230,134 @@ mod tests {
         assert_eq!(DigestResponse::parse(""), Err(DigestError::NotDigest));
     }
 }
+
+/// A `Digest` challenge (WWW-Authenticate / Proxy-Authenticate), for answering one: the
+/// notifier's NOTIFY to phones that challenge it (Cisco SPA acts only on the authenticated
+/// retry).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DigestChallenge {
+    pub realm: String,
+    pub nonce: String,
+    pub algorithm: Option<String>,
+    pub opaque: Option<String>,
+    /// The offered qop values (`auth`, `auth-int`).
+    pub qop: Vec<String>,
+    pub stale: bool,
+}
+
+impl DigestChallenge {
+    pub fn parse(value: &str) -> Result<DigestChallenge, DigestError> {
+        let value = value.trim();
+        let (scheme, rest) = value
+            .split_once(char::is_whitespace)
+            .ok_or(DigestError::NotDigest)?;
+        if !scheme.eq_ignore_ascii_case("Digest") {
+            return Err(DigestError::NotDigest);
+        }
+        let mut c = DigestChallenge::default();
+        let (mut realm, mut nonce) = (false, false);
+        for part in split_top_level(rest, b',') {
+            let Some((k, v)) = part.split_once('=') else {
+                continue;
+            };
+            let v = unquote(v.trim()).into_owned();
+            match k.trim().to_ascii_lowercase().as_str() {
+                "realm" => {
+                    c.realm = v;
+                    realm = true;
+                }
+                "nonce" => {
+                    c.nonce = v;
+                    nonce = true;
+                }
+                "algorithm" => c.algorithm = Some(v),
+                "opaque" => c.opaque = Some(v),
+                "qop" => {
+                    c.qop = v
+                        .split(',')
+                        .map(|q| q.trim().to_ascii_lowercase())
+                        .collect()
+                }
+                "stale" => c.stale = v.eq_ignore_ascii_case("true"),
+                _ => {}
+            }
+        }
+        if !realm {
+            return Err(DigestError::Missing("realm"));
+        }
+        if !nonce {
+            return Err(DigestError::Missing("nonce"));
+        }
+        Ok(c)
+    }
+
+    /// The Authorization value answering this challenge for `method` `uri`.
+    pub fn answer(
+        &self,
+        method: &str,
+        uri: &str,
+        username: &str,
+        password: &str,
+        nc: u32,
+        cnonce: &str,
+    ) -> Result<String, DigestError> {
+        let alg = match &self.algorithm {
+            None => Algorithm::Md5,
+            Some(a) => Algorithm::parse(a).ok_or(DigestError::Algorithm)?,
+        };
+        let use_qop = self.qop.iter().any(|q| q == "auth");
+        if !self.qop.is_empty() && !use_qop {
+            return Err(DigestError::Qop);
+        }
+        let d = DigestResponse {
+            username: username.to_string(),
+            realm: self.realm.clone(),
+            nonce: self.nonce.clone(),
+            uri: uri.to_string(),
+            response: String::new(),
+            algorithm: Some(alg.as_str().to_string()),
+            cnonce: use_qop.then(|| cnonce.to_string()),
+            opaque: self.opaque.clone(),
+            qop: use_qop.then(|| "auth".to_string()),
+            nc: use_qop.then(|| format!("{nc:08x}")),
+        };
+        let ha1 = alg.hash(&[username, &self.realm, password]);
+        let response = d.expected(method, &ha1)?;
+        let mut v = format!(
+            "Digest username=\"{username}\", realm=\"{}\", nonce=\"{}\", uri=\"{uri}\", response=\"{response}\", algorithm={}",
+            self.realm,
+            self.nonce,
+            alg.as_str()
+        );
+        if let Some(o) = &self.opaque {
+            v.push_str(&format!(", opaque=\"{o}\""));
+        }
+        if use_qop {
+            v.push_str(&format!(", qop=auth, nc={nc:08x}, cnonce=\"{cnonce}\""));
+        }
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod challenge_tests {
+    use super::*;
+
+    #[test]
+    fn answer_verifies() {
+        let c = DigestChallenge::parse(r#"Digest realm="r", nonce="n", algorithm=SHA-256, qop="auth,auth-int", opaque="o", stale=TRUE"#).unwrap();
+        assert!(c.stale);
+        let v = c.answer("NOTIFY", "sip:a@b", "u", "p", 1, "cn").unwrap();
+        let d = DigestResponse::parse(&v).unwrap();
+        let ha1 = Algorithm::Sha256.hash(&["u", "r", "p"]);
+        assert_eq!(d.expected("NOTIFY", &ha1).unwrap(), d.response);
+        assert_eq!(d.opaque.as_deref(), Some("o"));
+        assert!(DigestChallenge::parse("Digest realm=\"r\"").is_err());
+        assert!(
+            DigestChallenge::parse(r#"Digest realm="r", nonce="n", qop="auth-int""#)
+                .unwrap()
+                .answer("A", "u", "u", "p", 1, "c")
+                .is_err()
+        );
+    }
+}

@@ -205,3 +205,153 @@ impl DigestGuard {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{DigestChallenge, StaticUsers};
+    use crate::headers::name_value;
+    use crate::wire::parse::parse_bytes;
+
+    fn register(auth: Option<&str>) -> Request {
+        let a = auth
+            .map(|a| format!("Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        let t = format!("REGISTER sip:sipdm SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1\r\nFrom: <sip:1000@sipdm>;tag=1\r\nTo: <sip:1000@sipdm>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n{a}Content-Length: 0\r\n\r\n");
+        match parse_bytes(t.as_bytes()).unwrap() {
+            rsip::SipMessage::Request(r) => r,
+            _ => unreachable!(),
+        }
+    }
+
+    fn guard(secret: &[u8], lifetime: Duration) -> DigestGuard {
+        let users = StaticUsers {
+            users: [("1000".to_string(), "pw".to_string())].into(),
+            methods: vec![rsip::Method::Register],
+        };
+        let cfg = AuthConfig {
+            secret: secret.to_vec(),
+            nonce_lifetime: lifetime,
+            ..Default::default()
+        };
+        DigestGuard::new(cfg, Arc::new(users))
+    }
+
+    #[tokio::test]
+    async fn challenge_answer_check_across_instances() {
+        let a = guard(b"s", Duration::from_secs(300));
+        let b = guard(b"s", Duration::from_secs(300));
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(
+            a.check(&register(None), ip, "1000", false).await.unwrap(),
+            AuthOutcome::Challenge { stale: false }
+        );
+        // One nonce shared by the MD5 and SHA-256 challenges: nc goes on counting.
+        for (nc, h) in (1..).zip(a.challenge(false, false)) {
+            let c = DigestChallenge::parse(name_value(&h).1).unwrap();
+            let v = c
+                .answer("REGISTER", "sip:sipdm", "1000", "pw", nc, "x")
+                .unwrap();
+            // Instance b shares the secret: accepts a's nonce.
+            assert_eq!(
+                b.check(&register(Some(&v)), ip, "1000", false)
+                    .await
+                    .unwrap(),
+                AuthOutcome::Authenticated {
+                    username: "1000".into()
+                }
+            );
+            // Same nc again: replay.
+            assert_eq!(
+                b.check(&register(Some(&v)), ip, "1000", false)
+                    .await
+                    .unwrap(),
+                AuthOutcome::Challenge { stale: true }
+            );
+        }
+        // Unknown secret: a plain new challenge, and it counts as a failure.
+        let other = guard(b"other", Duration::from_secs(300));
+        let c = DigestChallenge::parse(name_value(&other.challenge(false, false)[0]).1).unwrap();
+        let v = c
+            .answer("REGISTER", "sip:sipdm", "1000", "pw", 1, "x")
+            .unwrap();
+        assert_eq!(
+            a.check(&register(Some(&v)), ip, "1000", false)
+                .await
+                .unwrap(),
+            AuthOutcome::Challenge { stale: false }
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_nonce_is_stale() {
+        let g = guard(b"s", Duration::from_secs(0));
+        let c = DigestChallenge::parse(name_value(&g.challenge(false, false)[0]).1).unwrap();
+        let v = c
+            .answer("REGISTER", "sip:sipdm", "1000", "pw", 1, "x")
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let out = g
+            .check(
+                &register(Some(&v)),
+                "10.0.0.1".parse().unwrap(),
+                "1000",
+                false,
+            )
+            .await
+            .unwrap();
+        assert_eq!(out, AuthOutcome::Challenge { stale: true });
+        assert!(name_value(&g.challenge(true, false)[0])
+            .1
+            .contains("stale=true"));
+    }
+
+    #[tokio::test]
+    async fn throttled_after_failures() {
+        let users = StaticUsers {
+            users: [("1000".to_string(), "pw".to_string())].into(),
+            methods: vec![rsip::Method::Register],
+        };
+        let cfg = AuthConfig {
+            throttle: ThrottleConfig {
+                max_failures: 2,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let g = DigestGuard::new(cfg, Arc::new(users));
+        let c = DigestChallenge::parse(name_value(&g.challenge(false, false)[0]).1).unwrap();
+        let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        for nc in 1..=2 {
+            let bad = c
+                .answer("REGISTER", "sip:sipdm", "1000", "wrong", nc, "x")
+                .unwrap();
+            assert_eq!(
+                g.check(&register(Some(&bad)), ip, "1000", false)
+                    .await
+                    .unwrap(),
+                AuthOutcome::Challenge { stale: false }
+            );
+        }
+        let good = c
+            .answer("REGISTER", "sip:sipdm", "1000", "pw", 3, "x")
+            .unwrap();
+        assert_eq!(
+            g.check(&register(Some(&good)), ip, "1000", false)
+                .await
+                .unwrap(),
+            AuthOutcome::Throttled
+        );
+        assert!(matches!(
+            g.check(
+                &register(Some(&good)),
+                "10.0.0.8".parse().unwrap(),
+                "1000",
+                false
+            )
+            .await
+            .unwrap(),
+            AuthOutcome::Authenticated { .. }
+        ));
+    }
+}

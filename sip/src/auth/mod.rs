@@ -13,7 +13,7 @@ pub mod guard;
 pub mod nonce;
 pub mod throttle;
 
-pub use digest::{Algorithm, DigestResponse};
+pub use digest::{Algorithm, DigestChallenge, DigestResponse};
 pub use guard::{AuthConfig, AuthOutcome, DigestGuard};
 
 use crate::BoxFuture;
