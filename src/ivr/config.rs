@@ -19,6 +19,9 @@ pub struct IvrConfig {
     pub max_digits: usize,
     /// Failed entries (silence, empty `#`, too long, not available) before "Goodbye".
     pub max_attempts: u32,
+    /// Silence before the first prompt of the built-in IVR, so the first syllable is not
+    /// played while the 200 OK and the ACK are still in flight.
+    pub start_delay: Duration,
     /// The audio the built-in IVR plays.
     pub prompts: PromptLibrary,
 }
@@ -30,6 +33,7 @@ impl Default for IvrConfig {
             inter_digit_timeout: Duration::from_secs(5),
             max_digits: 16,
             max_attempts: 3,
+            start_delay: Duration::from_millis(300),
             prompts: PromptLibrary::builtin(),
         }
     }

@@ -12,12 +12,16 @@
 //! (the SIP layer hands it the offer and BYE/INFO events) nor of SQL.
 
 pub mod assign;
+pub mod call;
 pub mod config;
 pub mod dtmf;
 pub mod g711;
 pub mod machine;
+pub mod media;
 pub mod prompts;
 pub mod rtp;
+pub mod sdp;
 
 pub use assign::{AssignRefusal, Assigner, CallerIdentity};
+pub use call::{CallEnded, CallOutcome, IvrCall, IvrCallHandle, IvrControl, IvrError};
 pub use config::IvrConfig;
