@@ -21,6 +21,7 @@ pub mod media;
 pub mod prompts;
 pub mod rtp;
 pub mod sdp;
+pub mod vxml;
 
 pub use assign::{AssignRefusal, Assigner, CallerIdentity};
 pub use call::{CallEnded, CallOutcome, IvrCall, IvrCallHandle, IvrControl, IvrError};
