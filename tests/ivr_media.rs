@@ -380,3 +380,145 @@ async fn builtin_prompt_plays_at_real_time() {
     handle.control().hang_up();
     let _ = handle.ended().await;
 }
+
+// ---- VoiceXML: the test plays the media server ----
+
+mod vxml_flow {
+    use super::*;
+    use quick_xml::events::Event as XmlEvent;
+    use quick_xml::Reader;
+    use sipdm::ivr::vxml;
+
+    fn well_formed(doc: &str) {
+        let mut r = Reader::from_str(doc);
+        loop {
+            match r.read_event() {
+                Ok(XmlEvent::Eof) => return,
+                Ok(_) => {}
+                Err(e) => panic!("not well-formed: {e}\n{doc}"),
+            }
+        }
+    }
+
+    /// The `next` of the document's `<goto>`, unescaped.
+    fn goto_next(doc: &str) -> Option<String> {
+        let start = doc.find("<goto next=\"")? + "<goto next=\"".len();
+        let end = start + doc[start..].find('"')?;
+        Some(doc[start..end].replace("&amp;", "&"))
+    }
+
+    async fn serve(assigner: Arc<FakeAssigner>) -> String {
+        let listener = tokio::net::TcpListener::bind((LO, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, vxml::routes(assigner)).await;
+        });
+        format!("http://{addr}")
+    }
+
+    async fn post(base: &str, form: &[(&str, &str)]) -> (u16, String) {
+        let r = reqwest::Client::new()
+            .post(format!("{base}/fs/dm/ivr/assign"))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let ct = r.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap().to_string();
+        assert_eq!(ct, vxml::CONTENT_TYPE);
+        let body = r.text().await.unwrap();
+        well_formed(&body);
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn media_server_flow_refusal_then_assignment() {
+        let assigner = FakeAssigner::new(&["1001"]);
+        let base = serve(assigner.clone()).await;
+        let client = reqwest::Client::new();
+
+        // The initial page, as a media server with initial-page-url fetches it.
+        let r = client.get(format!("{base}/fs/dm/ivr?device=00-04-F2-AB-CD-EF")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let page = r.text().await.unwrap();
+        well_formed(&page);
+        assert!(page.contains(r#"namelist="dn caller device attempt""#));
+        assert!(page.contains(r#"<var name="device" expr="'0004f2abcdef'"/>"#));
+
+        // The audio the page refers to is served.
+        let wav = client.get(format!("{base}/fs/dm/ivr/prompts/enter_extension.wav")).send().await.unwrap();
+        assert_eq!(wav.status(), 200);
+        assert_eq!(&wav.bytes().await.unwrap()[..4], b"RIFF");
+        let missing = client.get(format!("{base}/fs/dm/ivr/prompts/..%2F..%2Fetc%2Fpasswd")).send().await.unwrap();
+        assert_eq!(missing.status(), 404);
+
+        // The caller keys an unknown DN: "not available" and back to the page, attempt 2.
+        let caller = "sip:gcti_provisioning@10.0.0.5";
+        let (status, doc) = post(
+            &base,
+            &[("dn", "9999"), ("caller", caller), ("device", "0004f2abcdef"), ("attempt", "1")],
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(doc.contains("not_available.wav"));
+        let next = goto_next(&doc).expect("goto back to the page");
+        assert_eq!(next, "/fs/dm/ivr?attempt=2&device=0004f2abcdef");
+        let page2 = client.get(format!("{base}{next}")).send().await.unwrap().text().await.unwrap();
+        well_formed(&page2);
+        assert!(page2.contains(r#"<var name="attempt" expr="2"/>"#));
+
+        // Then a free one.
+        let (_, doc) = post(
+            &base,
+            &[("dn", "1001"), ("caller", caller), ("device", "0004f2abcdef"), ("attempt", "2")],
+        )
+        .await;
+        assert!(doc.contains("assigned.wav") && doc.contains("<disconnect/>"), "{doc}");
+        assert_eq!(doc.matches("digit_0.wav").count(), 2);
+        assert_eq!(assigner.calls(), vec!["9999", "1001"]);
+        let calls = assigner.calls.lock().unwrap().clone();
+        assert_eq!(calls[1].0.as_deref(), Some("0004f2abcdef"));
+    }
+
+    #[tokio::test]
+    async fn bad_input_never_reaches_the_assigner() {
+        let assigner = FakeAssigner::new(&["1001"]);
+        let base = serve(assigner.clone()).await;
+        for dn in ["", "10a1", "1001#", "12345678901234567", "-1", "１００１"] {
+            let (status, doc) =
+                post(&base, &[("dn", dn), ("caller", "<x>&\"'"), ("attempt", "1")]).await;
+            assert_eq!(status, 200);
+            assert!(doc.contains("try_again.wav"), "{dn}: {doc}");
+            assert_eq!(goto_next(&doc).as_deref(), Some("/fs/dm/ivr?attempt=2"));
+        }
+        // Out of attempts: goodbye.
+        let (_, doc) = post(&base, &[("dn", "9999"), ("attempt", "3")]).await;
+        assert!(doc.contains("goodbye.wav") && goto_next(&doc).is_none());
+        // Garbage attempt numbers and devices are tolerated.
+        let (_, doc) = post(&base, &[("dn", "1001"), ("attempt", "NaN"), ("device", "zz")]).await;
+        assert!(doc.contains("assigned.wav"));
+        assert_eq!(assigner.calls.lock().unwrap().last().unwrap().0, None);
+        // A body that is not a form.
+        let r = reqwest::Client::new()
+            .post(format!("{base}/fs/dm/ivr/assign"))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        well_formed(&r.text().await.unwrap());
+        assert_eq!(assigner.calls(), vec!["9999", "1001"]);
+        // A page request with a hostile query still yields a clean page.
+        let page = reqwest::Client::new()
+            .get(format!("{base}/fs/dm/ivr?attempt=%3Cx%3E&device=%27%3B%20alert(1)%3B%27"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        well_formed(&page);
+        assert!(page.contains(r#"<var name="device" expr="''"/>"#));
+    }
+}
