@@ -46,7 +46,10 @@ impl AssignRefusal {
     /// problem. A caller who may not assign, or a broken store, gets "Goodbye" instead of a
     /// loop of refusals.
     pub fn retryable(&self) -> bool {
-        matches!(self, AssignRefusal::UnknownDn | AssignRefusal::OtherSite | AssignRefusal::Taken)
+        matches!(
+            self,
+            AssignRefusal::UnknownDn | AssignRefusal::OtherSite | AssignRefusal::Taken
+        )
     }
 }
 

@@ -167,7 +167,11 @@ impl IvrCall {
             .unwrap_or(0);
         let answer = sdp::build_answer(&offer, &negotiated, local_ip, local_rtp.port(), session_id);
 
-        let media = MediaSession::spawn(socket, MediaParams::from(&negotiated), config.prompts.clone());
+        let media = MediaSession::spawn(
+            socket,
+            MediaParams::from(&negotiated),
+            config.prompts.clone(),
+        );
         let (tx, rx) = mpsc::channel(64);
         let (done_tx, done_rx) = oneshot::channel();
         tracing::info!(remote = %negotiated.remote, codec = ?negotiated.codec, rtp = %local_rtp,
@@ -179,7 +183,12 @@ impl IvrCall {
         });
         Ok((
             answer,
-            IvrCallHandle { control: IvrControl { tx }, ended: done_rx, local_rtp, negotiated },
+            IvrCallHandle {
+                control: IvrControl { tx },
+                ended: done_rx,
+                local_rtp,
+                negotiated,
+            },
         ))
     }
 }
@@ -196,7 +205,11 @@ async fn drive<A: Assigner + 'static>(
     media: MediaSession,
     mut inputs: mpsc::Receiver<Input>,
 ) -> CallEnded {
-    let MediaSession { commands, mut events, task } = media;
+    let MediaSession {
+        commands,
+        mut events,
+        task,
+    } = media;
     let mut machine = Machine::new(&config);
     let mut started = false;
     let mut timer = Some(Box::pin(tokio::time::sleep(config.start_delay)));
@@ -254,7 +267,14 @@ async fn drive<A: Assigner + 'static>(
             match a {
                 Action::Play(clips) => {
                     play_id += 1;
-                    if commands.send(MediaCommand::Play { id: play_id, prompts: clips }).await.is_err() {
+                    if commands
+                        .send(MediaCommand::Play {
+                            id: play_id,
+                            prompts: clips,
+                        })
+                        .await
+                        .is_err()
+                    {
                         failure.get_or_insert_with(|| "media session ended".into());
                     }
                 }
@@ -292,11 +312,17 @@ async fn drive<A: Assigner + 'static>(
         },
     };
     match failure {
-        Some(f) if !matches!(outcome, CallOutcome::Assigned(_)) => {
-            CallEnded { outcome: CallOutcome::Failed(f), send_bye: true }
-        }
-        Some(_) => CallEnded { outcome, send_bye: true },
-        None => CallEnded { outcome, send_bye: ivr_hung_up },
+        Some(f) if !matches!(outcome, CallOutcome::Assigned(_)) => CallEnded {
+            outcome: CallOutcome::Failed(f),
+            send_bye: true,
+        },
+        Some(_) => CallEnded {
+            outcome,
+            send_bye: true,
+        },
+        None => CallEnded {
+            outcome,
+            send_bye: ivr_hung_up,
+        },
     }
 }
-

@@ -66,7 +66,12 @@ impl TelephoneEvent {
     /// Serialises (reserved bit zero).
     pub fn to_bytes(self) -> [u8; 4] {
         let d = self.duration.to_be_bytes();
-        [self.event, (u8::from(self.end) << 7) | (self.volume & 0x3F), d[0], d[1]]
+        [
+            self.event,
+            (u8::from(self.end) << 7) | (self.volume & 0x3F),
+            d[0],
+            d[1],
+        ]
     }
 
     /// The key of a DTMF event code, if it is one (§3.2, Table 3).
@@ -170,7 +175,12 @@ impl DtmfReceiver {
             self.recent.pop_front();
         }
         self.recent.push_back(timestamp);
-        self.newest = Some(Current { timestamp, event: ev.event, duration: ev.duration, ended: ev.end });
+        self.newest = Some(Current {
+            timestamp,
+            event: ev.event,
+            duration: ev.duration,
+            ended: ev.end,
+        });
     }
 }
 
@@ -184,7 +194,9 @@ pub fn key_press_packets(
     duration: u16,
     step: u16,
 ) -> Vec<Vec<u8>> {
-    let Some(event) = key_event(key) else { return vec![] };
+    let Some(event) = key_event(key) else {
+        return vec![];
+    };
     let step = step.max(1);
     let ts = stream.timestamp();
     let mut out = vec![];
@@ -195,11 +207,21 @@ pub fn key_press_packets(
         if d >= duration {
             break;
         }
-        let ev = TelephoneEvent { event, end: false, volume: 10, duration: d };
+        let ev = TelephoneEvent {
+            event,
+            end: false,
+            volume: 10,
+            duration: d,
+        };
         out.push(stream.packet(payload_type, first, ts, &ev.to_bytes()));
         first = false;
     }
-    let end = TelephoneEvent { event, end: true, volume: 10, duration };
+    let end = TelephoneEvent {
+        event,
+        end: true,
+        volume: 10,
+        duration,
+    };
     for _ in 0..3 {
         out.push(stream.packet(payload_type, first, ts, &end.to_bytes()));
         first = false;
@@ -222,11 +244,21 @@ pub struct InfoDigit {
 ///   CRLF or LF; `Signal=10`/`11` are taken as `*`/`#` (some gateways send the event code);
 /// * `application/dtmf`: the body is just the key.
 pub fn parse_info(content_type: &str, body: &str) -> Result<InfoDigit, DtmfError> {
-    let ct = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let ct = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match ct.as_str() {
         "application/dtmf-relay" => parse_dtmf_relay(body),
-        "application/dtmf" => Ok(InfoDigit { key: parse_signal(body.trim())?, duration_ms: None }),
-        _ => Err(DtmfError::ContentType(content_type.chars().take(64).collect())),
+        "application/dtmf" => Ok(InfoDigit {
+            key: parse_signal(body.trim())?,
+            duration_ms: None,
+        }),
+        _ => Err(DtmfError::ContentType(
+            content_type.chars().take(64).collect(),
+        )),
     }
 }
 
@@ -235,7 +267,9 @@ pub fn parse_dtmf_relay(body: &str) -> Result<InfoDigit, DtmfError> {
     let mut key = None;
     let mut duration_ms = None;
     for line in body.lines() {
-        let Some((name, value)) = line.split_once('=') else { continue };
+        let Some((name, value)) = line.split_once('=') else {
+            continue;
+        };
         let value = value.trim();
         match name.trim().to_ascii_lowercase().as_str() {
             "signal" => key = Some(parse_signal(value)?),
@@ -243,7 +277,8 @@ pub fn parse_dtmf_relay(body: &str) -> Result<InfoDigit, DtmfError> {
             _ => {}
         }
     }
-    key.map(|key| InfoDigit { key, duration_ms }).ok_or(DtmfError::NoSignal)
+    key.map(|key| InfoDigit { key, duration_ms })
+        .ok_or(DtmfError::NoSignal)
 }
 
 fn parse_signal(v: &str) -> Result<char, DtmfError> {
@@ -266,19 +301,34 @@ mod tests {
 
     #[test]
     fn event_round_trip() {
-        let e = TelephoneEvent { event: 11, end: true, volume: 10, duration: 1280 };
+        let e = TelephoneEvent {
+            event: 11,
+            end: true,
+            volume: 10,
+            duration: 1280,
+        };
         let b = e.to_bytes();
         assert_eq!(b, [11, 0x8A, 0x05, 0x00]);
         assert_eq!(TelephoneEvent::parse(&b), Ok(e));
         assert_eq!(e.key(), Some('#'));
         // Reserved bit ignored.
-        assert_eq!(TelephoneEvent::parse(&[5, 0xCA, 0, 160]).unwrap().volume, 10);
+        assert_eq!(
+            TelephoneEvent::parse(&[5, 0xCA, 0, 160]).unwrap().volume,
+            10
+        );
         assert_eq!(TelephoneEvent::parse(&[5, 0]), Err(DtmfError::Short(2)));
     }
 
     #[test]
     fn codes() {
-        for (k, e) in [('0', 0), ('9', 9), ('*', 10), ('#', 11), ('A', 12), ('D', 15)] {
+        for (k, e) in [
+            ('0', 0),
+            ('9', 9),
+            ('*', 10),
+            ('#', 11),
+            ('A', 12),
+            ('D', 15),
+        ] {
             assert_eq!(key_event(k), Some(e));
             assert_eq!(event_key(e), Some(k));
         }
@@ -338,7 +388,11 @@ mod tests {
         let a = key_press_packets(&mut st, 101, '1', 800, 160);
         let b = key_press_packets(&mut st, 101, '2', 800, 160);
         assert_eq!(feed(&mut rx, &b[..1]), "2");
-        assert_eq!(feed(&mut rx, &a), "", "an older event arriving late is ignored");
+        assert_eq!(
+            feed(&mut rx, &a),
+            "",
+            "an older event arriving late is ignored"
+        );
         let mut other = RtpStream::new();
         let c = key_press_packets(&mut other, 101, '3', 800, 160);
         assert_eq!(feed(&mut rx, &c), "3");
@@ -347,28 +401,61 @@ mod tests {
     #[test]
     fn long_press_continuation_is_one_key() {
         let mut rx = DtmfReceiver::new();
-        let e = |end, duration| TelephoneEvent { event: 5, end, volume: 10, duration };
+        let e = |end, duration| TelephoneEvent {
+            event: 5,
+            end,
+            volume: 10,
+            duration,
+        };
         assert_eq!(rx.on_packet(1, 1000, e(false, 160)), Some('5'));
         assert_eq!(rx.on_packet(1, 1000, e(false, 0xFFFF)), None);
         assert_eq!(rx.on_packet(1, 1000 + 0xFFFF, e(false, 160)), None);
         assert_eq!(rx.on_packet(1, 1000 + 0xFFFF, e(true, 800)), None);
-        assert_eq!(rx.on_packet(1, 1000 + 0xFFFF + 2000, e(false, 160)), Some('5'));
+        assert_eq!(
+            rx.on_packet(1, 1000 + 0xFFFF + 2000, e(false, 160)),
+            Some('5')
+        );
     }
 
     #[test]
     fn dtmf_relay_bodies() {
         let d = parse_info("application/dtmf-relay", "Signal=5\r\nDuration=160\r\n").unwrap();
-        assert_eq!(d, InfoDigit { key: '5', duration_ms: Some(160) });
-        let d = parse_info("Application/DTMF-Relay; charset=utf-8", "signal= #\nduration = x\n").unwrap();
-        assert_eq!(d, InfoDigit { key: '#', duration_ms: None });
+        assert_eq!(
+            d,
+            InfoDigit {
+                key: '5',
+                duration_ms: Some(160)
+            }
+        );
+        let d = parse_info(
+            "Application/DTMF-Relay; charset=utf-8",
+            "signal= #\nduration = x\n",
+        )
+        .unwrap();
+        assert_eq!(
+            d,
+            InfoDigit {
+                key: '#',
+                duration_ms: None
+            }
+        );
         assert_eq!(parse_dtmf_relay("Signal=11").unwrap().key, '#');
         assert_eq!(parse_dtmf_relay("Signal=10").unwrap().key, '*');
         assert_eq!(parse_dtmf_relay("Signal=b").unwrap().key, 'B');
         assert_eq!(parse_dtmf_relay("Duration=160"), Err(DtmfError::NoSignal));
-        assert!(matches!(parse_dtmf_relay("Signal=55"), Err(DtmfError::BadSignal(_))));
-        assert!(matches!(parse_dtmf_relay("Signal="), Err(DtmfError::BadSignal(_))));
+        assert!(matches!(
+            parse_dtmf_relay("Signal=55"),
+            Err(DtmfError::BadSignal(_))
+        ));
+        assert!(matches!(
+            parse_dtmf_relay("Signal="),
+            Err(DtmfError::BadSignal(_))
+        ));
         assert_eq!(parse_info("application/dtmf", " 7\r\n").unwrap().key, '7');
-        assert!(matches!(parse_info("text/plain", "Signal=1"), Err(DtmfError::ContentType(_))));
+        assert!(matches!(
+            parse_info("text/plain", "Signal=1"),
+            Err(DtmfError::ContentType(_))
+        ));
     }
 
     proptest! {

@@ -112,7 +112,10 @@ static ULAW_TO_ALAW: [u8; 256] = build_ulaw_to_alaw();
 
 /// Converts μ-law samples to A-law in place of a copy.
 pub fn ulaw_to_alaw(samples: &[u8]) -> Vec<u8> {
-    samples.iter().map(|&u| ULAW_TO_ALAW[usize::from(u)]).collect()
+    samples
+        .iter()
+        .map(|&u| ULAW_TO_ALAW[usize::from(u)])
+        .collect()
 }
 
 /// μ-law silence (positive zero).
@@ -161,9 +164,12 @@ mod tests {
         for u in 0..=255u8 {
             let l = i32::from(ulaw_to_linear(u));
             let a = i32::from(alaw_to_linear(ulaw_to_alaw(&[u])[0]));
-            assert_eq!(l.signum() * a.signum() >= 0, true, "{u:#x}");
+            assert!(l.signum() * a.signum() >= 0, "{u:#x}");
             // Within one A-law quantisation step (at most 1/16 of the value, or 16 near zero).
-            assert!((l - a).abs() <= (l.abs() / 16).max(16), "{u:#x}: {l} vs {a}");
+            assert!(
+                (l - a).abs() <= (l.abs() / 16).max(16),
+                "{u:#x}: {l} vs {a}"
+            );
         }
     }
 }

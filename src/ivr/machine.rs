@@ -160,7 +160,10 @@ impl Machine {
 }
 
 fn enter_prompt(attempt: u32) -> State {
-    State::Prompting { attempt, typed: String::new() }
+    State::Prompting {
+        attempt,
+        typed: String::new(),
+    }
 }
 
 /// A failed attempt: "try again" while attempts remain, else "goodbye".
@@ -170,7 +173,12 @@ fn fail(l: Limits, attempt: u32, mut actions: Vec<Action>) -> (State, Vec<Action
         (enter_prompt(attempt + 1), actions)
     } else {
         actions.push(Action::Play(vec![Prompt::Goodbye]));
-        (State::Closing { outcome: Outcome::GaveUp }, actions)
+        (
+            State::Closing {
+                outcome: Outcome::GaveUp,
+            },
+            actions,
+        )
     }
 }
 
@@ -196,14 +204,18 @@ fn transition(l: Limits, state: State, ev: Event) -> (State, Vec<Action>) {
         // Hang-up wins everywhere. An assignment already made stays the outcome: it is
         // committed, and the service must still send check-sync.
         (Done(o), _) => (Done(o), vec![]),
-        (Closing { outcome: Outcome::Assigned(dn) }, Event::HangUp) => {
-            (Done(Outcome::Assigned(dn)), vec![])
-        }
+        (
+            Closing {
+                outcome: Outcome::Assigned(dn),
+            },
+            Event::HangUp,
+        ) => (Done(Outcome::Assigned(dn)), vec![]),
         (_, Event::HangUp) => (Done(Outcome::HungUp), vec![]),
 
-        (Idle, Event::Start) => {
-            (enter_prompt(1), vec![Action::Play(vec![Prompt::EnterExtension])])
-        }
+        (Idle, Event::Start) => (
+            enter_prompt(1),
+            vec![Action::Play(vec![Prompt::EnterExtension])],
+        ),
         (Idle, _) => (Idle, vec![]),
 
         (Prompting { attempt, mut typed }, Event::Digit(c)) => match key(c) {
@@ -216,32 +228,69 @@ fn transition(l: Limits, state: State, ev: Event) -> (State, Vec<Action>) {
                 }
             }
             Key::Pound if typed.is_empty() => fail(l, attempt, vec![]),
-            Key::Pound => (Assigning { attempt, dn: typed.clone() }, vec![Action::Assign(typed)]),
-            Key::Star => (Prompting { attempt, typed: String::new() }, vec![]),
+            Key::Pound => (
+                Assigning {
+                    attempt,
+                    dn: typed.clone(),
+                },
+                vec![Action::Assign(typed)],
+            ),
+            Key::Star => (
+                Prompting {
+                    attempt,
+                    typed: String::new(),
+                },
+                vec![],
+            ),
             Key::Ignored => (Prompting { attempt, typed }, vec![]),
         },
         (Prompting { attempt, typed }, Event::PromptFinished) => {
-            let wait = if typed.is_empty() { l.first_digit } else { l.inter_digit };
-            (Collecting { attempt, digits: typed }, vec![Action::StartTimer(wait)])
+            let wait = if typed.is_empty() {
+                l.first_digit
+            } else {
+                l.inter_digit
+            };
+            (
+                Collecting {
+                    attempt,
+                    digits: typed,
+                },
+                vec![Action::StartTimer(wait)],
+            )
         }
         (s @ Prompting { .. }, _) => (s, vec![]),
 
-        (Collecting { attempt, mut digits }, Event::Digit(c)) => match key(c) {
+        (
+            Collecting {
+                attempt,
+                mut digits,
+            },
+            Event::Digit(c),
+        ) => match key(c) {
             Key::Digit(d) => {
                 digits.push(d);
                 if digits.len() > l.max_digits {
                     fail(l, attempt, vec![Action::StopTimer])
                 } else {
-                    (Collecting { attempt, digits }, vec![Action::StartTimer(l.inter_digit)])
+                    (
+                        Collecting { attempt, digits },
+                        vec![Action::StartTimer(l.inter_digit)],
+                    )
                 }
             }
             Key::Pound if digits.is_empty() => fail(l, attempt, vec![Action::StopTimer]),
             Key::Pound => (
-                Assigning { attempt, dn: digits.clone() },
+                Assigning {
+                    attempt,
+                    dn: digits.clone(),
+                },
                 vec![Action::StopTimer, Action::Assign(digits)],
             ),
             Key::Star => (
-                Collecting { attempt, digits: String::new() },
+                Collecting {
+                    attempt,
+                    digits: String::new(),
+                },
                 vec![Action::StartTimer(l.first_digit)],
             ),
             Key::Ignored => (Collecting { attempt, digits }, vec![]),
@@ -252,17 +301,27 @@ fn transition(l: Limits, state: State, ev: Event) -> (State, Vec<Action>) {
         (Assigning { .. }, Event::AssignResult(Ok(dn))) => {
             let mut clips = Prompt::read_back(&dn);
             clips.push(Prompt::Goodbye);
-            (Closing { outcome: Outcome::Assigned(dn) }, vec![Action::Play(clips)])
+            (
+                Closing {
+                    outcome: Outcome::Assigned(dn),
+                },
+                vec![Action::Play(clips)],
+            )
         }
         (Assigning { attempt, .. }, Event::AssignResult(Err(r))) if r.retryable() => {
             if attempt < l.max_attempts {
                 (
                     enter_prompt(attempt + 1),
-                    vec![Action::Play(vec![Prompt::NotAvailable, Prompt::EnterExtension])],
+                    vec![Action::Play(vec![
+                        Prompt::NotAvailable,
+                        Prompt::EnterExtension,
+                    ])],
                 )
             } else {
                 (
-                    Closing { outcome: Outcome::GaveUp },
+                    Closing {
+                        outcome: Outcome::GaveUp,
+                    },
                     vec![Action::Play(vec![Prompt::NotAvailable, Prompt::Goodbye])],
                 )
             }
@@ -272,7 +331,12 @@ fn transition(l: Limits, state: State, ev: Event) -> (State, Vec<Action>) {
                 AssignRefusal::Internal(_) => vec![Prompt::Goodbye],
                 _ => vec![Prompt::NotAvailable, Prompt::Goodbye],
             };
-            (Closing { outcome: Outcome::Refused(r) }, vec![Action::Play(clips)])
+            (
+                Closing {
+                    outcome: Outcome::Refused(r),
+                },
+                vec![Action::Play(clips)],
+            )
         }
         (s @ Assigning { .. }, _) => (s, vec![]),
 
@@ -306,7 +370,10 @@ mod tests {
 
     impl Run {
         fn new() -> Self {
-            Run { m: Some(Machine::new(&cfg())), log: vec![] }
+            Run {
+                m: Some(Machine::new(&cfg())),
+                log: vec![],
+            }
         }
         fn ev(&mut self, e: Event) -> Vec<Action> {
             let m = self.m.take().expect("machine");
@@ -331,7 +398,10 @@ mod tests {
         /// Start and let the first prompt finish.
         fn started() -> Self {
             let mut r = Run::new();
-            assert_eq!(r.ev(Event::Start), vec![Action::Play(vec![Prompt::EnterExtension])]);
+            assert_eq!(
+                r.ev(Event::Start),
+                vec![Action::Play(vec![Prompt::EnterExtension])]
+            );
             assert_eq!(r.ev(Event::PromptFinished), vec![Action::StartTimer(FIRST)]);
             r
         }
@@ -359,7 +429,10 @@ mod tests {
         let mut r = Run::started();
         assert_eq!(r.ev(Event::Digit('1')), vec![Action::StartTimer(INTER)]);
         r.keys("001");
-        assert_eq!(r.ev(Event::Digit('#')), vec![Action::StopTimer, Action::Assign("1001".into())]);
+        assert_eq!(
+            r.ev(Event::Digit('#')),
+            vec![Action::StopTimer, Action::Assign("1001".into())]
+        );
         assert!(matches!(r.state(), State::Assigning { .. }));
         let a = r.ev(Event::AssignResult(Ok("1001".into())));
         assert_eq!(
@@ -402,7 +475,10 @@ mod tests {
         assert_eq!(r.ev(Event::PromptFinished), vec![Action::StartTimer(INTER)]);
         assert_eq!(
             r.state(),
-            &State::Collecting { attempt: 1, digits: "1".into() }
+            &State::Collecting {
+                attempt: 1,
+                digits: "1".into()
+            }
         );
     }
 
@@ -437,15 +513,32 @@ mod tests {
     fn first_digit_timeout_retries_then_gives_up() {
         let mut r = Run::started();
         assert_eq!(r.ev(Event::Timeout), vec![retry_prompt()]);
-        assert_eq!(r.state(), &State::Prompting { attempt: 2, typed: String::new() });
+        assert_eq!(
+            r.state(),
+            &State::Prompting {
+                attempt: 2,
+                typed: String::new()
+            }
+        );
         // Timeouts while a prompt plays are stale: ignored.
         assert!(r.ev(Event::Timeout).is_empty());
         assert_eq!(r.ev(Event::PromptFinished), vec![Action::StartTimer(FIRST)]);
         assert_eq!(r.ev(Event::Timeout), vec![retry_prompt()]);
         r.ev(Event::PromptFinished);
-        assert_eq!(r.ev(Event::Timeout), vec![Action::Play(vec![Prompt::Goodbye])]);
-        assert_eq!(r.state(), &State::Closing { outcome: Outcome::GaveUp });
-        assert!(r.ev(Event::Digit('1')).is_empty(), "keys during goodbye are ignored");
+        assert_eq!(
+            r.ev(Event::Timeout),
+            vec![Action::Play(vec![Prompt::Goodbye])]
+        );
+        assert_eq!(
+            r.state(),
+            &State::Closing {
+                outcome: Outcome::GaveUp
+            }
+        );
+        assert!(
+            r.ev(Event::Digit('1')).is_empty(),
+            "keys during goodbye are ignored"
+        );
         assert_eq!(r.ev(Event::PromptFinished), vec![Action::Hangup]);
         assert_eq!(r.outcome(), Some(Outcome::GaveUp));
         assert!(r.assigns().is_empty());
@@ -466,7 +559,10 @@ mod tests {
     #[test]
     fn empty_pound_is_a_failed_attempt() {
         let mut r = Run::started();
-        assert_eq!(r.ev(Event::Digit('#')), vec![Action::StopTimer, retry_prompt()]);
+        assert_eq!(
+            r.ev(Event::Digit('#')),
+            vec![Action::StopTimer, retry_prompt()]
+        );
         let mut r = Run::new();
         r.ev(Event::Start);
         assert_eq!(r.ev(Event::Digit('#')), vec![retry_prompt()]);
@@ -476,7 +572,10 @@ mod tests {
     fn too_many_digits_is_a_failed_attempt_never_truncated() {
         let mut r = Run::started();
         r.keys("1234");
-        assert_eq!(r.ev(Event::Digit('5')), vec![Action::StopTimer, retry_prompt()]);
+        assert_eq!(
+            r.ev(Event::Digit('5')),
+            vec![Action::StopTimer, retry_prompt()]
+        );
         r.ev(Event::PromptFinished);
         r.keys("#");
         assert!(r.assigns().is_empty());
@@ -492,9 +591,18 @@ mod tests {
         r.keys("9999#");
         assert_eq!(
             r.ev(Event::AssignResult(Err(AssignRefusal::UnknownDn))),
-            vec![Action::Play(vec![Prompt::NotAvailable, Prompt::EnterExtension])]
+            vec![Action::Play(vec![
+                Prompt::NotAvailable,
+                Prompt::EnterExtension
+            ])]
         );
-        assert_eq!(r.state(), &State::Prompting { attempt: 2, typed: String::new() });
+        assert_eq!(
+            r.state(),
+            &State::Prompting {
+                attempt: 2,
+                typed: String::new()
+            }
+        );
         r.ev(Event::PromptFinished);
         r.keys("8888#");
         r.ev(Event::AssignResult(Err(AssignRefusal::Taken)));
@@ -524,12 +632,21 @@ mod tests {
     #[test]
     fn non_retryable_refusals_end_the_call() {
         for (r0, clips) in [
-            (AssignRefusal::NotPermitted, vec![Prompt::NotAvailable, Prompt::Goodbye]),
-            (AssignRefusal::Internal("db down".into()), vec![Prompt::Goodbye]),
+            (
+                AssignRefusal::NotPermitted,
+                vec![Prompt::NotAvailable, Prompt::Goodbye],
+            ),
+            (
+                AssignRefusal::Internal("db down".into()),
+                vec![Prompt::Goodbye],
+            ),
         ] {
             let mut r = Run::started();
             r.keys("1001#");
-            assert_eq!(r.ev(Event::AssignResult(Err(r0.clone()))), vec![Action::Play(clips)]);
+            assert_eq!(
+                r.ev(Event::AssignResult(Err(r0.clone()))),
+                vec![Action::Play(clips)]
+            );
             assert_eq!(r.ev(Event::PromptFinished), vec![Action::Hangup]);
             assert_eq!(r.outcome(), Some(Outcome::Refused(r0)));
         }
@@ -542,7 +659,9 @@ mod tests {
         assert_eq!(r.assigns(), vec!["0101".to_string()]);
         // The assigner may normalise; what is read back is what it stored.
         let a = r.ev(Event::AssignResult(Ok("1001".into())));
-        let Action::Play(clips) = &a[0] else { panic!("{a:?}") };
+        let Action::Play(clips) = &a[0] else {
+            panic!("{a:?}")
+        };
         assert_eq!(clips.len(), 7);
         assert_eq!(clips[1], d('1'));
     }
@@ -620,16 +739,31 @@ mod tests {
         assert!(matches!(r.state(), State::Collecting { .. }));
         // Assigning ignores keys, timeouts, prompt ends.
         r.keys("1#");
-        for e in [Event::Digit('2'), Event::Timeout, Event::PromptFinished, Event::Start] {
+        for e in [
+            Event::Digit('2'),
+            Event::Timeout,
+            Event::PromptFinished,
+            Event::Start,
+        ] {
             assert!(r.ev(e).is_empty());
         }
-        assert_eq!(r.state(), &State::Assigning { attempt: 1, dn: "1".into() });
+        assert_eq!(
+            r.state(),
+            &State::Assigning {
+                attempt: 1,
+                dn: "1".into()
+            }
+        );
         assert_eq!(r.assigns().len(), 1);
     }
 
     #[test]
     fn zero_limits_are_clamped() {
-        let c = IvrConfig { max_attempts: 0, max_digits: 0, ..cfg() };
+        let c = IvrConfig {
+            max_attempts: 0,
+            max_digits: 0,
+            ..cfg()
+        };
         let m = Machine::new(&c);
         let (m, _) = m.step(Event::Start);
         let (m, _) = m.step(Event::PromptFinished);

@@ -100,7 +100,11 @@ impl MediaSession {
         let (ctx, crx) = mpsc::channel(16);
         let (etx, erx) = mpsc::channel(256);
         let task = tokio::spawn(run(socket, params, prompts, crx, etx));
-        MediaSession { commands: ctx, events: erx, task }
+        MediaSession {
+            commands: ctx,
+            events: erx,
+            task,
+        }
     }
 }
 

@@ -80,8 +80,8 @@ impl Prompt {
     /// URLs and in logs.
     pub fn name(self) -> &'static str {
         const DIGITS: [&str; 10] = [
-            "digit_0", "digit_1", "digit_2", "digit_3", "digit_4", "digit_5", "digit_6",
-            "digit_7", "digit_8", "digit_9",
+            "digit_0", "digit_1", "digit_2", "digit_3", "digit_4", "digit_5", "digit_6", "digit_7",
+            "digit_8", "digit_9",
         ];
         match self {
             Prompt::EnterExtension => "enter_extension",
@@ -101,8 +101,9 @@ impl Prompt {
 
     /// What the clip says, for TTS fallbacks (VoiceXML `<audio>` content) and logs.
     pub fn text(self) -> &'static str {
-        const DIGITS: [&str; 10] =
-            ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
+        const DIGITS: [&str; 10] = [
+            "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+        ];
         match self {
             Prompt::EnterExtension => "Please enter the extension, then press pound.",
             Prompt::Extension => "Extension",
@@ -118,7 +119,11 @@ impl Prompt {
     /// clip, and a DN is digits in every deployment we serve).
     pub fn read_back(dn: &str) -> Vec<Prompt> {
         let mut v = vec![Prompt::Extension];
-        v.extend(dn.chars().filter_map(DecimalDigit::from_char).map(Prompt::Digit));
+        v.extend(
+            dn.chars()
+                .filter_map(DecimalDigit::from_char)
+                .map(Prompt::Digit),
+        );
         v.push(Prompt::Assigned);
         v
     }
@@ -155,7 +160,9 @@ pub struct PromptLibrary {
 impl std::fmt::Debug for PromptLibrary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let lens: Vec<usize> = self.clips.iter().map(|c| c.len()).collect();
-        f.debug_struct("PromptLibrary").field("clip_lengths", &lens).finish()
+        f.debug_struct("PromptLibrary")
+            .field("clip_lengths", &lens)
+            .finish()
     }
 }
 
@@ -168,7 +175,9 @@ impl Default for PromptLibrary {
 impl PromptLibrary {
     /// The clips committed in `src/ivr/prompts/`.
     pub fn builtin() -> Self {
-        PromptLibrary { clips: Arc::new(BUILTIN.map(Arc::from)) }
+        PromptLibrary {
+            clips: Arc::new(BUILTIN.map(Arc::from)),
+        }
     }
 
     /// Every clip replaced by `samples` μ-law samples of a quiet tone whose first byte tells
@@ -181,7 +190,9 @@ impl PromptLibrary {
             }
             Arc::from(v)
         });
-        PromptLibrary { clips: Arc::new(clips) }
+        PromptLibrary {
+            clips: Arc::new(clips),
+        }
     }
 
     /// The μ-law samples of one clip.

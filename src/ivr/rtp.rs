@@ -96,7 +96,14 @@ impl<'a> RtpPacket<'a> {
             }
             end -= count;
         }
-        Ok(RtpPacket { marker, payload_type, sequence, timestamp, ssrc, payload: &buf[start..end] })
+        Ok(RtpPacket {
+            marker,
+            payload_type,
+            sequence,
+            timestamp,
+            ssrc,
+            payload: &buf[start..end],
+        })
     }
 
     /// Serialises with no CSRCs, extension or padding (all we ever send).
@@ -136,7 +143,12 @@ impl RtpStream {
     /// A stream with random SSRC, sequence number and timestamp.
     pub fn new() -> Self {
         let mut rng = rand::thread_rng();
-        RtpStream { ssrc: rng.gen(), seq: rng.gen(), timestamp: rng.gen(), in_talkspurt: false }
+        RtpStream {
+            ssrc: rng.gen(),
+            seq: rng.gen(),
+            timestamp: rng.gen(),
+            in_talkspurt: false,
+        }
     }
 
     /// The stream's SSRC.
@@ -168,7 +180,13 @@ impl RtpStream {
 
     /// Any packet with an explicit timestamp (telephone-events keep the event's start
     /// timestamp on every packet, RFC 4733 §2.3.1). Advances the sequence number only.
-    pub fn packet(&mut self, payload_type: u8, marker: bool, timestamp: u32, payload: &[u8]) -> Vec<u8> {
+    pub fn packet(
+        &mut self,
+        payload_type: u8,
+        marker: bool,
+        timestamp: u32,
+        payload: &[u8],
+    ) -> Vec<u8> {
         let p = RtpPacket {
             marker,
             payload_type,
@@ -208,12 +226,29 @@ mod tests {
         assert!(pc.marker, "talkspurt after silence");
         assert_eq!(pc.timestamp, ts0.wrapping_add(320 + 800));
         assert_eq!(pc.payload_type, 8);
-        assert_eq!(pc.sequence, pb.sequence.wrapping_add(1), "no sequence gap for silence");
+        assert_eq!(
+            pc.sequence,
+            pb.sequence.wrapping_add(1),
+            "no sequence gap for silence"
+        );
     }
 
     #[test]
     fn parses_csrc_extension_padding() {
-        let mut v = vec![0x80 | 0x20 | 0x10 | 0x02, 0x60, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3];
+        let mut v = vec![
+            0x80 | 0x20 | 0x10 | 0x02,
+            0x60,
+            0,
+            1,
+            0,
+            0,
+            0,
+            2,
+            0,
+            0,
+            0,
+            3,
+        ];
         v.extend_from_slice(&[1, 1, 1, 1, 2, 2, 2, 2]); // 2 CSRCs
         v.extend_from_slice(&[0xBE, 0xDE, 0, 1, 9, 9, 9, 9]); // extension, 1 word
         v.extend_from_slice(&[7, 7, 7]); // payload

@@ -83,7 +83,10 @@ impl MediaSection {
     }
 
     fn payload_types(&self) -> impl Iterator<Item = u8> + '_ {
-        self.formats.iter().filter_map(|f| f.parse::<u8>().ok()).filter(|pt| *pt < 128)
+        self.formats
+            .iter()
+            .filter_map(|f| f.parse::<u8>().ok())
+            .filter(|pt| *pt < 128)
     }
 }
 
@@ -174,7 +177,11 @@ fn parse_direction(a: &str) -> Option<Direction> {
 /// Parses an SDP body (RFC 4566 §5). Lines that are not `x=value` are refused; unknown line
 /// types and attributes are skipped.
 pub fn parse(sdp: &str) -> Result<SessionDescription, SdpError> {
-    let mut sd = SessionDescription { connection: None, direction: None, media: vec![] };
+    let mut sd = SessionDescription {
+        connection: None,
+        direction: None,
+        media: vec![],
+    };
     for raw in sdp.lines() {
         let line = raw.trim_end_matches('\r');
         if line.trim().is_empty() {
@@ -226,7 +233,9 @@ pub fn parse(sdp: &str) -> Result<SessionDescription, SdpError> {
                     }
                     continue;
                 }
-                let Some(m) = sd.media.last_mut() else { continue };
+                let Some(m) = sd.media.last_mut() else {
+                    continue;
+                };
                 match (name.to_ascii_lowercase().as_str(), val) {
                     ("rtpmap", Some(v)) => {
                         let mut it = v.split_whitespace();
@@ -240,7 +249,11 @@ pub fn parse(sdp: &str) -> Result<SessionDescription, SdpError> {
                             .next()
                             .and_then(|c| c.parse().ok())
                             .ok_or_else(|| syntax(line))?;
-                        m.rtpmaps.push(RtpMap { payload_type: pt, encoding, clock_rate });
+                        m.rtpmaps.push(RtpMap {
+                            payload_type: pt,
+                            encoding,
+                            clock_rate,
+                        });
                     }
                     ("ptime", Some(v)) => m.ptime = v.trim().parse().ok(),
                     _ => {}
@@ -289,17 +302,27 @@ pub fn negotiate(offer: &SessionDescription) -> Result<Negotiated, SdpError> {
         if m.port == 0 || !m.proto.eq_ignore_ascii_case("RTP/AVP") {
             continue;
         }
-        let common: Vec<(Codec, u8)> =
-            m.payload_types().filter_map(|pt| codec_of(m, pt).map(|c| (c, pt))).collect();
-        let Some(&(codec, payload_type)) = common.first() else { continue };
-        let ip = m.connection.or(offer.connection).ok_or(SdpError::NoConnection)?;
+        let common: Vec<(Codec, u8)> = m
+            .payload_types()
+            .filter_map(|pt| codec_of(m, pt).map(|c| (c, pt)))
+            .collect();
+        let Some(&(codec, payload_type)) = common.first() else {
+            continue;
+        };
+        let ip = m
+            .connection
+            .or(offer.connection)
+            .ok_or(SdpError::NoConnection)?;
         let telephone_event_pt = m.payload_types().find(|pt| {
             m.rtpmap(*pt).is_some_and(|map| {
                 map.encoding.eq_ignore_ascii_case("telephone-event") && map.clock_rate == 8000
             })
         });
-        let direction =
-            m.direction.or(offer.direction).unwrap_or(Direction::SendRecv).reverse();
+        let direction = m
+            .direction
+            .or(offer.direction)
+            .unwrap_or(Direction::SendRecv)
+            .reverse();
         return Ok(Negotiated {
             media_index: i,
             codec,
@@ -310,7 +333,11 @@ pub fn negotiate(offer: &SessionDescription) -> Result<Negotiated, SdpError> {
             direction,
         });
     }
-    Err(if saw_audio { SdpError::NoCommonCodec } else { SdpError::NoAudio })
+    Err(if saw_audio {
+        SdpError::NoCommonCodec
+    } else {
+        SdpError::NoAudio
+    })
 }
 
 fn addr_type(ip: IpAddr) -> &'static str {
@@ -328,7 +355,13 @@ fn session_header(out: &mut String, ip: IpAddr, session_id: u64) {
     ));
 }
 
-fn audio_lines(out: &mut String, port: u16, codecs: &[(Codec, u8)], te: Option<u8>, dir: Direction) {
+fn audio_lines(
+    out: &mut String,
+    port: u16,
+    codecs: &[(Codec, u8)],
+    te: Option<u8>,
+    dir: Direction,
+) {
     let mut fmts: Vec<String> = codecs.iter().map(|(_, pt)| pt.to_string()).collect();
     fmts.extend(te.map(|pt| pt.to_string()));
     out.push_str(&format!("m=audio {port} RTP/AVP {}\r\n", fmts.join(" ")));
@@ -337,7 +370,9 @@ fn audio_lines(out: &mut String, port: u16, codecs: &[(Codec, u8)], te: Option<u
     }
     if let Some(pt) = te {
         // Events 0-15: the DTMF keys (RFC 4733 §3.2), all the IVR understands.
-        out.push_str(&format!("a=rtpmap:{pt} telephone-event/8000\r\na=fmtp:{pt} 0-15\r\n"));
+        out.push_str(&format!(
+            "a=rtpmap:{pt} telephone-event/8000\r\na=fmtp:{pt} 0-15\r\n"
+        ));
     }
     out.push_str(&format!("a=ptime:20\r\na={}\r\n", dir.attr()));
 }
@@ -356,9 +391,19 @@ pub fn build_answer(
     session_header(&mut out, local_ip, session_id);
     for (i, m) in offer.media.iter().enumerate() {
         if i == neg.media_index {
-            audio_lines(&mut out, local_port, &neg.common, neg.telephone_event_pt, neg.direction);
+            audio_lines(
+                &mut out,
+                local_port,
+                &neg.common,
+                neg.telephone_event_pt,
+                neg.direction,
+            );
         } else {
-            let fmts = if m.formats.is_empty() { "0".to_string() } else { m.formats.join(" ") };
+            let fmts = if m.formats.is_empty() {
+                "0".to_string()
+            } else {
+                m.formats.join(" ")
+            };
             out.push_str(&format!("m={} 0 {} {fmts}\r\n", m.media, m.proto));
         }
     }
@@ -423,26 +468,49 @@ mod tests {
         let offer = "v=0\r\nc=IN IP6 2001:db8::1\r\nm=audio 9000 RTP/AVP 96 97 98\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:97 PCMU/8000\r\na=rtpmap:98 telephone-event/48000\r\n";
         let n = negotiate(&parse(offer).unwrap()).unwrap();
         assert_eq!((n.codec, n.payload_type), (Codec::Pcmu, 97));
-        assert_eq!(n.telephone_event_pt, None, "telephone-event must share the 8 kHz clock");
+        assert_eq!(
+            n.telephone_event_pt, None,
+            "telephone-event must share the 8 kHz clock"
+        );
         assert_eq!(n.remote, "[2001:db8::1]:9000".parse().unwrap());
     }
 
     #[test]
     fn rejects_unusable_offers() {
-        let g729 = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 9000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
-        assert_eq!(negotiate(&parse(g729).unwrap()), Err(SdpError::NoCommonCodec));
+        let g729 =
+            "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 9000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
+        assert_eq!(
+            negotiate(&parse(g729).unwrap()),
+            Err(SdpError::NoCommonCodec)
+        );
         let srtp = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 9000 RTP/SAVP 0\r\n";
-        assert_eq!(negotiate(&parse(srtp).unwrap()), Err(SdpError::NoCommonCodec));
+        assert_eq!(
+            negotiate(&parse(srtp).unwrap()),
+            Err(SdpError::NoCommonCodec)
+        );
         let port0 = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 0 RTP/AVP 0\r\n";
-        assert_eq!(negotiate(&parse(port0).unwrap()), Err(SdpError::NoCommonCodec));
+        assert_eq!(
+            negotiate(&parse(port0).unwrap()),
+            Err(SdpError::NoCommonCodec)
+        );
         let video = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=video 9000 RTP/AVP 31\r\n";
         assert_eq!(negotiate(&parse(video).unwrap()), Err(SdpError::NoAudio));
         let noc = "v=0\r\nm=audio 9000 RTP/AVP 0\r\n";
         assert_eq!(negotiate(&parse(noc).unwrap()), Err(SdpError::NoConnection));
         // A payload type remapped away from PCMU is not PCMU.
-        let remap = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 9000 RTP/AVP 0\r\na=rtpmap:0 G722/8000\r\n";
-        assert_eq!(negotiate(&parse(remap).unwrap()), Err(SdpError::NoCommonCodec));
-        for bad in ["garbage", "c=IN IP4 not-an-ip", "m=audio x RTP/AVP 0", "m=audio", "a=rtpmap:300 PCMU/8000"] {
+        let remap =
+            "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 9000 RTP/AVP 0\r\na=rtpmap:0 G722/8000\r\n";
+        assert_eq!(
+            negotiate(&parse(remap).unwrap()),
+            Err(SdpError::NoCommonCodec)
+        );
+        for bad in [
+            "garbage",
+            "c=IN IP4 not-an-ip",
+            "m=audio x RTP/AVP 0",
+            "m=audio",
+            "a=rtpmap:300 PCMU/8000",
+        ] {
             let body = format!("v=0\r\nm=audio 1 RTP/AVP 0\r\n{bad}\r\n");
             assert!(matches!(parse(&body), Err(SdpError::Syntax(_))), "{bad}");
         }
@@ -457,7 +525,14 @@ mod tests {
         assert_eq!(n.telephone_event_pt, None);
         let a = build_answer(&sd, &n, "10.0.0.9".parse().unwrap(), 7000, 1);
         let ms: Vec<&str> = a.lines().filter(|l| l.starts_with("m=")).collect();
-        assert_eq!(ms, ["m=video 0 RTP/AVP 96", "m=audio 7000 RTP/AVP 0", "m=audio 0 RTP/AVP 8"]);
+        assert_eq!(
+            ms,
+            [
+                "m=video 0 RTP/AVP 96",
+                "m=audio 7000 RTP/AVP 0",
+                "m=audio 0 RTP/AVP 8"
+            ]
+        );
         assert!(!a.contains("telephone-event"));
     }
 

@@ -74,7 +74,11 @@ pub fn escape(s: &str) -> String {
 }
 
 fn audio(p: Prompt) -> String {
-    format!("<audio src=\"{PROMPTS_PATH}/{}.wav\">{}</audio>", p.name(), escape(p.text()))
+    format!(
+        "<audio src=\"{PROMPTS_PATH}/{}.wav\">{}</audio>",
+        p.name(),
+        escape(p.text())
+    )
 }
 
 fn prompt(clips: &[Prompt]) -> String {
@@ -158,7 +162,10 @@ if (device == '') {{ device = sipdmHeader('{header}'); }}
 pub fn assigned_document(dn: &str) -> String {
     let mut clips = Prompt::read_back(dn);
     clips.push(Prompt::Goodbye);
-    document(&format!("<form id=\"assigned\">\n<block>{}<disconnect/></block>\n</form>\n", prompt(&clips)))
+    document(&format!(
+        "<form id=\"assigned\">\n<block>{}<disconnect/></block>\n</form>\n",
+        prompt(&clips)
+    ))
 }
 
 /// "That extension is not available." then the page again for `next_attempt`, or
@@ -167,7 +174,10 @@ pub fn not_available_document(cfg: &IvrConfig, next_attempt: u32, device: Option
     let tail = if next_attempt > cfg.max_attempts.max(1) {
         format!("{}<disconnect/>", prompt(&[Prompt::Goodbye]))
     } else {
-        format!("<goto next=\"{}\"/>", escape(&page_url(next_attempt, device)))
+        format!(
+            "<goto next=\"{}\"/>",
+            escape(&page_url(next_attempt, device))
+        )
     };
     document(&format!(
         "<form id=\"not_available\">\n<block>{}{tail}</block>\n</form>\n",
@@ -181,7 +191,10 @@ pub fn retry_document(cfg: &IvrConfig, next_attempt: u32, device: Option<Mac>) -
     let tail = if next_attempt > cfg.max_attempts.max(1) {
         format!("{}<disconnect/>", prompt(&[Prompt::Goodbye]))
     } else {
-        format!("<goto next=\"{}\"/>", escape(&page_url(next_attempt, device)))
+        format!(
+            "<goto next=\"{}\"/>",
+            escape(&page_url(next_attempt, device))
+        )
     };
     document(&format!(
         "<form id=\"retry\">\n<block>{}{tail}</block>\n</form>\n",
@@ -196,7 +209,10 @@ pub fn goodbye_document(with_not_available: bool) -> String {
     } else {
         &[Prompt::Goodbye]
     };
-    document(&format!("<form id=\"goodbye\">\n<block>{}<disconnect/></block>\n</form>\n", prompt(clips)))
+    document(&format!(
+        "<form id=\"goodbye\">\n<block>{}<disconnect/></block>\n</form>\n",
+        prompt(clips)
+    ))
 }
 
 /// A μ-law clip as a WAV file (RIFF, `WAVE_FORMAT_MULAW` = 7, 8 kHz mono, with the `fact`
@@ -243,7 +259,11 @@ pub fn routes<A: Assigner + 'static>(assigner: Arc<A>) -> Router {
 /// `GET /fs/dm/ivr/prompts/{name}.wav`.
 pub fn routes_with_config<A: Assigner + 'static>(assigner: Arc<A>, cfg: IvrConfig) -> Router {
     let prompts = cfg.prompts.clone();
-    let state = Arc::new(VxmlState { assigner, cfg, prompts });
+    let state = Arc::new(VxmlState {
+        assigner,
+        cfg,
+        prompts,
+    });
     Router::new()
         .route(PAGE_PATH, get(page::<A>))
         .route(ASSIGN_PATH, post(assign::<A>))
@@ -252,7 +272,14 @@ pub fn routes_with_config<A: Assigner + 'static>(assigner: Arc<A>, cfg: IvrConfi
 }
 
 fn vxml(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, CONTENT_TYPE), (header::CACHE_CONTROL, "no-store")], body)
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, CONTENT_TYPE),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
         .into_response()
 }
 
@@ -271,11 +298,15 @@ struct AssignForm {
 }
 
 fn parse_attempt(s: Option<&str>, max: u32) -> u32 {
-    s.and_then(|a| a.trim().parse::<u32>().ok()).unwrap_or(1).clamp(1, max.max(1))
+    s.and_then(|a| a.trim().parse::<u32>().ok())
+        .unwrap_or(1)
+        .clamp(1, max.max(1))
 }
 
 fn parse_device(s: Option<&str>) -> Option<Mac> {
-    s.map(str::trim).filter(|s| !s.is_empty()).and_then(|s| Mac::parse(s).ok())
+    s.map(str::trim)
+        .filter(|s| !s.is_empty())
+        .and_then(|s| Mac::parse(s).ok())
 }
 
 async fn page<A: Assigner + 'static>(
@@ -304,7 +335,8 @@ async fn assign<A: Assigner + 'static>(
     let attempt = parse_attempt(f.attempt.as_deref(), cfg.max_attempts);
     let device = parse_device(f.device.as_deref());
     let dn = f.dn.as_deref().unwrap_or("").trim();
-    if dn.is_empty() || dn.len() > cfg.max_digits.max(1) || !dn.bytes().all(|b| b.is_ascii_digit()) {
+    if dn.is_empty() || dn.len() > cfg.max_digits.max(1) || !dn.bytes().all(|b| b.is_ascii_digit())
+    {
         tracing::info!(attempt, "VoiceXML assign: entry is not a DN");
         return vxml(StatusCode::OK, retry_document(cfg, attempt + 1, device));
     }
@@ -320,9 +352,10 @@ async fn assign<A: Assigner + 'static>(
     tracing::info!(dn, caller = %caller.remote_uri, device = ?caller.device, "VoiceXML assignment requested");
     match st.assigner.assign(&caller, dn).await {
         Ok(dn) => vxml(StatusCode::OK, assigned_document(&dn)),
-        Err(r) if r.retryable() => {
-            vxml(StatusCode::OK, not_available_document(cfg, attempt + 1, device))
-        }
+        Err(r) if r.retryable() => vxml(
+            StatusCode::OK,
+            not_available_document(cfg, attempt + 1, device),
+        ),
         Err(AssignRefusal::Internal(e)) => {
             tracing::warn!(error = %e, "VoiceXML assignment failed");
             vxml(StatusCode::OK, goodbye_document(false))
@@ -339,7 +372,10 @@ async fn prompt_audio<A: Assigner + 'static>(
         return StatusCode::NOT_FOUND.into_response();
     };
     (
-        [(header::CONTENT_TYPE, "audio/wav"), (header::CACHE_CONTROL, "public, max-age=86400")],
+        [
+            (header::CONTENT_TYPE, "audio/wav"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
         ulaw_wav(st.prompts.clip(p)),
     )
         .into_response()
@@ -384,7 +420,9 @@ mod tests {
         let doc = collect_document(&cfg(), 1, mac);
         let names = well_formed(&doc);
         assert_eq!(names[0], "vxml");
-        for n in ["form", "field", "property", "filled", "submit", "noinput", "nomatch", "script"] {
+        for n in [
+            "form", "field", "property", "filled", "submit", "noinput", "nomatch", "script",
+        ] {
             assert!(names.iter().any(|x| x == n), "{n} missing");
         }
         assert!(doc.contains(r##"<property name="termchar" value="#"/>"##));
@@ -413,10 +451,15 @@ mod tests {
 
         let doc = not_available_document(&cfg(), 2, Mac::parse("0004f2abcdef").ok());
         well_formed(&doc);
-        assert!(doc.contains(r#"<goto next="/fs/dm/ivr?attempt=2&amp;device=0004f2abcdef"/>"#), "{doc}");
+        assert!(
+            doc.contains(r#"<goto next="/fs/dm/ivr?attempt=2&amp;device=0004f2abcdef"/>"#),
+            "{doc}"
+        );
         let doc = not_available_document(&cfg(), 4, None);
         well_formed(&doc);
-        assert!(!doc.contains("<goto") && doc.contains("goodbye.wav") && doc.contains("<disconnect/>"));
+        assert!(
+            !doc.contains("<goto") && doc.contains("goodbye.wav") && doc.contains("<disconnect/>")
+        );
         well_formed(&retry_document(&cfg(), 2, None));
         well_formed(&goodbye_document(true));
         well_formed(&goodbye_document(false));
@@ -434,7 +477,10 @@ mod tests {
     fn wav_header() {
         let w = ulaw_wav(&[0xFF; 3]);
         assert_eq!(&w[0..4], b"RIFF");
-        assert_eq!(u32::from_le_bytes([w[4], w[5], w[6], w[7]]) as usize, w.len() - 8);
+        assert_eq!(
+            u32::from_le_bytes([w[4], w[5], w[6], w[7]]) as usize,
+            w.len() - 8
+        );
         assert_eq!(&w[8..16], b"WAVEfmt ");
         assert_eq!(u16::from_le_bytes([w[20], w[21]]), 7);
         assert_eq!(&w[50..54], b"data");
