@@ -2,7 +2,7 @@
 //! writers and the listeners. `start` is what `sipdm serve` and the tests call.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,6 +10,7 @@ use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::assignment::{CheckSync, IvrAssigner};
 use crate::config::Config;
 use crate::provisioning::render::Renderer;
 use crate::provisioning::vendor::VendorTable;
@@ -20,6 +21,8 @@ use crate::store::Store;
 /// A started server.
 pub struct Running {
     pub http_addr: SocketAddr,
+    /// Where the SIP side is plugged in once it is up (check-sync after VoiceXML assignments).
+    pub check_sync: Arc<OnceLock<Arc<dyn CheckSync>>>,
     pub admin_token: Arc<str>,
     pub dm: Arc<Dm>,
     shutdown: watch::Sender<bool>,
@@ -111,7 +114,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("binding HTTP on {}", config.server.http))?;
     let http_addr = listener.local_addr()?;
-    let app = crate::http::router(dm.clone(), admin_token.clone());
+    let check_sync: Arc<OnceLock<Arc<dyn CheckSync>>> = Arc::new(OnceLock::new());
+    let vxml_assigner = Arc::new(IvrAssigner::new(
+        dm.clone(),
+        check_sync.clone(),
+        Some(Duration::from_secs(config.ivr.vxml_check_sync_delay)),
+    ));
+    let app = crate::http::router(dm.clone(), admin_token.clone(), vxml_assigner);
     let mut rx = shutdown_rx.clone();
     let http = tokio::spawn(async move {
         let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
@@ -124,7 +133,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     });
     let writer = tokio::spawn(write_sightings(dm.clone(), sight_rx, shutdown_rx.clone()));
     let poller = tokio::spawn(watch_version(dm.clone(), shutdown_rx));
-    Ok(Running { http_addr, admin_token, dm, shutdown, tasks: vec![http, writer, poller] })
+    Ok(Running { http_addr, check_sync, admin_token, dm, shutdown, tasks: vec![http, writer, poller] })
 }
 
 /// Write-behind of last-seen data: batched, de-duplicated per MAC, flushed on shutdown.

@@ -154,6 +154,21 @@ pub struct IvrConfig {
     pub initial_page_url: Option<String>,
     #[serde(default)]
     pub alternatevoicexml: Option<String>,
+    /// Networks whose media servers may post VoiceXML assignments. A post names the device it
+    /// assigns, so it is only believed from where the media servers are.
+    #[serde(default = "default_vxml_networks")]
+    pub vxml_allowed_networks: Vec<ipnet::IpNet>,
+    /// Seconds between a VoiceXML assignment and the check-sync that follows it (the media
+    /// server reads the extension back and hangs up first).
+    #[serde(default = "default_vxml_notify_delay")]
+    pub vxml_check_sync_delay: u64,
+}
+
+fn default_vxml_networks() -> Vec<ipnet::IpNet> {
+    ["127.0.0.0/8", "::1/128"].iter().filter_map(|n| n.parse().ok()).collect()
+}
+fn default_vxml_notify_delay() -> u64 {
+    3
 }
 
 fn default_ivr_number() -> String {
@@ -162,7 +177,13 @@ fn default_ivr_number() -> String {
 
 impl Default for IvrConfig {
     fn default() -> Self {
-        IvrConfig { number: default_ivr_number(), initial_page_url: None, alternatevoicexml: None }
+        IvrConfig {
+            number: default_ivr_number(),
+            initial_page_url: None,
+            alternatevoicexml: None,
+            vxml_allowed_networks: default_vxml_networks(),
+            vxml_check_sync_delay: default_vxml_notify_delay(),
+        }
     }
 }
 

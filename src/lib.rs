@@ -8,10 +8,12 @@
 //! - [`service`]: the device-management service the API, CLI and IVR share.
 //! - [`http`] and [`admin`]: the HTTP edge (provisioning, admin API, health, metrics).
 //! - [`ivr`]: the built-in IVR (RTP, DTMF, prompts) and the VoiceXML pages for media servers.
+//! - [`assignment`]: the rules of an IVR assignment and the check-sync that follows it.
 //! - [`app`]: wiring and startup.
 
 pub mod admin;
 pub mod app;
+pub mod assignment;
 pub mod config;
 pub mod credentials;
 pub mod http;
@@ -19,3 +21,6 @@ pub mod ivr;
 pub mod provisioning;
 pub mod service;
 pub mod store;
+
+/// A boxed, sendable future: keeps the traits between rooms object-safe.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

@@ -12,9 +12,13 @@ use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::admin::{self, AdminState};
+use crate::assignment::IvrAssigner;
 use crate::service::Dm;
 
-pub fn router(dm: Arc<Dm>, admin_token: Arc<str>) -> Router {
+pub fn router(dm: Arc<Dm>, admin_token: Arc<str>, assigner: Arc<IvrAssigner>) -> Router {
+    let allowed: Arc<[ipnet::IpNet]> = dm.config.ivr.vxml_allowed_networks.clone().into();
+    let vxml = crate::ivr::vxml::routes(assigner)
+        .layer(axum::middleware::from_fn_with_state(allowed, media_servers_only));
     let prov = Router::new()
         .route("/fs/dm/prov/{*file}", get(prov::serve_file))
         .with_state(dm.clone());
@@ -24,9 +28,29 @@ pub fn router(dm: Arc<Dm>, admin_token: Arc<str>) -> Router {
         .layer(tower_http::trace::TraceLayer::new_for_http());
     Router::new()
         .merge(prov)
+        .merge(vxml)
         .nest(admin::BASE, admin)
         .route("/healthz", get(healthz).with_state(dm))
         .route("/metrics", get(metrics_text))
+}
+
+/// The VoiceXML pages assign DNs to the device a post names: only media servers may post.
+async fn media_servers_only(
+    axum::extract::State(allowed): axum::extract::State<Arc<[ipnet::IpNet]>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let ip = match peer.ip() {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(std::net::IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    if allowed.iter().any(|n| n.contains(&ip)) {
+        next.run(req).await
+    } else {
+        tracing::warn!(peer = %peer, "VoiceXML request from outside the media-server networks refused");
+        (axum::http::StatusCode::FORBIDDEN, "forbidden\n").into_response()
+    }
 }
 
 /// Healthy means the store answers: an instance that cannot read devices cannot provision.
