@@ -39,6 +39,23 @@ impl Authenticator for UserIsPassword {
     }
 }
 
+/// Persists nothing: isolates the SIP path from store costs in measurements.
+struct NullStore;
+
+impl sip::registrar::BindingStore for NullStore {
+    fn load_all(
+        &self,
+    ) -> BoxFuture<'_, Result<Vec<sip::registrar::Binding>, sip::registrar::StoreError>> {
+        Box::pin(std::future::ready(Ok(vec![])))
+    }
+    fn apply(
+        &self,
+        _: Vec<sip::registrar::BindingChange>,
+    ) -> BoxFuture<'_, Result<(), sip::registrar::StoreError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
@@ -46,14 +63,19 @@ async fn main() {
     let auth = args.next().as_deref() == Some("auth");
     let mut cfg = EndpointConfig::default();
     cfg.transport.listen = vec![addr.parse().expect("listen address")];
-    let ep = Endpoint::start(
-        cfg,
-        Arc::new(MemoryStore::default()),
-        Arc::new(UserIsPassword(auth)),
-        vec![],
-    )
-    .await
-    .expect("start");
+    if let Some(t1) = std::env::var("SIP_T1_MS").ok().and_then(|v| v.parse().ok()) {
+        cfg.timers.t1 = std::time::Duration::from_millis(t1);
+    }
+    // SIP_NULL_STORE=1 measures the SIP path alone.
+    let store: Arc<dyn sip::registrar::BindingStore> =
+        if std::env::var_os("SIP_NULL_STORE").is_some() {
+            Arc::new(NullStore)
+        } else {
+            Arc::new(MemoryStore::default())
+        };
+    let ep = Endpoint::start(cfg, store, Arc::new(UserIsPassword(auth)), vec![])
+        .await
+        .expect("start");
     eprintln!("listening on {:?} (auth: {auth})", ep.local_addrs());
     let _ = tokio::signal::ctrl_c().await;
     let s = ep.stats().snapshot();

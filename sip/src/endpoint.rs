@@ -464,11 +464,11 @@ fn on_request(inner: &Arc<Inner>, mut req: Request, flow: Flow) {
     match inner.tsx.on_request(&req, key, response_flow) {
         RequestDisposition::New(responder) => {
             let inc = IncomingRequest::new(req, flow, Some(responder));
-            tokio::spawn(run_handlers(inner.clone(), inc));
+            run_now_or_spawn(run_handlers(inner.clone(), inc));
         }
         RequestDisposition::AckForTu => {
             let inc = IncomingRequest::new(req, flow, None);
-            tokio::spawn(run_handlers(inner.clone(), inc));
+            run_now_or_spawn(run_handlers(inner.clone(), inc));
         }
         RequestDisposition::Absorbed | RequestDisposition::AckAbsorbed => {}
     }
@@ -492,6 +492,28 @@ fn replace_top_via(req: &mut Request, via: &Via) {
             return;
         }
     }
+}
+
+/// Polls `fut` once right here; only if it has to wait (a credential look-up, a full store
+/// queue, an INVITE ringing) does it become a task. Most REGISTERs complete in that first
+/// poll, which saves a task spawn and a cross-thread wake-up per request. Polling once with a
+/// no-op waker is sound: the spawned task polls again with its own waker, and every future
+/// registers the waker of its latest poll.
+fn run_now_or_spawn(fut: impl std::future::Future<Output = ()> + Send + 'static) {
+    let mut fut = Box::pin(fut);
+    let waker = noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    if fut.as_mut().poll(&mut cx).is_pending() {
+        tokio::spawn(fut);
+    }
+}
+
+fn noop_waker() -> std::task::Waker {
+    use std::task::{RawWaker, RawWakerVTable, Waker};
+    const VTABLE: RawWakerVTable =
+        RawWakerVTable::new(|p| RawWaker::new(p, &VTABLE), |_| {}, |_| {}, |_| {});
+    // SAFETY: every vtable function ignores the data pointer, which is never dereferenced.
+    unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) }
 }
 
 async fn run_handlers(inner: Arc<Inner>, mut req: IncomingRequest) {

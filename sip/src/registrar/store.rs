@@ -51,16 +51,23 @@ pub trait BindingStore: Send + Sync + 'static {
 }
 
 /// An in-memory store, for tests and for running without a database.
+/// Holds `Arc`s so that growing the map moves pointers, not whole bindings (a resize at a
+/// million bindings otherwise stalls the writer for seconds).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    pub bindings: Mutex<HashMap<(String, String), Binding>>,
+    pub bindings: Mutex<HashMap<(String, String), Arc<Binding>>>,
     /// Number of `apply` calls (tests check batching).
     pub batches: std::sync::atomic::AtomicUsize,
 }
 
 impl BindingStore for MemoryStore {
     fn load_all(&self) -> BoxFuture<'_, Result<Vec<Binding>, StoreError>> {
-        let v = self.bindings.lock().values().cloned().collect();
+        let v = self
+            .bindings
+            .lock()
+            .values()
+            .map(|b| (**b).clone())
+            .collect();
         Box::pin(std::future::ready(Ok(v)))
     }
 
@@ -71,7 +78,7 @@ impl BindingStore for MemoryStore {
         for c in batch {
             match c {
                 BindingChange::Upsert(b) => {
-                    m.insert((b.aor.clone(), b.id()), (*b).clone());
+                    m.insert((b.aor.clone(), b.id()), b);
                 }
                 BindingChange::Remove { aor, id } => {
                     m.remove(&(aor, id));
