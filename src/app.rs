@@ -30,8 +30,17 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting, lets in-flight requests finish and flushes the write-behind queues.
+    /// The SIP endpoint (UDP and TCP share each address).
+    pub fn sip(&self) -> &sip::Endpoint {
+        self.dm.sip.get().expect("SIP starts with the server")
+    }
+
+    /// Stops accepting, lets in-flight requests finish and flushes the write-behind queues
+    /// (bindings included).
     pub async fn stop(self) {
+        if let Some(ep) = self.dm.sip.get() {
+            ep.shutdown().await;
+        }
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;
@@ -131,6 +140,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
+    let endpoint = crate::sipside::start(&config, dm.clone(), Vec::new())
+        .await
+        .with_context(|| format!("starting SIP on {:?}", config.server.sip))?;
+    let _ = dm.sip.set(endpoint);
     let writer = tokio::spawn(write_sightings(dm.clone(), sight_rx, shutdown_rx.clone()));
     let poller = tokio::spawn(watch_version(dm.clone(), shutdown_rx));
     Ok(Running { http_addr, check_sync, admin_token, dm, shutdown, tasks: vec![http, writer, poller] })

@@ -40,6 +40,71 @@ pub struct Config {
     pub switches: Vec<SwitchConfig>,
     #[serde(default)]
     pub trunks: Vec<TrunkConfig>,
+    #[serde(default)]
+    pub sip: SipConfig,
+}
+
+/// SIP timers and registrar limits.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SipConfig {
+    #[serde(default = "d_t1")]
+    pub t1_ms: u64,
+    #[serde(default = "d_t2")]
+    pub t2_ms: u64,
+    #[serde(default = "d_t4")]
+    pub t4_ms: u64,
+    /// Shorter registrations are refused with 423 Interval Too Brief.
+    #[serde(default = "d_min_expires")]
+    pub min_expires: u32,
+    #[serde(default = "d_max_expires")]
+    pub max_expires: u32,
+    #[serde(default = "d_default_expires")]
+    pub default_expires: u32,
+    /// Failed digest attempts per source per minute before it is refused (0: never).
+    #[serde(default = "d_auth_failures")]
+    pub auth_failures_per_minute: u32,
+    /// Host[:port] written in the Via of requests sipdm sends, when it listens on a wildcard
+    /// address or behind NAT.
+    #[serde(default)]
+    pub advertised_host: Option<String>,
+}
+
+fn d_t1() -> u64 {
+    500
+}
+fn d_t2() -> u64 {
+    4000
+}
+fn d_t4() -> u64 {
+    5000
+}
+fn d_min_expires() -> u32 {
+    60
+}
+fn d_max_expires() -> u32 {
+    7200
+}
+fn d_default_expires() -> u32 {
+    3600
+}
+fn d_auth_failures() -> u32 {
+    20
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            t1_ms: d_t1(),
+            t2_ms: d_t2(),
+            t4_ms: d_t4(),
+            min_expires: d_min_expires(),
+            max_expires: d_max_expires(),
+            default_expires: d_default_expires(),
+            auth_failures_per_minute: d_auth_failures(),
+            advertised_host: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -264,6 +329,7 @@ impl Default for Config {
             sites: Vec::new(),
             switches: Vec::new(),
             trunks: Vec::new(),
+            sip: SipConfig::default(),
         }
     }
 }
@@ -329,6 +395,9 @@ impl Config {
             if !matches!(a.to_ascii_lowercase().as_str(), "register" | "invite") {
                 return Err(format!("authenticate-requests: unknown method `{a}`"));
             }
+        }
+        if self.sip.min_expires > self.sip.max_expires {
+            return Err(format!("sip: min-expires {} exceeds max-expires {}", self.sip.min_expires, self.sip.max_expires));
         }
         if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres:") || self.store.url.starts_with("postgresql:")) {
             return Err(format!("store.url `{}` must be sqlite:… or postgres://…", self.store.url));

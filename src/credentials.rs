@@ -39,6 +39,15 @@ impl DeviceCredentials {
         hex::encode(&tag[..12])
     }
 
+    /// A key for another purpose (the SIP nonce secret, say), derived so that no two uses
+    /// share one key.
+    pub fn derive_key(&self, purpose: &str) -> Vec<u8> {
+        let mut h = <Hmac<Sha256>>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        h.update(b"derive:");
+        h.update(purpose.as_bytes());
+        h.finalize().into_bytes().to_vec()
+    }
+
     /// The MAC an auth user names, if it is one of ours.
     pub fn mac_of_auth_user(auth_user: &str) -> Option<&str> {
         let mac = auth_user.strip_prefix(AUTH_PREFIX)?;

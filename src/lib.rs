@@ -9,6 +9,7 @@
 //! - [`http`] and [`admin`]: the HTTP edge (provisioning, admin API, health, metrics).
 //! - [`ivr`]: the built-in IVR (RTP, DTMF, prompts) and the VoiceXML pages for media servers.
 //! - [`assignment`]: the rules of an IVR assignment and the check-sync that follows it.
+//! - [`sipside`]: the store and credentials behind the SIP stack (`sip/`).
 //! - [`app`]: wiring and startup.
 
 pub mod admin;
@@ -20,6 +21,7 @@ pub mod http;
 pub mod ivr;
 pub mod provisioning;
 pub mod service;
+pub mod sipside;
 pub mod store;
 
 /// A boxed, sendable future: keeps the traits between rooms object-safe.

@@ -108,6 +108,8 @@ pub struct Dm {
     /// User-Agents, and matching runs regexes: remember the answers.
     ua_cache: RwLock<HashMap<String, Option<Arc<UaMatch>>>>,
     sightings: Option<mpsc::Sender<Sighting>>,
+    /// The SIP endpoint, once started: bindings for the API, check-sync, metrics.
+    pub sip: std::sync::OnceLock<sip::Endpoint>,
 }
 
 /// Most files a busy site's cache holds before it is simply cleared (one entry per phone and
@@ -133,7 +135,13 @@ impl Dm {
             cache: RwLock::new(HashMap::new()),
             ua_cache: RwLock::new(HashMap::new()),
             sightings,
+            sip: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The current generation of served data; moves on every change (see `invalidate`).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     /// Marks every cached render stale.
@@ -307,7 +315,13 @@ impl Dm {
     fn servers(&self, list: &[String], who: &Requester) -> Vec<SipServerCtx> {
         let mut out: Vec<SipServerCtx> = list.iter().filter_map(|s| parse_server(s)).collect();
         if out.is_empty() {
-            let port = self.config.server.sip.first().map(|a| a.port()).unwrap_or(5060);
+            // The port actually bound (the configuration may say 0).
+            let port = self
+                .sip
+                .get()
+                .map(|ep| ep.local_addr().port())
+                .or_else(|| self.config.server.sip.first().map(|a| a.port()))
+                .unwrap_or(5060);
             let host = who.host.clone().unwrap_or_else(|| "127.0.0.1".into());
             out.push(SipServerCtx { host, port, transport: "udp".into() });
         }

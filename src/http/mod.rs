@@ -16,6 +16,7 @@ use crate::assignment::IvrAssigner;
 use crate::service::Dm;
 
 pub fn router(dm: Arc<Dm>, admin_token: Arc<str>, assigner: Arc<IvrAssigner>) -> Router {
+    let dm_for_metrics = dm.clone();
     let allowed: Arc<[ipnet::IpNet]> = dm.config.ivr.vxml_allowed_networks.clone().into();
     let vxml = crate::ivr::vxml::routes(assigner)
         .layer(axum::middleware::from_fn_with_state(allowed, media_servers_only));
@@ -31,7 +32,7 @@ pub fn router(dm: Arc<Dm>, admin_token: Arc<str>, assigner: Arc<IvrAssigner>) ->
         .merge(vxml)
         .nest(admin::BASE, admin)
         .route("/healthz", get(healthz).with_state(dm))
-        .route("/metrics", get(metrics_text))
+        .route("/metrics", get(metrics_text).with_state(dm_for_metrics))
 }
 
 /// The VoiceXML pages assign DNs to the device a post names: only media servers may post.
@@ -64,7 +65,26 @@ async fn healthz(axum::extract::State(dm): axum::extract::State<Arc<Dm>>) -> imp
     }
 }
 
-async fn metrics_text() -> impl IntoResponse {
+async fn metrics_text(axum::extract::State(dm): axum::extract::State<Arc<Dm>>) -> impl IntoResponse {
+    if let Some(ep) = dm.sip.get() {
+        // The SIP stack counts in plain atomics; copy them into the exporter when scraped.
+        let s = ep.stats().snapshot();
+        for (name, v) in [
+            ("sipdm_sip_received_total", s.received),
+            ("sipdm_sip_malformed_answered_total", s.malformed_answered),
+            ("sipdm_sip_malformed_dropped_total", s.malformed_dropped),
+            ("sipdm_sip_dropped_overload_total", s.dropped_overload),
+            ("sipdm_sip_retransmissions_absorbed_total", s.retransmissions_absorbed),
+            ("sipdm_sip_stray_responses_total", s.stray_responses),
+            ("sipdm_sip_responses_sent_total", s.responses_sent),
+            ("sipdm_sip_send_errors_total", s.send_errors),
+            ("sipdm_sip_registrations_ok_total", s.registrations_ok),
+            ("sipdm_sip_challenges_total", s.challenges),
+        ] {
+            metrics::counter!(name).absolute(v);
+        }
+        metrics::gauge!("sipdm_sip_bindings").set(ep.registrar().binding_count() as f64);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], prometheus().render())
 }
 

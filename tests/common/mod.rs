@@ -67,7 +67,7 @@ pub fn hex_id() -> String {
 pub const SINGLE_SITE: &str = r#"
 [server]
 http = "127.0.0.1:0"
-sip = ["127.0.0.1:5060"]
+sip = ["127.0.0.1:0"]
 admin-token = "test-token"
 secret = "test-secret"
 

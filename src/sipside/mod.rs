@@ -1,0 +1,42 @@
+//! The server's side of the SIP stack: what `sip/` asks for through its traits, answered from
+//! the store and the service layer.
+//!
+//! - [`bindings`]: the registrar's durable store (`sip::registrar::BindingStore`) in SQL;
+//! - [`credentials`]: the digest `Authenticator` (DN passwords, per-device credentials of
+//!   `gcti_provisioning` phones) with the per-DN `authenticate-requests` policy;
+//! - [`start`]: builds the endpoint from the configuration.
+
+pub mod bindings;
+pub mod credentials;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sip::{Endpoint, EndpointConfig, RequestHandler, StartError};
+
+use crate::config::Config;
+use crate::service::Dm;
+
+/// Starts SIP on the configured addresses with the store and credentials of `dm`.
+pub async fn start(
+    config: &Config,
+    dm: Arc<Dm>,
+    handlers: Vec<Arc<dyn RequestHandler>>,
+) -> Result<Endpoint, StartError> {
+    let mut cfg = EndpointConfig::default();
+    cfg.transport.listen = config.server.sip.clone();
+    cfg.timers.t1 = Duration::from_millis(config.sip.t1_ms);
+    cfg.timers.t2 = Duration::from_millis(config.sip.t2_ms);
+    cfg.timers.t4 = Duration::from_millis(config.sip.t4_ms);
+    cfg.registrar.min_expires = config.sip.min_expires;
+    cfg.registrar.max_expires = config.sip.max_expires;
+    cfg.registrar.default_expires = config.sip.default_expires.clamp(config.sip.min_expires, config.sip.max_expires);
+    cfg.auth.realm = config.server.realm.clone();
+    // Instances of a deployment share the server secret, so they accept each other's nonces.
+    cfg.auth.secret = dm.credentials.derive_key("sip-nonce");
+    cfg.auth.throttle.max_failures = config.sip.auth_failures_per_minute;
+    cfg.advertised_host = config.sip.advertised_host.clone();
+    let store = Arc::new(bindings::SqlBindings::new(dm.store.clone()));
+    let auth = Arc::new(credentials::DmAuthenticator::new(dm));
+    Endpoint::start(cfg, store, auth, handlers).await
+}
