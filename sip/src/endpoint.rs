@@ -24,7 +24,8 @@ use crate::registrar::{Binding, BindingStore, Registrar, RegistrarConfig, StoreE
 use crate::stats::Stats;
 use crate::transaction::{RequestDisposition, Timers, TransactionLayer, TsxError, TsxKey};
 use crate::transport::{
-    Flow, Protocol, Transmit, Transport, TransportConfig, TransportError, TransportEvent,
+    EventSenders, Flow, Protocol, Transmit, Transport, TransportConfig, TransportError,
+    TransportEvent,
 };
 use crate::wire::{self, normalise, RawMessage, WireError};
 
@@ -39,6 +40,9 @@ pub struct EndpointConfig {
     /// Host (and port) put in the Via of requests we send, when the listen address is a
     /// wildcard or behind NAT. Defaults to the bound address.
     pub advertised_host: Option<String>,
+    /// Dispatcher tasks (parse, transaction matching, inline handling); default: one per
+    /// core.
+    pub dispatchers: Option<usize>,
 }
 
 impl Default for EndpointConfig {
@@ -50,6 +54,7 @@ impl Default for EndpointConfig {
             auth: AuthConfig::default(),
             server_header: "sipdm".into(),
             advertised_host: None,
+            dispatchers: None,
         }
     }
 }
@@ -101,7 +106,7 @@ struct Inner {
     /// added (rare), read per request (an Arc clone under a read lock).
     handlers: parking_lot::RwLock<Arc<Vec<Arc<dyn RequestHandler>>>>,
     stats: Arc<Stats>,
-    dispatcher: Mutex<Option<JoinHandle<()>>>,
+    dispatchers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// A running SIP endpoint. Cheap to clone.
@@ -123,8 +128,20 @@ impl Endpoint {
         let guard = Arc::new(DigestGuard::new(cfg.auth.clone(), authenticator));
         let registrar =
             Registrar::start(cfg.registrar.clone(), store, guard.clone(), stats.clone()).await?;
-        let (tx, rx) = mpsc::channel(cfg.transport.event_queue.max(16));
-        let transport = Transport::bind(cfg.transport.clone(), tx, stats.clone()).await?;
+        // One dispatcher per core: parsing and most REGISTER handling happen on them.
+        let n = cfg
+            .dispatchers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
+        let per_queue = cfg.transport.event_queue.max(16);
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..n).map(|_| mpsc::channel(per_queue)).unzip();
+        let transport = Transport::bind(
+            cfg.transport.clone(),
+            EventSenders::new(senders),
+            stats.clone(),
+        )
+        .await?;
         let transmit: Arc<dyn Transmit> = Arc::new(transport.clone());
         let tsx = TransactionLayer::new(
             transmit,
@@ -142,10 +159,12 @@ impl Endpoint {
             guard,
             handlers: parking_lot::RwLock::new(Arc::new(chain)),
             stats,
-            dispatcher: Mutex::new(None),
+            dispatchers: Mutex::new(Vec::new()),
         });
-        let handle = tokio::spawn(dispatch(inner.clone(), rx));
-        *inner.dispatcher.lock() = Some(handle);
+        *inner.dispatchers.lock() = receivers
+            .into_iter()
+            .map(|rx| tokio::spawn(dispatch(inner.clone(), rx)))
+            .collect();
         for a in inner.transport.local_addrs() {
             tracing::info!(addr = %a, "SIP listening on UDP and TCP");
         }
@@ -278,7 +297,7 @@ impl Endpoint {
     /// Stops listening, then flushes the binding store (bounded wait).
     pub async fn shutdown(&self) {
         self.inner.transport.shutdown();
-        if let Some(h) = self.inner.dispatcher.lock().take() {
+        for h in self.inner.dispatchers.lock().drain(..) {
             h.abort();
         }
         if tokio::time::timeout(Duration::from_secs(30), self.inner.registrar.flush())
@@ -313,7 +332,12 @@ pub fn contact_address(uri: &str) -> Option<(Protocol, SocketAddr)> {
 async fn dispatch(inner: Arc<Inner>, mut rx: mpsc::Receiver<TransportEvent>) {
     while let Some(ev) = rx.recv().await {
         match ev {
-            TransportEvent::Message { data, flow } => on_message(&inner, data, flow),
+            TransportEvent::Message { data, flow } => {
+                // With a backlog, hand handlers to the other workers instead of running them
+                // here, so a CPU-heavy mix (digest) uses every core.
+                let inline = rx.len() < INLINE_BACKLOG;
+                on_message(&inner, data, flow, inline)
+            }
             TransportEvent::StreamError { flow, error, head } => {
                 let answered = wire::normalise::salvage(&head)
                     .is_some_and(|raw| answer_malformed(&inner, &raw, &error, flow));
@@ -326,7 +350,10 @@ async fn dispatch(inner: Arc<Inner>, mut rx: mpsc::Receiver<TransportEvent>) {
     }
 }
 
-fn on_message(inner: &Arc<Inner>, data: Bytes, flow: Flow) {
+/// Queue length below which a dispatcher runs handlers itself.
+const INLINE_BACKLOG: usize = 128;
+
+fn on_message(inner: &Arc<Inner>, data: Bytes, flow: Flow, inline: bool) {
     let limit = inner.cfg.transport.max_message_size;
     if data.len() > limit {
         // The datagram was cut at the limit; answer 513 from the complete header lines.
@@ -360,7 +387,7 @@ fn on_message(inner: &Arc<Inner>, data: Bytes, flow: Flow) {
     };
     let parsed = parsed.and_then(check_mandatory);
     match parsed {
-        Ok(SipMessage::Request(req)) => on_request(inner, req, flow),
+        Ok(SipMessage::Request(req)) => on_request(inner, req, flow, inline),
         Ok(SipMessage::Response(resp)) => {
             inner.tsx.on_response(resp);
         }
@@ -436,7 +463,7 @@ fn answer_malformed(inner: &Arc<Inner>, raw: &RawMessage<'_>, e: &WireError, flo
     true
 }
 
-fn on_request(inner: &Arc<Inner>, mut req: Request, flow: Flow) {
+fn on_request(inner: &Arc<Inner>, mut req: Request, flow: Flow, inline: bool) {
     // check_mandatory guaranteed a parseable top Via.
     let Some(mut via) = req.top_via() else { return };
     via.stamp_received(flow.remote);
@@ -464,11 +491,11 @@ fn on_request(inner: &Arc<Inner>, mut req: Request, flow: Flow) {
     match inner.tsx.on_request(&req, key, response_flow) {
         RequestDisposition::New(responder) => {
             let inc = IncomingRequest::new(req, flow, Some(responder));
-            run_now_or_spawn(run_handlers(inner.clone(), inc));
+            run_now_or_spawn(run_handlers(inner.clone(), inc), inline);
         }
         RequestDisposition::AckForTu => {
             let inc = IncomingRequest::new(req, flow, None);
-            run_now_or_spawn(run_handlers(inner.clone(), inc));
+            run_now_or_spawn(run_handlers(inner.clone(), inc), inline);
         }
         RequestDisposition::Absorbed | RequestDisposition::AckAbsorbed => {}
     }
@@ -499,7 +526,11 @@ fn replace_top_via(req: &mut Request, via: &Via) {
 /// poll, which saves a task spawn and a cross-thread wake-up per request. Polling once with a
 /// no-op waker is sound: the spawned task polls again with its own waker, and every future
 /// registers the waker of its latest poll.
-fn run_now_or_spawn(fut: impl std::future::Future<Output = ()> + Send + 'static) {
+fn run_now_or_spawn(fut: impl std::future::Future<Output = ()> + Send + 'static, inline: bool) {
+    if !inline {
+        tokio::spawn(fut);
+        return;
+    }
     let mut fut = Box::pin(fut);
     let waker = noop_waker();
     let mut cx = std::task::Context::from_waker(&waker);

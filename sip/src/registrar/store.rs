@@ -42,7 +42,9 @@ impl BindingChange {
 }
 
 /// Durable storage of bindings. Implementations must apply a batch atomically or not at all
-/// (a failed batch is retried whole).
+/// (a failed batch is retried whole), and must not block the calling thread: the writer runs
+/// on the runtime that also answers REGISTERs (use async I/O, or `spawn_blocking` for heavy
+/// synchronous work).
 pub trait BindingStore: Send + Sync + 'static {
     /// Every stored binding (expired ones are skipped by the caller).
     fn load_all(&self) -> BoxFuture<'_, Result<Vec<Binding>, StoreError>>;

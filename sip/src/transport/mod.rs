@@ -130,16 +130,42 @@ pub struct Transport {
     udp: Vec<Arc<UdpSocket>>,
     flows: Arc<FlowTable>,
     cfg: TransportConfig,
-    events: mpsc::Sender<TransportEvent>,
+    events: EventSenders,
     stats: Arc<Stats>,
     shutdown: watch::Sender<bool>,
+}
+
+/// The upward channels: one per endpoint dispatcher. A peer's messages always use the same
+/// channel (chosen by its address), so they are handled in the order they arrived while
+/// different peers are handled in parallel.
+#[derive(Clone, Debug)]
+pub struct EventSenders(Arc<Vec<mpsc::Sender<TransportEvent>>>);
+
+impl EventSenders {
+    pub fn new(senders: Vec<mpsc::Sender<TransportEvent>>) -> Self {
+        assert!(!senders.is_empty(), "at least one event channel");
+        EventSenders(Arc::new(senders))
+    }
+
+    pub fn for_peer(&self, remote: SocketAddr) -> &mpsc::Sender<TransportEvent> {
+        let n = self.0.len();
+        if n == 1 {
+            return &self.0[0];
+        }
+        let h = match remote.ip() {
+            std::net::IpAddr::V4(ip) => u32::from(ip) as u64,
+            std::net::IpAddr::V6(ip) => (u128::from(ip) as u64) ^ ((u128::from(ip) >> 64) as u64),
+        };
+        let h = (h ^ remote.port() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        &self.0[(h >> 32) as usize % n]
+    }
 }
 
 impl Transport {
     /// Binds every listen address and starts the receive loops.
     pub async fn bind(
         cfg: TransportConfig,
-        events: mpsc::Sender<TransportEvent>,
+        events: EventSenders,
         stats: Arc<Stats>,
     ) -> Result<Arc<Transport>, TransportError> {
         let (shutdown, shutdown_rx) = watch::channel(false);

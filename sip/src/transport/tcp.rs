@@ -98,6 +98,7 @@ fn spawn_connection(
                     t.stats.received.fetch_add(1, Ordering::Relaxed);
                     // Backpressure on a stream: wait rather than drop.
                     if t.events
+                        .for_peer(remote)
                         .send(TransportEvent::Message { data, flow })
                         .await
                         .is_err()
@@ -117,6 +118,7 @@ fn spawn_connection(
                     let head = framer.head(8192);
                     let _ = t
                         .events
+                        .for_peer(remote)
                         .send(TransportEvent::StreamError { flow, error, head })
                         .await;
                     // Let an error response go out before closing.
@@ -139,6 +141,7 @@ fn spawn_connection(
                         let head = framer.head(8192);
                         let _ = t
                             .events
+                            .for_peer(remote)
                             .send(TransportEvent::StreamError {
                                 flow,
                                 error: err,
@@ -155,7 +158,11 @@ fn spawn_connection(
         };
         tracing::debug!(%remote, conn = flow.conn, reason, "tcp connection closed");
         t.flows().remove(&flow);
-        let _ = t.events.send(TransportEvent::Closed { flow }).await;
+        let _ = t
+            .events
+            .for_peer(remote)
+            .send(TransportEvent::Closed { flow })
+            .await;
     });
     flow
 }

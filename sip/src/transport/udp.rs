@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use super::{Flow, TransportEvent};
+use super::{EventSenders, Flow, TransportEvent};
 use crate::stats::Stats;
 
 pub async fn receive_loop(
     sock: Arc<UdpSocket>,
-    events: mpsc::Sender<TransportEvent>,
+    events: EventSenders,
     max_message: usize,
     stats: Arc<Stats>,
     mut shutdown: watch::Receiver<bool>,
@@ -42,7 +42,7 @@ pub async fn receive_loop(
             data: Bytes::copy_from_slice(data),
             flow: Flow::udp(local, remote),
         };
-        if events.try_send(ev).is_err() {
+        if events.for_peer(remote).try_send(ev).is_err() {
             stats.dropped_overload.fetch_add(1, Ordering::Relaxed);
         }
     }
