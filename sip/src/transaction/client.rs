@@ -125,7 +125,7 @@ async fn run_client(
                     if invite {
                         next_retransmit = None; // Proceeding: no more INVITE retransmits
                     } else if next_retransmit.is_some() {
-                        interval = t.t2;
+                        interval = t.t2_capped();
                         next_retransmit = Some(Instant::now() + interval);
                     }
                     continue;
@@ -138,7 +138,7 @@ async fn run_client(
                     break None;
                 }
                 let _ = layer.transmit.transmit(flow, data.clone()).await;
-                interval = if invite { interval * 2 } else { (interval * 2).min(t.t2) };
+                interval = if invite { interval * 2 } else { (interval * 2).min(t.t2_capped()) };
                 next_retransmit = Some(Instant::now() + interval);
             }
         }

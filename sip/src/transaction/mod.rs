@@ -285,7 +285,7 @@ async fn run_invite_completed(layer: Arc<TransactionLayer>, tsx: Arc<ServerInvTs
                 if let Some(data) = last {
                     layer.send(tsx.flow, data).await;
                 }
-                interval = (interval * 2).min(t.t2);
+                interval = (interval * 2).min(t.t2_capped());
             }
         }
     }

@@ -24,45 +24,63 @@ impl Default for Timers {
     }
 }
 
+/// Configured values are clamped to this range so a typo cannot overflow timer arithmetic.
+const MIN: Duration = Duration::from_millis(1);
+const MAX: Duration = Duration::from_secs(3600);
+
 impl Timers {
+    fn t1c(&self) -> Duration {
+        self.t1.clamp(MIN, MAX)
+    }
+    fn t2c(&self) -> Duration {
+        self.t2.clamp(MIN, MAX)
+    }
+    fn t4c(&self) -> Duration {
+        self.t4.clamp(MIN, MAX)
+    }
+    /// T2 as used for capping retransmit intervals.
+    pub fn t2_capped(&self) -> Duration {
+        self.t2c()
+    }
+
     /// A: INVITE request retransmit, initially T1 (doubling), unreliable transports only.
     pub fn a(&self) -> Duration {
-        self.t1
+        self.t1c()
     }
     /// B: INVITE transaction timeout.
     pub fn b(&self) -> Duration {
-        self.t1 * 64
+        self.t1c() * 64
     }
     /// D: wait for response retransmits after ACK for non-2xx (≥ 32 s unreliable, 0 reliable).
     pub fn d(&self, p: Protocol) -> Duration {
         if p.is_reliable() {
             Duration::ZERO
         } else {
-            (self.t1 * 64).max(Duration::from_secs(32))
+            (self.t1c() * 64).max(Duration::from_secs(32))
         }
     }
     /// E: non-INVITE request retransmit, initially T1, capped at T2.
     pub fn e(&self) -> Duration {
-        self.t1
+        self.t1c()
     }
     /// F: non-INVITE transaction timeout.
     pub fn f(&self) -> Duration {
-        self.t1 * 64
+        self.t1c() * 64
     }
     /// G: INVITE final response retransmit, initially T1, capped at T2.
     pub fn g(&self) -> Duration {
-        self.t1
+        self.t1c()
     }
     /// H: wait for ACK.
     pub fn h(&self) -> Duration {
-        self.t1 * 64
+        self.t1c() * 64
     }
     /// I: wait for ACK retransmits (T4 unreliable, 0 reliable).
     pub fn i(&self, p: Protocol) -> Duration {
         if p.is_reliable() {
             Duration::ZERO
         } else {
-            self.t4
+            self.t4c()
         }
     }
     /// J: wait for non-INVITE request retransmits (64·T1 unreliable, 0 reliable).
@@ -70,7 +88,7 @@ impl Timers {
         if p.is_reliable() {
             Duration::ZERO
         } else {
-            self.t1 * 64
+            self.t1c() * 64
         }
     }
     /// K: wait for response retransmits (T4 unreliable, 0 reliable).
@@ -78,7 +96,7 @@ impl Timers {
         if p.is_reliable() {
             Duration::ZERO
         } else {
-            self.t4
+            self.t4c()
         }
     }
 }
