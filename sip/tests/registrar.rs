@@ -601,3 +601,42 @@ async fn ipv6_loopback_and_required_extensions() {
     );
     ep.shutdown().await;
 }
+
+#[tokio::test]
+async fn bindings_expire_with_an_event_and_leave_the_store() {
+    let store = Arc::new(MemoryStore::default());
+    let ep = start_cfg(store.clone(), false, |c| {
+        c.registrar.min_expires = 1;
+        c.registrar.sweep_interval = Duration::from_millis(200);
+    })
+    .await;
+    let mut events = ep.registrar().subscribe();
+    let phone = Phone::new(ep.local_addr()).await;
+    let r = phone
+        .transact(&register(
+            "9000",
+            phone.addr(),
+            "UDP",
+            "e1",
+            1,
+            "Expires: 1\r\n",
+        ))
+        .await;
+    assert!(r.starts_with("SIP/2.0 200 "), "{r}");
+    assert!(matches!(
+        events.recv().await.unwrap(),
+        BindingEvent::Inserted(_)
+    ));
+    let ev = tokio::time::timeout(Duration::from_secs(4), events.recv())
+        .await
+        .expect("expiry in time")
+        .unwrap();
+    assert!(
+        matches!(ev, BindingEvent::Expired(ref b) if b.aor == "9000"),
+        "{ev:?}"
+    );
+    assert!(ep.registrar().bindings("9000").is_empty());
+    ep.registrar().flush().await;
+    assert!(store.bindings.lock().is_empty());
+    ep.shutdown().await;
+}
