@@ -96,6 +96,7 @@ contact = "builtin:ivr"
 
 pub struct TestServer {
     pub running: Option<Running>,
+    pub config: Config,
     pub base: String,
     pub token: String,
     pub http: reqwest::Client,
@@ -112,10 +113,28 @@ impl TestServer {
         let mut config = Config::parse(toml, Path::new("test.toml")).expect("test config");
         config.store.url = db.url.clone();
         config.store.max_connections = 4;
-        let running = app::start(config).await.expect("server starts");
+        let running = app::start(config.clone()).await.expect("server starts");
         let base = format!("http://{}", running.http_addr);
         let token = running.admin_token.to_string();
-        TestServer { running: Some(running), base, token, http: reqwest::Client::new(), db }
+        TestServer { running: Some(running), config, base, token, http: reqwest::Client::new(), db }
+    }
+
+    /// Stops the server cleanly and starts it again on the same store (on new ports).
+    pub async fn restart(mut self) -> TestServer {
+        let running = self.running.take().expect("running");
+        running.stop().await;
+        let running = app::start(self.config.clone()).await.expect("server restarts");
+        self.base = format!("http://{}", running.http_addr);
+        self.running = Some(running);
+        self
+    }
+
+    pub fn sip_addr(&self) -> std::net::SocketAddr {
+        self.running.as_ref().expect("running").sip().local_addr()
+    }
+
+    pub fn sip(&self) -> &sip::Endpoint {
+        self.running.as_ref().expect("running").sip()
     }
 
     pub fn api(&self, path: &str) -> String {
@@ -184,4 +203,33 @@ pub async fn raw_get_status(base: &str, raw_path: &[u8]) -> u16 {
     let _ = s.read_to_end(&mut buf).await;
     let head = String::from_utf8_lossy(&buf);
     head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// A free port on 127.0.0.1 for UDP and TCP (for a peer such as sipp that needs one named).
+pub fn free_port() -> u16 {
+    for _ in 0..50 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = udp.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+/// Runs sipp (the Debian `sip-tester` package; testbed/test.sh installs it) and returns
+/// whether every call succeeded, with its output for the failure message.
+pub fn sipp(target: std::net::SocketAddr, scenario: &str, transport: &str, args: &[&str]) -> (bool, String) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testbed/sipp");
+    let port = free_port().to_string();
+    let out = std::process::Command::new("sipp")
+        .arg(target.to_string())
+        .args(["-sf", dir.join(scenario).to_str().expect("utf-8 path")])
+        .args(["-t", transport, "-i", "127.0.0.1", "-p", &port, "-m", "1", "-nostdin", "-timeout", "20s", "-timeout_error"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("sipp is required (Debian package sip-tester; run testbed/test.sh): {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
 }
