@@ -3,6 +3,7 @@
 //! handlers added after start.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,22 +13,37 @@ use sip::rsip::{Method, StatusCode};
 use sip::{BoxFuture, Endpoint, EndpointConfig, IncomingRequest, RequestHandler};
 use tokio::net::UdpSocket;
 
-/// Rings, then answers 486 for user "busy", or waits to be cancelled.
-struct Ringer;
+/// Rings, then answers 486 for user "busy", 200 for user "answer", or waits to be cancelled.
+/// Counts the INVITEs and ACKs it sees.
+#[derive(Default)]
+struct Ringer {
+    invites: AtomicUsize,
+    acks: AtomicUsize,
+}
 
 impl RequestHandler for Ringer {
     fn handle(&self, req: IncomingRequest) -> BoxFuture<'_, Option<IncomingRequest>> {
         Box::pin(async move {
+            if req.request.method == Method::Ack {
+                self.acks.fetch_add(1, Ordering::SeqCst);
+                return None;
+            }
             if req.request.method != Method::Invite {
                 return Some(req);
             }
+            self.invites.fetch_add(1, Ordering::SeqCst);
             let ringing = req.response(StatusCode::Ringing);
             req.provisional(&ringing);
-            let busy = req.request.uri.to_string().contains("busy");
+            let uri = req.request.uri.to_string();
+            let busy = uri.contains("busy");
+            let answer = uri.contains("answer");
             let (_, _, responder) = req.into_parts();
             let responder = responder?;
             if busy {
                 let r = responder.response(StatusCode::BusyHere);
+                responder.respond(r);
+            } else if answer {
+                let r = responder.response(StatusCode::OK);
                 responder.respond(r);
             } else {
                 tokio::select! {
@@ -44,6 +60,10 @@ impl RequestHandler for Ringer {
 }
 
 async fn start() -> Endpoint {
+    start_with(Arc::new(Ringer::default())).await
+}
+
+async fn start_with(ringer: Arc<Ringer>) -> Endpoint {
     let mut cfg = EndpointConfig::default();
     cfg.transport.listen = vec!["127.0.0.1:0".parse().unwrap()];
     let ep = Endpoint::start(
@@ -54,7 +74,7 @@ async fn start() -> Endpoint {
     )
     .await
     .unwrap();
-    ep.add_handler(Arc::new(Ringer));
+    ep.add_handler(ringer);
     ep
 }
 
@@ -160,5 +180,47 @@ async fn busy_final_is_absorbed_by_ack_and_stray_cancel_is_481() {
     .unwrap();
     let r = recv(&sock, Duration::from_secs(2)).await.unwrap();
     assert!(r.starts_with("SIP/2.0 481 "), "{r}");
+    ep.shutdown().await;
+}
+
+#[tokio::test]
+async fn answered_invite_reaches_the_handler_once_and_ack_stops_the_2xx() {
+    let ringer = Arc::new(Ringer::default());
+    let ep = start_with(ringer.clone()).await;
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = sock.local_addr().unwrap();
+    let inv = invite("INVITE", "answer", me, "a1");
+    sock.send_to(inv.as_bytes(), ep.local_addr()).await.unwrap();
+    let mut oks = 0;
+    while let Some(m) = recv(&sock, Duration::from_millis(1200)).await {
+        if m.starts_with("SIP/2.0 200 ") {
+            oks += 1;
+            if oks == 1 {
+                // The caller missed it and retransmits the INVITE.
+                sock.send_to(inv.as_bytes(), ep.local_addr()).await.unwrap();
+            }
+            if oks == 3 {
+                break;
+            }
+        }
+    }
+    assert!(oks >= 3, "2xx retransmitted until ACK");
+    assert_eq!(
+        ringer.invites.load(Ordering::SeqCst),
+        1,
+        "retransmitted INVITE absorbed"
+    );
+    // ACK for the 2xx: a new branch.
+    let ack = inv
+        .replace("INVITE", "ACK")
+        .replace("z9hG4bKa1", "z9hG4bKa1ack");
+    sock.send_to(ack.as_bytes(), ep.local_addr()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    while recv(&sock, Duration::from_millis(50)).await.is_some() {}
+    assert!(
+        recv(&sock, Duration::from_millis(2500)).await.is_none(),
+        "no 2xx after ACK"
+    );
+    assert_eq!(ringer.acks.load(Ordering::SeqCst), 1, "the TU sees the ACK");
     ep.shutdown().await;
 }

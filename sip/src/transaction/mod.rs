@@ -30,7 +30,7 @@ pub use key::{ClientKey, TsxKey};
 pub use server::{Arrival, InviteState, NonInviteServerTable, ServerInvTsx};
 pub use timers::Timers;
 
-use crate::headers::{name_value, new_tag, NameAddr};
+use crate::headers::{name_value, new_tag, MessageExt, NameAddr};
 use crate::stats::Stats;
 use crate::transport::{Flow, Transmit};
 use crate::wire::encode_response;
@@ -52,6 +52,8 @@ pub struct TransactionLayer {
     pub(crate) timers: Timers,
     non_invite: NonInviteServerTable,
     invites: Mutex<HashMap<TsxKey, Arc<ServerInvTsx>>>,
+    /// INVITEs answered 2xx and waiting for their ACK, by (Call-ID, CSeq number).
+    accepted: Mutex<HashMap<(String, u32), Arc<ServerInvTsx>>>,
     pub(crate) clients: Mutex<HashMap<ClientKey, tokio::sync::mpsc::UnboundedSender<Response>>>,
     pub(crate) stats: Arc<Stats>,
     server_header: String,
@@ -69,6 +71,7 @@ impl TransactionLayer {
             timers,
             non_invite: NonInviteServerTable::new(timers.j(crate::transport::Protocol::Udp)),
             invites: Mutex::new(HashMap::new()),
+            accepted: Mutex::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
             stats,
             server_header,
@@ -111,20 +114,28 @@ impl TransactionLayer {
         match req.method {
             Method::Ack => {
                 let tsx = self.invites.lock().get(&key.invite_of()).cloned();
-                let Some(tsx) = tsx else {
-                    return RequestDisposition::AckForTu;
-                };
-                let mut st = tsx.state.lock();
-                match &*st {
-                    InviteState::Completed { .. } => {
-                        *st = InviteState::Confirmed;
-                        drop(st);
-                        tsx.acked.notify_one();
-                        RequestDisposition::AckAbsorbed
+                if let Some(tsx) = tsx {
+                    let mut st = tsx.state.lock();
+                    match &*st {
+                        InviteState::Completed { .. } => {
+                            *st = InviteState::Confirmed;
+                            drop(st);
+                            tsx.acked.notify_one();
+                            return RequestDisposition::AckAbsorbed;
+                        }
+                        InviteState::Confirmed => return RequestDisposition::AckAbsorbed,
+                        _ => {}
                     }
-                    InviteState::Confirmed => RequestDisposition::AckAbsorbed,
-                    _ => RequestDisposition::AckForTu,
                 }
+                // ACK for a 2xx: its own transaction; stop the 2xx retransmissions and hand
+                // it to the TU.
+                if let (Some(call_id), Some((n, _))) = (req.call_id(), req.cseq()) {
+                    let tsx = self.accepted.lock().get(&(call_id.to_string(), n)).cloned();
+                    if let Some(tsx) = tsx {
+                        tsx.acked.notify_one();
+                    }
+                }
+                RequestDisposition::AckForTu
             }
             Method::Invite => {
                 let existing = self.invites.lock().get(&key).cloned();
@@ -132,7 +143,9 @@ impl TransactionLayer {
                     Stats::inc(&self.stats.retransmissions_absorbed);
                     let again = match &*tsx.state.lock() {
                         InviteState::Proceeding { last } => last.clone(),
-                        InviteState::Completed { last } => Some(last.clone()),
+                        InviteState::Completed { last } | InviteState::Accepted { last } => {
+                            Some(last.clone())
+                        }
                         _ => None,
                     };
                     if let Some(data) = again {
@@ -140,7 +153,11 @@ impl TransactionLayer {
                     }
                     return RequestDisposition::Absorbed;
                 }
-                let tsx = ServerInvTsx::new(key.clone(), response_flow);
+                let dialog = (
+                    req.call_id().unwrap_or_default().to_string(),
+                    req.cseq().map(|c| c.0).unwrap_or(0),
+                );
+                let tsx = ServerInvTsx::new(key.clone(), response_flow, dialog);
                 self.invites.lock().insert(key.clone(), tsx.clone());
                 let responder = Responder::new(self.clone(), key, response_flow, req, Some(tsx));
                 // §17.2.1: send 100 Trying at once so the client stops retransmitting.
@@ -231,8 +248,10 @@ impl TransactionLayer {
                         last: Some(data.clone()),
                     };
                 } else if code < 300 {
-                    *st = InviteState::Terminated;
-                    self.invites.lock().remove(key);
+                    *st = InviteState::Accepted { last: data.clone() };
+                    drop(st);
+                    self.accepted.lock().insert(tsx.dialog.clone(), tsx.clone());
+                    tokio::spawn(run_invite_accepted(self.clone(), tsx.clone()));
                 } else {
                     *st = InviteState::Completed { last: data.clone() };
                     drop(st);
@@ -291,6 +310,42 @@ async fn run_invite_completed(layer: Arc<TransactionLayer>, tsx: Arc<ServerInvTs
     }
     *tsx.state.lock() = InviteState::Terminated;
     layer.invites.lock().remove(&tsx.key);
+}
+
+/// Accepted (RFC 6026 §7.1): retransmit the 2xx (unreliable transports, T1 doubling to T2)
+/// until the ACK arrives or Timer L (64·T1) fires, absorbing INVITE retransmissions meanwhile.
+async fn run_invite_accepted(layer: Arc<TransactionLayer>, tsx: Arc<ServerInvTsx>) {
+    let t = layer.timers;
+    let reliable = tsx.flow.protocol.is_reliable();
+    let deadline = tokio::time::Instant::now() + t.h();
+    let mut interval = t.g();
+    loop {
+        let next = if reliable {
+            deadline
+        } else {
+            (tokio::time::Instant::now() + interval).min(deadline)
+        };
+        tokio::select! {
+            _ = tsx.acked.notified() => break,
+            _ = tokio::time::sleep_until(next) => {
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::debug!(branch = %tsx.key.branch, "timer L: no ACK for 2xx");
+                    break;
+                }
+                let last = match &*tsx.state.lock() {
+                    InviteState::Accepted { last } => Some(last.clone()),
+                    _ => None,
+                };
+                if let Some(data) = last {
+                    layer.send(tsx.flow, data).await;
+                }
+                interval = (interval * 2).min(t.t2_capped());
+            }
+        }
+    }
+    *tsx.state.lock() = InviteState::Terminated;
+    layer.invites.lock().remove(&tsx.key);
+    layer.accepted.lock().remove(&tsx.dialog);
 }
 
 /// The TU's handle on one server transaction.

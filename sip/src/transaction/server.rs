@@ -179,11 +179,13 @@ impl NonInviteServerTable {
     }
 }
 
-/// INVITE server transaction states (Figure 7, with RFC 6026's Accepted folded into
-/// Terminated: 2xx retransmission belongs to the TU).
+/// INVITE server transaction states (Figure 7 with RFC 6026's Accepted state: after a 2xx the
+/// transaction stays to absorb INVITE retransmissions — otherwise a retransmitted INVITE
+/// would reach the TU as a new call — and retransmits the 2xx until the ACK arrives).
 #[derive(Debug, Clone)]
 pub enum InviteState {
     Proceeding { last: Option<Bytes> },
+    Accepted { last: Bytes },
     Completed { last: Bytes },
     Confirmed,
     Terminated,
@@ -194,8 +196,11 @@ pub enum InviteState {
 pub struct ServerInvTsx {
     pub key: TsxKey,
     pub flow: Flow,
+    /// Call-ID and CSeq number: how the ACK for a 2xx (a transaction of its own, with a new
+    /// branch) is matched to this INVITE.
+    pub dialog: (String, u32),
     pub state: Mutex<InviteState>,
-    /// Signalled when a matching ACK arrives in Completed.
+    /// Signalled when a matching ACK arrives in Completed or Accepted.
     pub acked: Notify,
     /// Signalled when a CANCEL matched while Proceeding.
     pub cancelled: Notify,
@@ -203,10 +208,11 @@ pub struct ServerInvTsx {
 }
 
 impl ServerInvTsx {
-    pub fn new(key: TsxKey, flow: Flow) -> Arc<ServerInvTsx> {
+    pub fn new(key: TsxKey, flow: Flow, dialog: (String, u32)) -> Arc<ServerInvTsx> {
         Arc::new(ServerInvTsx {
             key,
             flow,
+            dialog,
             state: Mutex::new(InviteState::Proceeding { last: None }),
             acked: Notify::new(),
             cancelled: Notify::new(),

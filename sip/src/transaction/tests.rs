@@ -252,3 +252,58 @@ async fn dropped_responder_answers_500() {
     tokio::time::sleep(Duration::from_millis(1)).await;
     assert!(wire.texts()[0].starts_with("SIP/2.0 500"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn invite_2xx_is_retransmitted_until_ack_and_invite_retransmissions_absorbed() {
+    let (l, wire) = layer();
+    let inv = request("INVITE", "z9hG4bKok");
+    let RequestDisposition::New(resp) = l.on_request(&inv, key_of(&inv), udp()) else {
+        panic!()
+    };
+    let ok = resp.response(StatusCode::OK);
+    resp.respond(ok);
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let oks = || {
+        wire.texts()
+            .iter()
+            .filter(|t| t.starts_with("SIP/2.0 200"))
+            .count()
+    };
+    assert_eq!(oks(), 3, "2xx at 0, 0.5 s, 1.5 s");
+    // A retransmitted INVITE does not reach the TU again (RFC 6026 Accepted).
+    assert!(matches!(
+        l.on_request(&inv, key_of(&inv), udp()),
+        RequestDisposition::Absorbed
+    ));
+    // The ACK for the 2xx has a branch of its own; it goes to the TU and stops the 2xx.
+    let ack = request("ACK", "z9hG4bKack");
+    assert!(matches!(
+        l.on_request(&ack, key_of(&ack), udp()),
+        RequestDisposition::AckForTu
+    ));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let n = oks();
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    assert_eq!(oks(), n, "no 2xx after the ACK");
+    assert_eq!(l.server_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unacked_2xx_gives_up_after_timer_l() {
+    let (l, wire) = layer();
+    let inv = request("INVITE", "z9hG4bKnoack");
+    let RequestDisposition::New(resp) = l.on_request(&inv, key_of(&inv), udp()) else {
+        panic!()
+    };
+    let ok = resp.response(StatusCode::OK);
+    resp.respond(ok);
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let oks = wire
+        .texts()
+        .iter()
+        .filter(|t| t.starts_with("SIP/2.0 200"))
+        .count();
+    // 0, .5, 1.5, 3.5, 7.5, 11.5 … 31.5: capped at T2, stopped at 32 s.
+    assert_eq!(oks, 11);
+    assert_eq!(l.server_count(), 0);
+}
