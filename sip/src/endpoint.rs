@@ -251,6 +251,76 @@ impl Endpoint {
         Ok(self.inner.tsx.send_request(req, flow, &sent_by).await?)
     }
 
+    /// [`Endpoint::send_request`], answering one 401/407 challenge with `username` and
+    /// `password` (phones that validate NOTIFY by digest, e.g. Cisco SPA). The retry gets the
+    /// next CSeq and a new branch; the final response of the retry is returned.
+    pub async fn send_request_authenticated(
+        &self,
+        req: Request,
+        target: Target,
+        username: &str,
+        password: &str,
+    ) -> Result<Response, SendError> {
+        let first = self.send_request(req.clone(), target.clone()).await?;
+        let code = first.status_code.code();
+        if code != 401 && code != 407 {
+            return Ok(first);
+        }
+        let challenge_name = if code == 401 {
+            "WWW-Authenticate"
+        } else {
+            "Proxy-Authenticate"
+        };
+        // Prefer a challenge we can answer (the first one whose algorithm we know).
+        let Some(challenge) = first
+            .header_values(challenge_name)
+            .filter_map(|v| crate::auth::DigestChallenge::parse(v).ok())
+            .find(|c| {
+                c.algorithm
+                    .as_deref()
+                    .is_none_or(|a| crate::auth::Algorithm::parse(a).is_some())
+            })
+        else {
+            return Ok(first);
+        };
+        let uri = req.uri.to_string();
+        let cnonce = crate::headers::new_tag();
+        let Ok(answer) = challenge.answer(
+            &req.method.to_string(),
+            &uri,
+            username,
+            password,
+            1,
+            &cnonce,
+        ) else {
+            return Ok(first);
+        };
+        let mut retry = req;
+        let mut headers: Vec<Header> = Vec::with_capacity(retry.headers.iter().count() + 1);
+        for h in retry.headers.iter() {
+            match h {
+                Header::CSeq(c) => {
+                    let mut parts = c.value().split_whitespace();
+                    let n: u32 = parts.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+                    let m = parts.next().unwrap_or("");
+                    headers.push(Header::CSeq(rsip::headers::CSeq::new(format!(
+                        "{} {m}",
+                        n.saturating_add(1)
+                    ))));
+                }
+                Header::Authorization(_) | Header::ProxyAuthorization(_) => {}
+                other => headers.push(other.clone()),
+            }
+        }
+        headers.push(if code == 401 {
+            Header::Authorization(rsip::headers::Authorization::new(answer))
+        } else {
+            Header::ProxyAuthorization(rsip::headers::ProxyAuthorization::new(answer))
+        });
+        retry.headers = headers.into();
+        self.send_request(retry, target).await
+    }
+
     fn local_for(&self, remote: SocketAddr) -> SocketAddr {
         let addrs = self.local_addrs();
         addrs

@@ -640,3 +640,59 @@ async fn bindings_expire_with_an_event_and_leave_the_store() {
     assert!(store.bindings.lock().is_empty());
     ep.shutdown().await;
 }
+
+#[tokio::test]
+async fn notify_answers_a_phone_challenge() {
+    let (ep, _) = start(false).await;
+    let phone = Phone::new(ep.local_addr()).await;
+    let r = phone
+        .transact(&register("5200", phone.addr(), "UDP", "ch1", 1, ""))
+        .await;
+    assert!(r.starts_with("SIP/2.0 200 "));
+    let b = ep.registrar().bindings("5200").pop().unwrap();
+    let notify = format!(
+        "NOTIFY {} SIP/2.0\r\nFrom: <sip:sipdm@sipdm.test>;tag=n\r\nTo: <sip:5200@sipdm.test>\r\nCall-ID: notify-auth\r\nCSeq: 7 NOTIFY\r\nEvent: resync\r\nContent-Length: 0\r\n\r\n",
+        b.contact
+    );
+    let rsip::SipMessage::Request(req) = sip::wire::parse::parse_bytes(notify.as_bytes()).unwrap()
+    else {
+        panic!()
+    };
+    let ep2 = ep.clone();
+    let pending = tokio::spawn(async move {
+        ep2.send_request_authenticated(req, Target::Binding(b), "admin", "phonepw")
+            .await
+    });
+    let reply = |got: &str, status: &str, extra: &str| {
+        let mut resp = format!("SIP/2.0 {status}\r\n");
+        for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+            for v in header(got, name) {
+                resp.push_str(&format!("{name}: {v}\r\n"));
+            }
+        }
+        resp.push_str(extra);
+        resp.push_str("Content-Length: 0\r\n\r\n");
+        resp
+    };
+    // Like a Cisco SPA: challenge first.
+    let got = phone.recv().await.unwrap();
+    phone
+        .send(&reply(
+            &got,
+            "401 Unauthorized",
+            "WWW-Authenticate: Digest realm=\"spa\", nonce=\"abc123\", qop=\"auth\"\r\n",
+        ))
+        .await;
+    let retry = phone.recv().await.unwrap();
+    assert_eq!(header(&retry, "CSeq"), ["8 NOTIFY"]);
+    let auth = sip::auth::DigestResponse::parse(header(&retry, "Authorization")[0]).unwrap();
+    assert_eq!(
+        (auth.username.as_str(), auth.realm.as_str()),
+        ("admin", "spa")
+    );
+    let ha1 = Algorithm::Md5.hash(&["admin", "spa", "phonepw"]);
+    assert_eq!(auth.expected("NOTIFY", &ha1).unwrap(), auth.response);
+    phone.send(&reply(&retry, "200 OK", "")).await;
+    assert_eq!(pending.await.unwrap().unwrap().status_code.code(), 200);
+    ep.shutdown().await;
+}

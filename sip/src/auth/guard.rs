@@ -14,7 +14,7 @@ use super::throttle::{Throttle, ThrottleConfig};
 use super::{AuthError, Authenticator, Credential};
 use crate::headers::MessageExt;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AuthConfig {
     pub realm: String,
     /// Shared by all instances that must accept each other's nonces.
@@ -26,6 +26,20 @@ pub struct AuthConfig {
     /// Bound on remembered nonces for `nc` replay detection.
     pub nc_capacity: usize,
     pub throttle: ThrottleConfig,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    /// The secret is never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("realm", &self.realm)
+            .field("secret", &"<redacted>")
+            .field("nonce_lifetime", &self.nonce_lifetime)
+            .field("algorithms", &self.algorithms)
+            .field("nc_capacity", &self.nc_capacity)
+            .field("throttle", &self.throttle)
+            .finish()
+    }
 }
 
 impl Default for AuthConfig {
