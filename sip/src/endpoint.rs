@@ -43,6 +43,8 @@ pub struct EndpointConfig {
     /// Dispatcher tasks (parse, transaction matching, inline handling); default: one per
     /// core.
     pub dispatchers: Option<usize>,
+    /// Bound on non-INVITE server transactions kept for retransmission absorption.
+    pub max_server_transactions: usize,
 }
 
 impl Default for EndpointConfig {
@@ -55,6 +57,7 @@ impl Default for EndpointConfig {
             server_header: "sipdm".into(),
             advertised_host: None,
             dispatchers: None,
+            max_server_transactions: crate::transaction::server::DEFAULT_MAX_TRANSACTIONS,
         }
     }
 }
@@ -143,11 +146,12 @@ impl Endpoint {
         )
         .await?;
         let transmit: Arc<dyn Transmit> = Arc::new(transport.clone());
-        let tsx = TransactionLayer::new(
+        let tsx = TransactionLayer::with_limit(
             transmit,
             cfg.timers,
             stats.clone(),
             cfg.server_header.clone(),
+            cfg.max_server_transactions,
         );
         let mut chain: Vec<Arc<dyn RequestHandler>> = vec![registrar.clone()];
         chain.extend(handlers);

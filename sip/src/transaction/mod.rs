@@ -66,10 +66,31 @@ impl TransactionLayer {
         stats: Arc<Stats>,
         server_header: String,
     ) -> Arc<Self> {
+        Self::with_limit(
+            transmit,
+            timers,
+            stats,
+            server_header,
+            server::DEFAULT_MAX_TRANSACTIONS,
+        )
+    }
+
+    /// `max_server_transactions` bounds the non-INVITE server transactions remembered for
+    /// retransmission absorption (about 0.6 KB each with the response kept).
+    pub fn with_limit(
+        transmit: Arc<dyn Transmit>,
+        timers: Timers,
+        stats: Arc<Stats>,
+        server_header: String,
+        max_server_transactions: usize,
+    ) -> Arc<Self> {
         Arc::new(TransactionLayer {
             transmit,
             timers,
-            non_invite: NonInviteServerTable::new(timers.j(crate::transport::Protocol::Udp)),
+            non_invite: NonInviteServerTable::with_capacity(
+                timers.j(crate::transport::Protocol::Udp),
+                max_server_transactions,
+            ),
             invites: Mutex::new(HashMap::new()),
             accepted: Mutex::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
