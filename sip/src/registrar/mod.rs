@@ -34,6 +34,9 @@ pub struct RegistrarConfig {
     /// Used when neither the contact nor the request says.
     pub default_expires: u32,
     pub max_contacts_per_aor: usize,
+    /// AORs many devices share (sipdm's `gcti_provisioning`: one binding per unassigned
+    /// phone), exempt from `max_contacts_per_aor`.
+    pub shared_aors: Vec<String>,
     /// AOR keys are `user@host` when true, the user part alone when false (one domain).
     pub use_domain: bool,
     pub sweep_interval: Duration,
@@ -55,6 +58,7 @@ impl Default for RegistrarConfig {
             max_expires: 7200,
             default_expires: 3600,
             max_contacts_per_aor: 10,
+            shared_aors: Vec::new(),
             use_domain: false,
             sweep_interval: Duration::from_secs(1),
             write_batch: 2000,

@@ -92,6 +92,14 @@ impl Registrar {
         self.writer.flush().await
     }
 
+    fn contact_limit(&self, aor: &str) -> usize {
+        if self.cfg.shared_aors.iter().any(|a| a == aor) {
+            usize::MAX
+        } else {
+            self.cfg.max_contacts_per_aor
+        }
+    }
+
     pub fn config(&self) -> &RegistrarConfig {
         &self.cfg
     }
@@ -241,7 +249,7 @@ impl Registrar {
             }
         } else {
             self.table
-                .apply(&aor, ops, now, self.cfg.max_contacts_per_aor)?
+                .apply(&aor, ops, now, self.contact_limit(&aor))?
         };
         Ok(Verdict::Done(outcome, path))
     }
