@@ -98,6 +98,12 @@ async fn survives_restart(db: Db) {
 on_both_backends!(bindings_survive_a_restart, survives_restart);
 
 /// baresip, a real softphone, registers with its credentials and shows as bound.
+///
+/// Debian bookworm's baresip 1.0.0 runs on libre 1.1.0, whose digest client gives up on the
+/// whole 401 with ENOSYS ("Register: Function not implemented") as soon as one of its
+/// WWW-Authenticate headers names an algorithm other than MD5, instead of ignoring that
+/// challenge (RFC 8760 §2.4). So this passes only while the registrar's challenge carries no
+/// SHA-256 header next to the MD5 one; baresip's own output is in the failure message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_registers() {
     let ts = server_with_dns(Db::Sqlite).await;
@@ -106,7 +112,7 @@ async fn baresip_registers() {
     let port = common::free_port();
     std::fs::write(
         dir.path().join("accounts"),
-        format!("<sip:1000@127.0.0.1:{}>;auth_pass=pw1000;regint=600;outbound=\"sip:127.0.0.1:{};transport=udp\"\n", sip.port(), sip.port()),
+        format!("<sip:1000@{}:{}>;auth_pass=pw1000;regint=600\n", sip.ip(), sip.port()),
     )
     .unwrap();
     let modules = ["/usr/lib/baresip/modules", "/usr/lib/x86_64-linux-gnu/baresip/modules"]
@@ -116,17 +122,17 @@ async fn baresip_registers() {
     std::fs::write(
         dir.path().join("config"),
         format!(
-            "module_path {modules}\nsip_listen 127.0.0.1:{port}\nsip_transports udp\naudio_player none\naudio_source none\n\
-             module stdio.so\nmodule_app account.so\nmodule_tmp uuid.so\n"
+            "module_path {modules}\nsip_listen 127.0.0.1:{port}\naudio_player none\naudio_source none\n\
+             module_app account.so\nmodule_tmp uuid.so\n"
         ),
     )
     .unwrap();
     let mut child = tokio::process::Command::new("baresip")
         .arg("-f")
         .arg(dir.path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("baresip is required (Debian package baresip-core; run testbed/test.sh)");
@@ -138,8 +144,10 @@ async fn baresip_registers() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = child.kill().await;
-    assert_eq!(bound.len(), 1, "baresip bound as 1000");
+    let _ = child.start_kill();
+    let out = child.wait_with_output().await.expect("baresip output");
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(bound.len(), 1, "baresip bound as 1000; baresip said:\n{log}");
     assert!(bound[0].contact.contains(&format!(":{port}")), "{}", bound[0].contact);
     assert_eq!(bound[0].device.as_deref(), Some("1000"), "authenticated as the DN");
     assert!(bound[0].user_agent.as_deref().unwrap_or("").to_ascii_lowercase().contains("baresip"));
