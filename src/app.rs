@@ -140,9 +140,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
-    let endpoint = crate::sipside::start(&config, dm.clone(), Vec::new())
+    let sip_check_sync: Arc<dyn CheckSync> = Arc::new(crate::sipside::checksync::SipCheckSync(dm.clone()));
+    let _ = check_sync.set(sip_check_sync.clone());
+    // The built-in IVR notifies when its call has ended, not after a delay.
+    let ivr_assigner = Arc::new(IvrAssigner::new(dm.clone(), check_sync.clone(), None));
+    let router = crate::sipside::calls::CallRouter::new(dm.clone(), ivr_assigner, sip_check_sync, crate::ivr::IvrConfig::default());
+    let endpoint = crate::sipside::start(&config, dm.clone(), vec![Arc::new(crate::sipside::calls::CallHandler(router.clone()))])
         .await
         .with_context(|| format!("starting SIP on {:?}", config.server.sip))?;
+    router.attach(endpoint.clone());
     let _ = dm.sip.set(endpoint);
     let writer = tokio::spawn(write_sightings(dm.clone(), sight_rx, shutdown_rx.clone()));
     let poller = tokio::spawn(watch_version(dm.clone(), shutdown_rx));

@@ -21,6 +21,9 @@ pub fn routes() -> Router<AdminState> {
         .route("/devices/{mac}/assign", post(assign))
         .route("/devices/{mac}/unassign", post(unassign))
         .route("/devices/{mac}/audit", get(device_audit))
+        .route("/devices/{mac}/check-sync", post(check_sync))
+        .route("/devices/{mac}/bindings", get(device_bindings))
+        .route("/bindings", get(bindings))
         .route("/audit", get(audit))
         .route("/import", post(import))
 }
@@ -97,6 +100,62 @@ async fn unassign(State(st): State<AdminState>, Path(mac): Path<String>) -> Resu
 async fn device_audit(State(st): State<AdminState>, Path(mac): Path<String>) -> Result<Response, ApiError> {
     let mac = Dm::parse_mac(&mac)?;
     Ok(Json(st.dm.store.audit_log(Some(&mac), 1000).await?).into_response())
+}
+
+/// Sends the phone NOTIFY check-sync now (after an administrator's change).
+async fn check_sync(State(st): State<AdminState>, Path(mac): Path<String>) -> Result<Response, ApiError> {
+    let mac = Dm::parse_mac(&mac)?;
+    match crate::sipside::checksync::check_sync(&st.dm, &mac, "api").await {
+        Ok(report) => Ok(Json(report).into_response()),
+        Err(e) => {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+            tracing::info!(mac = %mac, error = %e, "check-sync not delivered");
+            Ok((status, Json(serde_json::json!({ "error": e.to_string() }))).into_response())
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct BindingQuery {
+    #[serde(default)]
+    aor: Option<String>,
+}
+
+/// Current registrations (from the registrar's memory), optionally of one AOR.
+async fn bindings(State(st): State<AdminState>, Query(q): Query<BindingQuery>) -> Result<Response, ApiError> {
+    let Some(ep) = st.dm.sip.get() else {
+        return Ok(Json(Vec::<serde_json::Value>::new()).into_response());
+    };
+    let list = match &q.aor {
+        Some(aor) => ep.registrar().bindings(aor),
+        None => ep.registrar().all_bindings().into_iter().take(10_000).collect(),
+    };
+    Ok(Json(list.iter().map(binding_json).collect::<Vec<_>>()).into_response())
+}
+
+/// The registrations that belong to one device: its per-device identity and its DN.
+async fn device_bindings(State(st): State<AdminState>, Path(mac): Path<String>) -> Result<Response, ApiError> {
+    let device = st.dm.device(&mac).await?;
+    let Some(ep) = st.dm.sip.get() else {
+        return Ok(Json(Vec::<serde_json::Value>::new()).into_response());
+    };
+    let mut list: Vec<_> = ep.registrar().binding_of_device(&st.dm.credentials.auth_user(&device.mac)).into_iter().collect();
+    if let Some(dn) = &device.dn {
+        list.extend(ep.registrar().bindings(dn));
+    }
+    Ok(Json(list.iter().map(binding_json).collect::<Vec<_>>()).into_response())
+}
+
+fn binding_json(b: &std::sync::Arc<sip::registrar::Binding>) -> serde_json::Value {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    serde_json::json!({
+        "aor": b.aor,
+        "contact": b.contact,
+        "expires_in": b.remaining(now),
+        "device": b.device,
+        "user_agent": b.user_agent,
+        "flow": b.flow.map(|f| f.token()),
+    })
 }
 
 async fn audit(State(st): State<AdminState>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {

@@ -4,9 +4,13 @@
 //! - [`bindings`]: the registrar's durable store (`sip::registrar::BindingStore`) in SQL;
 //! - [`credentials`]: the digest `Authenticator` (DN passwords, per-device credentials of
 //!   `gcti_provisioning` phones) with the per-DN `authenticate-requests` policy;
+//! - [`calls`]: INVITE routing by trunk prefix and the built-in IVR's dialogs;
+//! - [`checksync`]: the NOTIFY that makes a phone re-fetch its file;
 //! - [`start`]: builds the endpoint from the configuration.
 
 pub mod bindings;
+pub mod calls;
+pub mod checksync;
 pub mod credentials;
 
 use std::sync::Arc;
@@ -31,6 +35,8 @@ pub async fn start(
     cfg.registrar.min_expires = config.sip.min_expires;
     cfg.registrar.max_expires = config.sip.max_expires;
     cfg.registrar.default_expires = config.sip.default_expires.clamp(config.sip.min_expires, config.sip.max_expires);
+    // Every unassigned phone binds under the one provisioning AOR.
+    cfg.registrar.shared_aors = vec![crate::credentials::PROVISIONING_USER.to_owned()];
     cfg.auth.realm = config.server.realm.clone();
     // Instances of a deployment share the server secret, so they accept each other's nonces.
     cfg.auth.secret = dm.credentials.derive_key("sip-nonce");

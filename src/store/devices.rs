@@ -315,6 +315,14 @@ impl Store {
         Ok(ImportReport { imported: lines.len(), errors })
     }
 
+    /// Records an event about a device that changes no assignment (a check-sync sent, say).
+    pub async fn add_audit(&self, mac: &str, dn: Option<&str>, action: &str, actor: &str, detail: Option<&str>) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        audit(&mut tx, mac, dn, action, actor, detail).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn audit_log(&self, mac: Option<&str>, limit: i64) -> Result<Vec<AuditEntry>> {
         Ok(sqlx::query_as(
             "SELECT id, at, mac, dn, action, actor, detail FROM audit WHERE ($1 = '' OR mac = $1) \

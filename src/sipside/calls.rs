@@ -1,0 +1,285 @@
+//! INVITEs: routed by trunk prefix; calls to a trunk whose contact is `builtin:ivr` are
+//! answered by the built-in IVR, and the in-dialog ACK, INFO (DTMF) and BYE of those calls
+//! are handled here too.
+//!
+//! The caller is authenticated when its `authenticate-requests` include `invite` (always for
+//! `gcti_provisioning`); the digest user names the device whose DN the IVR assigns. When the
+//! IVR reports an assignment and the call is over, the phone is sent check-sync.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
+use sip::auth::AuthOutcome;
+use sip::headers::name_addr::NameAddr;
+use sip::headers::MessageExt;
+use sip::rsip::headers::UntypedHeader;
+use sip::rsip::{self, Method, StatusCode};
+use sip::transport::Flow;
+use sip::{BoxFuture, Endpoint, IncomingRequest, RequestHandler, Target};
+
+use crate::assignment::{CheckSync, IvrAssigner};
+use crate::config::TrunkConfig;
+use crate::credentials::DeviceCredentials;
+use crate::ivr::{CallOutcome, CallerIdentity, IvrCall, IvrConfig, IvrControl, IvrError};
+use crate::provisioning::mac::Mac;
+use crate::service::Dm;
+
+/// What a BYE we send needs to know about a dialog we answered.
+struct Dialog {
+    control: IvrControl,
+    flow: Flow,
+    /// The caller's Contact (the remote target).
+    remote_target: String,
+    /// Our To (with our tag) and their From (with theirs), as they appear in requests we send.
+    local: String,
+    remote: String,
+}
+
+pub struct CallRouter {
+    ep: OnceLock<Endpoint>,
+    trunks: Vec<TrunkConfig>,
+    assigner: Arc<IvrAssigner>,
+    check_sync: Arc<dyn CheckSync>,
+    ivr: IvrConfig,
+    dialogs: Mutex<HashMap<String, Dialog>>,
+}
+
+impl CallRouter {
+    pub fn new(dm: Arc<Dm>, assigner: Arc<IvrAssigner>, check_sync: Arc<dyn CheckSync>, ivr: IvrConfig) -> Arc<Self> {
+        let trunks = dm.config.trunks.clone();
+        Arc::new(CallRouter { ep: OnceLock::new(), trunks, assigner, check_sync, ivr, dialogs: Mutex::new(HashMap::new()) })
+    }
+
+    /// The endpoint exists only after the router is handed to it.
+    pub fn attach(&self, ep: Endpoint) {
+        let _ = self.ep.set(ep);
+    }
+
+    /// The trunk with the longest prefix of `user`.
+    fn route(&self, user: &str) -> Option<&TrunkConfig> {
+        self.trunks.iter().filter(|t| user.starts_with(&t.prefix)).max_by_key(|t| t.prefix.len())
+    }
+
+    async fn invite(self: Arc<Self>, req: IncomingRequest) {
+        let Some(ep) = self.ep.get().cloned() else {
+            return req.reply(StatusCode::ServiceUnavailable);
+        };
+        let target_user = uri_user(&req.request.uri.to_string());
+        let Some(trunk) = self.route(&target_user).cloned() else {
+            tracing::info!(to = %target_user, "INVITE: no trunk for this number");
+            return req.reply(StatusCode::NotFound);
+        };
+        let from = req.request.header_value("From").and_then(|f| NameAddr::parse(f).ok());
+        let from_user = from.as_ref().map(|f| uri_user(&f.uri)).unwrap_or_default();
+        let outcome = match ep.digest_guard().check(&req.request, req.flow.remote.ip(), &from_user, false).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "INVITE: credential lookup failed");
+                return req.reply(StatusCode::ServerInternalError);
+            }
+        };
+        let device = match outcome {
+            AuthOutcome::Challenge { stale } => {
+                let r = ep.digest_guard().challenge_response(&req, stale, false);
+                return req.respond(r);
+            }
+            AuthOutcome::Throttled => return req.reply(StatusCode::Forbidden),
+            AuthOutcome::Authenticated { username } => {
+                DeviceCredentials::mac_of_auth_user(&username).and_then(|m| Mac::parse(m).ok())
+            }
+            AuthOutcome::NotRequired => None,
+        };
+        if trunk.contact != "builtin:ivr" {
+            // Forwarding to an external media server or SBC is not built yet: say so plainly.
+            tracing::warn!(trunk = %trunk.name, contact = %trunk.contact, "INVITE: external trunks are not supported yet");
+            return req.reply(StatusCode::NotImplemented);
+        }
+        self.answer_ivr(ep, req, from, device).await;
+    }
+
+    async fn answer_ivr(self: Arc<Self>, ep: Endpoint, req: IncomingRequest, from: Option<NameAddr>, device: Option<Mac>) {
+        let offer = String::from_utf8_lossy(&req.request.body).into_owned();
+        let local_ip = local_ip(&ep, &req.flow);
+        let caller = CallerIdentity { device, remote_uri: from.as_ref().map(|f| f.uri.clone()).unwrap_or_default() };
+        let started = IvrCall::start(&offer, local_ip, caller, self.assigner.clone(), self.ivr.clone()).await;
+        let (answer, handle) = match started {
+            Ok(x) => x,
+            Err(IvrError::Sdp(e)) => {
+                tracing::info!(error = %e, "INVITE: unusable offer");
+                return req.reply(StatusCode::NotAcceptableHere);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "INVITE: IVR could not start");
+                return req.reply(StatusCode::ServerInternalError);
+            }
+        };
+        let call_id = req.request.call_id().unwrap_or_default().to_owned();
+        let contact = format!("<sip:ivr@{}>", contact_host(&ep, &req.flow));
+        let mut ok = req.response(StatusCode::OK);
+        ok.headers.push(rsip::Header::Contact(rsip::headers::Contact::new(contact)));
+        ok.headers.push(rsip::Header::ContentType(rsip::headers::ContentType::new("application/sdp")));
+        ok.headers.push(rsip::Header::Other("Allow".into(), "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY".into()));
+        ok.body = answer.into_bytes();
+        let local = ok.header_value("To").unwrap_or_default().to_owned();
+        let remote = req.request.header_value("From").unwrap_or_default().to_owned();
+        let remote_target = req
+            .request
+            .header_value("Contact")
+            .and_then(|c| NameAddr::parse(c).ok())
+            .map(|c| c.uri)
+            .unwrap_or_else(|| req.request.uri.to_string());
+        let flow = req.flow;
+        self.dialogs
+            .lock()
+            .insert(call_id.clone(), Dialog { control: handle.control(), flow, remote_target, local, remote });
+        req.respond(ok);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let ended = handle.ended().await;
+            let dialog = this.dialogs.lock().remove(&call_id);
+            if let (true, Some(d)) = (ended.send_bye, dialog) {
+                send_bye(&ep, &call_id, &d).await;
+            }
+            tracing::info!(call_id, outcome = ?ended.outcome, "IVR call ended");
+            if let (CallOutcome::Assigned(dn), Some(mac)) = (&ended.outcome, device) {
+                if let Err(e) = this.check_sync.check_sync(mac.to_string()).await {
+                    tracing::warn!(mac = %mac, dn, error = %e, "check-sync after the IVR assignment failed");
+                }
+            }
+        });
+    }
+
+    fn in_dialog(&self, req: IncomingRequest) -> Option<IncomingRequest> {
+        let call_id = req.request.call_id().unwrap_or_default().to_owned();
+        let control = self.dialogs.lock().get(&call_id).map(|d| d.control.clone());
+        match req.request.method {
+            Method::Ack => {
+                if control.is_some() {
+                    return None;
+                }
+                Some(req)
+            }
+            Method::Bye => {
+                match control {
+                    Some(c) => {
+                        c.hang_up();
+                        self.dialogs.lock().remove(&call_id);
+                        req.reply(StatusCode::OK);
+                    }
+                    None => req.reply(StatusCode::CallTransactionDoesNotExist),
+                }
+                None
+            }
+            Method::Info => {
+                let Some(c) = control else {
+                    req.reply(StatusCode::CallTransactionDoesNotExist);
+                    return None;
+                };
+                let ct = req.request.header_value("Content-Type").unwrap_or_default().to_owned();
+                let body = String::from_utf8_lossy(&req.request.body).into_owned();
+                let status = match c.info(&ct, &body) {
+                    Ok(()) => StatusCode::OK,
+                    Err(IvrError::Ended) => StatusCode::CallTransactionDoesNotExist,
+                    Err(IvrError::Dtmf(_)) if !ct.to_ascii_lowercase().starts_with("application/dtmf") => {
+                        StatusCode::UnsupportedMediaType
+                    }
+                    Err(_) => StatusCode::BadRequest,
+                };
+                req.reply(status);
+                None
+            }
+            _ => Some(req),
+        }
+    }
+}
+
+/// The router as the endpoint's handler (the router itself is shared with its call tasks).
+pub struct CallHandler(pub Arc<CallRouter>);
+
+impl RequestHandler for CallHandler {
+    fn handle(&self, req: IncomingRequest) -> BoxFuture<'_, Option<IncomingRequest>> {
+        let this = &self.0;
+        Box::pin(async move {
+            match req.request.method {
+                Method::Invite => {
+                    // In-dialog re-INVITEs are not supported by the IVR: refuse them cleanly.
+                    let call_id = req.request.call_id().unwrap_or_default().to_owned();
+                    if this.dialogs.lock().contains_key(&call_id) {
+                        req.reply(StatusCode::NotAcceptableHere);
+                        return None;
+                    }
+                    this.clone().invite(req).await;
+                    None
+                }
+                _ => this.in_dialog(req),
+            }
+        })
+    }
+}
+
+async fn send_bye(ep: &Endpoint, call_id: &str, d: &Dialog) {
+    let text = format!(
+        "BYE {target} SIP/2.0\r\nMax-Forwards: 70\r\nFrom: {local}\r\nTo: {remote}\r\nCall-ID: {call_id}\r\nCSeq: 1 BYE\r\n\
+         User-Agent: sipdm\r\nContent-Length: 0\r\n\r\n",
+        target = d.remote_target,
+        local = d.local,
+        remote = d.remote
+    );
+    let req = match rsip::Request::try_from(text.as_str()) {
+        Ok(r) => r,
+        Err(e) => return tracing::warn!(call_id, error = %e, "could not build BYE"),
+    };
+    match ep.send_request(req, Target::Flow(d.flow)).await {
+        Ok(r) if r.status_code.code() < 300 => {}
+        Ok(r) => tracing::info!(call_id, status = r.status_code.code(), "BYE refused"),
+        Err(e) => tracing::info!(call_id, error = %e, "BYE got no answer"),
+    }
+}
+
+/// The user part of a SIP URI (`sip:8800@host;x` → `8800`).
+fn uri_user(uri: &str) -> String {
+    let rest = uri.split_once(':').map(|(_, r)| r).unwrap_or(uri);
+    match rest.split_once('@') {
+        Some((user, _)) => user.split(';').next().unwrap_or("").to_owned(),
+        None => String::new(),
+    }
+}
+
+/// The address RTP is offered on: the one the INVITE reached.
+fn local_ip(ep: &Endpoint, flow: &Flow) -> IpAddr {
+    let ip = flow.local.ip();
+    if ip.is_unspecified() {
+        let a = ep.local_addr().ip();
+        if a.is_unspecified() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            a
+        }
+    } else {
+        ip
+    }
+}
+
+fn contact_host(ep: &Endpoint, flow: &Flow) -> String {
+    let ip = local_ip(ep, flow);
+    let port = if flow.local.port() != 0 { flow.local.port() } else { ep.local_addr().port() };
+    match ip {
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+        v4 => format!("{v4}:{port}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uri_user;
+
+    #[test]
+    fn user_parts() {
+        assert_eq!(uri_user("sip:8800@127.0.0.1:5060;transport=udp"), "8800");
+        assert_eq!(uri_user("sip:8800;phone-context=x@host"), "8800");
+        assert_eq!(uri_user("sip:host"), "");
+        assert_eq!(uri_user("garbage"), "");
+    }
+}

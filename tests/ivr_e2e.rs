@@ -1,0 +1,123 @@
+//! IVR provisioning end to end: simulated phones unknown to sipdm boot from the provisioning
+//! URL, register as `gcti_provisioning`, dial the IVR (built-in, over real UDP and RTP on
+//! loopback), key their extension as RFC 4733 events, get check-sync, re-fetch, and register
+//! with their DN.
+
+mod common;
+
+use common::{Db, TestServer};
+use serde_json::json;
+use testbed::phone::{Mac, Phone, PhoneSpec, Vendor};
+
+/// sipdm is the registrar of the DNs too here (no external switch): the assigned files point
+/// the phones back at it, so their final registration can be checked.
+const SELF_REGISTRAR: &str = r#"
+[server]
+http = "127.0.0.1:0"
+sip = ["127.0.0.1:0"]
+admin-token = "test-token"
+secret = "test-secret"
+
+[ivr]
+number = "8800"
+
+[[trunks]]
+name = "ivr"
+prefix = "88"
+contact = "builtin:ivr"
+group = "gcti_provisioning"
+"#;
+
+async fn provision(db: Db, count: u32) {
+    let ts = TestServer::start_with(db, SELF_REGISTRAR).await;
+    let csv: String = (0..count).map(|i| format!("{},pw-{}\n", 1000 + i, 1000 + i)).collect();
+    let r = ts.http.post(ts.api("/dns/import")).bearer_auth(&ts.token).body(csv).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let prov_url = format!("{}/fs/dm/prov", ts.base);
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let vendor = Vendor::ALL[i as usize % Vendor::ALL.len()];
+        let spec = PhoneSpec { mac: Mac::generated(vendor, i + 1), vendor, prov_url: prov_url.clone(), local_ip: [127, 0, 0, 1].into() };
+        let dn = (1000 + i).to_string();
+        set.spawn(async move {
+            let mut phone = Phone::new(spec.clone()).await.expect("phone starts");
+            let result = phone.run_ivr_provisioning(&dn).await;
+            let notifies = phone.check_sync_count();
+            phone.shutdown();
+            (spec, dn, result.map(|p| p.total).map_err(|e| e.to_string()), notifies)
+        });
+    }
+    let mut failures = Vec::new();
+    while let Some(done) = set.join_next().await {
+        let (spec, dn, result, notifies) = done.unwrap();
+        match result {
+            Ok(_) if notifies == 1 => {}
+            Ok(_) => failures.push(format!("{:?} {dn}: {notifies} check-syncs", spec.vendor)),
+            Err(e) => failures.push(format!("{:?} {} {dn}: {e}", spec.vendor, spec.mac.plain())),
+        }
+    }
+    assert!(failures.is_empty(), "{} of {count} phones failed:\n{}", failures.len(), failures.join("\n"));
+
+    // The store has every assignment, made by the IVR; the registrar every DN binding.
+    let (_, devices) = ts.get_json("/devices").await;
+    let assigned: Vec<_> = devices.as_array().unwrap().iter().filter(|d| d["state"] == "assigned").collect();
+    assert_eq!(assigned.len(), count as usize);
+    let (_, audit) = ts.get_json("/audit?limit=10000").await;
+    let ivr_assigns = audit.as_array().unwrap().iter().filter(|a| a["action"] == "assign" && a["actor"] == "ivr").count();
+    assert_eq!(ivr_assigns, count as usize);
+    let check_syncs = audit.as_array().unwrap().iter().filter(|a| a["action"] == "check-sync").count();
+    assert_eq!(check_syncs, count as usize, "one check-sync per phone");
+    for i in 0..count {
+        let dn = (1000 + i).to_string();
+        let b = ts.sip().registrar().bindings(&dn);
+        assert_eq!(b.len(), 1, "DN {dn} bound once: {b:?}");
+        assert_eq!(b[0].device.as_deref(), Some(dn.as_str()), "authenticated as the DN");
+    }
+    assert!(ts.sip().registrar().bindings("gcti_provisioning").is_empty(), "every phone left the provisioning identity");
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_phone_of_each_vendor() {
+    provision(Db::Sqlite, 6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_phones_concurrently_sqlite() {
+    provision(Db::Sqlite, 50).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_phones_concurrently_postgres() {
+    provision(Db::Postgres, 50).await;
+}
+
+/// A call to the IVR from a phone that does not authenticate is refused, and nothing is
+/// assigned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_ivr_call_is_challenged() {
+    let ts = TestServer::start(Db::Sqlite).await;
+    ts.post("/dns", json!({"number": "1000", "password": "pw"})).await;
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = sock.local_addr().unwrap();
+    let invite = format!(
+        "INVITE sip:8800@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKx1\r\nMax-Forwards: 70\r\nFrom: <sip:gcti_provisioning@{sip}>;tag=a\r\n\
+         To: <sip:8800@{sip}>\r\nCall-ID: anon-1\r\nCSeq: 1 INVITE\r\nContact: <sip:x@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: 0\r\n\r\n",
+        sip = ts.sip_addr()
+    );
+    sock.send_to(invite.as_bytes(), ts.sip_addr()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut statuses = Vec::new();
+    while let Ok(Ok((n, _))) = tokio::time::timeout(std::time::Duration::from_secs(2), sock.recv_from(&mut buf)).await {
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        statuses.push(text.split_whitespace().nth(1).unwrap_or("").to_owned());
+        if !text.starts_with("SIP/2.0 1") {
+            break;
+        }
+    }
+    assert_eq!(statuses.last().map(String::as_str), Some("401"), "{statuses:?}");
+    let (_, audit) = ts.get_json("/audit").await;
+    assert_eq!(audit, json!([]));
+    ts.stop().await;
+}
+
