@@ -696,3 +696,41 @@ async fn notify_answers_a_phone_challenge() {
     assert_eq!(pending.await.unwrap().unwrap().status_code.code(), 200);
     ep.shutdown().await;
 }
+
+#[tokio::test]
+async fn shared_aor_holds_many_phones_and_lists_only_the_requesters_binding() {
+    let ep = start_cfg(Arc::new(MemoryStore::default()), false, |c| {
+        c.registrar.shared_aors = vec!["gcti_provisioning".into()];
+        c.registrar.max_contacts_per_aor = 2;
+    })
+    .await;
+    let mut phones = Vec::new();
+    for _ in 0..5 {
+        phones.push(Phone::new(ep.local_addr()).await);
+    }
+    for (i, p) in phones.iter().enumerate() {
+        let msg = register(
+            "gcti_provisioning",
+            p.addr(),
+            "UDP",
+            &format!("g{i}"),
+            1,
+            "",
+        )
+        .replace(
+            "Call-ID: cid-gcti_provisioning-UDP",
+            &format!("Call-ID: gcti-{i}"),
+        );
+        let r = p.transact(&msg).await;
+        assert!(r.starts_with("SIP/2.0 200 "), "{r}");
+        let contacts = header(&r, "Contact");
+        assert_eq!(contacts.len(), 1, "only its own binding: {r}");
+        assert!(contacts[0].contains(&p.addr().to_string()));
+    }
+    assert_eq!(
+        ep.registrar().bindings("gcti_provisioning").len(),
+        5,
+        "not limited by max_contacts_per_aor"
+    );
+    ep.shutdown().await;
+}

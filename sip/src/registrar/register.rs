@@ -248,8 +248,7 @@ impl Registrar {
                 ..Default::default()
             }
         } else {
-            self.table
-                .apply(&aor, ops, now, self.contact_limit(&aor))?
+            self.table.apply(&aor, ops, now, self.contact_limit(&aor))?
         };
         Ok(Verdict::Done(outcome, path))
     }
@@ -268,7 +267,18 @@ impl Registrar {
             Ok(Verdict::Throttled) => inc.reply(StatusCode::Forbidden),
             Ok(Verdict::Done(outcome, path)) => {
                 let mut r = inc.response(StatusCode::OK);
-                for b in &outcome.current {
+                // A shared AOR (every unassigned phone under `gcti_provisioning`) would list
+                // thousands of other phones' contacts — too big for UDP and none of this
+                // phone's business: list only the requester's own bindings there.
+                let shared = outcome
+                    .current
+                    .first()
+                    .is_some_and(|b| self.cfg.shared_aors.iter().any(|a| *a == b.aor));
+                let call_id = inc.request.call_id().unwrap_or_default();
+                let mine = |b: &Binding| -> bool {
+                    b.call_id == call_id || b.flow.is_some_and(|f| f.remote == inc.flow.remote)
+                };
+                for b in outcome.current.iter().filter(|b| !shared || mine(b)) {
                     r.headers.push(Header::Contact(rsip::headers::Contact::new(
                         b.contact_header(now),
                     )));
