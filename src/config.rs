@@ -68,6 +68,16 @@ pub struct SipConfig {
     /// address or behind NAT.
     #[serde(default)]
     pub advertised_host: Option<String>,
+    /// Digest algorithms offered in challenges, one WWW-Authenticate each, preferred first.
+    /// MD5 alone by default: deployed clients built on older SIP stacks (libre 1.1 in Debian's
+    /// baresip, for one) refuse a whole 401 that also offers SHA-256. Add "SHA-256" where every
+    /// phone supports RFC 8760.
+    #[serde(default = "d_algorithms")]
+    pub digest_algorithms: Vec<String>,
+}
+
+fn d_algorithms() -> Vec<String> {
+    vec!["MD5".into()]
 }
 
 fn d_t1() -> u64 {
@@ -103,6 +113,7 @@ impl Default for SipConfig {
             default_expires: d_default_expires(),
             auth_failures_per_minute: d_auth_failures(),
             advertised_host: None,
+            digest_algorithms: d_algorithms(),
         }
     }
 }
@@ -394,6 +405,14 @@ impl Config {
         for a in self.auth.authenticate_requests.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             if !matches!(a.to_ascii_lowercase().as_str(), "register" | "invite") {
                 return Err(format!("authenticate-requests: unknown method `{a}`"));
+            }
+        }
+        if self.sip.digest_algorithms.is_empty() {
+            return Err("sip: digest-algorithms lists none".into());
+        }
+        for a in &self.sip.digest_algorithms {
+            if !matches!(a.to_ascii_uppercase().as_str(), "MD5" | "SHA-256" | "MD5-SESS" | "SHA-256-SESS") {
+                return Err(format!("sip: unknown digest algorithm `{a}` (MD5, SHA-256, MD5-sess, SHA-256-sess)"));
             }
         }
         if self.sip.min_expires > self.sip.max_expires {

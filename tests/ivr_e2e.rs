@@ -29,7 +29,11 @@ group = "gcti_provisioning"
 "#;
 
 async fn provision(db: Db, count: u32) {
-    let ts = TestServer::start_with(db, SELF_REGISTRAR).await;
+    provision_with(db, count, SELF_REGISTRAR).await
+}
+
+async fn provision_with(db: Db, count: u32, config: &str) {
+    let ts = TestServer::start_with(db, config).await;
     let csv: String = (0..count).map(|i| format!("{},pw-{}\n", 1000 + i, 1000 + i)).collect();
     let r = ts.http.post(ts.api("/dns/import")).bearer_auth(&ts.token).body(csv).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -80,6 +84,13 @@ async fn provision(db: Db, count: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_phone_of_each_vendor() {
     provision(Db::Sqlite, 6).await;
+}
+
+/// The same with SHA-256 offered first (RFC 8760): the simulated phones answer SHA-256.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_phone_of_each_vendor_sha256() {
+    let config = format!("{SELF_REGISTRAR}\n[sip]\ndigest-algorithms = [\"SHA-256\", \"MD5\"]\n");
+    provision_with(Db::Sqlite, 6, &config).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

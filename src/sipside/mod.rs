@@ -38,6 +38,7 @@ pub async fn start(
     // Every unassigned phone binds under the one provisioning AOR.
     cfg.registrar.shared_aors = vec![crate::credentials::PROVISIONING_USER.to_owned()];
     cfg.auth.realm = config.server.realm.clone();
+    cfg.auth.algorithms = config.sip.digest_algorithms.iter().filter_map(|a| sip::auth::Algorithm::parse(a)).collect();
     // Instances of a deployment share the server secret, so they accept each other's nonces.
     cfg.auth.secret = dm.credentials.derive_key("sip-nonce");
     cfg.auth.throttle.max_failures = config.sip.auth_failures_per_minute;
