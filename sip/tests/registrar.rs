@@ -26,6 +26,7 @@ async fn start_cfg(
     cfg.transport.listen = vec!["127.0.0.1:0".parse().unwrap()];
     cfg.auth.realm = "sipdm.test".into();
     cfg.auth.secret = b"shared-secret".to_vec();
+    cfg.auth.algorithms = vec![Algorithm::Md5, Algorithm::Sha256];
     cfg.registrar.write_interval = Duration::from_millis(20);
     let users = StaticUsers {
         users: HashMap::from([

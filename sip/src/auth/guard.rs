@@ -20,8 +20,12 @@ pub struct AuthConfig {
     /// Shared by all instances that must accept each other's nonces.
     pub secret: Vec<u8>,
     pub nonce_lifetime: Duration,
-    /// Challenges offered, most preferred first (RFC 8760 §2.4). MD5 first by default because
-    /// many phones (and sipp) use the first challenge whatever its algorithm.
+    /// Challenges offered, most preferred first (RFC 8760 §2.4). MD5 alone by default: many
+    /// clients mishandle a second challenge instead of ignoring an algorithm they lack — sipp
+    /// answers the first challenge whatever its algorithm, and baresip on libre 1.1 (Debian
+    /// bookworm) abandons the whole 401 when any challenge is not MD5. Add
+    /// [`Algorithm::Sha256`] for fleets that handle it; responses with SHA-256 are verified
+    /// whatever was offered.
     pub algorithms: Vec<Algorithm>,
     /// Bound on remembered nonces for `nc` replay detection.
     pub nc_capacity: usize,
@@ -48,7 +52,7 @@ impl Default for AuthConfig {
             realm: "sipdm".into(),
             secret: rand::random::<[u8; 32]>().to_vec(),
             nonce_lifetime: Duration::from_secs(300),
-            algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
+            algorithms: vec![Algorithm::Md5],
             nc_capacity: 1_000_000,
             throttle: ThrottleConfig::default(),
         }
