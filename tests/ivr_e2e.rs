@@ -132,3 +132,40 @@ async fn unauthenticated_ivr_call_is_challenged() {
     ts.stop().await;
 }
 
+
+/// sipp as a real phone: registers as gcti_provisioning with the credentials of its default
+/// file, calls the IVR, keys 1001 as SIP INFO, takes the IVR's BYE and answers the check-sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_phone_through_the_ivr() {
+    let ts = TestServer::start_with(Db::Sqlite, SELF_REGISTRAR).await;
+    ts.post("/dns", json!({"number": "1001", "password": "pw1001"})).await;
+    let mac = "0004f2000abc";
+    let file = ts.fetch(&format!("{mac}.cfg"), Some("PolycomVVX-VVX_450-UA/6.3.0.14929")).await.text().await.unwrap();
+    let attr = |name: &str| {
+        let at = file.find(&format!("{name}=\"")).unwrap_or_else(|| panic!("{name} in\n{file}"));
+        let rest = &file[at + name.len() + 2..];
+        rest[..rest.find('"').unwrap()].to_owned()
+    };
+    let (user, password) = (attr("reg.1.auth.userId"), attr("reg.1.auth.password"));
+    assert_eq!(user, format!("dm-{mac}"));
+    let target = ts.sip_addr();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testbed/sipp");
+    let ooc = dir.join("ivr_phone_ooc.xml").to_string_lossy().into_owned();
+    let media_port = common::free_port().to_string();
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = vec![
+            "-s", "8800", "-au", &user, "-ap", &password, "-oocsf", &ooc, "-key", "dn1", "1", "-key", "dn2", "0", "-key", "dn3", "0",
+            "-key", "dn4", "1", "-mp", &media_port,
+        ];
+        common::sipp(target, "ivr_phone.xml", "u1", &args)
+    })
+    .await
+    .unwrap();
+    assert!(ok, "sipp phone:\n{out}");
+    let (_, d) = ts.get_json(&format!("/devices/{mac}")).await;
+    assert_eq!(d["dn"], "1001");
+    let (_, audit) = ts.get_json(&format!("/devices/{mac}/audit")).await;
+    let actions: Vec<String> = audit.as_array().unwrap().iter().map(|a| format!("{} {}", a["action"].as_str().unwrap(), a["detail"].as_str().unwrap_or(""))).collect();
+    assert!(actions.iter().any(|a| a.starts_with("check-sync check-sync → 200")), "{actions:?}");
+    ts.stop().await;
+}
