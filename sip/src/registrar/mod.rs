@@ -80,8 +80,6 @@ pub enum RegistrarError {
     BadContact(String),
     #[error("Contact * needs Expires: 0 and no other contact")]
     BadStar,
-    #[error("malformed Expires")]
-    BadExpires,
     #[error("invalid q-value")]
     BadQ,
     #[error("interval too brief for {aor}: {requested}s < {min}s")]
@@ -108,7 +106,6 @@ impl RegistrarError {
             RegistrarError::BadTo => (400, "Bad To Header"),
             RegistrarError::BadContact(_) => (400, "Bad Contact"),
             RegistrarError::BadStar => (400, "Invalid Contact *"),
-            RegistrarError::BadExpires => (400, "Bad Expires"),
             RegistrarError::BadQ => (400, "Bad q-value"),
             RegistrarError::MissingHeader => (400, "Missing Call-ID or CSeq"),
             RegistrarError::IntervalTooBrief { .. } => (423, "Interval Too Brief"),

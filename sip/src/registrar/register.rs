@@ -163,15 +163,11 @@ impl Registrar {
             .ok_or(RegistrarError::MissingHeader)?
             .to_string();
         let cseq = req.cseq().ok_or(RegistrarError::MissingHeader)?.0;
-        let header_expires = match req.header_value("Expires") {
-            Some(v) => Some(
-                v.trim()
-                    .parse::<u64>()
-                    .map_err(|_| RegistrarError::BadExpires)?
-                    .min(u32::MAX as u64) as u32,
-            ),
-            None => None,
-        };
+        // RFC 3261 §20.19: a malformed Expires counts as 3600 s (the RFC 2543 date form
+        // included); huge values are capped like any other.
+        let header_expires = req
+            .header_value("Expires")
+            .map(|v| parse_expires(v).unwrap_or(3600));
         let contacts = ContactList::parse(req.header_values("Contact"))
             .map_err(|e| RegistrarError::BadContact(e.to_string()))?;
         let path: Vec<String> = req
@@ -193,12 +189,7 @@ impl Registrar {
                 let mut ops = Vec::with_capacity(addrs.len());
                 for a in addrs {
                     let expires = match a.params.get("expires") {
-                        Some(Some(v)) => v
-                            .trim()
-                            .parse::<u64>()
-                            .map_err(|_| RegistrarError::BadExpires)?
-                            .min(u32::MAX as u64) as u32,
-                        Some(None) => return Err(RegistrarError::BadExpires),
+                        Some(v) => v.and_then(parse_expires).unwrap_or(3600),
                         None => header_expires.unwrap_or(self.cfg.default_expires),
                     };
                     if expires != 0 && expires < self.cfg.min_expires {
@@ -384,6 +375,18 @@ impl RequestHandler for Registrar {
     }
 }
 
+/// Delta-seconds, capped at `u32::MAX`; `None` when not a number.
+fn parse_expires(v: &str) -> Option<u32> {
+    let v = v.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(
+        v.parse::<u64>()
+            .map_or(u32::MAX, |n| n.min(u32::MAX as u64) as u32),
+    )
+}
+
 /// q-value (RFC 3261 §25.1: `0[.ddd]` or `1[.000]`) in thousandths.
 fn parse_q(v: &str) -> Option<u16> {
     let (int, frac) = v.split_once('.').unwrap_or((v, ""));
@@ -447,6 +450,14 @@ mod tests {
         assert_eq!(parse_q("2"), None);
         assert_eq!(parse_q("0.1234"), None);
         assert_eq!(parse_q("abc"), None);
+    }
+
+    #[test]
+    fn expires_values() {
+        assert_eq!(parse_expires(" 60 "), Some(60));
+        assert_eq!(parse_expires("99999999999999999999999"), Some(u32::MAX));
+        assert_eq!(parse_expires("Thu, 01 Dec 1994 16:00:00 GMT"), None);
+        assert_eq!(parse_expires("-1"), None);
     }
 
     #[test]
