@@ -3,9 +3,10 @@
 //!
 //! Changes are queued by the registrar and written in batches (coalesced per binding, last
 //! write wins) every `write_interval` or `write_batch` changes, whichever comes first. A clean
-//! shutdown flushes the queue; a crash loses at most the changes of one batch window (plus a
-//! batch whose write was failing and being retried). Those phones re-register at their next
-//! refresh.
+//! shutdown flushes the queue; a crash loses at most the changes of one batch window while the
+//! store keeps up. When it falls behind (or fails and is retried), what is queued is lost too —
+//! bounded by `write_queue`, beyond which REGISTER handling waits for the store. Lost bindings
+//! come back at the phones' next refresh.
 
 use std::collections::HashMap;
 use std::sync::Arc;
