@@ -47,6 +47,14 @@ impl IncomingRequest {
         }
     }
 
+    /// Sends a final response without keeping the transaction (see
+    /// [`Responder::respond_stateless`]): for digest challenges.
+    pub fn respond_stateless(self, resp: Response) {
+        if let Some(r) = self.responder {
+            r.respond_stateless(resp);
+        }
+    }
+
     /// Sends a provisional response.
     pub fn provisional(&self, resp: &Response) {
         if let Some(r) = &self.responder {

@@ -253,7 +253,9 @@ impl Registrar {
                 for h in self.guard.challenge(stale, false) {
                     r.headers.push(h);
                 }
-                inc.respond(r);
+                // Stateless, like Kamailio's challenge: half the digest flow's transactions
+                // would otherwise be kept 32 s for nothing.
+                inc.respond_stateless(r);
             }
             Ok(Verdict::Throttled) => inc.reply(StatusCode::Forbidden),
             Ok(Verdict::Done(outcome, path)) => {

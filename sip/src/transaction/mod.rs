@@ -470,6 +470,21 @@ impl Responder {
             .send_response(&self.key, self.flow, self.invite.as_ref(), &resp);
     }
 
+    /// Sends a final response to a non-INVITE request and forgets the transaction at once,
+    /// as a stateless reply: a retransmission of the request is then processed again. Meant
+    /// for answers that are cheap to recompute and harmless to repeat — a digest challenge
+    /// (a retransmitted REGISTER just gets a fresh nonce) — so that the 32 s absorption window
+    /// is not paid for them. For INVITE it is the same as [`Responder::respond`].
+    pub fn respond_stateless(mut self, resp: Response) {
+        if self.invite.is_some() {
+            return self.respond(resp);
+        }
+        self.done = true;
+        let data = encode_response(&resp);
+        self.layer.non_invite.remove(&self.key);
+        self.layer.send_soon(self.flow, data);
+    }
+
     /// For INVITE: resolves when a CANCEL matched (the 487 has then been sent already).
     pub async fn cancelled(&self) {
         match &self.invite {
