@@ -253,9 +253,10 @@ impl Registrar {
                 for h in self.guard.challenge(stale, false) {
                     r.headers.push(h);
                 }
-                // Stateless, like Kamailio's challenge: half the digest flow's transactions
-                // would otherwise be kept 32 s for nothing.
-                inc.respond_stateless(r);
+                // Kept in the transaction (not `respond_stateless`): a retransmitted REGISTER
+                // must get the same 401, or a client already past it sees a second challenge
+                // with another nonce as an unexpected response (sipp fails the call).
+                inc.respond(r);
             }
             Ok(Verdict::Throttled) => inc.reply(StatusCode::Forbidden),
             Ok(Verdict::Done(outcome, path)) => {
