@@ -23,8 +23,22 @@ fn put_headers(out: &mut BytesMut, headers: &rsip::Headers, body: &[u8]) {
     out.put_slice(body);
 }
 
+/// Bytes needed for the headers and body, so the buffer is allocated once at its size (a
+/// response is kept for the transaction's lifetime: no slack in it).
+fn encoded_len(headers: &rsip::Headers, body: &[u8]) -> usize {
+    headers
+        .iter()
+        .map(|h| {
+            let (n, v) = name_value(h);
+            n.len() + v.len() + 4
+        })
+        .sum::<usize>()
+        + body.len()
+        + 40
+}
+
 pub fn encode_response(r: &Response) -> Bytes {
-    let mut out = BytesMut::with_capacity(512 + r.body.len());
+    let mut out = BytesMut::with_capacity(48 + encoded_len(&r.headers, &r.body));
     out.put_slice(b"SIP/2.0 ");
     out.put_slice(r.status_code.to_string().as_bytes());
     out.put_slice(b"\r\n");
@@ -33,7 +47,7 @@ pub fn encode_response(r: &Response) -> Bytes {
 }
 
 pub fn encode_request(r: &Request) -> Bytes {
-    let mut out = BytesMut::with_capacity(512 + r.body.len());
+    let mut out = BytesMut::with_capacity(160 + encoded_len(&r.headers, &r.body));
     out.put_slice(r.method.to_string().as_bytes());
     out.put_slice(b" ");
     out.put_slice(r.uri.to_string().as_bytes());
