@@ -41,6 +41,12 @@ impl std::fmt::Debug for Credential {
 #[error("credential lookup failed: {0}")]
 pub struct AuthError(pub String);
 
+impl AuthError {
+    pub fn status(&self) -> u16 {
+        500
+    }
+}
+
 /// Implemented by the server crate from its store.
 pub trait Authenticator: Send + Sync + 'static {
     /// Whether `method` requests for AOR user `aor_user` must carry digest credentials

@@ -22,6 +22,14 @@ use crate::BoxFuture;
 #[error("binding store: {0}")]
 pub struct StoreError(pub String);
 
+impl StoreError {
+    /// Store failures never reach a peer directly (writes are behind); at start-up they stop
+    /// the endpoint. Were one to answer a request, it would be this.
+    pub fn status(&self) -> u16 {
+        500
+    }
+}
+
 /// One change to persist.
 #[derive(Debug, Clone)]
 pub enum BindingChange {
