@@ -25,6 +25,8 @@ pub struct Running {
     pub check_sync: Arc<OnceLock<Arc<dyn CheckSync>>>,
     pub admin_token: Arc<str>,
     pub dm: Arc<Dm>,
+    /// Trunk states (in service, last probe) for the admin API and tests.
+    pub trunks: Arc<crate::sipside::trunks::TrunkTable>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -119,10 +121,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (dm, admin_token) = build_service(config.clone(), store, Some(sight_tx)).await?;
     let (shutdown, shutdown_rx) = watch::channel(false);
 
-    let listener = tokio::net::TcpListener::bind(config.server.http)
-        .await
-        .with_context(|| format!("binding HTTP on {}", config.server.http))?;
-    let http_addr = listener.local_addr()?;
     let check_sync: Arc<OnceLock<Arc<dyn CheckSync>>> = Arc::new(OnceLock::new());
     let vxml_assigner = Arc::new(IvrAssigner::new(
         dm.clone(),
@@ -130,29 +128,39 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Some(Duration::from_secs(config.ivr.vxml_check_sync_delay)),
     ));
     let app = crate::http::router(dm.clone(), admin_token.clone(), vxml_assigner);
-    let mut rx = shutdown_rx.clone();
-    let http = tokio::spawn(async move {
-        let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP server stopped");
+    let workers = match config.server.http_workers {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        n => n,
+    };
+    let (http_addr, http_threads) = crate::http::listen::serve(config.server.http, workers, app, shutdown_rx.clone())
+        .with_context(|| format!("binding HTTP on {}", config.server.http))?;
+    let http = tokio::task::spawn_blocking(move || {
+        for t in http_threads {
+            let _ = t.join();
         }
     });
     let sip_check_sync: Arc<dyn CheckSync> = Arc::new(crate::sipside::checksync::SipCheckSync(dm.clone()));
     let _ = check_sync.set(sip_check_sync.clone());
     // The built-in IVR notifies when its call has ended, not after a delay.
     let ivr_assigner = Arc::new(IvrAssigner::new(dm.clone(), check_sync.clone(), None));
-    let router = crate::sipside::calls::CallRouter::new(dm.clone(), ivr_assigner, sip_check_sync, crate::ivr::IvrConfig::default());
+    let router = crate::sipside::calls::CallRouter::new(dm.clone(), ivr_assigner, sip_check_sync, crate::ivr::IvrConfig::default())
+        .context("trunks")?;
     let endpoint = crate::sipside::start(&config, dm.clone(), vec![Arc::new(crate::sipside::calls::CallHandler(router.clone()))])
         .await
         .with_context(|| format!("starting SIP on {:?}", config.server.sip))?;
     router.attach(endpoint.clone());
+    let trunks = router.trunks().clone();
+    let probes = trunks.spawn_health_checks(
+        endpoint.clone(),
+        Duration::from_millis(config.sip.trunk_options_interval_ms),
+        shutdown_rx.clone(),
+    );
     let _ = dm.sip.set(endpoint);
     let writer = tokio::spawn(write_sightings(dm.clone(), sight_rx, shutdown_rx.clone()));
     let poller = tokio::spawn(watch_version(dm.clone(), shutdown_rx));
-    Ok(Running { http_addr, check_sync, admin_token, dm, shutdown, tasks: vec![http, writer, poller] })
+    let mut tasks = vec![http, writer, poller];
+    tasks.extend(probes);
+    Ok(Running { http_addr, check_sync, admin_token, dm, trunks, shutdown, tasks })
 }
 
 /// Write-behind of last-seen data: batched, de-duplicated per MAC, flushed on shutdown.

@@ -74,6 +74,14 @@ pub struct SipConfig {
     /// phone supports RFC 8760.
     #[serde(default = "d_algorithms")]
     pub digest_algorithms: Vec<String>,
+    /// How often each external trunk is probed with OPTIONS; a probe unanswered within this
+    /// interval (or answered 5xx) puts the trunk out of service until a probe succeeds again.
+    #[serde(default = "d_trunk_options_interval")]
+    pub trunk_options_interval_ms: u64,
+}
+
+fn d_trunk_options_interval() -> u64 {
+    5000
 }
 
 fn d_algorithms() -> Vec<String> {
@@ -114,6 +122,7 @@ impl Default for SipConfig {
             auth_failures_per_minute: d_auth_failures(),
             advertised_host: None,
             digest_algorithms: d_algorithms(),
+            trunk_options_interval_ms: d_trunk_options_interval(),
         }
     }
 }
@@ -141,6 +150,9 @@ pub struct ServerConfig {
     /// Operator template directory; a template there overrides the shipped one of the same path.
     #[serde(default)]
     pub template_dir: Option<PathBuf>,
+    /// HTTP accept loops, one per core by default (0).
+    #[serde(default)]
+    pub http_workers: usize,
     /// Vendor used for a bare `MAC.cfg` when neither the User-Agent, the file name nor the
     /// device record names one.
     #[serde(default = "default_vendor")]
@@ -169,6 +181,7 @@ impl Default for ServerConfig {
             admin_token: None,
             realm: default_realm(),
             template_dir: None,
+            http_workers: 0,
             default_vendor: default_vendor(),
         }
     }

@@ -1,6 +1,7 @@
 //! The HTTP edge: provisioning, the admin API, health and metrics on one listener.
 
 pub mod error;
+pub mod listen;
 pub mod prov;
 
 use std::sync::{Arc, OnceLock};
