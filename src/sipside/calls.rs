@@ -1,6 +1,7 @@
-//! INVITEs: routed by trunk prefix; calls to a trunk whose contact is `builtin:ivr` are
-//! answered by the built-in IVR, and the in-dialog ACK, INFO (DTMF) and BYE of those calls
-//! are handled here too.
+//! INVITEs: routed by trunk prefix (see [`super::trunks`]); calls to a trunk whose contact is
+//! `builtin:ivr` are answered by the built-in IVR, and the in-dialog ACK, INFO (DTMF) and BYE of
+//! those calls are handled here too; calls to external trunks (a media server, an SBC) are
+//! bridged by [`super::b2bua`], which also takes the in-dialog requests of those calls.
 //!
 //! The caller is authenticated when its `authenticate-requests` include `invite` (always for
 //! `gcti_provisioning`); the digest user names the device whose DN the IVR assigns. When the
@@ -20,7 +21,8 @@ use sip::transport::Flow;
 use sip::{BoxFuture, Endpoint, IncomingRequest, RequestHandler, Target};
 
 use crate::assignment::{CheckSync, IvrAssigner};
-use crate::config::TrunkConfig;
+use super::b2bua::{B2bua, Forwarded};
+use super::trunks::{TrunkError, TrunkTable};
 use crate::credentials::DeviceCredentials;
 use crate::ivr::{CallOutcome, CallerIdentity, IvrCall, IvrConfig, IvrControl, IvrError};
 use crate::provisioning::mac::Mac;
@@ -39,7 +41,8 @@ struct Dialog {
 
 pub struct CallRouter {
     ep: OnceLock<Endpoint>,
-    trunks: Vec<TrunkConfig>,
+    trunks: Arc<TrunkTable>,
+    b2bua: Arc<B2bua>,
     assigner: Arc<IvrAssigner>,
     check_sync: Arc<dyn CheckSync>,
     ivr: IvrConfig,
@@ -47,9 +50,28 @@ pub struct CallRouter {
 }
 
 impl CallRouter {
-    pub fn new(dm: Arc<Dm>, assigner: Arc<IvrAssigner>, check_sync: Arc<dyn CheckSync>, ivr: IvrConfig) -> Arc<Self> {
-        let trunks = dm.config.trunks.clone();
-        Arc::new(CallRouter { ep: OnceLock::new(), trunks, assigner, check_sync, ivr, dialogs: Mutex::new(HashMap::new()) })
+    /// Fails when a trunk's contact is not a usable SIP URI.
+    pub fn new(
+        dm: Arc<Dm>,
+        assigner: Arc<IvrAssigner>,
+        check_sync: Arc<dyn CheckSync>,
+        ivr: IvrConfig,
+    ) -> Result<Arc<Self>, TrunkError> {
+        let trunks = Arc::new(TrunkTable::new(&dm.config.trunks)?);
+        Ok(Arc::new(CallRouter {
+            ep: OnceLock::new(),
+            trunks,
+            b2bua: Arc::new(B2bua::new()),
+            assigner,
+            check_sync,
+            ivr,
+            dialogs: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The trunk table (states for the admin API and metrics; the health checker).
+    pub fn trunks(&self) -> &Arc<TrunkTable> {
+        &self.trunks
     }
 
     /// The endpoint exists only after the router is handed to it.
@@ -57,20 +79,16 @@ impl CallRouter {
         let _ = self.ep.set(ep);
     }
 
-    /// The trunk with the longest prefix of `user`.
-    fn route(&self, user: &str) -> Option<&TrunkConfig> {
-        self.trunks.iter().filter(|t| user.starts_with(&t.prefix)).max_by_key(|t| t.prefix.len())
-    }
-
     async fn invite(self: Arc<Self>, req: IncomingRequest) {
         let Some(ep) = self.ep.get().cloned() else {
             return req.reply(StatusCode::ServiceUnavailable);
         };
         let target_user = uri_user(&req.request.uri.to_string());
-        let Some(trunk) = self.route(&target_user).cloned() else {
+        let candidates = self.trunks.candidates(&target_user);
+        if candidates.is_empty() {
             tracing::info!(to = %target_user, "INVITE: no trunk for this number");
             return req.reply(StatusCode::NotFound);
-        };
+        }
         let from = req.request.header_value("From").and_then(|f| NameAddr::parse(f).ok());
         let from_user = from.as_ref().map(|f| uri_user(&f.uri)).unwrap_or_default();
         let outcome = match ep.digest_guard().check(&req.request, req.flow.remote.ip(), &from_user, false).await {
@@ -91,12 +109,12 @@ impl CallRouter {
             }
             AuthOutcome::NotRequired => None,
         };
-        if trunk.contact != "builtin:ivr" {
-            // Forwarding to an external media server or SBC is not built yet: say so plainly.
-            tracing::warn!(trunk = %trunk.name, contact = %trunk.contact, "INVITE: external trunks are not supported yet");
-            return req.reply(StatusCode::NotImplemented);
+        // Preferred trunk first; the B2BUA hands the call back when the next one in line is
+        // the built-in IVR.
+        match self.b2bua.forward(&ep, req, &target_user, candidates, device).await {
+            Forwarded::Done => {}
+            Forwarded::BuiltinIvr(req) => self.answer_ivr(ep, req, from, device).await,
         }
-        self.answer_ivr(ep, req, from, device).await;
     }
 
     async fn answer_ivr(self: Arc<Self>, ep: Endpoint, req: IncomingRequest, from: Option<NameAddr>, device: Option<Mac>) {
@@ -153,6 +171,10 @@ impl CallRouter {
 
     fn in_dialog(&self, req: IncomingRequest) -> Option<IncomingRequest> {
         let call_id = req.request.call_id().unwrap_or_default().to_owned();
+        if self.b2bua.owns(&call_id) {
+            let ep = self.ep.get()?;
+            return self.b2bua.in_dialog(ep, req);
+        }
         let control = self.dialogs.lock().get(&call_id).map(|d| d.control.clone());
         match req.request.method {
             Method::Ack => {
@@ -206,6 +228,9 @@ impl RequestHandler for CallHandler {
                 Method::Invite => {
                     // In-dialog re-INVITEs are not supported by the IVR: refuse them cleanly.
                     let call_id = req.request.call_id().unwrap_or_default().to_owned();
+                    if this.b2bua.owns(&call_id) {
+                        return this.in_dialog(req);
+                    }
                     if this.dialogs.lock().contains_key(&call_id) {
                         req.reply(StatusCode::NotAcceptableHere);
                         return None;
@@ -262,7 +287,21 @@ fn local_ip(ep: &Endpoint, flow: &Flow) -> IpAddr {
     }
 }
 
-fn contact_host(ep: &Endpoint, flow: &Flow) -> String {
+/// The local address requests to `remote` leave from: the bound address of its family, or,
+/// when that is a wildcard, the address the routing table picks for `remote`.
+pub(super) fn local_ip_for(ep: &Endpoint, remote: std::net::SocketAddr) -> IpAddr {
+    let bound = ep.local_addrs().into_iter().find(|a| a.is_ipv4() == remote.is_ipv4()).unwrap_or_else(|| ep.local_addr());
+    if !bound.ip().is_unspecified() {
+        return bound.ip();
+    }
+    let any: std::net::SocketAddr = if remote.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+    std::net::UdpSocket::bind(any)
+        .and_then(|s| s.connect(remote).and_then(|_| s.local_addr()))
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+pub(super) fn contact_host(ep: &Endpoint, flow: &Flow) -> String {
     let ip = local_ip(ep, flow);
     let port = if flow.local.port() != 0 { flow.local.port() } else { ep.local_addr().port() };
     match ip {

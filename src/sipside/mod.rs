@@ -5,13 +5,17 @@
 //! - [`credentials`]: the digest `Authenticator` (DN passwords, per-device credentials of
 //!   `gcti_provisioning` phones) with the per-DN `authenticate-requests` policy;
 //! - [`calls`]: INVITE routing by trunk prefix and the built-in IVR's dialogs;
+//! - [`trunks`]: the trunk table, longest-prefix routing and OPTIONS health checks;
+//! - [`b2bua`]: calls to external trunks, bridged dialog to dialog;
 //! - [`checksync`]: the NOTIFY that makes a phone re-fetch its file;
 //! - [`start`]: builds the endpoint from the configuration.
 
+pub mod b2bua;
 pub mod bindings;
 pub mod calls;
 pub mod checksync;
 pub mod credentials;
+pub mod trunks;
 
 use std::sync::Arc;
 use std::time::Duration;

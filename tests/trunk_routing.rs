@@ -1,0 +1,220 @@
+//! Calls to external trunks through sipdm's B2BUA, over real UDP on loopback: sipp plays the
+//! trunk (a media server: testbed/sipp/trunk_uas.xml) and the calling phone
+//! (testbed/sipp/trunk_uac.xml); OPTIONS health checks decide which trunk of a prefix is used.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Db, TestServer};
+use serde_json::json;
+
+const MAC: &str = "0004f2000abc";
+
+fn sipp_dir() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testbed/sipp")
+}
+
+/// sipp as a trunk (UAS) on 127.0.0.1:`port`, logging every message it sends and receives.
+/// It answers OPTIONS probes as calls of their own, so it never ends by itself: it is killed
+/// when the test is done with it.
+struct SippUas {
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SippUas {
+    fn start(port: u16) -> SippUas {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("uas_messages.log");
+        let media = common::free_port().to_string();
+        let child = Command::new("sipp")
+            .args(["-sf", sipp_dir().join("trunk_uas.xml").to_str().expect("utf-8 path")])
+            .args(["-p", &port.to_string(), "-i", "127.0.0.1", "-mp", &media, "-nostdin", "-trace_msg"])
+            .args(["-message_file", log.to_str().expect("utf-8 path")])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("sipp is required (Debian package sip-tester; run testbed/test.sh): {e}"));
+        SippUas { child, log, _dir: dir }
+    }
+
+    fn messages(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The messages this sipp received, split at sipp's log separators.
+    fn received(&self) -> Vec<String> {
+        self.messages()
+            .split("----------------------------------------------- ")
+            .filter(|m| m.contains("message received"))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for SippUas {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(trunks: &[(&str, String)]) -> String {
+    let mut c = String::from(
+        r#"
+[server]
+http = "127.0.0.1:0"
+sip = ["127.0.0.1:0"]
+admin-token = "test-token"
+secret = "test-secret"
+
+[sip]
+trunk-options-interval-ms = 200
+
+[ivr]
+number = "8800"
+"#,
+    );
+    for (name, contact) in trunks {
+        c.push_str(&format!(
+            "\n[[trunks]]\nname = \"{name}\"\nprefix = \"88\"\ncontact = \"{contact}\"\noos-options-max-forwards = 1\ngroup = \"gcti_provisioning\"\n"
+        ));
+    }
+    c
+}
+
+/// The device credentials an unassigned phone finds in its default file.
+async fn device_credentials(ts: &TestServer) -> (String, String) {
+    let file = ts.fetch(&format!("{MAC}.cfg"), Some("PolycomVVX-VVX_450-UA/6.3.0.14929")).await.text().await.unwrap();
+    let attr = |name: &str| {
+        let at = file.find(&format!("{name}=\"")).unwrap_or_else(|| panic!("{name} in\n{file}"));
+        let rest = &file[at + name.len() + 2..];
+        rest[..rest.find('"').unwrap()].to_owned()
+    };
+    (attr("reg.1.auth.userId"), attr("reg.1.auth.password"))
+}
+
+/// sipp as the phone: INVITE 8800 with digest, 200 with the trunk's SDP, ACK, BYE.
+async fn call_through(ts: &TestServer) -> (bool, String) {
+    let (user, password) = device_credentials(ts).await;
+    let target = ts.sip_addr();
+    let media = common::free_port().to_string();
+    tokio::task::spawn_blocking(move || {
+        common::sipp(target, "trunk_uac.xml", "u1", &["-s", "8800", "-au", &user, "-ap", &password, "-mp", &media])
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits until `check` holds for the named trunk's state.
+async fn wait_for_trunk(ts: &TestServer, name: &str, check: impl Fn(&sipdm::sipside::trunks::TrunkState) -> bool) {
+    let trunks = ts.running.as_ref().unwrap().trunks.clone();
+    for _ in 0..100 {
+        if trunks.states().iter().any(|s| s.name == name && check(s)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("trunk {name} never reached the expected state: {:?}", trunks.states());
+}
+
+/// Sends one INVITE without credentials and returns the final status.
+async fn raw_invite(ts: &TestServer, from_user: &str, to_user: &str) -> String {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = sock.local_addr().unwrap();
+    let invite = format!(
+        "INVITE sip:{to_user}@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{id}\r\nMax-Forwards: 70\r\nFrom: <sip:{from_user}@{sip}>;tag=a\r\n\
+         To: <sip:{to_user}@{sip}>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{from_user}@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: 0\r\n\r\n",
+        sip = ts.sip_addr(),
+        id = common::hex_id(),
+    );
+    sock.send_to(invite.as_bytes(), ts.sip_addr()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    while let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_secs(3), sock.recv_from(&mut buf)).await {
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !text.starts_with("SIP/2.0 1") {
+            return text.split_whitespace().nth(1).unwrap_or("").to_owned();
+        }
+    }
+    "no final response".into()
+}
+
+/// (a) The call goes to the external trunk as a new INVITE naming the device; the caller gets
+/// the trunk's answer; the caller's BYE reaches the trunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_is_bridged_to_the_external_trunk() {
+    let port = common::free_port();
+    let uas = SippUas::start(port);
+    let ts = TestServer::start_with(Db::Sqlite, &config(&[("ms", format!("sip:127.0.0.1:{port}"))])).await;
+    wait_for_trunk(&ts, "ms", |s| s.in_service && s.last_probe.as_deref() == Some("200")).await;
+
+    let (ok, out) = call_through(&ts).await;
+    assert!(ok, "sipp phone:\n{out}\ntrunk saw:\n{}", uas.messages());
+    // The trunk's BYE 200 may trail the caller's by a few milliseconds.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let received = uas.received();
+    let invite = received.iter().find(|m| m.contains("INVITE sip:8800@127.0.0.1")).unwrap_or_else(|| panic!("no INVITE:\n{}", uas.messages()));
+    assert!(invite.contains(&format!("X-Sipdm-Device: {MAC}")), "{invite}");
+    assert!(invite.contains("From: <sip:gcti_provisioning@"), "{invite}");
+    assert!(invite.contains("Max-Forwards: 69"), "{invite}");
+    assert!(invite.contains("m=audio"), "the caller's SDP: {invite}");
+    assert!(received.iter().any(|m| m.contains("ACK sip:ms@127.0.0.1")), "no ACK:\n{}", uas.messages());
+    assert!(received.iter().any(|m| m.contains("BYE sip:ms@127.0.0.1")), "no BYE:\n{}", uas.messages());
+    let probe = received.iter().find(|m| m.contains("OPTIONS sip:127.0.0.1")).expect("an OPTIONS probe");
+    assert!(probe.contains("Max-Forwards: 1"), "oos-options-max-forwards: {probe}");
+    ts.stop().await;
+}
+
+/// (b) Two trunks with the same prefix, the preferred one dead: the probes put it out of
+/// service, the call goes to the peer; once the preferred trunk answers probes again it is
+/// back in service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_goes_to_the_peer_when_the_preferred_trunk_is_out_of_service() {
+    let dead = common::free_port();
+    let port = common::free_port();
+    let uas = SippUas::start(port);
+    let ts = TestServer::start_with(
+        Db::Sqlite,
+        &config(&[("preferred", format!("sip:127.0.0.1:{dead}")), ("peer", format!("sip:127.0.0.1:{port}"))]),
+    )
+    .await;
+    wait_for_trunk(&ts, "preferred", |s| !s.in_service && s.last_probe.as_deref() == Some("timeout")).await;
+    wait_for_trunk(&ts, "peer", |s| s.in_service).await;
+
+    let (ok, out) = call_through(&ts).await;
+    assert!(ok, "sipp phone:\n{out}\npeer saw:\n{}", uas.messages());
+    assert!(uas.received().iter().any(|m| m.contains("INVITE sip:8800@127.0.0.1")), "peer saw:\n{}", uas.messages());
+
+    let revived = SippUas::start(dead);
+    wait_for_trunk(&ts, "preferred", |s| s.in_service).await;
+    drop(revived);
+    ts.stop().await;
+}
+
+/// (c) A number no trunk's prefix matches: 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_matching_trunk_is_404() {
+    let ts = TestServer::start_with(Db::Sqlite, &config(&[("ms", "sip:127.0.0.1:9".into())])).await;
+    assert_eq!(raw_invite(&ts, "gcti_provisioning", "7000").await, "404");
+    ts.stop().await;
+}
+
+/// (d) A DN whose authenticate-requests include invite, calling without credentials: 401, and
+/// nothing reaches the trunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invite_without_credentials_is_challenged() {
+    let port = common::free_port();
+    let uas = SippUas::start(port);
+    let ts = TestServer::start_with(Db::Sqlite, &config(&[("ms", format!("sip:127.0.0.1:{port}"))])).await;
+    let r = ts.post("/dns", json!({"number": "1000", "password": "pw", "authenticate_requests": "register,invite"})).await;
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    assert_eq!(raw_invite(&ts, "1000", "8800").await, "401");
+    assert!(!uas.received().iter().any(|m| m.contains("INVITE ")), "trunk saw:\n{}", uas.messages());
+    ts.stop().await;
+}
