@@ -28,11 +28,15 @@ struct SippUas {
 
 impl SippUas {
     fn start(port: u16) -> SippUas {
+        Self::start_scenario(port, "trunk_uas.xml")
+    }
+
+    fn start_scenario(port: u16, scenario: &str) -> SippUas {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("uas_messages.log");
         let media = common::free_port().to_string();
         let child = Command::new("sipp")
-            .args(["-sf", sipp_dir().join("trunk_uas.xml").to_str().expect("utf-8 path")])
+            .args(["-sf", sipp_dir().join(scenario).to_str().expect("utf-8 path")])
             .args(["-p", &port.to_string(), "-i", "127.0.0.1", "-mp", &media, "-nostdin", "-trace_msg"])
             .args(["-message_file", log.to_str().expect("utf-8 path")])
             .current_dir(dir.path())
@@ -194,6 +198,27 @@ async fn call_goes_to_the_peer_when_the_preferred_trunk_is_out_of_service() {
     let revived = SippUas::start(dead);
     wait_for_trunk(&ts, "preferred", |s| s.in_service).await;
     drop(revived);
+    ts.stop().await;
+}
+
+/// The preferred trunk is in service but answers the INVITE 503: the call goes to the peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_goes_to_the_peer_when_the_preferred_trunk_answers_503() {
+    let busy_port = common::free_port();
+    let busy = SippUas::start_scenario(busy_port, "trunk_uas_503.xml");
+    let port = common::free_port();
+    let uas = SippUas::start(port);
+    let ts = TestServer::start_with(
+        Db::Sqlite,
+        &config(&[("preferred", format!("sip:127.0.0.1:{busy_port}")), ("peer", format!("sip:127.0.0.1:{port}"))]),
+    )
+    .await;
+    wait_for_trunk(&ts, "preferred", |s| s.last_probe.as_deref() == Some("200")).await;
+
+    let (ok, out) = call_through(&ts).await;
+    assert!(ok, "sipp phone:\n{out}\npreferred saw:\n{}\npeer saw:\n{}", busy.messages(), uas.messages());
+    assert!(busy.received().iter().any(|m| m.contains("INVITE sip:8800@")), "preferred saw:\n{}", busy.messages());
+    assert!(uas.received().iter().any(|m| m.contains("INVITE sip:8800@")), "peer saw:\n{}", uas.messages());
     ts.stop().await;
 }
 
