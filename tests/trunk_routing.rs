@@ -106,11 +106,15 @@ async fn device_credentials(ts: &TestServer) -> (String, String) {
 
 /// sipp as the phone: INVITE 8800 with digest, 200 with the trunk's SDP, ACK, BYE.
 async fn call_through(ts: &TestServer) -> (bool, String) {
+    call_with(ts, "trunk_uac.xml").await
+}
+
+async fn call_with(ts: &TestServer, scenario: &'static str) -> (bool, String) {
     let (user, password) = device_credentials(ts).await;
     let target = ts.sip_addr();
     let media = common::free_port().to_string();
     tokio::task::spawn_blocking(move || {
-        common::sipp(target, "trunk_uac.xml", "u1", &["-s", "8800", "-au", &user, "-ap", &password, "-mp", &media])
+        common::sipp(target, scenario, "u1", &["-s", "8800", "-au", &user, "-ap", &password, "-mp", &media])
     })
     .await
     .unwrap()
@@ -172,6 +176,20 @@ async fn call_is_bridged_to_the_external_trunk() {
     assert!(received.iter().any(|m| m.contains("BYE sip:ms@127.0.0.1")), "no BYE:\n{}", uas.messages());
     let probe = received.iter().find(|m| m.contains("OPTIONS sip:127.0.0.1")).expect("an OPTIONS probe");
     assert!(probe.contains("Max-Forwards: 1"), "oos-options-max-forwards: {probe}");
+    ts.stop().await;
+}
+
+/// The media server hangs up: its BYE reaches the caller through the B2BUA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trunk_hang_up_reaches_the_caller() {
+    let port = common::free_port();
+    let uas = SippUas::start_scenario(port, "trunk_uas_hangup.xml");
+    let ts = TestServer::start_with(Db::Sqlite, &config(&[("ms", format!("sip:127.0.0.1:{port}"))])).await;
+    wait_for_trunk(&ts, "ms", |s| s.last_probe.as_deref() == Some("200")).await;
+    let (ok, out) = call_with(&ts, "trunk_uac_hungup.xml").await;
+    assert!(ok, "sipp phone:\n{out}\ntrunk saw:\n{}", uas.messages());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(uas.received().iter().any(|m| m.starts_with("SIP/2.0 200") || m.contains("\nSIP/2.0 200")), "BYE answered:\n{}", uas.messages());
     ts.stop().await;
 }
 
