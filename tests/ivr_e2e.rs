@@ -169,3 +169,43 @@ async fn sipp_phone_through_the_ivr() {
     assert!(actions.iter().any(|a| a.starts_with("check-sync check-sync → 200")), "{actions:?}");
     ts.stop().await;
 }
+
+/// An administrator's check-sync (`POST /devices/{mac}/check-sync`) reaches the phone's
+/// registered contact with its vendor's Event, and a phone that challenges the NOTIFY gets
+/// the device's credentials (verified by sipp against its own password).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_check_sync_answers_the_phones_challenge() {
+    let ts = TestServer::start_with(Db::Sqlite, SELF_REGISTRAR).await;
+    ts.post("/dns", json!({"number": "1001", "password": "pw1001"})).await;
+    ts.post("/devices", json!({"mac": "000e08000001", "vendor": "cisco", "dn": "1001"})).await;
+    // Not registered yet: nothing to notify.
+    let r = ts.http.post(ts.api("/devices/000e08000001/check-sync")).bearer_auth(&ts.token).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    let target = ts.sip_addr();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testbed/sipp");
+    let ooc = dir.join("notify_challenge_ooc.xml").to_string_lossy().into_owned();
+    let phone = tokio::task::spawn_blocking(move || {
+        common::sipp(target, "register_wait.xml", "u1", &["-s", "1001", "-au", "1001", "-ap", "pw1001", "-key", "authpass", "pw1001", "-oocsf", &ooc])
+    });
+    let mut bound = false;
+    for _ in 0..100 {
+        if !ts.sip().registrar().bindings("1001").is_empty() {
+            bound = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(bound, "sipp registered as 1001");
+    let r = ts.http.post(ts.api("/devices/000e08000001/check-sync")).bearer_auth(&ts.token).send().await.unwrap();
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["event"], "resync", "Cisco's event from the vendor table");
+    assert_eq!(body["status"], 200);
+    let (ok, out) = phone.await.unwrap();
+    assert!(ok, "{out}");
+    let (_, audit) = ts.get_json("/devices/000e08000001/audit").await;
+    assert_eq!(audit[0]["action"], "check-sync");
+    assert_eq!(audit[0]["actor"], "api");
+    ts.stop().await;
+}
