@@ -147,6 +147,24 @@ impl EventSenders {
         EventSenders(Arc::new(senders))
     }
 
+    /// The dispatcher for one datagram: by its Call-ID, so that the messages of one call or
+    /// transaction stay in order on one dispatcher while the calls of a single busy peer (an
+    /// SBC, a proxy carrying a whole site, a load generator) spread over all of them. Falls
+    /// back to the peer when no Call-ID is found in the head.
+    pub fn for_datagram(&self, data: &[u8], remote: SocketAddr) -> &mpsc::Sender<TransportEvent> {
+        let n = self.0.len();
+        if n == 1 {
+            return &self.0[0];
+        }
+        match call_id_of(data) {
+            Some(id) => {
+                let h = id.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3));
+                &self.0[(h >> 32) as usize % n]
+            }
+            None => self.for_peer(remote),
+        }
+    }
+
     pub fn for_peer(&self, remote: SocketAddr) -> &mpsc::Sender<TransportEvent> {
         let n = self.0.len();
         if n == 1 {
@@ -159,6 +177,22 @@ impl EventSenders {
         let h = (h ^ remote.port() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         &self.0[(h >> 32) as usize % n]
     }
+}
+
+/// The Call-ID value of a raw message (full `Call-ID:` or compact `i:` form, any case), without
+/// parsing the message: a scan of the header lines up to the blank line.
+fn call_id_of(data: &[u8]) -> Option<&[u8]> {
+    let head_end = data.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(data.len());
+    for line in data[..head_end].split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|b| *b == b':') else { continue };
+        let name = line[..colon].trim_ascii();
+        if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
+            let value = line[colon + 1..].trim_ascii();
+            return (!value.is_empty()).then_some(value);
+        }
+    }
+    None
 }
 
 impl Transport {
@@ -379,4 +413,17 @@ fn bind_pair(
         addr,
         source: last_err.unwrap_or_else(|| std::io::Error::other("no port")),
     })
+}
+
+#[cfg(test)]
+mod call_id_tests {
+    use super::call_id_of;
+
+    #[test]
+    fn finds_full_and_compact_call_ids() {
+        assert_eq!(call_id_of(b"REGISTER sip:x SIP/2.0\r\nVia: a\r\nCall-ID: abc@h\r\n\r\n"), Some(&b"abc@h"[..]));
+        assert_eq!(call_id_of(b"SIP/2.0 200 OK\r\ni:  x1 \r\n\r\n"), Some(&b"x1"[..]));
+        assert_eq!(call_id_of(b"OPTIONS sip:x SIP/2.0\r\nVia: a\r\n\r\nCall-ID: in-body\r\n"), None);
+        assert_eq!(call_id_of(b"garbage"), None);
+    }
 }

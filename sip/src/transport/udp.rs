@@ -38,11 +38,12 @@ pub async fn receive_loop(
             continue;
         }
         stats.received.fetch_add(1, Ordering::Relaxed);
+        let target = events.for_datagram(data, remote);
         let ev = TransportEvent::Message {
             data: Bytes::copy_from_slice(data),
             flow: Flow::udp(local, remote),
         };
-        if events.for_peer(remote).try_send(ev).is_err() {
+        if target.try_send(ev).is_err() {
             stats.dropped_overload.fetch_add(1, Ordering::Relaxed);
         }
     }
