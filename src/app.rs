@@ -37,6 +37,11 @@ impl Running {
         self.dm.sip.get().expect("SIP starts with the server")
     }
 
+    /// This instance's id among those sharing the database (`crate::cluster`).
+    pub fn instance_id(&self) -> &str {
+        self.dm.cluster.get().map(|c| c.id()).unwrap_or("")
+    }
+
     /// Stops accepting, lets in-flight requests finish and flushes the write-behind queues
     /// (bindings included).
     pub async fn stop(self) {
@@ -120,6 +125,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (sight_tx, sight_rx) = mpsc::channel(65_536);
     let (dm, admin_token) = build_service(config.clone(), store, Some(sight_tx)).await?;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    // Before SIP starts: every binding written names this instance.
+    let cluster = crate::cluster::Cluster::new(dm.store.clone());
+    let _ = dm.cluster.set(cluster.clone());
 
     let check_sync: Arc<OnceLock<Arc<dyn CheckSync>>> = Arc::new(OnceLock::new());
     let vxml_assigner = Arc::new(IvrAssigner::new(
@@ -156,10 +164,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown_rx.clone(),
     );
     let _ = dm.sip.set(endpoint);
+    let listener = cluster
+        .listen(dm.clone(), &config.store.url, shutdown_rx.clone())
+        .await
+        .context("listening for check-sync hand-overs")?;
     let writer = tokio::spawn(write_sightings(dm.clone(), sight_rx, shutdown_rx.clone()));
     let poller = tokio::spawn(watch_version(dm.clone(), shutdown_rx));
     let mut tasks = vec![http, writer, poller];
     tasks.extend(probes);
+    tasks.extend(listener);
     Ok(Running { http_addr, check_sync, admin_token, dm, trunks, shutdown, tasks })
 }
 

@@ -10,11 +10,13 @@
 //! - [`ivr`]: the built-in IVR (RTP, DTMF, prompts) and the VoiceXML pages for media servers.
 //! - [`assignment`]: the rules of an IVR assignment and the check-sync that follows it.
 //! - [`sipside`]: the store and credentials behind the SIP stack (`sip/`).
+//! - [`cluster`]: instances sharing PostgreSQL hand check-syncs to the holder of the flow.
 //! - [`app`]: wiring and startup.
 
 pub mod admin;
 pub mod app;
 pub mod assignment;
+pub mod cluster;
 pub mod config;
 pub mod credentials;
 pub mod http;

@@ -110,6 +110,8 @@ pub struct Dm {
     sightings: Option<mpsc::Sender<Sighting>>,
     /// The SIP endpoint, once started: bindings for the API, check-sync, metrics.
     pub sip: std::sync::OnceLock<sip::Endpoint>,
+    /// This instance among those sharing the database (hand-over of check-sync), set at start.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// Most files a busy site's cache holds before it is simply cleared (one entry per phone and
@@ -136,6 +138,7 @@ impl Dm {
             ua_cache: RwLock::new(HashMap::new()),
             sightings,
             sip: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
         }
     }
 

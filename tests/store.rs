@@ -96,7 +96,7 @@ async fn bindings_survive_reopen(db: Db) {
     let tdb = TestDb::new(db).await;
     let store = open(&tdb).await;
     let far = sipdm::store::now_ms() + 3_600_000;
-    let b = |c: &str, exp: i64| StoredBinding { aor: "sip:1000@sipdm".into(), contact: c.into(), expires_at: exp, data: "{}".into() };
+    let b = |c: &str, exp: i64| StoredBinding { aor: "sip:1000@sipdm".into(), contact: c.into(), expires_at: exp, data: "{}".into(), device: None, holder: None };
     store
         .write_bindings(&[b("sip:1000@10.0.0.1:5060", far), b("sip:1000@10.0.0.2:5060", far), b("sip:1000@10.0.0.3:5060", 1)], &[])
         .await

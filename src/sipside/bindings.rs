@@ -15,11 +15,14 @@ use crate::store::{Store, StoredBinding};
 
 pub struct SqlBindings {
     store: Store,
+    /// This instance's id, written with every binding so that another instance sharing the
+    /// database knows whom to hand a check-sync down this binding's flow (`crate::cluster`).
+    holder: String,
 }
 
 impl SqlBindings {
-    pub fn new(store: Store) -> Self {
-        SqlBindings { store }
+    pub fn new(store: Store, holder: String) -> Self {
+        SqlBindings { store, holder }
     }
 }
 
@@ -44,7 +47,7 @@ impl BindingStore for SqlBindings {
             let mut removals = Vec::new();
             for change in batch {
                 match change {
-                    BindingChange::Upsert(b) => upserts.push(to_row(&b)),
+                    BindingChange::Upsert(b) => upserts.push(to_row(&b, Some(&self.holder))),
                     BindingChange::Remove { aor, id } => removals.push((aor, id)),
                 }
             }
@@ -53,7 +56,8 @@ impl BindingStore for SqlBindings {
     }
 }
 
-pub fn to_row(b: &Arc<Binding>) -> StoredBinding {
+/// The row of a binding held by instance `holder`.
+pub fn to_row(b: &Arc<Binding>, holder: Option<&str>) -> StoredBinding {
     let data = json!({
         "contact": b.contact,
         "contact_params": b.contact_params,
@@ -69,7 +73,14 @@ pub fn to_row(b: &Arc<Binding>) -> StoredBinding {
         "flow": b.flow.map(|f| f.token()),
         "updated_at": b.updated_at,
     });
-    StoredBinding { aor: b.aor.clone(), contact: b.id(), expires_at: (b.expires_at as i64).saturating_mul(1000), data: data.to_string() }
+    StoredBinding {
+        aor: b.aor.clone(),
+        contact: b.id(),
+        expires_at: (b.expires_at as i64).saturating_mul(1000),
+        data: data.to_string(),
+        device: b.device.clone(),
+        holder: holder.map(str::to_owned),
+    }
 }
 
 pub fn from_row(row: &StoredBinding) -> Option<Binding> {
@@ -120,7 +131,9 @@ mod tests {
             flow: Flow::from_token("tcp:127.0.0.1:5060;10.0.0.7:40000;7"),
             updated_at: 1_899_999_000,
         });
-        let row = to_row(&b);
+        let row = to_row(&b, Some("i-1"));
+        assert_eq!(row.device.as_deref(), Some("dm-001565000001"));
+        assert_eq!(row.holder.as_deref(), Some("i-1"));
         assert_eq!(row.contact, b.id());
         assert_eq!(row.expires_at, 1_900_000_000_000);
         assert_eq!(from_row(&row).as_ref(), Some(&*b));

@@ -9,10 +9,13 @@ use std::sync::Arc;
 
 use sip::auth::DigestChallenge;
 use sip::headers::MessageExt;
-use sip::registrar::Binding;
+use sip::transport::Protocol;
 use sip::{Endpoint, Target};
 
 use crate::assignment::CheckSync;
+use crate::cluster::Handover;
+use crate::sipside::bindings::from_row;
+use crate::store::StoredBinding;
 use crate::credentials::PROVISIONING_USER;
 use crate::service::Dm;
 use crate::BoxFuture;
@@ -30,57 +33,174 @@ pub enum CheckSyncError {
     Refused(u16),
     #[error("no answer: {0}")]
     Unreachable(String),
+    #[error("store: {0}")]
+    Store(String),
+    /// The instance holding the phone's flow took the check-sync and reported this failure.
+    #[error("instance {holder}: {message}")]
+    Holder { holder: String, status: u16, message: String },
 }
 
 impl CheckSyncError {
     pub fn status(&self) -> u16 {
         match self {
-            CheckSyncError::NoSip => 503,
+            CheckSyncError::NoSip | CheckSyncError::Store(_) => 503,
             CheckSyncError::NotRegistered(_) => 409,
             CheckSyncError::Device(_) => 404,
             CheckSyncError::Refused(_) | CheckSyncError::Unreachable(_) => 502,
+            CheckSyncError::Holder { status, .. } => *status,
         }
     }
 }
 
+/// How the NOTIFY left: down this instance's own flow, handed to the instance that holds the
+/// flow (`crate::cluster`), or straight to the stored contact because that holder is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Route {
+    Local,
+    Handover,
+    Direct,
+}
+
 /// What was sent, for the audit log and the API.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CheckSyncReport {
     pub mac: String,
     pub event: String,
     pub contact: String,
     pub status: u16,
+    pub route: Route,
+    /// The id of the instance that sent the NOTIFY.
+    pub via: String,
 }
 
-/// Sends check-sync to the device `mac` (normalised) and records it in the audit log.
+/// Which credentials answer the phone's challenge: the per-device user of an unassigned
+/// phone, or its DN's.
+enum Identity {
+    Device(String),
+    Dn(String),
+}
+
+fn is_provisioning_aor(aor: &str) -> bool {
+    aor == PROVISIONING_USER || aor.starts_with(&format!("{PROVISIONING_USER}@"))
+}
+
+/// Sends check-sync to the device `mac` (normalised) and records it in the audit log. When
+/// this instance does not hold the phone's registration but another instance sharing the
+/// database does, the NOTIFY is handed over to it (or, if it is gone, sent to the stored
+/// contact directly).
 pub async fn check_sync(dm: &Dm, mac: &str, actor: &str) -> Result<CheckSyncReport, CheckSyncError> {
+    check_sync_with(dm, mac, actor, true).await
+}
+
+/// Check-sync down this instance's own registrations only: what a holder runs for another
+/// instance, so that a hand-over can never bounce back.
+pub async fn check_sync_here(dm: &Dm, mac: &str, actor: &str) -> Result<CheckSyncReport, CheckSyncError> {
+    check_sync_with(dm, mac, actor, false).await
+}
+
+async fn check_sync_with(dm: &Dm, mac: &str, actor: &str, may_hand_over: bool) -> Result<CheckSyncReport, CheckSyncError> {
     let ep = dm.sip.get().ok_or(CheckSyncError::NoSip)?;
     let device = dm.store.device(mac).await.map_err(|e| CheckSyncError::Device(e.to_string()))?;
-    let event = event_for(dm, &device).await;
     // The device's own identity: its per-device user while on the default profile, its DN's
     // binding (authenticated as the DN) once assigned and re-registered.
     let auth_user = dm.credentials.auth_user(mac);
-    let (binding, username, password) = match ep.registrar().binding_of_device(&auth_user) {
-        Some(b) if b.aor == PROVISIONING_USER || b.aor.starts_with(&format!("{PROVISIONING_USER}@")) => {
-            (b, auth_user, dm.credentials.password(mac))
+    let local = match ep.registrar().binding_of_device(&auth_user) {
+        Some(b) if is_provisioning_aor(&b.aor) => Some((b, Identity::Device(auth_user.clone()))),
+        _ => device.dn.as_ref().and_then(|dn| {
+            ep.registrar()
+                .binding_of_device(dn)
+                .or_else(|| ep.registrar().bindings(dn).into_iter().next())
+                .map(|b| (b, Identity::Dn(dn.clone())))
+        }),
+    };
+    let me = instance_id(dm);
+    if let Some((binding, identity)) = local {
+        let target = Target::Binding(binding.clone());
+        return send(dm, ep, &device, &binding.contact, target, identity, actor, Route::Local, &me).await;
+    }
+    if !may_hand_over {
+        return Err(CheckSyncError::NotRegistered(mac.to_owned()));
+    }
+    // Not registered here: another instance sharing the database may hold it.
+    let (row, identity) = stored_binding(dm, &device, &auth_user).await?.ok_or_else(|| CheckSyncError::NotRegistered(mac.to_owned()))?;
+    if let (Some(cluster), Some(holder)) = (dm.cluster.get(), row.holder.as_deref()) {
+        if holder != cluster.id() {
+            match cluster.hand_over(holder, mac, actor).await {
+                Handover::Done(result) => {
+                    return result.map(|mut r| {
+                        r.route = Route::Handover;
+                        r
+                    })
+                }
+                Handover::HolderGone => tracing::info!(mac, holder, "the holder of the flow is gone; sending to the contact directly"),
+            }
         }
-        _ => {
-            let dn = device.dn.clone().ok_or_else(|| CheckSyncError::NotRegistered(mac.to_owned()))?;
-            let b = ep
-                .registrar()
-                .binding_of_device(&dn)
-                .or_else(|| ep.registrar().bindings(&dn).into_iter().next())
-                .ok_or_else(|| CheckSyncError::NotRegistered(mac.to_owned()))?;
+    }
+    let mut binding = from_row(&row).ok_or_else(|| CheckSyncError::Store(format!("unreadable stored binding {}", row.contact)))?;
+    // Another instance's flow cannot be used from here. Over UDP the phone is reached where its
+    // REGISTER came from (the NAT binding), else at its contact URI (through its Path if any).
+    let target = match binding.flow.take() {
+        Some(f) if f.protocol == Protocol::Udp => Target::Address(Protocol::Udp, f.remote),
+        _ => Target::Binding(Arc::new(binding.clone())),
+    };
+    send(dm, ep, &device, &binding.contact, target, identity, &format!("{actor}, direct to contact"), Route::Direct, &me).await
+}
+
+/// This instance's id (`crate::cluster`), or empty before the cluster is set up.
+fn instance_id(dm: &Dm) -> String {
+    dm.cluster.get().map(|c| c.id().to_owned()).unwrap_or_default()
+}
+
+/// The device's binding as any instance stored it: the per-device user's on the provisioning
+/// AOR, else the DN's.
+async fn stored_binding(
+    dm: &Dm,
+    device: &crate::store::model::Device,
+    auth_user: &str,
+) -> Result<Option<(StoredBinding, Identity)>, CheckSyncError> {
+    let db = |e: crate::store::StoreError| CheckSyncError::Store(e.to_string());
+    if let Some(row) = dm.store.binding_of_device(auth_user).await.map_err(db)? {
+        if is_provisioning_aor(&row.aor) {
+            return Ok(Some((row, Identity::Device(auth_user.to_owned()))));
+        }
+    }
+    let Some(dn) = &device.dn else { return Ok(None) };
+    let row = match dm.store.binding_of_device(dn).await.map_err(db)? {
+        Some(row) => Some(row),
+        None => dm.store.bindings_of(dn).await.map_err(db)?.into_iter().next(),
+    };
+    Ok(row.map(|r| (r, Identity::Dn(dn.clone()))))
+}
+
+/// Sends the NOTIFY, records it in the audit log and reports it.
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    dm: &Dm,
+    ep: &Endpoint,
+    device: &crate::store::model::Device,
+    contact: &str,
+    target: Target,
+    identity: Identity,
+    actor: &str,
+    route: Route,
+    me: &str,
+) -> Result<CheckSyncReport, CheckSyncError> {
+    let mac = device.mac.as_str();
+    let event = event_for(dm, device).await;
+    let (username, password) = match identity {
+        Identity::Device(user) => (user, dm.credentials.password(mac)),
+        Identity::Dn(dn) => {
             let password = dm.store.dn(&dn).await.map(|d| d.password).unwrap_or_default();
-            (b, dn, password)
+            (dn, password)
         }
     };
-    let status = notify(ep, &binding, &event, &username, &password).await?;
-    let report = CheckSyncReport { mac: mac.to_owned(), event: event.clone(), contact: binding.contact.clone(), status };
+    let status = notify(ep, contact, target, &event, &username, &password).await?;
+    let report = CheckSyncReport { mac: mac.to_owned(), event: event.clone(), contact: contact.to_owned(), status, route, via: me.to_owned() };
     if let Err(e) = dm.store.add_audit(mac, device.dn.as_deref(), "check-sync", actor, Some(&format!("{event} → {status}"))).await {
         tracing::warn!(mac, error = %e, "check-sync sent but not recorded");
     }
-    tracing::info!(mac, event = %event, contact = %binding.contact, status, "check-sync");
+    tracing::info!(mac, event = %event, contact, status, ?route, "check-sync");
     if (200..300).contains(&status) {
         Ok(report)
     } else {
@@ -106,7 +226,7 @@ async fn event_for(dm: &Dm, device: &crate::store::model::Device) -> String {
 }
 
 /// One out-of-dialog NOTIFY, answering one challenge with the device's credentials.
-async fn notify(ep: &Endpoint, b: &Arc<Binding>, event: &str, username: &str, password: &str) -> Result<u16, CheckSyncError> {
+async fn notify(ep: &Endpoint, contact: &str, target: Target, event: &str, username: &str, password: &str) -> Result<u16, CheckSyncError> {
     let local = ep.local_addr();
     let call_id = format!("{}@sipdm", hex::encode(rand::random::<[u8; 12]>()));
     let from_tag = hex::encode(rand::random::<[u8; 6]>());
@@ -116,7 +236,7 @@ async fn notify(ep: &Endpoint, b: &Arc<Binding>, event: &str, username: &str, pa
             "NOTIFY {uri} SIP/2.0\r\nMax-Forwards: 70\r\nFrom: <sip:sipdm@{local}>;tag={from_tag}\r\nTo: <{uri}>\r\n\
              Call-ID: {call_id}\r\nCSeq: {cseq} NOTIFY\r\nContact: <sip:sipdm@{local}>\r\nEvent: {event}\r\n\
              Subscription-State: terminated\r\nUser-Agent: sipdm\r\n",
-            uri = b.contact
+            uri = contact
         );
         if let Some(a) = &authorization {
             text.push_str(a);
@@ -124,7 +244,7 @@ async fn notify(ep: &Endpoint, b: &Arc<Binding>, event: &str, username: &str, pa
         text.push_str("Content-Length: 0\r\n\r\n");
         let req = rsip::Request::try_from(text.as_str()).map_err(|e| CheckSyncError::Unreachable(format!("building NOTIFY: {e}")))?;
         let resp = ep
-            .send_request(req, Target::Binding(b.clone()))
+            .send_request(req, target.clone())
             .await
             .map_err(|e| CheckSyncError::Unreachable(e.to_string()))?;
         let code = resp.status_code.code();
@@ -135,7 +255,7 @@ async fn notify(ep: &Endpoint, b: &Arc<Binding>, event: &str, username: &str, pa
             };
             let cnonce = hex::encode(rand::random::<[u8; 8]>());
             let answer = challenge
-                .answer("NOTIFY", &b.contact, username, password, 1, &cnonce)
+                .answer("NOTIFY", contact, username, password, 1, &cnonce)
                 .map_err(|e| CheckSyncError::Unreachable(format!("answering the phone's challenge: {e}")))?;
             let name = if code == 401 { "Authorization" } else { "Proxy-Authorization" };
             authorization = Some(format!("{name}: {answer}\r\n"));

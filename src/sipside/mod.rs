@@ -47,7 +47,9 @@ pub async fn start(
     cfg.auth.secret = dm.credentials.derive_key("sip-nonce");
     cfg.auth.throttle.max_failures = config.sip.auth_failures_per_minute;
     cfg.advertised_host = config.sip.advertised_host.clone();
-    let store = Arc::new(bindings::SqlBindings::new(dm.store.clone()));
+    // Each binding row names this instance, so that the others can hand it check-syncs.
+    let holder = dm.cluster.get().map(|c| c.id().to_owned()).unwrap_or_default();
+    let store = Arc::new(bindings::SqlBindings::new(dm.store.clone(), holder));
     let auth = Arc::new(credentials::DmAuthenticator::new(dm));
     Endpoint::start(cfg, store, auth, handlers).await
 }

@@ -11,18 +11,26 @@ pub struct StoredBinding {
     pub contact: String,
     pub expires_at: i64,
     pub data: String,
+    /// The digest user that registered it (a DN, or a `dm-<mac>` device user): indexed, so
+    /// that any instance can find a device's binding without reading every document.
+    pub device: Option<String>,
+    /// The id of the instance whose registrar holds the binding's flow (see `crate::cluster`).
+    pub holder: Option<String>,
 }
 
+type Row = (String, String, i64, String, Option<String>, Option<String>);
+const COLUMNS: &str = "aor, contact, expires_at, data, device, holder";
+
 impl StoredBinding {
-    fn from_row((aor, contact, expires_at, data): (String, String, i64, String)) -> Self {
-        StoredBinding { aor, contact, expires_at, data }
+    fn from_row((aor, contact, expires_at, data, device, holder): Row) -> Self {
+        StoredBinding { aor, contact, expires_at, data, device, holder }
     }
 }
 
 impl Store {
     /// Every binding that has not yet expired.
     pub async fn load_bindings(&self) -> Result<Vec<StoredBinding>> {
-        let rows = sqlx::query_as("SELECT aor, contact, expires_at, data FROM bindings WHERE expires_at > $1")
+        let rows: Vec<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM bindings WHERE expires_at > $1"))
             .bind(now_ms())
             .fetch_all(&self.pool)
             .await?;
@@ -30,12 +38,25 @@ impl Store {
     }
 
     pub async fn bindings_of(&self, aor: &str) -> Result<Vec<StoredBinding>> {
-        let rows = sqlx::query_as("SELECT aor, contact, expires_at, data FROM bindings WHERE aor = $1 AND expires_at > $2")
+        let rows: Vec<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM bindings WHERE aor = $1 AND expires_at > $2"))
             .bind(aor)
             .bind(now_ms())
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.into_iter().map(StoredBinding::from_row).collect())
+    }
+
+    /// The live binding registered by digest user `device` that expires last (the newest
+    /// registration), whichever instance holds it.
+    pub async fn binding_of_device(&self, device: &str) -> Result<Option<StoredBinding>> {
+        let row: Option<Row> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM bindings WHERE device = $1 AND expires_at > $2 ORDER BY expires_at DESC LIMIT 1"
+        ))
+        .bind(device)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(StoredBinding::from_row))
     }
 
     /// Applies one write-behind batch atomically: upserts, then removals.
@@ -46,13 +67,16 @@ impl Store {
         let mut tx = self.write_tx().await?;
         for b in upserts {
             sqlx::query(
-                "INSERT INTO bindings (aor, contact, expires_at, data) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (aor, contact) DO UPDATE SET expires_at = excluded.expires_at, data = excluded.data",
+                "INSERT INTO bindings (aor, contact, expires_at, data, device, holder) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (aor, contact) DO UPDATE SET expires_at = excluded.expires_at, data = excluded.data, \
+                 device = excluded.device, holder = excluded.holder",
             )
             .bind(&b.aor)
             .bind(&b.contact)
             .bind(b.expires_at)
             .bind(&b.data)
+            .bind(&b.device)
+            .bind(&b.holder)
             .execute(&mut *tx)
             .await?;
         }

@@ -118,6 +118,23 @@ impl Store {
         self.backend
     }
 
+    /// `NOTIFY channel, payload` (PostgreSQL only): how instances hand work to each other,
+    /// see `crate::cluster`.
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<()> {
+        sqlx::query("SELECT 1 FROM (SELECT pg_notify($1, $2)) AS n").bind(channel).bind(payload).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Whether a session named `application_name` is connected (PostgreSQL only): each
+    /// instance's listener carries its id as that name, so this is "is that instance up".
+    pub async fn session_alive(&self, application_name: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1")
+            .bind(application_name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -119,6 +119,24 @@ impl TestServer {
         TestServer { running: Some(running), config, base, token, http: reqwest::Client::new(), db }
     }
 
+    /// A second instance on this one's store (an active-active pair on one PostgreSQL schema),
+    /// with configuration `toml`. Stopping it leaves the store to the first.
+    pub async fn start_peer(&self, toml: &str) -> TestServer {
+        let mut config = Config::parse(toml, Path::new("test.toml")).expect("test config");
+        config.store.url = self.db.url.clone();
+        config.store.max_connections = 4;
+        let running = app::start(config.clone()).await.expect("peer starts");
+        let base = format!("http://{}", running.http_addr);
+        let token = running.admin_token.to_string();
+        let db = TestDb { url: self.db.url.clone(), schema: None, _dir: None };
+        TestServer { running: Some(running), config, base, token, http: reqwest::Client::new(), db }
+    }
+
+    /// This instance's id among those sharing the store.
+    pub fn instance_id(&self) -> String {
+        self.running.as_ref().expect("running").instance_id().to_owned()
+    }
+
     /// Stops the server cleanly and starts it again on the same store (on new ports).
     pub async fn restart(mut self) -> TestServer {
         let running = self.running.take().expect("running");
