@@ -158,6 +158,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("starting SIP on {:?}", config.server.sip))?;
     router.attach(endpoint.clone());
     let trunks = router.trunks().clone();
+    let _ = dm.trunks.set(trunks.clone());
     let probes = trunks.spawn_health_checks(
         endpoint.clone(),
         Duration::from_millis(config.sip.trunk_options_interval_ms),

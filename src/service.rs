@@ -112,6 +112,8 @@ pub struct Dm {
     pub sip: std::sync::OnceLock<sip::Endpoint>,
     /// This instance among those sharing the database (hand-over of check-sync), set at start.
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// Trunk health, once SIP is up (the admin API shows it).
+    pub trunks: std::sync::OnceLock<Arc<crate::sipside::trunks::TrunkTable>>,
 }
 
 /// Most files a busy site's cache holds before it is simply cleared (one entry per phone and
@@ -137,6 +139,7 @@ impl Dm {
             cache: RwLock::new(HashMap::new()),
             ua_cache: RwLock::new(HashMap::new()),
             sightings,
+            trunks: std::sync::OnceLock::new(),
             sip: std::sync::OnceLock::new(),
             cluster: std::sync::OnceLock::new(),
         }

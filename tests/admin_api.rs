@@ -121,6 +121,9 @@ async fn crud(db: Db) {
     assert_eq!(r.status(), 204);
     assert_eq!(ts.get_json("/devices/0004f2000001").await.0, 404);
     assert_eq!(ts.http.get(format!("{}/healthz", ts.base)).send().await.unwrap().status(), 200);
+    let (_, trunks) = ts.get_json("/trunks").await;
+    assert_eq!(trunks[0]["name"], "ivr");
+    assert_eq!(trunks[0]["in_service"], true, "the built-in IVR is always in service");
     let metrics = ts.http.get(format!("{}/metrics", ts.base)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("sipdm_prov_requests_total"), "{metrics}");
     ts.stop().await;

@@ -24,6 +24,7 @@ pub fn routes() -> Router<AdminState> {
         .route("/devices/{mac}/check-sync", post(check_sync))
         .route("/devices/{mac}/bindings", get(device_bindings))
         .route("/bindings", get(bindings))
+        .route("/trunks", get(trunks))
         .route("/audit", get(audit))
         .route("/import", post(import))
 }
@@ -144,6 +145,12 @@ async fn device_bindings(State(st): State<AdminState>, Path(mac): Path<String>) 
         list.extend(ep.registrar().bindings(dn));
     }
     Ok(Json(list.iter().map(binding_json).collect::<Vec<_>>()).into_response())
+}
+
+/// Trunks with their health (OPTIONS probes): which carries the IVR calls now.
+async fn trunks(State(st): State<AdminState>) -> Result<Response, ApiError> {
+    let states = st.dm.trunks.get().map(|t| t.states()).unwrap_or_default();
+    Ok(Json(states).into_response())
 }
 
 fn binding_json(b: &std::sync::Arc<sip::registrar::Binding>) -> serde_json::Value {
