@@ -42,6 +42,33 @@ pub struct Config {
     pub trunks: Vec<TrunkConfig>,
     #[serde(default)]
     pub sip: SipConfig,
+    #[serde(default, rename = "prov-security")]
+    pub prov_security: ProvSecurityConfig,
+}
+
+/// Who may fetch provisioning files, and the MAC-scanning lockout.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ProvSecurityConfig {
+    /// Networks served at all (empty: any).
+    #[serde(default)]
+    pub allowed_networks: Vec<ipnet::IpNet>,
+    /// Distinct files one source may ask for within `window-seconds` before it is locked out
+    /// (0: no limit). A phone asks for a handful; size it for the most phones behind one NAT
+    /// address.
+    #[serde(default)]
+    pub max_files_per_source: u32,
+    #[serde(default = "d_scan_window")]
+    pub window_seconds: u64,
+    #[serde(default = "d_lockout")]
+    pub lockout_seconds: u64,
+}
+
+fn d_scan_window() -> u64 {
+    600
+}
+fn d_lockout() -> u64 {
+    900
 }
 
 /// SIP timers and registrar limits.
@@ -354,6 +381,7 @@ impl Default for Config {
             switches: Vec::new(),
             trunks: Vec::new(),
             sip: SipConfig::default(),
+            prov_security: ProvSecurityConfig::default(),
         }
     }
 }

@@ -3,6 +3,7 @@
 pub mod error;
 pub mod listen;
 pub mod prov;
+pub mod scan_guard;
 
 use std::sync::{Arc, OnceLock};
 
@@ -23,7 +24,10 @@ pub fn router(dm: Arc<Dm>, admin_token: Arc<str>, assigner: Arc<IvrAssigner>) ->
         .layer(axum::middleware::from_fn_with_state(allowed, media_servers_only));
     let prov = Router::new()
         .route("/fs/dm/prov/{*file}", get(prov::serve_file))
-        .with_state(dm.clone());
+        .with_state(prov::ProvState {
+            dm: dm.clone(),
+            guard: Arc::new(scan_guard::ScanGuard::new(dm.config.prov_security.clone())),
+        });
     // Request tracing on the admin side only: the provisioning route logs its own refusals,
     // and a span per phone fetch is measurable at fleet scale.
     let admin = admin::router(AdminState { dm: dm.clone(), token: admin_token })

@@ -7,12 +7,19 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
+use super::scan_guard::{ScanGuard, Verdict};
 use crate::service::{Dm, DmError, Requester};
 
 pub const PREFIX: &str = "/fs/dm/prov/";
 
+#[derive(Clone)]
+pub struct ProvState {
+    pub dm: Arc<Dm>,
+    pub guard: Arc<ScanGuard>,
+}
+
 pub async fn serve_file(
-    State(dm): State<Arc<Dm>>,
+    State(ProvState { dm, guard }): State<ProvState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     uri: Uri,
@@ -23,6 +30,22 @@ pub async fn serve_file(
         Ok(f) => f.into_owned(),
         Err(_) => return refuse(StatusCode::BAD_REQUEST, &peer, raw, "file name is not UTF-8"),
     };
+    match guard.check(peer.ip(), &file) {
+        Verdict::Serve => {}
+        Verdict::Forbidden => {
+            metrics::counter!("sipdm_prov_requests_total", "status" => "403").increment(1);
+            return (StatusCode::FORBIDDEN, "forbidden\n").into_response();
+        }
+        Verdict::Locked { retry_after } => {
+            // Not logged per request: the lockout itself was logged once.
+            metrics::counter!("sipdm_prov_requests_total", "status" => "429").increment(1);
+            let mut res = (StatusCode::TOO_MANY_REQUESTS, "locked out\n").into_response();
+            if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
+                res.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return res;
+        }
+    }
     let who = Requester {
         ip: peer.ip().to_string(),
         user_agent: headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(String::from),

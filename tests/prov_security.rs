@@ -1,0 +1,56 @@
+//! Provisioning security: a MAC scan is locked out after the configured number of files, and
+//! only the configured networks are served.
+
+mod common;
+
+use common::{Db, TestServer};
+
+fn config(extra: &str) -> String {
+    format!("{}\n[prov-security]\n{extra}\n", common::SINGLE_SITE)
+}
+
+fn client_from(ip: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder().local_address(std::net::IpAddr::from(ip)).build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mac_scan_is_locked_out() {
+    let ts = TestServer::start_with(Db::Sqlite, &config("max-files-per-source = 20\nlockout-seconds = 600")).await;
+    let mut served = 0;
+    let mut locked = 0;
+    let mut retry_after = None;
+    for _ in 0..1000 {
+        let mac: [u8; 6] = rand::random();
+        let mac = format!("0004f2{:02x}{:02x}{:02x}", mac[0], mac[1], mac[2]);
+        let r = ts.fetch(&format!("{mac}.cfg"), Some("scanner")).await;
+        match r.status().as_u16() {
+            200 => served += 1,
+            429 => {
+                locked += 1;
+                retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(String::from);
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(served, 20, "the threshold's worth of files, then nothing");
+    assert_eq!(locked, 980);
+    assert!(retry_after.is_some_and(|s| s.parse::<u64>().unwrap() > 0));
+    let (_, devices) = ts.get_json("/devices").await;
+    assert_eq!(devices.as_array().unwrap().len(), 20, "the locked-out scan recorded nothing more");
+    // Another source is not affected.
+    let r = client_from([127, 0, 0, 2]).get(ts.prov("0004f2000001.cfg")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let metrics = ts.http.get(format!("{}/metrics", ts.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("sipdm_prov_lockouts_total"), "{metrics}");
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_allowed_networks_are_served() {
+    let ts = TestServer::start_with(Db::Sqlite, &config("allowed-networks = [\"127.0.0.2/32\"]")).await;
+    assert_eq!(client_from([127, 0, 0, 1]).get(ts.prov("0004f2000001.cfg")).send().await.unwrap().status(), 403);
+    assert_eq!(client_from([127, 0, 0, 2]).get(ts.prov("0004f2000001.cfg")).send().await.unwrap().status(), 200);
+    let (_, devices) = ts.get_json("/devices").await;
+    assert_eq!(devices.as_array().unwrap().len(), 1, "the refused request recorded nothing");
+    ts.stop().await;
+}
