@@ -140,7 +140,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         n => n,
     };
-    let (http_addr, http_threads) = crate::http::listen::serve(config.server.http, workers, app, shutdown_rx.clone())
+    let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::http::tls::acceptor(cert, key).context("loading the HTTPS certificate")?),
+        _ => None,
+    };
+    let (http_addr, http_threads) = crate::http::listen::serve(config.server.http, workers, app, tls, shutdown_rx.clone())
         .with_context(|| format!("binding HTTP on {}", config.server.http))?;
     let http = tokio::task::spawn_blocking(move || {
         for t in http_threads {

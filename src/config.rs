@@ -177,6 +177,12 @@ pub struct ServerConfig {
     /// Operator template directory; a template there overrides the shipped one of the same path.
     #[serde(default)]
     pub template_dir: Option<PathBuf>,
+    /// PEM certificate chain and key: when both are set, provisioning and the admin API are
+    /// served over HTTPS only.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
     /// HTTP accept loops, one per core by default (0).
     #[serde(default)]
     pub http_workers: usize,
@@ -209,6 +215,8 @@ impl Default for ServerConfig {
             realm: default_realm(),
             template_dir: None,
             http_workers: 0,
+            tls_cert: None,
+            tls_key: None,
             default_vendor: default_vendor(),
         }
     }
@@ -447,6 +455,9 @@ impl Config {
             if !matches!(a.to_ascii_lowercase().as_str(), "register" | "invite") {
                 return Err(format!("authenticate-requests: unknown method `{a}`"));
             }
+        }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return Err("server: tls-cert and tls-key go together".into());
         }
         if self.sip.digest_algorithms.is_empty() {
             return Err("sip: digest-algorithms lists none".into());

@@ -20,6 +20,7 @@ pub fn serve(
     addr: SocketAddr,
     workers: usize,
     app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<(SocketAddr, Vec<JoinHandle<()>>)> {
     let first = bind(addr)?;
@@ -31,6 +32,7 @@ pub fn serve(
     let mut threads = Vec::with_capacity(sockets.len());
     for (i, std_listener) in sockets.into_iter().enumerate() {
         let app = app.clone();
+        let tls = tls.clone();
         let mut stop = shutdown.clone();
         let thread = std::thread::Builder::new().name(format!("http-{i}")).spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -42,6 +44,9 @@ pub fn serve(
                     Ok(l) => l,
                     Err(e) => return tracing::error!(error = %e, "HTTP worker listener"),
                 };
+                if let Some(acceptor) = tls {
+                    return super::tls::serve(listener, acceptor, app, stop).await;
+                }
                 let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
                     .with_graceful_shutdown(async move {
                         let _ = stop.wait_for(|s| *s).await.map(|_| ());

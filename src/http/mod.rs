@@ -4,6 +4,7 @@ pub mod error;
 pub mod listen;
 pub mod prov;
 pub mod scan_guard;
+pub mod tls;
 
 use std::sync::{Arc, OnceLock};
 
