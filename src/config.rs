@@ -62,6 +62,30 @@ pub struct ProvSecurityConfig {
     pub window_seconds: u64,
     #[serde(default = "d_lockout")]
     pub lockout_seconds: u64,
+    /// A path segment phones must put before their file name (`/fs/dm/prov/<key>/MAC.cfg`);
+    /// anything else is 404. Unset: none.
+    #[serde(default)]
+    pub url_key: Option<String>,
+    /// `basic` asks phones for HTTP basic credentials on their own files: user = the MAC (12
+    /// hex digits), password = one derived from the server secret and the MAC (the API's
+    /// `GET /devices/{mac}/http-credentials` tells it). `none` (default) asks nothing.
+    #[serde(default)]
+    pub http_auth: HttpAuth,
+    /// Failed credentials from one source within `window-seconds` before it is locked out.
+    #[serde(default = "d_auth_failures_prov")]
+    pub max_auth_failures: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpAuth {
+    #[default]
+    None,
+    Basic,
+}
+
+fn d_auth_failures_prov() -> u32 {
+    10
 }
 
 fn d_scan_window() -> u64 {

@@ -39,6 +39,15 @@ impl DeviceCredentials {
         hex::encode(&tag[..12])
     }
 
+    /// The HTTP basic password of a phone's own provisioning files (`[prov-security] http-auth
+    /// = "basic"`): 20 hex digits of HMAC-SHA256(secret, "http-password:" + mac).
+    pub fn http_password(&self, mac: &str) -> String {
+        let mut h = <Hmac<Sha256>>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        h.update(b"http-password:");
+        h.update(mac.as_bytes());
+        hex::encode(&h.finalize().into_bytes()[..10])
+    }
+
     /// A key for another purpose (the SIP nonce secret, say), derived so that no two uses
     /// share one key.
     pub fn derive_key(&self, purpose: &str) -> Vec<u8> {

@@ -23,6 +23,7 @@ pub fn routes() -> Router<AdminState> {
         .route("/devices/{mac}/audit", get(device_audit))
         .route("/devices/{mac}/check-sync", post(check_sync))
         .route("/devices/{mac}/bindings", get(device_bindings))
+        .route("/devices/{mac}/http-credentials", get(http_credentials))
         .route("/bindings", get(bindings))
         .route("/trunks", get(trunks))
         .route("/audit", get(audit))
@@ -145,6 +146,12 @@ async fn device_bindings(State(st): State<AdminState>, Path(mac): Path<String>) 
         list.extend(ep.registrar().bindings(dn));
     }
     Ok(Json(list.iter().map(binding_json).collect::<Vec<_>>()).into_response())
+}
+
+/// The HTTP basic credentials a phone uses for its files when `http-auth = "basic"`.
+async fn http_credentials(State(st): State<AdminState>, Path(mac): Path<String>) -> Result<Response, ApiError> {
+    let mac = Dm::parse_mac(&mac)?;
+    Ok(Json(serde_json::json!({ "user": mac, "password": st.dm.credentials.http_password(&mac) })).into_response())
 }
 
 /// Trunks with their health (OPTIONS probes): which carries the IVR calls now.

@@ -53,7 +53,7 @@ async fn require_token(State(st): State<AdminState>, req: Request, next: Next) -
 }
 
 /// Compares without an early exit, so response timing does not reveal a token's prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -8,6 +8,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::scan_guard::{ScanGuard, Verdict};
+use crate::config::HttpAuth;
+use crate::provisioning::filename::{parse_file_name, FileRequest};
 use crate::service::{Dm, DmError, Requester};
 
 pub const PREFIX: &str = "/fs/dm/prov/";
@@ -25,7 +27,17 @@ pub async fn serve_file(
     uri: Uri,
 ) -> Response {
     // The raw path, not axum's decoded capture: traversal is judged on what was sent.
-    let raw = uri.path().strip_prefix(PREFIX).unwrap_or("");
+    let mut raw = uri.path().strip_prefix(PREFIX).unwrap_or("");
+    if let Some(key) = dm.config.prov_security.url_key.as_deref() {
+        // Without the key the files do not exist, as far as the requester can tell.
+        match raw.strip_prefix(key).and_then(|r| r.strip_prefix('/')) {
+            Some(rest) if !key.is_empty() => raw = rest,
+            _ => {
+                guard.check(peer.ip(), raw);
+                return refuse(StatusCode::NOT_FOUND, &peer, "(no URL key)", "no such file");
+            }
+        }
+    }
     let file = match percent_encoding::percent_decode_str(raw).decode_utf8() {
         Ok(f) => f.into_owned(),
         Err(_) => return refuse(StatusCode::BAD_REQUEST, &peer, raw, "file name is not UTF-8"),
@@ -43,6 +55,11 @@ pub async fn serve_file(
             if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
                 res.headers_mut().insert(header::RETRY_AFTER, v);
             }
+            return res;
+        }
+    }
+    if dm.config.prov_security.http_auth == HttpAuth::Basic {
+        if let Err(res) = check_basic(&dm, &guard, &peer, &headers, &file) {
             return res;
         }
     }
@@ -84,6 +101,35 @@ pub async fn serve_file(
             }
         }
     }
+}
+
+/// HTTP basic credentials on a phone's own files (common files carry no secrets). The user is
+/// the file's MAC, the password the one derived for it.
+fn check_basic(dm: &Dm, guard: &ScanGuard, peer: &SocketAddr, headers: &HeaderMap, file: &str) -> Result<(), Response> {
+    let Ok(FileRequest::PerPhone { mac, .. }) = parse_file_name(file, &dm.vendors) else {
+        return Ok(()); // common files, or names the provisioning answer refuses anyway
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
+        .and_then(|b| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok());
+    let ok = given.as_deref().and_then(|g| g.split_once(':')).is_some_and(|(user, password)| {
+        crate::provisioning::mac::Mac::parse(user).is_ok_and(|u| u == mac)
+            && crate::admin::constant_time_eq(password.as_bytes(), dm.credentials.http_password(&mac.to_string()).as_bytes())
+    });
+    if ok {
+        return Ok(());
+    }
+    if given.is_some() {
+        guard.auth_failed(peer.ip());
+        tracing::info!(peer = %peer, mac = %mac, "provisioning: wrong credentials");
+    }
+    metrics::counter!("sipdm_prov_requests_total", "status" => "401").increment(1);
+    let mut res = (StatusCode::UNAUTHORIZED, "credentials required\n").into_response();
+    res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"sipdm provisioning\""));
+    Err(res)
 }
 
 fn refuse(status: StatusCode, peer: &SocketAddr, file: &str, why: &str) -> Response {

@@ -27,17 +27,21 @@ pub enum Verdict {
 struct Source {
     window_start: Instant,
     names: HashSet<u64>,
+    auth_failures: u32,
     locked_until: Option<Instant>,
 }
 
 pub struct ScanGuard {
     cfg: ProvSecurityConfig,
     sources: Mutex<HashMap<IpAddr, Source>>,
+    /// Whether any source was ever locked out: spares the hot path the lock when nothing is
+    /// limited and nobody failed.
+    any_locked: std::sync::atomic::AtomicBool,
 }
 
 impl ScanGuard {
     pub fn new(cfg: ProvSecurityConfig) -> Self {
-        ScanGuard { cfg, sources: Mutex::new(HashMap::new()) }
+        ScanGuard { cfg, sources: Mutex::new(HashMap::new()), any_locked: std::sync::atomic::AtomicBool::new(false) }
     }
 
     /// Decides on one request for `file` from `ip`, and counts it.
@@ -50,20 +54,27 @@ impl ScanGuard {
             return Verdict::Forbidden;
         }
         let max = self.cfg.max_files_per_source;
-        if max == 0 {
+        if max == 0 && !self.any_locked.load(std::sync::atomic::Ordering::Relaxed) {
             return Verdict::Serve;
         }
         let now = Instant::now();
         let window = Duration::from_secs(self.cfg.window_seconds.max(1));
         let lockout = Duration::from_secs(self.cfg.lockout_seconds);
         let mut sources = self.sources.lock();
+        if max == 0 {
+            // No file limit, but a lockout for failed credentials still holds.
+            return match sources.get(&ip).and_then(|s| s.locked_until) {
+                Some(until) if until > now => Verdict::Locked { retry_after: until - now },
+                _ => Verdict::Serve,
+            };
+        }
         if sources.len() >= MAX_SOURCES && !sources.contains_key(&ip) {
             sources.retain(|_, s| s.locked_until.is_some_and(|t| t > now) || now.duration_since(s.window_start) < window);
             if sources.len() >= MAX_SOURCES {
                 sources.clear();
             }
         }
-        let s = sources.entry(ip).or_insert_with(|| Source { window_start: now, names: HashSet::new(), locked_until: None });
+        let s = sources.entry(ip).or_insert_with(|| Source { window_start: now, names: HashSet::new(), auth_failures: 0, locked_until: None });
         if let Some(until) = s.locked_until {
             if until > now {
                 return Verdict::Locked { retry_after: until - now };
@@ -71,15 +82,18 @@ impl ScanGuard {
             s.locked_until = None;
             s.window_start = now;
             s.names.clear();
+            s.auth_failures = 0;
         }
         if now.duration_since(s.window_start) >= window {
             s.window_start = now;
             s.names.clear();
+            s.auth_failures = 0;
         }
         let mut h = std::collections::hash_map::DefaultHasher::new();
         file.to_ascii_lowercase().hash(&mut h);
         s.names.insert(h.finish());
         if s.names.len() as u32 > max {
+            self.any_locked.store(true, std::sync::atomic::Ordering::Relaxed);
             s.locked_until = Some(now + lockout);
             s.names.clear();
             tracing::warn!(source = %ip, files = max + 1, window_s = window.as_secs(), lockout_s = lockout.as_secs(),
@@ -88,5 +102,23 @@ impl ScanGuard {
             return Verdict::Locked { retry_after: lockout };
         }
         Verdict::Serve
+    }
+
+    /// Counts wrong credentials from `ip`; too many in a window lock it out (logged once).
+    pub fn auth_failed(&self, ip: IpAddr) {
+        let max = self.cfg.max_auth_failures;
+        if max == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut sources = self.sources.lock();
+        let s = sources.entry(ip).or_insert_with(|| Source { window_start: now, names: HashSet::new(), auth_failures: 0, locked_until: None });
+        s.auth_failures += 1;
+        if s.auth_failures > max && s.locked_until.is_none() {
+            self.any_locked.store(true, std::sync::atomic::Ordering::Relaxed);
+            s.locked_until = Some(now + Duration::from_secs(self.cfg.lockout_seconds));
+            tracing::warn!(source = %ip, failures = s.auth_failures, "provisioning: source locked out after failed credentials");
+            metrics::counter!("sipdm_prov_lockouts_total").increment(1);
+        }
     }
 }
