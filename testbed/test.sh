@@ -6,12 +6,17 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# Debian packages the tests drive: sipp (sip-tester), baresip, PostgreSQL.
+# Debian packages the tests drive: sipp (sip-tester), baresip, PostgreSQL, headless Chromium
+# with its WebDriver (the console test), openssl and curl (the HTTPS test).
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 command -v pg_isready >/dev/null 2>&1 || need+=(postgresql-client)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
     as_root apt-get update -qq

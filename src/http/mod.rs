@@ -39,6 +39,8 @@ pub fn router(dm: Arc<Dm>, admin_token: Arc<str>, assigner: Arc<IvrAssigner>) ->
         .nest(admin::BASE, admin)
         .route("/healthz", get(healthz).with_state(dm))
         .route("/metrics", get(metrics_text).with_state(dm_for_metrics))
+        .route("/fs/dm/ui", get(console))
+        .route("/fs/dm/ui/", get(console))
 }
 
 /// The VoiceXML pages assign DNs to the device a post names: only media servers may post.
@@ -69,6 +71,14 @@ async fn healthz(axum::extract::State(dm): axum::extract::State<Arc<Dm>>) -> imp
             (axum::http::StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n")
         }
     }
+}
+
+/// The operator console: one static page that talks to the admin API with the token typed in.
+async fn console() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
+        include_str!("../admin/ui/index.html"),
+    )
 }
 
 async fn metrics_text(axum::extract::State(dm): axum::extract::State<Arc<Dm>>) -> impl IntoResponse {
