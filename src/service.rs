@@ -268,6 +268,24 @@ impl Dm {
         }
     }
 
+    /// The phone file of a device as it would be served, for the console: nothing is recorded
+    /// (no sighting, no first-seen device). `vendor` overrides the device's own (a template
+    /// preview for another model family).
+    pub async fn preview(&self, mac: &str, vendor: Option<&str>) -> Result<Served> {
+        let mac = Self::parse_mac(mac)?;
+        let device = self.store.device(&mac).await?;
+        let vendor = vendor
+            .map(str::to_owned)
+            .or_else(|| device.vendor.clone())
+            .unwrap_or_else(|| self.config.server.default_vendor.clone());
+        if self.vendors.get(&vendor).is_none() {
+            return Err(DmError::Invalid(format!("unknown vendor `{vendor}`")));
+        }
+        let ctx = self.device_context(&device, &vendor, &Requester::default()).await?;
+        let kind = self.profile_of(&device).await?.and_then(|p| p.template).unwrap_or_else(|| "phone".into());
+        self.render(&vendor, &kind, &ctx)
+    }
+
     fn render(&self, vendor: &str, kind: &str, ctx: &RenderContext) -> Result<Served> {
         let body = self.renderer.render(vendor, kind, ctx).map_err(|source| DmError::Render {
             vendor: vendor.to_owned(),

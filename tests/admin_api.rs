@@ -108,6 +108,13 @@ async fn crud(db: Db) {
     let body = ts.fetch("0004f2000001.cfg", Some("PolycomVVX-VVX_450-UA/6.3.0")).await.text().await.unwrap();
     assert!(body.contains("sips1") && body.contains("sips2"), "a DR profile registers to both:\n{body}");
 
+    // The console's preview: the device's own file, or another vendor's, recording nothing.
+    let file = ts.http.get(ts.api("/devices/0004f2000001/file")).bearer_auth(&ts.token).send().await.unwrap().text().await.unwrap();
+    assert!(file.contains("polycomConfig") && file.contains("sips1") && file.contains("sips2"), "{file}");
+    let yl = ts.http.get(ts.api("/devices/0004f2000001/file?vendor=yealink")).bearer_auth(&ts.token).send().await.unwrap().text().await.unwrap();
+    assert!(yl.starts_with("#!version:1.0.0.1"), "{yl}");
+    let bad = ts.http.get(ts.api("/devices/0004f2000001/file?vendor=acme")).bearer_auth(&ts.token).send().await.unwrap();
+    assert_eq!(bad.status(), 422);
     let r = ts.http.patch(ts.api("/devices/0004f2000001")).bearer_auth(&ts.token).json(&json!({"model": "VVX 601"})).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let r = ts.http.delete(ts.api("/dns/1000")).bearer_auth(&ts.token).send().await.unwrap();

@@ -88,6 +88,7 @@ async fn operator_console_flow() {
     wait_text(&c, "#device-rows", "000e08000001").await;
     c.find(Locator::Css("tr.dev[data-mac='000e08000001']")).await.unwrap().click().await.unwrap();
     wait_text(&c, "#d-title", "000e08000001").await;
+    wait_text(&c, "#d-file", "flat-profile").await; // the Cisco file as the phone would get it
     c.find(Locator::Id("d-dn")).await.unwrap().send_keys("1001").await.unwrap();
     c.find(Locator::Id("d-assign")).await.unwrap().click().await.unwrap();
     wait_text(&c, "#d-audit", "assign").await;

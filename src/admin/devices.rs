@@ -24,6 +24,7 @@ pub fn routes() -> Router<AdminState> {
         .route("/devices/{mac}/check-sync", post(check_sync))
         .route("/devices/{mac}/bindings", get(device_bindings))
         .route("/devices/{mac}/http-credentials", get(http_credentials))
+        .route("/devices/{mac}/file", get(preview))
         .route("/bindings", get(bindings))
         .route("/trunks", get(trunks))
         .route("/audit", get(audit))
@@ -146,6 +147,19 @@ async fn device_bindings(State(st): State<AdminState>, Path(mac): Path<String>) 
         list.extend(ep.registrar().bindings(dn));
     }
     Ok(Json(list.iter().map(binding_json).collect::<Vec<_>>()).into_response())
+}
+
+#[derive(Deserialize)]
+struct PreviewQuery {
+    #[serde(default)]
+    vendor: Option<String>,
+}
+
+/// The device's file as the phone would get it (records nothing); `?vendor=` previews another
+/// vendor's template for the same device.
+async fn preview(State(st): State<AdminState>, Path(mac): Path<String>, Query(q): Query<PreviewQuery>) -> Result<Response, ApiError> {
+    let served = st.dm.preview(&mac, q.vendor.as_deref()).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, served.content_type)], served.body).into_response())
 }
 
 /// The HTTP basic credentials a phone uses for its files when `http-auth = "basic"`.
