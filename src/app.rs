@@ -80,11 +80,18 @@ pub async fn build_service(
     };
     let token: Arc<str> = match &config.server.admin_token {
         Some(t) => t.as_str().into(),
-        None => store.meta_get_or_insert("admin_token", &random_token()).await?.into(),
+        None => store
+            .meta_get_or_insert("admin_token", &random_token())
+            .await?
+            .into(),
     };
     for s in &config.sites {
         store
-            .upsert_site(&Site { name: s.name.clone(), fs_url: s.fs_url.clone(), sip_servers: s.sip_servers.join(",") })
+            .upsert_site(&Site {
+                name: s.name.clone(),
+                fs_url: s.fs_url.clone(),
+                sip_servers: s.sip_servers.join(","),
+            })
             .await?;
     }
     for sw in &config.switches {
@@ -98,7 +105,10 @@ pub async fn build_service(
             })
             .await?;
     }
-    for (name, kind) in [("default", "default"), ("device-management", "device-management")] {
+    for (name, kind) in [
+        ("default", "default"),
+        ("device-management", "device-management"),
+    ] {
         store
             .ensure_profile(&Profile {
                 name: name.into(),
@@ -113,8 +123,16 @@ pub async fn build_service(
             .await?;
     }
     let vendors = VendorTable::builtin();
-    let renderer = Renderer::new(config.server.template_dir.as_deref(), &vendors).context("loading templates")?;
-    let dm = Dm::new(store, config, vendors, renderer, secret.as_bytes(), sightings);
+    let renderer = Renderer::new(config.server.template_dir.as_deref(), &vendors)
+        .context("loading templates")?;
+    let dm = Dm::new(
+        store,
+        config,
+        vendors,
+        renderer,
+        secret.as_bytes(),
+        sightings,
+    );
     Ok((Arc::new(dm), token))
 }
 
@@ -137,29 +155,44 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     ));
     let app = crate::http::router(dm.clone(), admin_token.clone(), vxml_assigner);
     let workers = match config.server.http_workers {
-        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         n => n,
     };
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
-        (Some(cert), Some(key)) => Some(crate::http::tls::acceptor(cert, key).context("loading the HTTPS certificate")?),
+        (Some(cert), Some(key)) => {
+            Some(crate::http::tls::acceptor(cert, key).context("loading the HTTPS certificate")?)
+        }
         _ => None,
     };
-    let (http_addr, http_threads) = crate::http::listen::serve(config.server.http, workers, app, tls, shutdown_rx.clone())
-        .with_context(|| format!("binding HTTP on {}", config.server.http))?;
+    let (http_addr, http_threads) =
+        crate::http::listen::serve(config.server.http, workers, app, tls, shutdown_rx.clone())
+            .with_context(|| format!("binding HTTP on {}", config.server.http))?;
     let http = tokio::task::spawn_blocking(move || {
         for t in http_threads {
             let _ = t.join();
         }
     });
-    let sip_check_sync: Arc<dyn CheckSync> = Arc::new(crate::sipside::checksync::SipCheckSync(dm.clone()));
+    let sip_check_sync: Arc<dyn CheckSync> =
+        Arc::new(crate::sipside::checksync::SipCheckSync(dm.clone()));
     let _ = check_sync.set(sip_check_sync.clone());
     // The built-in IVR notifies when its call has ended, not after a delay.
     let ivr_assigner = Arc::new(IvrAssigner::new(dm.clone(), check_sync.clone(), None));
-    let router = crate::sipside::calls::CallRouter::new(dm.clone(), ivr_assigner, sip_check_sync, crate::ivr::IvrConfig::default())
-        .context("trunks")?;
-    let endpoint = crate::sipside::start(&config, dm.clone(), vec![Arc::new(crate::sipside::calls::CallHandler(router.clone()))])
-        .await
-        .with_context(|| format!("starting SIP on {:?}", config.server.sip))?;
+    let router = crate::sipside::calls::CallRouter::new(
+        dm.clone(),
+        ivr_assigner,
+        sip_check_sync,
+        crate::ivr::IvrConfig::default(),
+    )
+    .context("trunks")?;
+    let endpoint = crate::sipside::start(
+        &config,
+        dm.clone(),
+        vec![Arc::new(crate::sipside::calls::CallHandler(router.clone()))],
+    )
+    .await
+    .with_context(|| format!("starting SIP on {:?}", config.server.sip))?;
     router.attach(endpoint.clone());
     let trunks = router.trunks().clone();
     let _ = dm.trunks.set(trunks.clone());
@@ -178,11 +211,23 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut tasks = vec![http, writer, poller];
     tasks.extend(probes);
     tasks.extend(listener);
-    Ok(Running { http_addr, check_sync, admin_token, dm, trunks, shutdown, tasks })
+    Ok(Running {
+        http_addr,
+        check_sync,
+        admin_token,
+        dm,
+        trunks,
+        shutdown,
+        tasks,
+    })
 }
 
 /// Write-behind of last-seen data: batched, de-duplicated per MAC, flushed on shutdown.
-async fn write_sightings(dm: Arc<Dm>, mut rx: mpsc::Receiver<Sighting>, mut stop: watch::Receiver<bool>) {
+async fn write_sightings(
+    dm: Arc<Dm>,
+    mut rx: mpsc::Receiver<Sighting>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut batch: std::collections::HashMap<String, Sighting> = std::collections::HashMap::new();
     let mut tick = tokio::time::interval(SIGHTING_FLUSH);
     loop {

@@ -29,12 +29,24 @@ pub struct IvrAssigner {
 }
 
 impl IvrAssigner {
-    pub fn new(dm: Arc<Dm>, check_sync: Arc<OnceLock<Arc<dyn CheckSync>>>, notify_after: Option<Duration>) -> Self {
-        IvrAssigner { dm, check_sync, notify_after }
+    pub fn new(
+        dm: Arc<Dm>,
+        check_sync: Arc<OnceLock<Arc<dyn CheckSync>>>,
+        notify_after: Option<Duration>,
+    ) -> Self {
+        IvrAssigner {
+            dm,
+            check_sync,
+            notify_after,
+        }
     }
 
     /// The rules, without the notification.
-    pub async fn assign_dn(dm: &Dm, caller: &CallerIdentity, dn: &str) -> Result<String, AssignRefusal> {
+    pub async fn assign_dn(
+        dm: &Dm,
+        caller: &CallerIdentity,
+        dn: &str,
+    ) -> Result<String, AssignRefusal> {
         let Some(mac) = caller.device else {
             tracing::warn!(caller = %caller.remote_uri, dn, "IVR assignment refused: the call names no device");
             return Err(AssignRefusal::NotPermitted);
@@ -47,7 +59,10 @@ impl IvrAssigner {
         // A DN of a switch outside this deployment's configuration is another site's.
         let served = &dm.config.switches;
         if !served.is_empty() {
-            let switch = record.switch.clone().or_else(|| dm.config.switch_for_dn(dn).map(|s| s.name.clone()));
+            let switch = record
+                .switch
+                .clone()
+                .or_else(|| dm.config.switch_for_dn(dn).map(|s| s.name.clone()));
             if !switch.is_some_and(|s| served.iter().any(|c| c.name == s)) {
                 return Err(AssignRefusal::OtherSite);
             }

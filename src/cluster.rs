@@ -98,7 +98,12 @@ impl Cluster {
     /// A new identity, random per start: a restarted instance holds no flow of its past life.
     pub fn new(store: Store) -> Arc<Cluster> {
         let id = format!("sipdm-{}", hex::encode(rand::random::<[u8; 8]>()));
-        Arc::new(Cluster { id, store, listening: AtomicBool::new(false), pending: parking_lot::Mutex::new(HashMap::new()) })
+        Arc::new(Cluster {
+            id,
+            store,
+            listening: AtomicBool::new(false),
+            pending: parking_lot::Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn id(&self) -> &str {
@@ -118,7 +123,12 @@ impl Cluster {
             return Ok(None);
         }
         let options: PgConnectOptions = url.parse::<PgConnectOptions>()?.application_name(&self.id);
-        let pool = PgPoolOptions::new().max_connections(1).max_lifetime(None).idle_timeout(None).connect_with(options).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connect_with(options)
+            .await?;
         let mut listener = PgListener::connect_with(&pool).await?;
         listener.listen_all([REQUESTS, REPLIES]).await?;
         self.listening.store(true, Ordering::Release);
@@ -130,23 +140,33 @@ impl Cluster {
         })))
     }
 
-    async fn serve(self: &Arc<Self>, dm: Arc<Dm>, mut listener: PgListener, mut stop: watch::Receiver<bool>) {
+    async fn serve(
+        self: &Arc<Self>,
+        dm: Arc<Dm>,
+        mut listener: PgListener,
+        mut stop: watch::Receiver<bool>,
+    ) {
         loop {
             let n = tokio::select! {
                 n = listener.recv() => n,
                 _ = stop.wait_for(|s| *s) => return,
             };
             match n {
-                Ok(n) if n.channel() == REQUESTS => match serde_json::from_str::<Request>(n.payload()) {
-                    Ok(req) if req.to == self.id => {
-                        let me = self.clone();
-                        let dm = dm.clone();
-                        tokio::spawn(async move { me.take(&dm, req).await });
+                Ok(n) if n.channel() == REQUESTS => {
+                    match serde_json::from_str::<Request>(n.payload()) {
+                        Ok(req) if req.to == self.id => {
+                            let me = self.clone();
+                            let dm = dm.clone();
+                            tokio::spawn(async move { me.take(&dm, req).await });
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "unreadable check-sync hand-over ignored")
+                        }
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "unreadable check-sync hand-over ignored"),
-                },
-                Ok(n) if n.channel() == REPLIES => match serde_json::from_str::<Reply>(n.payload()) {
+                }
+                Ok(n) if n.channel() == REPLIES => match serde_json::from_str::<Reply>(n.payload())
+                {
                     Ok(reply) if reply.to == self.id => {
                         if let Some(tx) = self.pending.lock().get(&reply.id) {
                             let _ = tx.send(reply.outcome);
@@ -174,13 +194,21 @@ impl Cluster {
         let actor = format!("{} via {}", req.actor, self.id);
         let outcome = match check_sync_here(dm, &req.mac, &actor).await {
             Ok(report) => Outcome::Done { report },
-            Err(e) => Outcome::Failed { status: e.status(), message: e.to_string() },
+            Err(e) => Outcome::Failed {
+                status: e.status(),
+                message: e.to_string(),
+            },
         };
         self.answer(&req, outcome).await;
     }
 
     async fn answer(&self, req: &Request, outcome: Outcome) {
-        let reply = Reply { id: req.id.clone(), to: req.from.clone(), from: self.id.clone(), outcome };
+        let reply = Reply {
+            id: req.id.clone(),
+            to: req.from.clone(),
+            from: self.id.clone(),
+            outcome,
+        };
         let payload = match serde_json::to_string(&reply) {
             Ok(p) => p,
             Err(e) => return tracing::warn!(error = %e, "check-sync answer not encodable"),
@@ -205,7 +233,13 @@ impl Cluster {
         let (tx, mut rx) = mpsc::unbounded_channel();
         self.pending.lock().insert(id.clone(), tx);
         let _forget = Forget(&self.pending, &id);
-        let req = Request { id: id.clone(), from: self.id.clone(), to: holder.to_owned(), mac: mac.to_owned(), actor: actor.to_owned() };
+        let req = Request {
+            id: id.clone(),
+            from: self.id.clone(),
+            to: holder.to_owned(),
+            mac: mac.to_owned(),
+            actor: actor.to_owned(),
+        };
         let payload = match serde_json::to_string(&req) {
             Ok(p) => p,
             Err(_) => return Handover::HolderGone,
@@ -224,7 +258,10 @@ impl Cluster {
             Ok(None) | Err(_) => Handover::Done(Err(CheckSyncError::Holder {
                 holder: holder.to_owned(),
                 status: 504,
-                message: format!("took the check-sync but reported nothing within {} s", RESULT_WAIT.as_secs()),
+                message: format!(
+                    "took the check-sync but reported nothing within {} s",
+                    RESULT_WAIT.as_secs()
+                ),
             })),
         }
     }
@@ -233,13 +270,24 @@ impl Cluster {
 fn finished(holder: &str, outcome: Outcome) -> Handover {
     Handover::Done(match outcome {
         Outcome::Done { report } => Ok(report),
-        Outcome::Failed { status, message } => Err(CheckSyncError::Holder { holder: holder.to_owned(), status, message }),
-        Outcome::Accepted => Err(CheckSyncError::Holder { holder: holder.to_owned(), status: 502, message: "accepted twice".into() }),
+        Outcome::Failed { status, message } => Err(CheckSyncError::Holder {
+            holder: holder.to_owned(),
+            status,
+            message,
+        }),
+        Outcome::Accepted => Err(CheckSyncError::Holder {
+            holder: holder.to_owned(),
+            status: 502,
+            message: "accepted twice".into(),
+        }),
     })
 }
 
 /// Removes a pending hand-over however its wait ends.
-struct Forget<'a>(&'a parking_lot::Mutex<HashMap<String, mpsc::UnboundedSender<Outcome>>>, &'a str);
+struct Forget<'a>(
+    &'a parking_lot::Mutex<HashMap<String, mpsc::UnboundedSender<Outcome>>>,
+    &'a str,
+);
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {

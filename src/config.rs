@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// toml's message names the key and the line and column.
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -265,7 +268,10 @@ fn default_pool() -> u32 {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { url: default_store_url(), max_connections: default_pool() }
+        StoreConfig {
+            url: default_store_url(),
+            max_connections: default_pool(),
+        }
     }
 }
 
@@ -288,7 +294,10 @@ fn default_fs_url() -> String {
 
 impl Default for DmConfig {
     fn default() -> Self {
-        DmConfig { fs_url: default_fs_url(), sip_servers: Vec::new() }
+        DmConfig {
+            fs_url: default_fs_url(),
+            sip_servers: Vec::new(),
+        }
     }
 }
 
@@ -313,7 +322,10 @@ pub struct IvrConfig {
 }
 
 fn default_vxml_networks() -> Vec<ipnet::IpNet> {
-    ["127.0.0.0/8", "::1/128"].iter().filter_map(|n| n.parse().ok()).collect()
+    ["127.0.0.0/8", "::1/128"]
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect()
 }
 fn default_vxml_notify_delay() -> u64 {
     3
@@ -349,7 +361,9 @@ fn default_authenticate_requests() -> String {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig { authenticate_requests: default_authenticate_requests() }
+        AuthConfig {
+            authenticate_requests: default_authenticate_requests(),
+        }
     }
 }
 
@@ -420,17 +434,22 @@ impl Default for Config {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Config::parse(&text, path)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
-        config
-            .validate()
-            .map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
         Ok(config)
     }
 
@@ -446,7 +465,10 @@ impl Config {
         let mut ranges: Vec<(u64, u64, &str)> = Vec::new();
         for sw in &self.switches {
             if !self.sites.iter().any(|s| s.name == sw.site) {
-                return Err(format!("switch `{}` names unknown site `{}`", sw.name, sw.site));
+                return Err(format!(
+                    "switch `{}` names unknown site `{}`",
+                    sw.name, sw.site
+                ));
             }
             if let Some(peer) = &sw.peer {
                 if !self.switches.iter().any(|s| &s.name == peer) {
@@ -454,28 +476,61 @@ impl Config {
                 }
             }
             for r in &sw.dn_ranges {
-                let (lo, hi) = parse_range(r)
-                    .ok_or_else(|| format!("switch `{}`: bad DN range `{r}` (want e.g. 1000-1999)", sw.name))?;
+                let (lo, hi) = parse_range(r).ok_or_else(|| {
+                    format!(
+                        "switch `{}`: bad DN range `{r}` (want e.g. 1000-1999)",
+                        sw.name
+                    )
+                })?;
                 // BC pairs own the same DNs on both switches.
                 let peered = |other: &str| {
                     sw.peer.as_deref() == Some(other)
-                        || self.switches.iter().any(|s| s.name == other && s.peer.as_deref() == Some(&sw.name))
+                        || self
+                            .switches
+                            .iter()
+                            .any(|s| s.name == other && s.peer.as_deref() == Some(&sw.name))
                 };
-                if let Some((_, _, other)) = ranges.iter().find(|(a, b, o)| lo <= *b && *a <= hi && !peered(o)) {
-                    return Err(format!("switch `{}`: DN range `{r}` overlaps switch `{other}`", sw.name));
+                if let Some((_, _, other)) = ranges
+                    .iter()
+                    .find(|(a, b, o)| lo <= *b && *a <= hi && !peered(o))
+                {
+                    return Err(format!(
+                        "switch `{}`: DN range `{r}` overlaps switch `{other}`",
+                        sw.name
+                    ));
                 }
                 ranges.push((lo, hi, &sw.name));
             }
         }
         for t in &self.trunks {
-            if t.prefix.is_empty() || !t.prefix.chars().all(|c| c.is_ascii_digit() || c == '*' || c == '#' || c == '+') {
-                return Err(format!("trunk `{}`: prefix `{}` must be dial digits", t.name, t.prefix));
+            if t.prefix.is_empty()
+                || !t
+                    .prefix
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == '*' || c == '#' || c == '+')
+            {
+                return Err(format!(
+                    "trunk `{}`: prefix `{}` must be dial digits",
+                    t.name, t.prefix
+                ));
             }
-            if !(t.contact.starts_with("sip:") || t.contact.starts_with("sips:") || t.contact == "builtin:ivr") {
-                return Err(format!("trunk `{}`: contact `{}` must be a sip: URI or builtin:ivr", t.name, t.contact));
+            if !(t.contact.starts_with("sip:")
+                || t.contact.starts_with("sips:")
+                || t.contact == "builtin:ivr")
+            {
+                return Err(format!(
+                    "trunk `{}`: contact `{}` must be a sip: URI or builtin:ivr",
+                    t.name, t.contact
+                ));
             }
         }
-        for a in self.auth.authenticate_requests.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        for a in self
+            .auth
+            .authenticate_requests
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             if !matches!(a.to_ascii_lowercase().as_str(), "register" | "invite") {
                 return Err(format!("authenticate-requests: unknown method `{a}`"));
             }
@@ -487,15 +542,29 @@ impl Config {
             return Err("sip: digest-algorithms lists none".into());
         }
         for a in &self.sip.digest_algorithms {
-            if !matches!(a.to_ascii_uppercase().as_str(), "MD5" | "SHA-256" | "MD5-SESS" | "SHA-256-SESS") {
-                return Err(format!("sip: unknown digest algorithm `{a}` (MD5, SHA-256, MD5-sess, SHA-256-sess)"));
+            if !matches!(
+                a.to_ascii_uppercase().as_str(),
+                "MD5" | "SHA-256" | "MD5-SESS" | "SHA-256-SESS"
+            ) {
+                return Err(format!(
+                    "sip: unknown digest algorithm `{a}` (MD5, SHA-256, MD5-sess, SHA-256-sess)"
+                ));
             }
         }
         if self.sip.min_expires > self.sip.max_expires {
-            return Err(format!("sip: min-expires {} exceeds max-expires {}", self.sip.min_expires, self.sip.max_expires));
+            return Err(format!(
+                "sip: min-expires {} exceeds max-expires {}",
+                self.sip.min_expires, self.sip.max_expires
+            ));
         }
-        if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres:") || self.store.url.starts_with("postgresql:")) {
-            return Err(format!("store.url `{}` must be sqlite:… or postgres://…", self.store.url));
+        if !(self.store.url.starts_with("sqlite:")
+            || self.store.url.starts_with("postgres:")
+            || self.store.url.starts_with("postgresql:"))
+        {
+            return Err(format!(
+                "store.url `{}` must be sqlite:… or postgres://…",
+                self.store.url
+            ));
         }
         Ok(())
     }
@@ -504,7 +573,10 @@ impl Config {
     pub fn switch_for_dn(&self, dn: &str) -> Option<&SwitchConfig> {
         let n: u64 = dn.parse().ok()?;
         self.switches.iter().find(|sw| {
-            sw.dn_ranges.iter().filter_map(|r| parse_range(r)).any(|(lo, hi)| lo <= n && n <= hi)
+            sw.dn_ranges
+                .iter()
+                .filter_map(|r| parse_range(r))
+                .any(|(lo, hi)| lo <= n && n <= hi)
         })
     }
 }
@@ -538,7 +610,9 @@ mod tests {
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let err = parse("[dm]\nfs_url = \"http://x/fs\"\nfs-url = \"y\"\n").unwrap_err().to_string();
+        let err = parse("[dm]\nfs_url = \"http://x/fs\"\nfs-url = \"y\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("fs-url"), "{err}");
         assert!(err.contains("line 3"), "{err}");
     }

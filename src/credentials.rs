@@ -22,7 +22,9 @@ pub struct DeviceCredentials {
 
 impl DeviceCredentials {
     pub fn new(secret: &[u8]) -> Self {
-        DeviceCredentials { secret: secret.to_vec() }
+        DeviceCredentials {
+            secret: secret.to_vec(),
+        }
     }
 
     /// `mac` is the normalised 12-hex-digit form.
@@ -32,7 +34,8 @@ impl DeviceCredentials {
 
     /// 24 hex digits (96 bits) of HMAC-SHA256(secret, "device-password:" + mac).
     pub fn password(&self, mac: &str) -> String {
-        let mut h = <Hmac<Sha256>>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        let mut h =
+            <Hmac<Sha256>>::new_from_slice(&self.secret).expect("HMAC takes any key length");
         h.update(b"device-password:");
         h.update(mac.as_bytes());
         let tag = h.finalize().into_bytes();
@@ -42,7 +45,8 @@ impl DeviceCredentials {
     /// The HTTP basic password of a phone's own provisioning files (`[prov-security] http-auth
     /// = "basic"`): 20 hex digits of HMAC-SHA256(secret, "http-password:" + mac).
     pub fn http_password(&self, mac: &str) -> String {
-        let mut h = <Hmac<Sha256>>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        let mut h =
+            <Hmac<Sha256>>::new_from_slice(&self.secret).expect("HMAC takes any key length");
         h.update(b"http-password:");
         h.update(mac.as_bytes());
         hex::encode(&h.finalize().into_bytes()[..10])
@@ -51,7 +55,8 @@ impl DeviceCredentials {
     /// A key for another purpose (the SIP nonce secret, say), derived so that no two uses
     /// share one key.
     pub fn derive_key(&self, purpose: &str) -> Vec<u8> {
-        let mut h = <Hmac<Sha256>>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        let mut h =
+            <Hmac<Sha256>>::new_from_slice(&self.secret).expect("HMAC takes any key length");
         h.update(b"derive:");
         h.update(purpose.as_bytes());
         h.finalize().into_bytes().to_vec()
@@ -60,7 +65,11 @@ impl DeviceCredentials {
     /// The MAC an auth user names, if it is one of ours.
     pub fn mac_of_auth_user(auth_user: &str) -> Option<&str> {
         let mac = auth_user.strip_prefix(AUTH_PREFIX)?;
-        (mac.len() == 12 && mac.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())).then_some(mac)
+        (mac.len() == 12
+            && mac
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        .then_some(mac)
     }
 }
 
@@ -76,7 +85,10 @@ mod tests {
         assert_ne!(a.password("0004f2000001"), a.password("0004f2000002"));
         assert_ne!(a.password("0004f2000001"), b.password("0004f2000001"));
         assert_eq!(a.password("0004f2000001").len(), 24);
-        assert_eq!(DeviceCredentials::mac_of_auth_user(&a.auth_user("0004f2000001")), Some("0004f2000001"));
+        assert_eq!(
+            DeviceCredentials::mac_of_auth_user(&a.auth_user("0004f2000001")),
+            Some("0004f2000001")
+        );
         assert_eq!(DeviceCredentials::mac_of_auth_user("dm-xyz"), None);
         assert_eq!(DeviceCredentials::mac_of_auth_user("1000"), None);
     }

@@ -15,7 +15,11 @@ use sipdm::service::Dm;
 use sipdm::store::model::{Dn, NewDevice};
 
 #[derive(Parser)]
-#[command(name = "sipdm", version, about = "SIP-native provisioning and registrar companion for IP-phone fleets")]
+#[command(
+    name = "sipdm",
+    version,
+    about = "SIP-native provisioning and registrar companion for IP-phone fleets"
+)]
 struct Cli {
     /// Configuration file (TOML). Without one, sipdm serves on ./sipdm.db with defaults.
     #[arg(long, short, global = true, env = "SIPDM_CONFIG")]
@@ -70,8 +74,13 @@ enum DeviceCmd {
         #[arg(long)]
         search: Option<String>,
     },
-    Assign { mac: String, dn: String },
-    Unassign { mac: String },
+    Assign {
+        mac: String,
+        dn: String,
+    },
+    Unassign {
+        mac: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -116,7 +125,8 @@ fn secret_from_env(name: &str) -> anyhow::Result<Option<String>> {
         return Ok(Some(v));
     }
     if let Ok(path) = std::env::var(format!("{name}_FILE")) {
-        let v = std::fs::read_to_string(&path).with_context(|| format!("reading {name}_FILE {path}"))?;
+        let v = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {name}_FILE {path}"))?;
         return Ok(Some(v.trim().to_owned()));
     }
     Ok(None)
@@ -131,15 +141,18 @@ async fn service(config: Config) -> anyhow::Result<Arc<Dm>> {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn,sqlx=warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,tower_http=warn,sqlx=warn")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(load_config(cli.config.as_ref())?).await,
-        Command::Config { what: ConfigCmd::Check { file } } => {
+        Command::Config {
+            what: ConfigCmd::Check { file },
+        } => {
             let c = Config::load(&file)?;
             println!(
                 "{}: ok — {} site(s), {} switch(es), {} trunk(s), store {}",
@@ -154,12 +167,32 @@ async fn main() -> anyhow::Result<()> {
         Command::Device { what } => {
             let dm = service(load_config(cli.config.as_ref())?).await?;
             match what {
-                DeviceCmd::Add { mac, model, vendor, profile, dn } => {
-                    let d = dm.add_device(NewDevice { mac, vendor, model, profile, dn }, "cli").await?;
+                DeviceCmd::Add {
+                    mac,
+                    model,
+                    vendor,
+                    profile,
+                    dn,
+                } => {
+                    let d = dm
+                        .add_device(
+                            NewDevice {
+                                mac,
+                                vendor,
+                                model,
+                                profile,
+                                dn,
+                            },
+                            "cli",
+                        )
+                        .await?;
                     println!("added {} ({})", d.mac, d.state);
                 }
                 DeviceCmd::List { search } => {
-                    println!("{:<14} {:<12} {:<14} {:<20} {:<8} {:<11} {}", "MAC", "VENDOR", "MODEL", "PROFILE", "DN", "STATE", "LAST SEEN IP");
+                    println!(
+                        "{:<14} {:<12} {:<14} {:<20} {:<8} {:<11} {}",
+                        "MAC", "VENDOR", "MODEL", "PROFILE", "DN", "STATE", "LAST SEEN IP"
+                    );
                     for d in dm.store.devices(search.as_deref(), 100_000, 0).await? {
                         println!(
                             "{:<14} {:<12} {:<14} {:<20} {:<8} {:<11} {}",
@@ -184,19 +217,44 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Dn { what: DnCmd::Add { number, password, switch, authenticate_requests, display_name } } => {
+        Command::Dn {
+            what:
+                DnCmd::Add {
+                    number,
+                    password,
+                    switch,
+                    authenticate_requests,
+                    display_name,
+                },
+        } => {
             let dm = service(load_config(cli.config.as_ref())?).await?;
-            let dn = dm.add_dn(Dn { number, password, switch, authenticate_requests, display_name }).await?;
-            println!("added DN {} on switch {}", dn.number, dn.switch.as_deref().unwrap_or("(none)"));
+            let dn = dm
+                .add_dn(Dn {
+                    number,
+                    password,
+                    switch,
+                    authenticate_requests,
+                    display_name,
+                })
+                .await?;
+            println!(
+                "added DN {} on switch {}",
+                dn.number,
+                dn.switch.as_deref().unwrap_or("(none)")
+            );
             Ok(())
         }
-        Command::Dn { what: DnCmd::Import { file } } => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        Command::Dn {
+            what: DnCmd::Import { file },
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
             let dm = service(load_config(cli.config.as_ref())?).await?;
             report_import(&file, dm.import_dns_csv(&text).await?, "DN(s)")
         }
         Command::Import { file } => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
             let dm = service(load_config(cli.config.as_ref())?).await?;
             let bar = indicatif::ProgressBar::new_spinner();
             bar.set_message(format!("importing {}", file.display()));
@@ -210,9 +268,17 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-fn report_import(file: &std::path::Path, report: sipdm::store::ImportReport, what: &str) -> anyhow::Result<()> {
+fn report_import(
+    file: &std::path::Path,
+    report: sipdm::store::ImportReport,
+    what: &str,
+) -> anyhow::Result<()> {
     if report.errors.is_empty() {
-        println!("imported {} {what} from {}", report.imported, file.display());
+        println!(
+            "imported {} {what} from {}",
+            report.imported,
+            file.display()
+        );
         return Ok(());
     }
     for (line, err) in &report.errors {
@@ -226,7 +292,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let a = running.http_addr;
     println!("sipdm serving");
     println!("  provisioning  http://{a}/fs/dm/prov/");
-    println!("  admin API     http://{a}/fs/dm/api/v1/  (token: {})", running.admin_token);
+    println!(
+        "  admin API     http://{a}/fs/dm/api/v1/  (token: {})",
+        running.admin_token
+    );
     println!("  health        http://{a}/healthz");
     println!("  metrics       http://{a}/metrics");
     for s in running.sip().local_addrs() {
@@ -242,13 +311,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -12,7 +12,9 @@ use crate::config::Config;
 use crate::credentials::{DeviceCredentials, PROVISIONING_USER};
 use crate::provisioning::filename::{parse_file_name, FileNameError, FileRequest};
 use crate::provisioning::mac::Mac;
-use crate::provisioning::render::{DeviceCtx, IvrCtx, LineCtx, RenderContext, RenderError, Renderer, SipServerCtx};
+use crate::provisioning::render::{
+    DeviceCtx, IvrCtx, LineCtx, RenderContext, RenderError, Renderer, SipServerCtx,
+};
 use crate::provisioning::vendor::{UaMatch, VendorTable};
 use crate::store::model::{Device, DevicePatch, Dn, NewDevice, Profile, Sighting};
 use crate::store::{self, AssignOutcome, ImportLine, ImportReport, Store, StoreError};
@@ -29,7 +31,11 @@ pub enum DmError {
     #[error("no such file")]
     UnknownFile,
     #[error("rendering {vendor}/{kind}: {source}")]
-    Render { vendor: String, kind: String, source: RenderError },
+    Render {
+        vendor: String,
+        kind: String,
+        source: RenderError,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -163,15 +169,29 @@ impl Dm {
             FileNameError::Traversal => DmError::Traversal,
             FileNameError::Unknown => DmError::UnknownFile,
         })?;
-        let ua = who.user_agent.as_deref().and_then(|ua| self.match_user_agent(ua));
+        let ua = who
+            .user_agent
+            .as_deref()
+            .and_then(|ua| self.match_user_agent(ua));
         match request {
-            FileRequest::Common { vendor, kind, hw_code } => {
+            FileRequest::Common {
+                vendor,
+                kind,
+                hw_code,
+            } => {
                 let mut ctx = self.base_context(who)?;
                 ctx.device.vendor = vendor.clone();
-                ctx.params.insert("hw_code".into(), hw_code.unwrap_or_default());
+                ctx.params
+                    .insert("hw_code".into(), hw_code.unwrap_or_default());
                 self.render(&vendor, &kind, &ctx)
             }
-            FileRequest::PerPhone { mac, kind, vendor_hint, candidates, model } => {
+            FileRequest::PerPhone {
+                mac,
+                kind,
+                vendor_hint,
+                candidates,
+                model,
+            } => {
                 let epoch = self.epoch.load(Ordering::Acquire);
                 let key = CacheKey {
                     mac,
@@ -195,7 +215,9 @@ impl Dm {
                     let f = c.get(&key).filter(|f| f.epoch == epoch)?;
                     let last = f.last_noted.load(Ordering::Relaxed);
                     let note = now - last >= SIGHTING_DEBOUNCE_MS
-                        && f.last_noted.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok();
+                        && f.last_noted
+                            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                            .is_ok();
                     Some((f.served.clone(), note))
                 }) {
                     if note {
@@ -209,11 +231,17 @@ impl Dm {
                 let vendor = ua
                     .as_ref()
                     .map(|u| u.vendor.clone())
-                    .filter(|v| candidates.is_empty() || candidates.contains(v) || vendor_hint.as_ref() == Some(v))
+                    .filter(|v| {
+                        candidates.is_empty()
+                            || candidates.contains(v)
+                            || vendor_hint.as_ref() == Some(v)
+                    })
                     .or(vendor_hint)
                     .or_else(|| known.as_ref().and_then(|d| d.vendor.clone()))
                     .or_else(|| {
-                        let m = model.clone().or_else(|| known.as_ref().and_then(|d| d.model.clone()))?;
+                        let m = model
+                            .clone()
+                            .or_else(|| known.as_ref().and_then(|d| d.model.clone()))?;
                         self.vendors.vendor_for_model(&m).map(|v| v.name.clone())
                     })
                     .or_else(|| (candidates.len() == 1).then(|| candidates[0].clone()))
@@ -239,7 +267,14 @@ impl Dm {
                     if c.len() >= CACHE_LIMIT {
                         c.clear();
                     }
-                    c.insert(key, CachedFile { epoch, served: served.clone(), last_noted: AtomicI64::new(now) });
+                    c.insert(
+                        key,
+                        CachedFile {
+                            epoch,
+                            served: served.clone(),
+                            last_noted: AtomicI64::new(now),
+                        },
+                    );
                 }
                 Ok(served)
             }
@@ -281,24 +316,40 @@ impl Dm {
         if self.vendors.get(&vendor).is_none() {
             return Err(DmError::Invalid(format!("unknown vendor `{vendor}`")));
         }
-        let ctx = self.device_context(&device, &vendor, &Requester::default()).await?;
-        let kind = self.profile_of(&device).await?.and_then(|p| p.template).unwrap_or_else(|| "phone".into());
+        let ctx = self
+            .device_context(&device, &vendor, &Requester::default())
+            .await?;
+        let kind = self
+            .profile_of(&device)
+            .await?
+            .and_then(|p| p.template)
+            .unwrap_or_else(|| "phone".into());
         self.render(&vendor, &kind, &ctx)
     }
 
     fn render(&self, vendor: &str, kind: &str, ctx: &RenderContext) -> Result<Served> {
-        let body = self.renderer.render(vendor, kind, ctx).map_err(|source| DmError::Render {
-            vendor: vendor.to_owned(),
-            kind: kind.to_owned(),
-            source,
-        })?;
+        let body = self
+            .renderer
+            .render(vendor, kind, ctx)
+            .map_err(|source| DmError::Render {
+                vendor: vendor.to_owned(),
+                kind: kind.to_owned(),
+                source,
+            })?;
         let content_type = self
             .vendors
             .get(vendor)
             .map(|v| v.content_type.clone())
             .unwrap_or_else(|| "text/plain".into());
-        let etag = format!("\"{}\"", &hex::encode(Sha256::digest(body.as_bytes()))[..32]);
-        Ok(Served { body: bytes::Bytes::from(body), content_type, etag })
+        let etag = format!(
+            "\"{}\"",
+            &hex::encode(Sha256::digest(body.as_bytes()))[..32]
+        );
+        Ok(Served {
+            body: bytes::Bytes::from(body),
+            content_type,
+            etag,
+        })
     }
 
     async fn profile_of(&self, device: &Device) -> Result<Option<Profile>> {
@@ -318,7 +369,12 @@ impl Dm {
     fn base_context(&self, who: &Requester) -> Result<RenderContext> {
         let fs_url = self.config.dm.fs_url.trim_end_matches('/').to_owned();
         Ok(RenderContext {
-            device: DeviceCtx { mac: String::new(), mac_colon: String::new(), vendor: String::new(), model: None },
+            device: DeviceCtx {
+                mac: String::new(),
+                mac_colon: String::new(),
+                vendor: String::new(),
+                model: None,
+            },
             line: LineCtx {
                 user: PROVISIONING_USER.into(),
                 display_name: "Provisioning".into(),
@@ -329,7 +385,10 @@ impl Dm {
             sip_servers: self.servers(&self.config.dm.sip_servers, who),
             prov_url: format!("{fs_url}/dm/prov"),
             fs_url,
-            ivr: IvrCtx { number: self.config.ivr.number.clone(), hotline: true },
+            ivr: IvrCtx {
+                number: self.config.ivr.number.clone(),
+                hotline: true,
+            },
             params: BTreeMap::new(),
         })
     }
@@ -347,18 +406,34 @@ impl Dm {
                 .or_else(|| self.config.server.sip.first().map(|a| a.port()))
                 .unwrap_or(5060);
             let host = who.host.clone().unwrap_or_else(|| "127.0.0.1".into());
-            out.push(SipServerCtx { host, port, transport: "udp".into() });
+            out.push(SipServerCtx {
+                host,
+                port,
+                transport: "udp".into(),
+            });
         }
         out
     }
 
-    async fn device_context(&self, d: &Device, vendor: &str, who: &Requester) -> Result<RenderContext> {
+    async fn device_context(
+        &self,
+        d: &Device,
+        vendor: &str,
+        who: &Requester,
+    ) -> Result<RenderContext> {
         let mut ctx = self.base_context(who)?;
         let mac = Mac::parse(&d.mac).map_err(|_| DmError::BadMac(d.mac.clone()))?;
-        ctx.device = DeviceCtx { mac: mac.to_string(), mac_colon: mac.colon(), vendor: vendor.to_owned(), model: d.model.clone() };
+        ctx.device = DeviceCtx {
+            mac: mac.to_string(),
+            mac_colon: mac.colon(),
+            vendor: vendor.to_owned(),
+            model: d.model.clone(),
+        };
         let profile = self.profile_of(d).await?;
         if let Some(p) = &profile {
-            if let Ok(map) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&p.params) {
+            if let Ok(map) =
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&p.params)
+            {
                 for (k, v) in map {
                     let v = match v {
                         serde_json::Value::String(s) => s,
@@ -374,7 +449,10 @@ impl Dm {
             ctx.line.password = self.credentials.password(&d.mac);
             if let Some(p) = profile.as_ref().filter(|p| p.kind == "disaster-recovery") {
                 ctx.sip_servers = self.servers(
-                    &[p.preferred_server.clone().unwrap_or_default(), p.peer_server.clone().unwrap_or_default()],
+                    &[
+                        p.preferred_server.clone().unwrap_or_default(),
+                        p.peer_server.clone().unwrap_or_default(),
+                    ],
                     who,
                 );
             }
@@ -390,7 +468,11 @@ impl Dm {
         };
         ctx.ivr.hotline = false;
         // Where the DN lives decides the SIP server and the site's fs_url.
-        let switch_name = dn.switch.clone().or_else(|| self.config.switch_for_dn(&dn.number).map(|s| s.name.clone()));
+        let switch_name = dn.switch.clone().or_else(|| {
+            self.config
+                .switch_for_dn(&dn.number)
+                .map(|s| s.name.clone())
+        });
         let switch = match switch_name {
             Some(n) => match self.store.switch(&n).await {
                 Ok(s) => Some(s),
@@ -409,10 +491,19 @@ impl Dm {
         if let Some(s) = &switch {
             servers.push(s.address.clone());
         } else if let Some(site) = &site {
-            servers.extend(site.sip_servers.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from));
+            servers.extend(
+                site.sip_servers
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from),
+            );
         }
         if let Some(p) = profile.as_ref().filter(|p| p.kind == "disaster-recovery") {
-            servers = vec![p.preferred_server.clone().unwrap_or_default(), p.peer_server.clone().unwrap_or_default()];
+            servers = vec![
+                p.preferred_server.clone().unwrap_or_default(),
+                p.peer_server.clone().unwrap_or_default(),
+            ];
         }
         if servers.is_empty() {
             servers = self.config.dm.sip_servers.clone();
@@ -429,7 +520,9 @@ impl Dm {
     // ---- administration -------------------------------------------------------------------
 
     pub fn parse_mac(raw: &str) -> Result<String> {
-        Mac::parse(raw).map(|m| m.to_string()).map_err(|_| DmError::BadMac(raw.to_owned()))
+        Mac::parse(raw)
+            .map(|m| m.to_string())
+            .map_err(|_| DmError::BadMac(raw.to_owned()))
     }
 
     pub async fn add_device(&self, mut d: NewDevice, actor: &str) -> Result<Device> {
@@ -440,12 +533,20 @@ impl Dm {
             }
         }
         if d.vendor.is_none() {
-            d.vendor = d.model.as_deref().and_then(|m| self.vendors.vendor_for_model(m)).map(|v| v.name.clone());
+            d.vendor = d
+                .model
+                .as_deref()
+                .and_then(|m| self.vendors.vendor_for_model(m))
+                .map(|v| v.name.clone());
         }
         if let Some(dn) = &d.dn {
             self.store.dn(dn).await?;
             if let Some(holder) = self.store.device_by_dn(dn).await? {
-                return Err(StoreError::Conflict { what: "DN assigned to device", key: format!("{dn} ({})", holder.mac) }.into());
+                return Err(StoreError::Conflict {
+                    what: "DN assigned to device",
+                    key: format!("{dn} ({})", holder.mac),
+                }
+                .into());
             }
         }
         if let Some(p) = &d.profile {
@@ -500,7 +601,10 @@ impl Dm {
     /// Creates a DN, taking its switch from the configured ranges when not given.
     pub async fn add_dn(&self, mut dn: Dn) -> Result<Dn> {
         if dn.switch.is_none() {
-            dn.switch = self.config.switch_for_dn(&dn.number).map(|s| s.name.clone());
+            dn.switch = self
+                .config
+                .switch_for_dn(&dn.number)
+                .map(|s| s.name.clone());
         }
         self.store.create_dn(&dn).await?;
         self.invalidate();
@@ -513,7 +617,10 @@ impl Dm {
         let (lines, mut errors) = parse_import(text, &self.vendors);
         if !errors.is_empty() {
             errors.sort();
-            return Ok(ImportReport { imported: 0, errors });
+            return Ok(ImportReport {
+                imported: 0,
+                errors,
+            });
         }
         let report = self.store.import_devices(&lines, actor).await?;
         self.invalidate();
@@ -529,12 +636,18 @@ impl Dm {
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let raw = raw.trim();
-            if raw.is_empty() || raw.starts_with('#') || (line == 1 && raw.to_ascii_lowercase().starts_with("number")) {
+            if raw.is_empty()
+                || raw.starts_with('#')
+                || (line == 1 && raw.to_ascii_lowercase().starts_with("number"))
+            {
                 continue;
             }
             let f: Vec<&str> = raw.split(',').map(str::trim).collect();
             if f.len() < 2 || f.len() > 4 || f[1].is_empty() {
-                errors.push((line, "want number,password[,switch[,authenticate-requests]]".to_owned()));
+                errors.push((
+                    line,
+                    "want number,password[,switch[,authenticate-requests]]".to_owned(),
+                ));
                 continue;
             }
             let switch = f.get(2).filter(|s| !s.is_empty()).map(|s| s.to_string());
@@ -543,7 +656,8 @@ impl Dm {
                 Dn {
                     number: f[0].to_owned(),
                     password: f[1].to_owned(),
-                    switch: switch.or_else(|| self.config.switch_for_dn(f[0]).map(|s| s.name.clone())),
+                    switch: switch
+                        .or_else(|| self.config.switch_for_dn(f[0]).map(|s| s.name.clone())),
                     authenticate_requests: f
                         .get(3)
                         .map(|s| s.replace(';', ","))
@@ -553,7 +667,10 @@ impl Dm {
             ));
         }
         if !errors.is_empty() {
-            return Ok(ImportReport { imported: 0, errors });
+            return Ok(ImportReport {
+                imported: 0,
+                errors,
+            });
         }
         let report = self.store.import_dns(&lines).await?;
         self.invalidate();
@@ -572,7 +689,12 @@ pub fn parse_import(text: &str, vendors: &VendorTable) -> (Vec<ImportLine>, Vec<
         .comment(Some(b'#'))
         .from_reader(text.as_bytes());
     for (i, rec) in reader.records().enumerate() {
-        let line = rec.as_ref().ok().and_then(|r| r.position()).map(|p| p.line() as usize).unwrap_or(i + 1);
+        let line = rec
+            .as_ref()
+            .ok()
+            .and_then(|r| r.position())
+            .map(|p| p.line() as usize)
+            .unwrap_or(i + 1);
         let rec = match rec {
             Ok(r) => r,
             Err(e) => {
@@ -580,15 +702,26 @@ pub fn parse_import(text: &str, vendors: &VendorTable) -> (Vec<ImportLine>, Vec<
                 continue;
             }
         };
-        let field = |n: usize| rec.get(n).map(str::trim).filter(|s| !s.is_empty()).map(String::from);
-        if lines.is_empty() && errors.is_empty() && field(0).is_some_and(|f| f.eq_ignore_ascii_case("mac")) {
+        let field = |n: usize| {
+            rec.get(n)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+        };
+        if lines.is_empty()
+            && errors.is_empty()
+            && field(0).is_some_and(|f| f.eq_ignore_ascii_case("mac"))
+        {
             continue; // header
         }
         if rec.iter().all(|f| f.trim().is_empty()) {
             continue;
         }
         if rec.len() > 4 {
-            errors.push((line, format!("{} fields; want mac,model,profile,dn", rec.len())));
+            errors.push((
+                line,
+                format!("{} fields; want mac,model,profile,dn", rec.len()),
+            ));
             continue;
         }
         let Some(raw_mac) = field(0) else {
@@ -610,8 +743,20 @@ pub fn parse_import(text: &str, vendors: &VendorTable) -> (Vec<ImportLine>, Vec<
                 continue;
             }
         }
-        let vendor = model.as_deref().and_then(|m| vendors.vendor_for_model(m)).map(|v| v.name.clone());
-        lines.push(ImportLine { line, device: NewDevice { mac, vendor, model, profile: field(2), dn } });
+        let vendor = model
+            .as_deref()
+            .and_then(|m| vendors.vendor_for_model(m))
+            .map(|v| v.name.clone());
+        lines.push(ImportLine {
+            line,
+            device: NewDevice {
+                mac,
+                vendor,
+                model,
+                profile: field(2),
+                dn,
+            },
+        });
     }
     (lines, errors)
 }
@@ -631,7 +776,10 @@ pub fn parse_server(s: &str) -> Option<SipServerCtx> {
         .unwrap_or_else(|| "udp".into());
     let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
         let (h, after) = rest.split_once(']')?;
-        (h.to_owned(), after.strip_prefix(':').and_then(|p| p.parse().ok()))
+        (
+            h.to_owned(),
+            after.strip_prefix(':').and_then(|p| p.parse().ok()),
+        )
     } else {
         match addr.rsplit_once(':') {
             Some((h, p)) => (h.to_owned(), Some(p.parse().ok()?)),
@@ -639,7 +787,11 @@ pub fn parse_server(s: &str) -> Option<SipServerCtx> {
         }
     };
     let default_port = if transport == "tls" { 5061 } else { 5060 };
-    Some(SipServerCtx { host, port: port.unwrap_or(default_port), transport })
+    Some(SipServerCtx {
+        host,
+        port: port.unwrap_or(default_port),
+        transport,
+    })
 }
 
 #[cfg(test)]
@@ -649,9 +801,15 @@ mod tests {
     #[test]
     fn server_forms() {
         let s = parse_server("sips1.example.com").unwrap();
-        assert_eq!((s.host.as_str(), s.port, s.transport.as_str()), ("sips1.example.com", 5060, "udp"));
+        assert_eq!(
+            (s.host.as_str(), s.port, s.transport.as_str()),
+            ("sips1.example.com", 5060, "udp")
+        );
         let s = parse_server("10.0.0.1:5070;transport=tcp").unwrap();
-        assert_eq!((s.host.as_str(), s.port, s.transport.as_str()), ("10.0.0.1", 5070, "tcp"));
+        assert_eq!(
+            (s.host.as_str(), s.port, s.transport.as_str()),
+            ("10.0.0.1", 5070, "tcp")
+        );
         let s = parse_server("[::1]:5080").unwrap();
         assert_eq!((s.host.as_str(), s.port), ("::1", 5080));
         assert!(parse_server("").is_none());
@@ -661,7 +819,10 @@ mod tests {
     #[test]
     fn import_parse_reports_lines() {
         let t = VendorTable::builtin();
-        let (ok, errs) = parse_import("mac,model,profile,dn\n0004f2000001,VVX 450,,1000\nzz,VVX,,1001\n", &t);
+        let (ok, errs) = parse_import(
+            "mac,model,profile,dn\n0004f2000001,VVX 450,,1000\nzz,VVX,,1001\n",
+            &t,
+        );
         assert_eq!(ok.len(), 1);
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].0, 3);

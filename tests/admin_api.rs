@@ -10,11 +10,28 @@ async fn token_required(db: Db) {
     let r = ts.http.get(ts.api("/devices")).send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
-    let r = ts.http.get(ts.api("/devices")).bearer_auth("wrong").send().await.unwrap();
+    let r = ts
+        .http
+        .get(ts.api("/devices"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = ts.http.post(ts.api("/devices")).bearer_auth("test-tokeN").json(&json!({"mac": "0004f2000001"})).send().await.unwrap();
+    let r = ts
+        .http
+        .post(ts.api("/devices"))
+        .bearer_auth("test-tokeN")
+        .json(&json!({"mac": "0004f2000001"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(ts.get_json("/devices").await.1, json!([]), "nothing was written");
+    assert_eq!(
+        ts.get_json("/devices").await.1,
+        json!([]),
+        "nothing was written"
+    );
     let r = ts.http.get(ts.api("/openapi.json")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let doc: serde_json::Value = r.json().await.unwrap();
@@ -25,20 +42,78 @@ on_both_backends!(missing_or_wrong_token_is_401, token_required);
 
 async fn duplicates(db: Db) {
     let ts = TestServer::start(db).await;
-    assert_eq!(ts.post("/dns", json!({"number": "1000", "password": "a"})).await.status(), 201);
-    assert_eq!(ts.post("/dns", json!({"number": "1000", "password": "b"})).await.status(), 409);
-    assert_eq!(ts.post("/devices", json!({"mac": "0004f2000001", "dn": "1000"})).await.status(), 201);
+    assert_eq!(
+        ts.post("/dns", json!({"number": "1000", "password": "a"}))
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        ts.post("/dns", json!({"number": "1000", "password": "b"}))
+            .await
+            .status(),
+        409
+    );
+    assert_eq!(
+        ts.post("/devices", json!({"mac": "0004f2000001", "dn": "1000"}))
+            .await
+            .status(),
+        201
+    );
     // Same MAC in another spelling.
-    assert_eq!(ts.post("/devices", json!({"mac": "00:04:F2:00:00:01"})).await.status(), 409);
+    assert_eq!(
+        ts.post("/devices", json!({"mac": "00:04:F2:00:00:01"}))
+            .await
+            .status(),
+        409
+    );
     // Same DN on another device.
-    assert_eq!(ts.post("/devices", json!({"mac": "0004f2000002", "dn": "1000"})).await.status(), 409);
-    assert_eq!(ts.post("/devices", json!({"mac": "0004f2000003"})).await.status(), 201);
-    assert_eq!(ts.post("/devices/0004f2000003/assign", json!({"dn": "1000"})).await.status(), 409);
+    assert_eq!(
+        ts.post("/devices", json!({"mac": "0004f2000002", "dn": "1000"}))
+            .await
+            .status(),
+        409
+    );
+    assert_eq!(
+        ts.post("/devices", json!({"mac": "0004f2000003"}))
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        ts.post("/devices/0004f2000003/assign", json!({"dn": "1000"}))
+            .await
+            .status(),
+        409
+    );
     // Bad input: not a MAC, unknown DN, unknown fields, broken JSON.
-    assert_eq!(ts.post("/devices", json!({"mac": "not-a-mac"})).await.status(), 422);
-    assert_eq!(ts.post("/devices/0004f2000003/assign", json!({"dn": "4242"})).await.status(), 404);
-    assert_eq!(ts.post("/devices", json!({"mac": "0004f2000004", "colour": "red"})).await.status(), 422);
-    let r = ts.http.post(ts.api("/devices")).bearer_auth(&ts.token).header("content-type", "application/json").body("{\"mac\":").send().await.unwrap();
+    assert_eq!(
+        ts.post("/devices", json!({"mac": "not-a-mac"}))
+            .await
+            .status(),
+        422
+    );
+    assert_eq!(
+        ts.post("/devices/0004f2000003/assign", json!({"dn": "4242"}))
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        ts.post("/devices", json!({"mac": "0004f2000004", "colour": "red"}))
+            .await
+            .status(),
+        422
+    );
+    let r = ts
+        .http
+        .post(ts.api("/devices"))
+        .bearer_auth(&ts.token)
+        .header("content-type", "application/json")
+        .body("{\"mac\":")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let (_, devices) = ts.get_json("/devices").await;
     assert_eq!(devices.as_array().unwrap().len(), 2);
@@ -49,26 +124,55 @@ on_both_backends!(duplicate_mac_or_dn_is_409, duplicates);
 async fn csv_import(db: Db) {
     let ts = TestServer::start(db).await;
     for n in 1000..1004 {
-        ts.post("/dns", json!({"number": n.to_string(), "password": format!("pw{n}")})).await;
+        ts.post(
+            "/dns",
+            json!({"number": n.to_string(), "password": format!("pw{n}")}),
+        )
+        .await;
     }
     let bad = "mac,model,profile,dn\n0004f2000001,VVX 450,,1000\n0004f2zz0002,VVX 450,,1001\n0004f2000003,T46S,,1002\n";
-    let r = ts.http.post(ts.api("/import")).bearer_auth(&ts.token).body(bad).send().await.unwrap();
+    let r = ts
+        .http
+        .post(ts.api("/import"))
+        .bearer_auth(&ts.token)
+        .body(bad)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 422);
     let report: serde_json::Value = r.json().await.unwrap();
     assert_eq!(report["imported"], 0);
     assert_eq!(report["errors"][0]["line"], 3, "{report}");
-    assert_eq!(ts.get_json("/devices").await.1, json!([]), "one bad line imports nothing");
+    assert_eq!(
+        ts.get_json("/devices").await.1,
+        json!([]),
+        "one bad line imports nothing"
+    );
 
     // A line that is well-formed but conflicts with the store also rolls everything back.
     let conflict = "0004f2000001,VVX 450,,1000\n0004f2000002,VVX 450,,9999\n";
-    let r = ts.http.post(ts.api("/import")).bearer_auth(&ts.token).body(conflict).send().await.unwrap();
+    let r = ts
+        .http
+        .post(ts.api("/import"))
+        .bearer_auth(&ts.token)
+        .body(conflict)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 422);
     let report: serde_json::Value = r.json().await.unwrap();
     assert_eq!(report["errors"][0]["line"], 2, "{report}");
     assert_eq!(ts.get_json("/devices").await.1, json!([]));
 
     let good = "mac,model,profile,dn\n0004f2000001,VVX 450,,1000\n00:15:65:00:00:02,T46S,device-management,1001\n0004f2000003,VVX 450,,\n";
-    let r = ts.http.post(ts.api("/import")).bearer_auth(&ts.token).body(good).send().await.unwrap();
+    let r = ts
+        .http
+        .post(ts.api("/import"))
+        .bearer_auth(&ts.token)
+        .body(good)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let report: serde_json::Value = r.json().await.unwrap();
     assert_eq!(report["imported"], 3);
@@ -78,7 +182,14 @@ async fn csv_import(db: Db) {
     let (_, d) = ts.get_json("/devices/0004f2000003").await;
     assert_eq!(d["state"], "unassigned");
     // Importing the same file again conflicts on every line and changes nothing.
-    let r = ts.http.post(ts.api("/import")).bearer_auth(&ts.token).body(good).send().await.unwrap();
+    let r = ts
+        .http
+        .post(ts.api("/import"))
+        .bearer_auth(&ts.token)
+        .body(good)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 422);
     ts.stop().await;
 }
@@ -89,49 +200,175 @@ async fn crud(db: Db) {
     // Sites from the config are there.
     let (_, sites) = ts.get_json("/sites").await;
     assert_eq!(sites[0]["name"], "site1");
-    assert_eq!(ts.post("/sites", json!({"name": "site2", "fs_url": "http://fs3:8080/fs", "sip_servers": "sips2:5060"})).await.status(), 201);
-    let r = ts.http.put(ts.api("/sites/site2")).bearer_auth(&ts.token).json(&json!({"name": "site2", "fs_url": "http://fs3:8081/fs", "sip_servers": "sips2:5060"})).send().await.unwrap();
+    assert_eq!(
+        ts.post(
+            "/sites",
+            json!({"name": "site2", "fs_url": "http://fs3:8080/fs", "sip_servers": "sips2:5060"})
+        )
+        .await
+        .status(),
+        201
+    );
+    let r = ts
+        .http
+        .put(ts.api("/sites/site2"))
+        .bearer_auth(&ts.token)
+        .json(
+            &json!({"name": "site2", "fs_url": "http://fs3:8081/fs", "sip_servers": "sips2:5060"}),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(ts.get_json("/sites/site2").await.1["fs_url"], "http://fs3:8081/fs");
-    let r = ts.http.delete(ts.api("/sites/site2")).bearer_auth(&ts.token).send().await.unwrap();
+    assert_eq!(
+        ts.get_json("/sites/site2").await.1["fs_url"],
+        "http://fs3:8081/fs"
+    );
+    let r = ts
+        .http
+        .delete(ts.api("/sites/site2"))
+        .bearer_auth(&ts.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(ts.get_json("/sites/site2").await.0, 404);
 
     let dr = json!({"name": "dr", "kind": "disaster-recovery", "preferred_server": "sips1:5060", "peer_server": "sips2:5060", "params": "{}"});
     assert_eq!(ts.post("/profiles", dr).await.status(), 201);
-    assert_eq!(ts.post("/profiles", json!({"name": "x", "kind": "nonsense"})).await.status(), 422);
-    assert_eq!(ts.post("/profiles", json!({"name": "dr2", "kind": "disaster-recovery"})).await.status(), 422);
+    assert_eq!(
+        ts.post("/profiles", json!({"name": "x", "kind": "nonsense"}))
+            .await
+            .status(),
+        422
+    );
+    assert_eq!(
+        ts.post(
+            "/profiles",
+            json!({"name": "dr2", "kind": "disaster-recovery"})
+        )
+        .await
+        .status(),
+        422
+    );
 
-    ts.post("/dns", json!({"number": "1000", "password": "pw"})).await;
-    assert_eq!(ts.get_json("/dns/1000").await.1["switch"], "SIPS1", "switch from the configured range");
-    ts.post("/devices", json!({"mac": "0004f2000001", "profile": "dr", "dn": "1000"})).await;
-    let body = ts.fetch("0004f2000001.cfg", Some("PolycomVVX-VVX_450-UA/6.3.0")).await.text().await.unwrap();
-    assert!(body.contains("sips1") && body.contains("sips2"), "a DR profile registers to both:\n{body}");
+    ts.post("/dns", json!({"number": "1000", "password": "pw"}))
+        .await;
+    assert_eq!(
+        ts.get_json("/dns/1000").await.1["switch"],
+        "SIPS1",
+        "switch from the configured range"
+    );
+    ts.post(
+        "/devices",
+        json!({"mac": "0004f2000001", "profile": "dr", "dn": "1000"}),
+    )
+    .await;
+    let body = ts
+        .fetch("0004f2000001.cfg", Some("PolycomVVX-VVX_450-UA/6.3.0"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains("sips1") && body.contains("sips2"),
+        "a DR profile registers to both:\n{body}"
+    );
 
     // The console's preview: the device's own file, or another vendor's, recording nothing.
-    let file = ts.http.get(ts.api("/devices/0004f2000001/file")).bearer_auth(&ts.token).send().await.unwrap().text().await.unwrap();
-    assert!(file.contains("polycomConfig") && file.contains("sips1") && file.contains("sips2"), "{file}");
-    let yl = ts.http.get(ts.api("/devices/0004f2000001/file?vendor=yealink")).bearer_auth(&ts.token).send().await.unwrap().text().await.unwrap();
+    let file = ts
+        .http
+        .get(ts.api("/devices/0004f2000001/file"))
+        .bearer_auth(&ts.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        file.contains("polycomConfig") && file.contains("sips1") && file.contains("sips2"),
+        "{file}"
+    );
+    let yl = ts
+        .http
+        .get(ts.api("/devices/0004f2000001/file?vendor=yealink"))
+        .bearer_auth(&ts.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(yl.starts_with("#!version:1.0.0.1"), "{yl}");
-    let bad = ts.http.get(ts.api("/devices/0004f2000001/file?vendor=acme")).bearer_auth(&ts.token).send().await.unwrap();
+    let bad = ts
+        .http
+        .get(ts.api("/devices/0004f2000001/file?vendor=acme"))
+        .bearer_auth(&ts.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 422);
-    let r = ts.http.patch(ts.api("/devices/0004f2000001")).bearer_auth(&ts.token).json(&json!({"model": "VVX 601"})).send().await.unwrap();
+    let r = ts
+        .http
+        .patch(ts.api("/devices/0004f2000001"))
+        .bearer_auth(&ts.token)
+        .json(&json!({"model": "VVX 601"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = ts.http.delete(ts.api("/dns/1000")).bearer_auth(&ts.token).send().await.unwrap();
+    let r = ts
+        .http
+        .delete(ts.api("/dns/1000"))
+        .bearer_auth(&ts.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 409, "an assigned DN cannot be deleted");
     let r = ts.post("/devices/0004f2000001/unassign", json!({})).await;
     assert_eq!(r.status(), 200);
     let (_, audit) = ts.get_json("/devices/0004f2000001/audit").await;
-    let actions: Vec<_> = audit.as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap().to_owned()).collect();
+    let actions: Vec<_> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(actions, ["unassign", "assign"]);
-    let r = ts.http.delete(ts.api("/devices/0004f2000001")).bearer_auth(&ts.token).send().await.unwrap();
+    let r = ts
+        .http
+        .delete(ts.api("/devices/0004f2000001"))
+        .bearer_auth(&ts.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(ts.get_json("/devices/0004f2000001").await.0, 404);
-    assert_eq!(ts.http.get(format!("{}/healthz", ts.base)).send().await.unwrap().status(), 200);
+    assert_eq!(
+        ts.http
+            .get(format!("{}/healthz", ts.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let (_, trunks) = ts.get_json("/trunks").await;
     assert_eq!(trunks[0]["name"], "ivr");
-    assert_eq!(trunks[0]["in_service"], true, "the built-in IVR is always in service");
-    let metrics = ts.http.get(format!("{}/metrics", ts.base)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(
+        trunks[0]["in_service"], true,
+        "the built-in IVR is always in service"
+    );
+    let metrics = ts
+        .http
+        .get(format!("{}/metrics", ts.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("sipdm_prov_requests_total"), "{metrics}");
     ts.stop().await;
 }

@@ -3,15 +3,31 @@
 use std::process::Command;
 
 fn sipdm(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sipdm")).arg("--config").arg(config).args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_sipdm"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn device_lifecycle_and_import() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sipdm.toml");
-    std::fs::write(&config, format!("[store]\nurl = \"sqlite://{}\"\n", dir.path().join("s.db").display())).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"sqlite://{}\"\n",
+            dir.path().join("s.db").display()
+        ),
+    )
+    .unwrap();
 
     assert!(sipdm(&config, &["dn", "add", "1000", "--password", "pw1000"]).0);
     assert!(sipdm(&config, &["dn", "add", "1001", "--password", "pw1001"]).0);
@@ -26,7 +42,10 @@ fn device_lifecycle_and_import() {
     let (ok, _, err) = sipdm(&config, &["dn", "import", dns.to_str().unwrap()]);
     assert!(!ok && err.contains("dns.csv:2"), "{err}");
 
-    let (ok, out, err) = sipdm(&config, &["device", "add", "00:04:F2:00:00:01", "--model", "VVX 450"]);
+    let (ok, out, err) = sipdm(
+        &config,
+        &["device", "add", "00:04:F2:00:00:01", "--model", "VVX 450"],
+    );
     assert!(ok, "{err}");
     assert!(out.contains("0004f2000001"), "{out}");
     let (ok, _, err) = sipdm(&config, &["device", "add", "garbage"]);
@@ -35,13 +54,20 @@ fn device_lifecycle_and_import() {
     assert!(sipdm(&config, &["device", "assign", "0004f2000001", "1000"]).0);
     let (_, out, _) = sipdm(&config, &["device", "list"]);
     let line = out.lines().find(|l| l.starts_with("0004f2000001")).unwrap();
-    assert!(line.contains("1000") && line.contains("assigned") && line.contains("polycom"), "{line}");
+    assert!(
+        line.contains("1000") && line.contains("assigned") && line.contains("polycom"),
+        "{line}"
+    );
     assert!(sipdm(&config, &["device", "unassign", "0004f2000001"]).0);
     let (_, out, _) = sipdm(&config, &["device", "list", "--search", "0004f2000001"]);
     assert!(out.contains("unassigned"), "{out}");
 
     let bad = dir.path().join("bad.csv");
-    std::fs::write(&bad, "mac,model,profile,dn\n0004f2000002,VVX 450,,1001\nnot-a-mac,VVX 450,,\n").unwrap();
+    std::fs::write(
+        &bad,
+        "mac,model,profile,dn\n0004f2000002,VVX 450,,1001\nnot-a-mac,VVX 450,,\n",
+    )
+    .unwrap();
     let (ok, _, err) = sipdm(&config, &["import", bad.to_str().unwrap()]);
     assert!(!ok, "a bad line fails the import");
     assert!(err.contains("bad.csv:3"), "names the line: {err}");

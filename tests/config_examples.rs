@@ -15,19 +15,35 @@ fn shipped_examples_validate() {
                 .arg(&path)
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
             n += 1;
         }
     }
-    assert_eq!(n, 5, "single site, two multi-site, two business-continuity files");
+    assert_eq!(
+        n, 5,
+        "single site, two multi-site, two business-continuity files"
+    );
 }
 
 #[test]
 fn config_check_names_a_bad_key_and_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "[dm]\nfs_url = \"http://fs1:8080/fs\"\nfsurl = \"oops\"\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipdm")).args(["config", "check"]).arg(&path).output().unwrap();
+    std::fs::write(
+        &path,
+        "[dm]\nfs_url = \"http://fs1:8080/fs\"\nfsurl = \"oops\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipdm"))
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("fsurl") && err.contains("line 3"), "{err}");

@@ -43,7 +43,12 @@ async fn browser() -> (Driver, Client, tempfile::TempDir) {
     let caps = caps.as_object().unwrap().clone();
     let mut last = None;
     for _ in 0..50 {
-        match ClientBuilder::rustls().expect("tls").capabilities(caps.clone()).connect(&format!("http://127.0.0.1:{port}")).await {
+        match ClientBuilder::rustls()
+            .expect("tls")
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
             Ok(c) => return (driver, c, profile),
             Err(e) => last = Some(e),
         }
@@ -69,37 +74,108 @@ async fn wait_text(c: &Client, css: &str, want: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_console_flow() {
     let ts = TestServer::start(Db::Sqlite).await;
-    assert_eq!(ts.post("/dns", json!({"number": "1001", "password": "pw1001"})).await.status(), 201);
+    assert_eq!(
+        ts.post("/dns", json!({"number": "1001", "password": "pw1001"}))
+            .await
+            .status(),
+        201
+    );
     let (_driver, c, _profile) = browser().await;
     c.goto(&format!("{}/fs/dm/ui", ts.base)).await.unwrap();
-    c.find(Locator::Id("token")).await.unwrap().send_keys(&ts.token).await.unwrap();
-    c.find(Locator::Id("login")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys(&ts.token)
+        .await
+        .unwrap();
+    c.find(Locator::Id("login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 
     // Import a CSV.
-    c.find(Locator::Css("a[data-tab=import]")).await.unwrap().click().await.unwrap();
-    c.find(Locator::Id("csv")).await.unwrap().send_keys("mac,model,profile,dn\n000e08000001,SPA504G,,\n0004f2000002,VVX 450,,\n").await.unwrap();
-    c.find(Locator::Id("do-import")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("a[data-tab=import]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Id("csv"))
+        .await
+        .unwrap()
+        .send_keys("mac,model,profile,dn\n000e08000001,SPA504G,,\n0004f2000002,VVX 450,,\n")
+        .await
+        .unwrap();
+    c.find(Locator::Id("do-import"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_text(&c, "#import-report", "imported 2").await;
 
     // Find the device and assign it a DN.
-    c.find(Locator::Css("a[data-tab=devices]")).await.unwrap().click().await.unwrap();
-    c.find(Locator::Id("search")).await.unwrap().send_keys("000e08").await.unwrap();
-    c.find(Locator::Id("find")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("a[data-tab=devices]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Id("search"))
+        .await
+        .unwrap()
+        .send_keys("000e08")
+        .await
+        .unwrap();
+    c.find(Locator::Id("find"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_text(&c, "#device-rows", "000e08000001").await;
-    c.find(Locator::Css("tr.dev[data-mac='000e08000001']")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("tr.dev[data-mac='000e08000001']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_text(&c, "#d-title", "000e08000001").await;
     wait_text(&c, "#d-file", "flat-profile").await; // the Cisco file as the phone would get it
-    c.find(Locator::Id("d-dn")).await.unwrap().send_keys("1001").await.unwrap();
-    c.find(Locator::Id("d-assign")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("d-dn"))
+        .await
+        .unwrap()
+        .send_keys("1001")
+        .await
+        .unwrap();
+    c.find(Locator::Id("d-assign"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_text(&c, "#d-audit", "assign").await;
     assert_eq!(ts.get_json("/devices/000e08000001").await.1["dn"], "1001");
 
     // A phone registers as 1001 (sipp, which also checks the NOTIFY's digest); press check-sync.
     let target = ts.sip_addr();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testbed/sipp");
-    let ooc = dir.join("notify_challenge_ooc.xml").to_string_lossy().into_owned();
+    let ooc = dir
+        .join("notify_challenge_ooc.xml")
+        .to_string_lossy()
+        .into_owned();
     let phone = tokio::task::spawn_blocking(move || {
-        common::sipp(target, "register_wait.xml", "u1", &["-s", "1001", "-au", "1001", "-ap", "pw1001", "-key", "authpass", "pw1001", "-oocsf", &ooc])
+        common::sipp(
+            target,
+            "register_wait.xml",
+            "u1",
+            &[
+                "-s", "1001", "-au", "1001", "-ap", "pw1001", "-key", "authpass", "pw1001",
+                "-oocsf", &ooc,
+            ],
+        )
     });
     for _ in 0..100 {
         if !ts.sip().registrar().bindings("1001").is_empty() {
@@ -107,16 +183,34 @@ async fn operator_console_flow() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    c.find(Locator::Css("tr.dev[data-mac='000e08000001']")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("tr.dev[data-mac='000e08000001']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_text(&c, "#d-bindings", "sip:1001@").await;
-    c.find(Locator::Id("d-checksync")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("d-checksync"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let audit = wait_text(&c, "#d-audit", "check-sync").await;
-    assert!(audit.contains("resync"), "Cisco's event is recorded: {audit}");
+    assert!(
+        audit.contains("resync"),
+        "Cisco's event is recorded: {audit}"
+    );
     let (ok, out) = phone.await.unwrap();
     assert!(ok, "{out}");
 
     // The device list, for the README.
-    c.find(Locator::Css("a[data-tab=devices]")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("a[data-tab=devices]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_text(&c, "#device-rows", "registered").await;
     let png = c.screenshot().await.unwrap();
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-device-list.png");

@@ -9,25 +9,98 @@ use std::process::Command;
 use common::{Db, TestServer};
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl is required");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl is required");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A CA and a server certificate for 127.0.0.1 and localhost signed by it.
 fn test_ca(dir: &Path) {
-    openssl(dir, &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=sipdm test CA"]);
-    openssl(dir, &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]);
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sipdm test CA",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
     std::fs::write(
         dir.join("ext.cnf"),
         "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
-    openssl(dir, &["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf"]);
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
 }
 
 fn curl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("curl").args(["-s", "-S", "--max-time", "10"]).args(args).output().expect("curl");
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    let out = Command::new("curl")
+        .args(["-s", "-S", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,7 +122,17 @@ async fn provisioning_and_admin_over_https() {
     let resolve = format!("localhost:{port}:127.0.0.1");
     let (ok, body) = tokio::task::spawn_blocking({
         let (ca, url, resolve) = (ca.clone(), url.clone(), resolve.clone());
-        move || curl(&["--cacert", &ca, "--resolve", &resolve, "-A", "Yealink SIP-T46S 66.86.0.15", &url])
+        move || {
+            curl(&[
+                "--cacert",
+                &ca,
+                "--resolve",
+                &resolve,
+                "-A",
+                "Yealink SIP-T46S 66.86.0.15",
+                &url,
+            ])
+        }
     })
     .await
     .unwrap();
@@ -58,7 +141,17 @@ async fn provisioning_and_admin_over_https() {
     let api = format!("https://localhost:{port}/fs/dm/api/v1/devices/001565000001");
     let (ok, body) = tokio::task::spawn_blocking({
         let (ca, resolve) = (ca.clone(), resolve.clone());
-        move || curl(&["--cacert", &ca, "--resolve", &resolve, "-H", "Authorization: Bearer test-token", &api])
+        move || {
+            curl(&[
+                "--cacert",
+                &ca,
+                "--resolve",
+                &resolve,
+                "-H",
+                "Authorization: Bearer test-token",
+                &api,
+            ])
+        }
     })
     .await
     .unwrap();
@@ -72,7 +165,14 @@ async fn provisioning_and_admin_over_https() {
     .unwrap();
     assert!(!ok, "an unknown CA is refused");
     let plain = format!("http://127.0.0.1:{port}/fs/dm/prov/001565000001.cfg");
-    let (ok, body) = tokio::task::spawn_blocking(move || curl(&["-o", "/dev/null", "-w", "%{http_code}", &plain])).await.unwrap();
-    assert!(!ok || !body.starts_with('2'), "plain HTTP is not served: {body}");
+    let (ok, body) = tokio::task::spawn_blocking(move || {
+        curl(&["-o", "/dev/null", "-w", "%{http_code}", &plain])
+    })
+    .await
+    .unwrap();
+    assert!(
+        !ok || !body.starts_with('2'),
+        "plain HTTP is not served: {body}"
+    );
     ts.stop().await;
 }

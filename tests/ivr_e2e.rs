@@ -34,21 +34,40 @@ async fn provision(db: Db, count: u32) {
 
 async fn provision_with(db: Db, count: u32, config: &str) {
     let ts = TestServer::start_with(db, config).await;
-    let csv: String = (0..count).map(|i| format!("{},pw-{}\n", 1000 + i, 1000 + i)).collect();
-    let r = ts.http.post(ts.api("/dns/import")).bearer_auth(&ts.token).body(csv).send().await.unwrap();
+    let csv: String = (0..count)
+        .map(|i| format!("{},pw-{}\n", 1000 + i, 1000 + i))
+        .collect();
+    let r = ts
+        .http
+        .post(ts.api("/dns/import"))
+        .bearer_auth(&ts.token)
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let prov_url = format!("{}/fs/dm/prov", ts.base);
     let mut set = tokio::task::JoinSet::new();
     for i in 0..count {
         let vendor = Vendor::ALL[i as usize % Vendor::ALL.len()];
-        let spec = PhoneSpec { mac: Mac::generated(vendor, i + 1), vendor, prov_url: prov_url.clone(), local_ip: [127, 0, 0, 1].into() };
+        let spec = PhoneSpec {
+            mac: Mac::generated(vendor, i + 1),
+            vendor,
+            prov_url: prov_url.clone(),
+            local_ip: [127, 0, 0, 1].into(),
+        };
         let dn = (1000 + i).to_string();
         set.spawn(async move {
             let mut phone = Phone::new(spec.clone()).await.expect("phone starts");
             let result = phone.run_ivr_provisioning(&dn).await;
             let notifies = phone.check_sync_count();
             phone.shutdown();
-            (spec, dn, result.map(|p| p.total).map_err(|e| e.to_string()), notifies)
+            (
+                spec,
+                dn,
+                result.map(|p| p.total).map_err(|e| e.to_string()),
+                notifies,
+            )
         });
     }
     let mut failures = Vec::new();
@@ -60,24 +79,54 @@ async fn provision_with(db: Db, count: u32, config: &str) {
             Err(e) => failures.push(format!("{:?} {} {dn}: {e}", spec.vendor, spec.mac.plain())),
         }
     }
-    assert!(failures.is_empty(), "{} of {count} phones failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {count} phones failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 
     // The store has every assignment, made by the IVR; the registrar every DN binding.
     let (_, devices) = ts.get_json("/devices").await;
-    let assigned: Vec<_> = devices.as_array().unwrap().iter().filter(|d| d["state"] == "assigned").collect();
+    let assigned: Vec<_> = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["state"] == "assigned")
+        .collect();
     assert_eq!(assigned.len(), count as usize);
     let (_, audit) = ts.get_json("/audit?limit=10000").await;
-    let ivr_assigns = audit.as_array().unwrap().iter().filter(|a| a["action"] == "assign" && a["actor"] == "ivr").count();
+    let ivr_assigns = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "assign" && a["actor"] == "ivr")
+        .count();
     assert_eq!(ivr_assigns, count as usize);
-    let check_syncs = audit.as_array().unwrap().iter().filter(|a| a["action"] == "check-sync").count();
+    let check_syncs = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "check-sync")
+        .count();
     assert_eq!(check_syncs, count as usize, "one check-sync per phone");
     for i in 0..count {
         let dn = (1000 + i).to_string();
         let b = ts.sip().registrar().bindings(&dn);
         assert_eq!(b.len(), 1, "DN {dn} bound once: {b:?}");
-        assert_eq!(b[0].device.as_deref(), Some(dn.as_str()), "authenticated as the DN");
+        assert_eq!(
+            b[0].device.as_deref(),
+            Some(dn.as_str()),
+            "authenticated as the DN"
+        );
     }
-    assert!(ts.sip().registrar().bindings("gcti_provisioning").is_empty(), "every phone left the provisioning identity");
+    assert!(
+        ts.sip()
+            .registrar()
+            .bindings("gcti_provisioning")
+            .is_empty(),
+        "every phone left the provisioning identity"
+    );
     ts.stop().await;
 }
 
@@ -108,7 +157,8 @@ async fn fifty_phones_concurrently_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated_ivr_call_is_challenged() {
     let ts = TestServer::start(Db::Sqlite).await;
-    ts.post("/dns", json!({"number": "1000", "password": "pw"})).await;
+    ts.post("/dns", json!({"number": "1000", "password": "pw"}))
+        .await;
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let me = sock.local_addr().unwrap();
     let invite = format!(
@@ -116,33 +166,51 @@ async fn unauthenticated_ivr_call_is_challenged() {
          To: <sip:8800@{sip}>\r\nCall-ID: anon-1\r\nCSeq: 1 INVITE\r\nContact: <sip:x@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: 0\r\n\r\n",
         sip = ts.sip_addr()
     );
-    sock.send_to(invite.as_bytes(), ts.sip_addr()).await.unwrap();
+    sock.send_to(invite.as_bytes(), ts.sip_addr())
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 4096];
     let mut statuses = Vec::new();
-    while let Ok(Ok((n, _))) = tokio::time::timeout(std::time::Duration::from_secs(2), sock.recv_from(&mut buf)).await {
+    while let Ok(Ok((n, _))) =
+        tokio::time::timeout(std::time::Duration::from_secs(2), sock.recv_from(&mut buf)).await
+    {
         let text = String::from_utf8_lossy(&buf[..n]).into_owned();
         statuses.push(text.split_whitespace().nth(1).unwrap_or("").to_owned());
         if !text.starts_with("SIP/2.0 1") {
             break;
         }
     }
-    assert_eq!(statuses.last().map(String::as_str), Some("401"), "{statuses:?}");
+    assert_eq!(
+        statuses.last().map(String::as_str),
+        Some("401"),
+        "{statuses:?}"
+    );
     let (_, audit) = ts.get_json("/audit").await;
     assert_eq!(audit, json!([]));
     ts.stop().await;
 }
-
 
 /// sipp as a real phone: registers as gcti_provisioning with the credentials of its default
 /// file, calls the IVR, keys 1001 as SIP INFO, takes the IVR's BYE and answers the check-sync.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sipp_phone_through_the_ivr() {
     let ts = TestServer::start_with(Db::Sqlite, SELF_REGISTRAR).await;
-    ts.post("/dns", json!({"number": "1001", "password": "pw1001"})).await;
+    ts.post("/dns", json!({"number": "1001", "password": "pw1001"}))
+        .await;
     let mac = "0004f2000abc";
-    let file = ts.fetch(&format!("{mac}.cfg"), Some("PolycomVVX-VVX_450-UA/6.3.0.14929")).await.text().await.unwrap();
+    let file = ts
+        .fetch(
+            &format!("{mac}.cfg"),
+            Some("PolycomVVX-VVX_450-UA/6.3.0.14929"),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
     let attr = |name: &str| {
-        let at = file.find(&format!("{name}=\"")).unwrap_or_else(|| panic!("{name} in\n{file}"));
+        let at = file
+            .find(&format!("{name}=\""))
+            .unwrap_or_else(|| panic!("{name} in\n{file}"));
         let rest = &file[at + name.len() + 2..];
         rest[..rest.find('"').unwrap()].to_owned()
     };
@@ -154,8 +222,28 @@ async fn sipp_phone_through_the_ivr() {
     let media_port = common::free_port().to_string();
     let (ok, out) = tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = vec![
-            "-s", "8800", "-au", &user, "-ap", &password, "-oocsf", &ooc, "-key", "dn1", "1", "-key", "dn2", "0", "-key", "dn3", "0",
-            "-key", "dn4", "1", "-mp", &media_port,
+            "-s",
+            "8800",
+            "-au",
+            &user,
+            "-ap",
+            &password,
+            "-oocsf",
+            &ooc,
+            "-key",
+            "dn1",
+            "1",
+            "-key",
+            "dn2",
+            "0",
+            "-key",
+            "dn3",
+            "0",
+            "-key",
+            "dn4",
+            "1",
+            "-mp",
+            &media_port,
         ];
         common::sipp(target, "ivr_phone.xml", "u1", &args)
     })
@@ -165,8 +253,24 @@ async fn sipp_phone_through_the_ivr() {
     let (_, d) = ts.get_json(&format!("/devices/{mac}")).await;
     assert_eq!(d["dn"], "1001");
     let (_, audit) = ts.get_json(&format!("/devices/{mac}/audit")).await;
-    let actions: Vec<String> = audit.as_array().unwrap().iter().map(|a| format!("{} {}", a["action"].as_str().unwrap(), a["detail"].as_str().unwrap_or(""))).collect();
-    assert!(actions.iter().any(|a| a.starts_with("check-sync check-sync → 200")), "{actions:?}");
+    let actions: Vec<String> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {}",
+                a["action"].as_str().unwrap(),
+                a["detail"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(
+        actions
+            .iter()
+            .any(|a| a.starts_with("check-sync check-sync → 200")),
+        "{actions:?}"
+    );
     ts.stop().await;
 }
 
@@ -176,16 +280,38 @@ async fn sipp_phone_through_the_ivr() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_check_sync_answers_the_phones_challenge() {
     let ts = TestServer::start_with(Db::Sqlite, SELF_REGISTRAR).await;
-    ts.post("/dns", json!({"number": "1001", "password": "pw1001"})).await;
-    ts.post("/devices", json!({"mac": "000e08000001", "vendor": "cisco", "dn": "1001"})).await;
+    ts.post("/dns", json!({"number": "1001", "password": "pw1001"}))
+        .await;
+    ts.post(
+        "/devices",
+        json!({"mac": "000e08000001", "vendor": "cisco", "dn": "1001"}),
+    )
+    .await;
     // Not registered yet: nothing to notify.
-    let r = ts.http.post(ts.api("/devices/000e08000001/check-sync")).bearer_auth(&ts.token).send().await.unwrap();
+    let r = ts
+        .http
+        .post(ts.api("/devices/000e08000001/check-sync"))
+        .bearer_auth(&ts.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 409);
     let target = ts.sip_addr();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testbed/sipp");
-    let ooc = dir.join("notify_challenge_ooc.xml").to_string_lossy().into_owned();
+    let ooc = dir
+        .join("notify_challenge_ooc.xml")
+        .to_string_lossy()
+        .into_owned();
     let phone = tokio::task::spawn_blocking(move || {
-        common::sipp(target, "register_wait.xml", "u1", &["-s", "1001", "-au", "1001", "-ap", "pw1001", "-key", "authpass", "pw1001", "-oocsf", &ooc])
+        common::sipp(
+            target,
+            "register_wait.xml",
+            "u1",
+            &[
+                "-s", "1001", "-au", "1001", "-ap", "pw1001", "-key", "authpass", "pw1001",
+                "-oocsf", &ooc,
+            ],
+        )
     });
     let mut bound = false;
     for _ in 0..100 {
@@ -196,11 +322,20 @@ async fn admin_check_sync_answers_the_phones_challenge() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(bound, "sipp registered as 1001");
-    let r = ts.http.post(ts.api("/devices/000e08000001/check-sync")).bearer_auth(&ts.token).send().await.unwrap();
+    let r = ts
+        .http
+        .post(ts.api("/devices/000e08000001/check-sync"))
+        .bearer_auth(&ts.token)
+        .send()
+        .await
+        .unwrap();
     let status = r.status();
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["event"], "resync", "Cisco's event from the vendor table");
+    assert_eq!(
+        body["event"], "resync",
+        "Cisco's event from the vendor table"
+    );
     assert_eq!(body["status"], 200);
     let (ok, out) = phone.await.unwrap();
     assert!(ok, "{out}");

@@ -9,44 +9,88 @@ use serde_json::json;
 const UA: &str = "Yealink SIP-T46S 66.86.0.15 00:15:65:00:00:01";
 
 fn config(allowed: &str) -> String {
-    format!("{}\n", common::SINGLE_SITE.replace("[ivr]\nnumber = \"8800\"", &format!("[ivr]\nnumber = \"8800\"\nvxml-allowed-networks = [{allowed}]")))
+    format!(
+        "{}\n",
+        common::SINGLE_SITE.replace(
+            "[ivr]\nnumber = \"8800\"",
+            &format!("[ivr]\nnumber = \"8800\"\nvxml-allowed-networks = [{allowed}]")
+        )
+    )
 }
 
 async fn media_server_flow(db: Db) {
     let ts = TestServer::start_with(db, &config("\"127.0.0.0/8\"")).await;
     for n in ["1001", "1002"] {
-        ts.post("/dns", json!({"number": n, "password": format!("pw{n}")})).await;
+        ts.post("/dns", json!({"number": n, "password": format!("pw{n}")}))
+            .await;
     }
-    ts.post("/devices", json!({"mac": "001565000002", "dn": "1002"})).await;
+    ts.post("/devices", json!({"mac": "001565000002", "dn": "1002"}))
+        .await;
     // An unknown phone boots and gets the default profile.
-    let body = ts.fetch("001565000001.cfg", Some(UA)).await.text().await.unwrap();
+    let body = ts
+        .fetch("001565000001.cfg", Some(UA))
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(body.contains("gcti_provisioning"));
 
     // The media server fetches the page for the call sipdm routed (device in the URL).
-    let page = ts.http.get(format!("{}/fs/dm/ivr?device=001565000001", ts.base)).send().await.unwrap();
+    let page = ts
+        .http
+        .get(format!("{}/fs/dm/ivr?device=001565000001", ts.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
     let doc = page.text().await.unwrap();
-    assert!(doc.contains("<vxml") && doc.contains("/fs/dm/ivr/assign"), "{doc}");
+    assert!(
+        doc.contains("<vxml") && doc.contains("/fs/dm/ivr/assign"),
+        "{doc}"
+    );
 
     let post = |dn: &str, device: &str| {
         ts.http
             .post(format!("{}/fs/dm/ivr/assign", ts.base))
-            .form(&[("dn", dn), ("caller", "sip:gcti_provisioning@127.0.0.1"), ("device", device), ("attempt", "1")])
+            .form(&[
+                ("dn", dn),
+                ("caller", "sip:gcti_provisioning@127.0.0.1"),
+                ("device", device),
+                ("attempt", "1"),
+            ])
             .send()
     };
     // Taken, unknown, and non-digits get "not available" (or a retry) and assign nothing.
     for dn in ["1002", "4242"] {
-        let doc = post(dn, "001565000001").await.unwrap().text().await.unwrap();
+        let doc = post(dn, "001565000001")
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert!(doc.contains("not_available"), "{dn}: {doc}");
     }
-    let doc = post("12ab", "001565000001").await.unwrap().text().await.unwrap();
+    let doc = post("12ab", "001565000001")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(!doc.contains("assigned\""), "{doc}");
     // No device named: not permitted, nothing assigned.
     let doc = post("1001", "").await.unwrap().text().await.unwrap();
     assert!(!doc.contains("id=\"assigned\""), "{doc}");
-    assert_eq!(ts.get_json("/devices/001565000001").await.1["state"], "unassigned");
+    assert_eq!(
+        ts.get_json("/devices/001565000001").await.1["state"],
+        "unassigned"
+    );
 
-    let doc = post("1001", "001565000001").await.unwrap().text().await.unwrap();
+    let doc = post("1001", "001565000001")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(doc.contains("id=\"assigned\""), "{doc}");
     let (_, d) = ts.get_json("/devices/001565000001").await;
     assert_eq!(d["dn"], "1001");
@@ -55,8 +99,16 @@ async fn media_server_flow(db: Db) {
     assert_eq!(audit[0]["action"], "assign");
     assert_eq!(audit[0]["actor"], "ivr");
     // The phone's next fetch registers it as 1001.
-    let body = ts.fetch("001565000001.cfg", Some(UA)).await.text().await.unwrap();
-    assert!(body.contains("pw1001") && !body.contains("gcti_provisioning"), "{body}");
+    let body = ts
+        .fetch("001565000001.cfg", Some(UA))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains("pw1001") && !body.contains("gcti_provisioning"),
+        "{body}"
+    );
     ts.stop().await;
 }
 on_both_backends!(voicexml_assignment, media_server_flow);
@@ -64,12 +116,30 @@ on_both_backends!(voicexml_assignment, media_server_flow);
 #[tokio::test]
 async fn voicexml_only_from_media_server_networks() {
     let ts = TestServer::start_with(Db::Sqlite, &config("\"127.0.0.2/32\"")).await;
-    let r = ts.http.get(format!("{}/fs/dm/ivr", ts.base)).send().await.unwrap();
+    let r = ts
+        .http
+        .get(format!("{}/fs/dm/ivr", ts.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
-    let r = ts.http.post(format!("{}/fs/dm/ivr/assign", ts.base)).form(&[("dn", "1001"), ("device", "001565000001")]).send().await.unwrap();
+    let r = ts
+        .http
+        .post(format!("{}/fs/dm/ivr/assign", ts.base))
+        .form(&[("dn", "1001"), ("device", "001565000001")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
-    let from_media_server = reqwest::Client::builder().local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap()).build().unwrap();
-    let r = from_media_server.get(format!("{}/fs/dm/ivr", ts.base)).send().await.unwrap();
+    let from_media_server = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let r = from_media_server
+        .get(format!("{}/fs/dm/ivr", ts.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     ts.stop().await;
 }

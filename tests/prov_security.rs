@@ -10,12 +10,19 @@ fn config(extra: &str) -> String {
 }
 
 fn client_from(ip: [u8; 4]) -> reqwest::Client {
-    reqwest::Client::builder().local_address(std::net::IpAddr::from(ip)).build().unwrap()
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(ip))
+        .build()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mac_scan_is_locked_out() {
-    let ts = TestServer::start_with(Db::Sqlite, &config("max-files-per-source = 20\nlockout-seconds = 600")).await;
+    let ts = TestServer::start_with(
+        Db::Sqlite,
+        &config("max-files-per-source = 20\nlockout-seconds = 600"),
+    )
+    .await;
     let mut served = 0;
     let mut locked = 0;
     let mut retry_after = None;
@@ -27,7 +34,11 @@ async fn mac_scan_is_locked_out() {
             200 => served += 1,
             429 => {
                 locked += 1;
-                retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(String::from);
+                retry_after = r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(String::from);
             }
             other => panic!("unexpected {other}"),
         }
@@ -36,52 +47,136 @@ async fn mac_scan_is_locked_out() {
     assert_eq!(locked, 980);
     assert!(retry_after.is_some_and(|s| s.parse::<u64>().unwrap() > 0));
     let (_, devices) = ts.get_json("/devices").await;
-    assert_eq!(devices.as_array().unwrap().len(), 20, "the locked-out scan recorded nothing more");
+    assert_eq!(
+        devices.as_array().unwrap().len(),
+        20,
+        "the locked-out scan recorded nothing more"
+    );
     // Another source is not affected.
-    let r = client_from([127, 0, 0, 2]).get(ts.prov("0004f2000001.cfg")).send().await.unwrap();
+    let r = client_from([127, 0, 0, 2])
+        .get(ts.prov("0004f2000001.cfg"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let metrics = ts.http.get(format!("{}/metrics", ts.base)).send().await.unwrap().text().await.unwrap();
+    let metrics = ts
+        .http
+        .get(format!("{}/metrics", ts.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("sipdm_prov_lockouts_total"), "{metrics}");
     ts.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_allowed_networks_are_served() {
-    let ts = TestServer::start_with(Db::Sqlite, &config("allowed-networks = [\"127.0.0.2/32\"]")).await;
-    assert_eq!(client_from([127, 0, 0, 1]).get(ts.prov("0004f2000001.cfg")).send().await.unwrap().status(), 403);
-    assert_eq!(client_from([127, 0, 0, 2]).get(ts.prov("0004f2000001.cfg")).send().await.unwrap().status(), 200);
+    let ts =
+        TestServer::start_with(Db::Sqlite, &config("allowed-networks = [\"127.0.0.2/32\"]")).await;
+    assert_eq!(
+        client_from([127, 0, 0, 1])
+            .get(ts.prov("0004f2000001.cfg"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        client_from([127, 0, 0, 2])
+            .get(ts.prov("0004f2000001.cfg"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let (_, devices) = ts.get_json("/devices").await;
-    assert_eq!(devices.as_array().unwrap().len(), 1, "the refused request recorded nothing");
+    assert_eq!(
+        devices.as_array().unwrap().len(),
+        1,
+        "the refused request recorded nothing"
+    );
     ts.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downloads_need_the_phones_credentials_when_auth_is_on() {
-    let ts = TestServer::start_with(Db::Sqlite, &config("http-auth = \"basic\"\nmax-auth-failures = 5")).await;
+    let ts = TestServer::start_with(
+        Db::Sqlite,
+        &config("http-auth = \"basic\"\nmax-auth-failures = 5"),
+    )
+    .await;
     let url = ts.prov("0004f2000001.cfg");
     let r = ts.http.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic"));
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Basic"));
     let (_, creds) = ts.get_json("/devices/0004f2000001/http-credentials").await;
-    let (user, password) = (creds["user"].as_str().unwrap().to_owned(), creds["password"].as_str().unwrap().to_owned());
+    let (user, password) = (
+        creds["user"].as_str().unwrap().to_owned(),
+        creds["password"].as_str().unwrap().to_owned(),
+    );
     // Another phone's credentials do not open this phone's file.
     let (_, other) = ts.get_json("/devices/0004f2000002/http-credentials").await;
-    let r = ts.http.get(&url).basic_auth(other["user"].as_str().unwrap(), other["password"].as_str()).send().await.unwrap();
+    let r = ts
+        .http
+        .get(&url)
+        .basic_auth(other["user"].as_str().unwrap(), other["password"].as_str())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = ts.http.get(&url).basic_auth(&user, Some(&password)).header("User-Agent", "PolycomVVX-VVX_450-UA/6.3.0").send().await.unwrap();
+    let r = ts
+        .http
+        .get(&url)
+        .basic_auth(&user, Some(&password))
+        .header("User-Agent", "PolycomVVX-VVX_450-UA/6.3.0")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("gcti_provisioning"));
     // Common files carry no secrets and need none.
-    assert_eq!(ts.http.get(ts.prov("000000000000.cfg")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        ts.http
+            .get(ts.prov("000000000000.cfg"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     // Guessing passwords locks the source out.
     let mut statuses = Vec::new();
     for i in 0..8 {
-        let r = ts.http.get(&url).basic_auth(&user, Some(format!("guess{i}"))).send().await.unwrap();
+        let r = ts
+            .http
+            .get(&url)
+            .basic_auth(&user, Some(format!("guess{i}")))
+            .send()
+            .await
+            .unwrap();
         statuses.push(r.status().as_u16());
     }
     assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
-    let r = ts.http.get(&url).basic_auth(&user, Some(&password)).send().await.unwrap();
-    assert_eq!(r.status(), 429, "locked out even with the right password now");
+    let r = ts
+        .http
+        .get(&url)
+        .basic_auth(&user, Some(&password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        429,
+        "locked out even with the right password now"
+    );
     ts.stop().await;
 }
 
@@ -92,6 +187,10 @@ async fn url_key_hides_the_files() {
     assert_eq!(ts.fetch("wrong/0004f2000001.cfg", None).await.status(), 404);
     assert_eq!(ts.fetch("k3y/0004f2000001.cfg", None).await.status(), 200);
     let (_, devices) = ts.get_json("/devices").await;
-    assert_eq!(devices.as_array().unwrap().len(), 1, "only the keyed request reached the store");
+    assert_eq!(
+        devices.as_array().unwrap().len(),
+        1,
+        "only the keyed request reached the store"
+    );
     ts.stop().await;
 }

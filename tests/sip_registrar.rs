@@ -9,26 +9,70 @@ use serde_json::json;
 
 async fn server_with_dns(db: Db) -> TestServer {
     let ts = TestServer::start(db).await;
-    assert_eq!(ts.post("/dns", json!({"number": "1000", "password": "pw1000"})).await.status(), 201);
-    assert_eq!(ts.post("/dns", json!({"number": "1001", "password": "pw1001", "authenticate_requests": ""})).await.status(), 201);
+    assert_eq!(
+        ts.post("/dns", json!({"number": "1000", "password": "pw1000"}))
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        ts.post(
+            "/dns",
+            json!({"number": "1001", "password": "pw1001", "authenticate_requests": ""})
+        )
+        .await
+        .status(),
+        201
+    );
     ts
 }
 
-async fn sipp_in(ts: &TestServer, scenario: &'static str, transport: &'static str, args: &'static [&'static str]) -> (bool, String) {
+async fn sipp_in(
+    ts: &TestServer,
+    scenario: &'static str,
+    transport: &'static str,
+    args: &'static [&'static str],
+) -> (bool, String) {
     let target = ts.sip_addr();
-    tokio::task::spawn_blocking(move || sipp(target, scenario, transport, args)).await.unwrap()
+    tokio::task::spawn_blocking(move || sipp(target, scenario, transport, args))
+        .await
+        .unwrap()
 }
 
 async fn register_walk(transport: &'static str) {
     let ts = server_with_dns(Db::Sqlite).await;
-    let (ok, out) = sipp_in(&ts, "register_digest.xml", transport, &["-s", "1000", "-au", "1000", "-ap", "pw1000"]).await;
-    assert!(ok, "REGISTER → 401 → digest → 200, refresh, unregister over {transport}:\n{out}");
-    assert!(ts.sip().registrar().bindings("1000").is_empty(), "unregistered");
+    let (ok, out) = sipp_in(
+        &ts,
+        "register_digest.xml",
+        transport,
+        &["-s", "1000", "-au", "1000", "-ap", "pw1000"],
+    )
+    .await;
+    assert!(
+        ok,
+        "REGISTER → 401 → digest → 200, refresh, unregister over {transport}:\n{out}"
+    );
+    assert!(
+        ts.sip().registrar().bindings("1000").is_empty(),
+        "unregistered"
+    );
     // A wrong password is challenged again and never binds.
-    let (ok, _) = sipp_in(&ts, "register_digest.xml", transport, &["-s", "1000", "-au", "1000", "-ap", "wrong"]).await;
+    let (ok, _) = sipp_in(
+        &ts,
+        "register_digest.xml",
+        transport,
+        &["-s", "1000", "-au", "1000", "-ap", "wrong"],
+    )
+    .await;
     assert!(!ok);
     assert!(ts.sip().registrar().bindings("1000").is_empty());
-    let (ok, out) = sipp_in(&ts, "register_423.xml", transport, &["-s", "1000", "-au", "1000", "-ap", "pw1000"]).await;
+    let (ok, out) = sipp_in(
+        &ts,
+        "register_423.xml",
+        transport,
+        &["-s", "1000", "-au", "1000", "-ap", "pw1000"],
+    )
+    .await;
     assert!(ok, "423 with Min-Expires over {transport}:\n{out}");
     ts.stop().await;
 }
@@ -56,7 +100,9 @@ async fn duplicate_register(transport: &'static str) {
     // sipp exits as soon as it has sent the copy; give the server a moment to take it in.
     let mut after = ts.sip().stats().snapshot();
     for _ in 0..50 {
-        if after.received - before.received >= 2 && after.responses_sent - before.responses_sent >= 2 {
+        if after.received - before.received >= 2
+            && after.responses_sent - before.responses_sent >= 2
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -64,9 +110,17 @@ async fn duplicate_register(transport: &'static str) {
     }
     assert_eq!(after.received - before.received, 2, "both copies arrived");
     if transport == "u1" {
-        assert_eq!(after.retransmissions_absorbed - before.retransmissions_absorbed, 1, "the copy was absorbed");
+        assert_eq!(
+            after.retransmissions_absorbed - before.retransmissions_absorbed,
+            1,
+            "the copy was absorbed"
+        );
     }
-    assert_eq!(after.registrations_ok - before.registrations_ok, 1, "processed once");
+    assert_eq!(
+        after.registrations_ok - before.registrations_ok,
+        1,
+        "processed once"
+    );
     assert_eq!(ts.sip().registrar().bindings("1001").len(), 1);
     ts.stop().await;
 }
@@ -112,13 +166,20 @@ async fn baresip_registers() {
     let port = common::free_port();
     std::fs::write(
         dir.path().join("accounts"),
-        format!("<sip:1000@{}:{}>;auth_pass=pw1000;regint=600\n", sip.ip(), sip.port()),
+        format!(
+            "<sip:1000@{}:{}>;auth_pass=pw1000;regint=600\n",
+            sip.ip(),
+            sip.port()
+        ),
     )
     .unwrap();
-    let modules = ["/usr/lib/baresip/modules", "/usr/lib/x86_64-linux-gnu/baresip/modules"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).join("account.so").exists())
-        .expect("baresip modules (Debian package baresip-core; run testbed/test.sh)");
+    let modules = [
+        "/usr/lib/baresip/modules",
+        "/usr/lib/x86_64-linux-gnu/baresip/modules",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).join("account.so").exists())
+    .expect("baresip modules (Debian package baresip-core; run testbed/test.sh)");
     std::fs::write(
         dir.path().join("config"),
         format!(
@@ -146,10 +207,31 @@ async fn baresip_registers() {
     }
     let _ = child.start_kill();
     let out = child.wait_with_output().await.expect("baresip output");
-    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(bound.len(), 1, "baresip bound as 1000; baresip said:\n{log}");
-    assert!(bound[0].contact.contains(&format!(":{port}")), "{}", bound[0].contact);
-    assert_eq!(bound[0].device.as_deref(), Some("1000"), "authenticated as the DN");
-    assert!(bound[0].user_agent.as_deref().unwrap_or("").to_ascii_lowercase().contains("baresip"));
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        bound.len(),
+        1,
+        "baresip bound as 1000; baresip said:\n{log}"
+    );
+    assert!(
+        bound[0].contact.contains(&format!(":{port}")),
+        "{}",
+        bound[0].contact
+    );
+    assert_eq!(
+        bound[0].device.as_deref(),
+        Some("1000"),
+        "authenticated as the DN"
+    );
+    assert!(bound[0]
+        .user_agent
+        .as_deref()
+        .unwrap_or("")
+        .to_ascii_lowercase()
+        .contains("baresip"));
     ts.stop().await;
 }

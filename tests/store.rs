@@ -7,15 +7,26 @@ use sipdm::store::model::{Dn, NewDevice};
 use sipdm::store::{Store, StoreError, StoredBinding};
 
 async fn open(db: &TestDb) -> Store {
-    Store::open(&db.url, 4).await.expect("store opens and migrates")
+    Store::open(&db.url, 4)
+        .await
+        .expect("store opens and migrates")
 }
 
 fn dn(n: &str) -> Dn {
-    Dn { number: n.into(), password: format!("pw{n}"), switch: None, authenticate_requests: "register,invite".into(), display_name: None }
+    Dn {
+        number: n.into(),
+        password: format!("pw{n}"),
+        switch: None,
+        authenticate_requests: "register,invite".into(),
+        display_name: None,
+    }
 }
 
 fn device(mac: &str) -> NewDevice {
-    NewDevice { mac: mac.into(), ..Default::default() }
+    NewDevice {
+        mac: mac.into(),
+        ..Default::default()
+    }
 }
 
 /// Two devices race for one DN, many times: exactly one wins each race, and the audit log
@@ -25,14 +36,26 @@ async fn racing_assignments(db: Db) {
     let store = open(&tdb).await;
     let rounds = 20;
     for i in 0..rounds {
-        store.create_dn(&dn(&format!("{}", 1000 + i))).await.unwrap();
-        store.create_device(&device(&format!("0004f2{:06x}", 2 * i)), "test").await.unwrap();
-        store.create_device(&device(&format!("0004f2{:06x}", 2 * i + 1)), "test").await.unwrap();
+        store
+            .create_dn(&dn(&format!("{}", 1000 + i)))
+            .await
+            .unwrap();
+        store
+            .create_device(&device(&format!("0004f2{:06x}", 2 * i)), "test")
+            .await
+            .unwrap();
+        store
+            .create_device(&device(&format!("0004f2{:06x}", 2 * i + 1)), "test")
+            .await
+            .unwrap();
     }
     let mut wins = 0;
     for i in 0..rounds {
         let n = format!("{}", 1000 + i);
-        let (a, b) = (format!("0004f2{:06x}", 2 * i), format!("0004f2{:06x}", 2 * i + 1));
+        let (a, b) = (
+            format!("0004f2{:06x}", 2 * i),
+            format!("0004f2{:06x}", 2 * i + 1),
+        );
         let (s1, s2) = (store.clone(), store.clone());
         let (n1, n2) = (n.clone(), n.clone());
         let (r1, r2) = tokio::join!(
@@ -44,15 +67,28 @@ async fn racing_assignments(db: Db) {
         assert_eq!(ok, 1, "round {i}: {results:?}");
         for r in &results {
             if let Err(e) = r {
-                assert!(matches!(e, StoreError::Conflict { .. }), "loser sees a conflict, not {e:?}");
+                assert!(
+                    matches!(e, StoreError::Conflict { .. }),
+                    "loser sees a conflict, not {e:?}"
+                );
             }
         }
         wins += ok;
-        let holder = store.device_by_dn(&n).await.unwrap().expect("someone holds it");
+        let holder = store
+            .device_by_dn(&n)
+            .await
+            .unwrap()
+            .expect("someone holds it");
         assert_eq!(holder.state, "assigned");
     }
     assert_eq!(wins, rounds as usize);
-    let assigns = store.audit_log(None, 10_000).await.unwrap().into_iter().filter(|a| a.action == "assign").count();
+    let assigns = store
+        .audit_log(None, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.action == "assign")
+        .count();
     assert_eq!(assigns, rounds as usize, "no half assignment is audited");
     store.close().await;
     tdb.drop_schema().await;
@@ -64,9 +100,24 @@ async fn reassignment(db: Db) {
     let tdb = TestDb::new(db).await;
     let store = open(&tdb).await;
     store.create_dn(&dn("1000")).await.unwrap();
-    store.create_device(&NewDevice { dn: Some("1000".into()), ..device("0004f2000001") }, "t").await.unwrap();
-    store.create_device(&device("0004f2000002"), "t").await.unwrap();
-    assert!(matches!(store.assign("0004f2000002", "1000", "t").await, Err(StoreError::Conflict { .. })));
+    store
+        .create_device(
+            &NewDevice {
+                dn: Some("1000".into()),
+                ..device("0004f2000001")
+            },
+            "t",
+        )
+        .await
+        .unwrap();
+    store
+        .create_device(&device("0004f2000002"), "t")
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.assign("0004f2000002", "1000", "t").await,
+        Err(StoreError::Conflict { .. })
+    ));
     let mut p = sipdm::store::model::Profile {
         name: "hotdesk".into(),
         kind: "device-management".into(),
@@ -78,14 +129,32 @@ async fn reassignment(db: Db) {
         check_sync_event: None,
     };
     store.create_profile(&p).await.unwrap();
-    store.update_device("0004f2000002", &sipdm::store::model::DevicePatch { profile: Some("hotdesk".into()), ..Default::default() }).await.unwrap();
+    store
+        .update_device(
+            "0004f2000002",
+            &sipdm::store::model::DevicePatch {
+                profile: Some("hotdesk".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     let out = store.assign("0004f2000002", "1000", "t").await.unwrap();
     assert_eq!(out.taken_from.as_deref(), Some("0004f2000001"));
-    assert_eq!(store.device("0004f2000001").await.unwrap().state, "unassigned");
+    assert_eq!(
+        store.device("0004f2000001").await.unwrap().state,
+        "unassigned"
+    );
     p.allow_reassign = 0;
     store.update_profile(&p).await.unwrap();
-    assert!(matches!(store.assign("0004f2000001", "1000", "t").await, Err(StoreError::Conflict { .. })));
-    assert!(matches!(store.assign("0004f2000001", "4242", "t").await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(
+        store.assign("0004f2000001", "1000", "t").await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(matches!(
+        store.assign("0004f2000001", "4242", "t").await,
+        Err(StoreError::NotFound { .. })
+    ));
     store.close().await;
     tdb.drop_schema().await;
 }
@@ -96,12 +165,32 @@ async fn bindings_survive_reopen(db: Db) {
     let tdb = TestDb::new(db).await;
     let store = open(&tdb).await;
     let far = sipdm::store::now_ms() + 3_600_000;
-    let b = |c: &str, exp: i64| StoredBinding { aor: "sip:1000@sipdm".into(), contact: c.into(), expires_at: exp, data: "{}".into(), device: None, holder: None };
+    let b = |c: &str, exp: i64| StoredBinding {
+        aor: "sip:1000@sipdm".into(),
+        contact: c.into(),
+        expires_at: exp,
+        data: "{}".into(),
+        device: None,
+        holder: None,
+    };
     store
-        .write_bindings(&[b("sip:1000@10.0.0.1:5060", far), b("sip:1000@10.0.0.2:5060", far), b("sip:1000@10.0.0.3:5060", 1)], &[])
+        .write_bindings(
+            &[
+                b("sip:1000@10.0.0.1:5060", far),
+                b("sip:1000@10.0.0.2:5060", far),
+                b("sip:1000@10.0.0.3:5060", 1),
+            ],
+            &[],
+        )
         .await
         .unwrap();
-    store.write_bindings(&[], &[("sip:1000@sipdm".into(), "sip:1000@10.0.0.2:5060".into())]).await.unwrap();
+    store
+        .write_bindings(
+            &[],
+            &[("sip:1000@sipdm".into(), "sip:1000@10.0.0.2:5060".into())],
+        )
+        .await
+        .unwrap();
     store.close().await;
     let store = open(&tdb).await;
     let live = store.load_bindings().await.unwrap();
@@ -117,7 +206,10 @@ on_both_backends!(bindings_survive_a_reopen, bindings_survive_reopen);
 async fn shared_secret(db: Db) {
     let tdb = TestDb::new(db).await;
     let (a, b) = tokio::join!(open(&tdb), open(&tdb));
-    let (x, y) = tokio::join!(a.meta_get_or_insert("secret", "from-a"), b.meta_get_or_insert("secret", "from-b"));
+    let (x, y) = tokio::join!(
+        a.meta_get_or_insert("secret", "from-a"),
+        b.meta_get_or_insert("secret", "from-b")
+    );
     assert_eq!(x.unwrap(), y.unwrap());
     a.close().await;
     b.close().await;

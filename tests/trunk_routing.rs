@@ -36,16 +36,34 @@ impl SippUas {
         let log = dir.path().join("uas_messages.log");
         let media = common::free_port().to_string();
         let child = Command::new("sipp")
-            .args(["-sf", sipp_dir().join(scenario).to_str().expect("utf-8 path")])
-            .args(["-p", &port.to_string(), "-i", "127.0.0.1", "-mp", &media, "-nostdin", "-trace_msg"])
+            .args([
+                "-sf",
+                sipp_dir().join(scenario).to_str().expect("utf-8 path"),
+            ])
+            .args([
+                "-p",
+                &port.to_string(),
+                "-i",
+                "127.0.0.1",
+                "-mp",
+                &media,
+                "-nostdin",
+                "-trace_msg",
+            ])
             .args(["-message_file", log.to_str().expect("utf-8 path")])
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("sipp is required (Debian package sip-tester; run testbed/test.sh): {e}"));
-        SippUas { child, log, _dir: dir }
+            .unwrap_or_else(|e| {
+                panic!("sipp is required (Debian package sip-tester; run testbed/test.sh): {e}")
+            });
+        SippUas {
+            child,
+            log,
+            _dir: dir,
+        }
     }
 
     fn messages(&self) -> String {
@@ -95,9 +113,19 @@ number = "8800"
 
 /// The device credentials an unassigned phone finds in its default file.
 async fn device_credentials(ts: &TestServer) -> (String, String) {
-    let file = ts.fetch(&format!("{MAC}.cfg"), Some("PolycomVVX-VVX_450-UA/6.3.0.14929")).await.text().await.unwrap();
+    let file = ts
+        .fetch(
+            &format!("{MAC}.cfg"),
+            Some("PolycomVVX-VVX_450-UA/6.3.0.14929"),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
     let attr = |name: &str| {
-        let at = file.find(&format!("{name}=\"")).unwrap_or_else(|| panic!("{name} in\n{file}"));
+        let at = file
+            .find(&format!("{name}=\""))
+            .unwrap_or_else(|| panic!("{name} in\n{file}"));
         let rest = &file[at + name.len() + 2..];
         rest[..rest.find('"').unwrap()].to_owned()
     };
@@ -114,14 +142,23 @@ async fn call_with(ts: &TestServer, scenario: &'static str) -> (bool, String) {
     let target = ts.sip_addr();
     let media = common::free_port().to_string();
     tokio::task::spawn_blocking(move || {
-        common::sipp(target, scenario, "u1", &["-s", "8800", "-au", &user, "-ap", &password, "-mp", &media])
+        common::sipp(
+            target,
+            scenario,
+            "u1",
+            &["-s", "8800", "-au", &user, "-ap", &password, "-mp", &media],
+        )
     })
     .await
     .unwrap()
 }
 
 /// Waits until `check` holds for the named trunk's state.
-async fn wait_for_trunk(ts: &TestServer, name: &str, check: impl Fn(&sipdm::sipside::trunks::TrunkState) -> bool) {
+async fn wait_for_trunk(
+    ts: &TestServer,
+    name: &str,
+    check: impl Fn(&sipdm::sipside::trunks::TrunkState) -> bool,
+) {
     let trunks = ts.running.as_ref().unwrap().trunks.clone();
     for _ in 0..100 {
         if trunks.states().iter().any(|s| s.name == name && check(s)) {
@@ -129,7 +166,10 @@ async fn wait_for_trunk(ts: &TestServer, name: &str, check: impl Fn(&sipdm::sips
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("trunk {name} never reached the expected state: {:?}", trunks.states());
+    panic!(
+        "trunk {name} never reached the expected state: {:?}",
+        trunks.states()
+    );
 }
 
 /// Sends one INVITE without credentials and returns the final status.
@@ -142,9 +182,13 @@ async fn raw_invite(ts: &TestServer, from_user: &str, to_user: &str) -> String {
         sip = ts.sip_addr(),
         id = common::hex_id(),
     );
-    sock.send_to(invite.as_bytes(), ts.sip_addr()).await.unwrap();
+    sock.send_to(invite.as_bytes(), ts.sip_addr())
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 4096];
-    while let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_secs(3), sock.recv_from(&mut buf)).await {
+    while let Ok(Ok((n, _))) =
+        tokio::time::timeout(Duration::from_secs(3), sock.recv_from(&mut buf)).await
+    {
         let text = String::from_utf8_lossy(&buf[..n]).into_owned();
         if !text.starts_with("SIP/2.0 1") {
             return text.split_whitespace().nth(1).unwrap_or("").to_owned();
@@ -159,23 +203,50 @@ async fn raw_invite(ts: &TestServer, from_user: &str, to_user: &str) -> String {
 async fn call_is_bridged_to_the_external_trunk() {
     let port = common::free_port();
     let uas = SippUas::start(port);
-    let ts = TestServer::start_with(Db::Sqlite, &config(&[("ms", format!("sip:127.0.0.1:{port}"))])).await;
-    wait_for_trunk(&ts, "ms", |s| s.in_service && s.last_probe.as_deref() == Some("200")).await;
+    let ts = TestServer::start_with(
+        Db::Sqlite,
+        &config(&[("ms", format!("sip:127.0.0.1:{port}"))]),
+    )
+    .await;
+    wait_for_trunk(&ts, "ms", |s| {
+        s.in_service && s.last_probe.as_deref() == Some("200")
+    })
+    .await;
 
     let (ok, out) = call_through(&ts).await;
     assert!(ok, "sipp phone:\n{out}\ntrunk saw:\n{}", uas.messages());
     // The trunk's BYE 200 may trail the caller's by a few milliseconds.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let received = uas.received();
-    let invite = received.iter().find(|m| m.contains("INVITE sip:8800@127.0.0.1")).unwrap_or_else(|| panic!("no INVITE:\n{}", uas.messages()));
-    assert!(invite.contains(&format!("X-Sipdm-Device: {MAC}")), "{invite}");
+    let invite = received
+        .iter()
+        .find(|m| m.contains("INVITE sip:8800@127.0.0.1"))
+        .unwrap_or_else(|| panic!("no INVITE:\n{}", uas.messages()));
+    assert!(
+        invite.contains(&format!("X-Sipdm-Device: {MAC}")),
+        "{invite}"
+    );
     assert!(invite.contains("From: <sip:gcti_provisioning@"), "{invite}");
     assert!(invite.contains("Max-Forwards: 69"), "{invite}");
     assert!(invite.contains("m=audio"), "the caller's SDP: {invite}");
-    assert!(received.iter().any(|m| m.contains("ACK sip:ms@127.0.0.1")), "no ACK:\n{}", uas.messages());
-    assert!(received.iter().any(|m| m.contains("BYE sip:ms@127.0.0.1")), "no BYE:\n{}", uas.messages());
-    let probe = received.iter().find(|m| m.contains("OPTIONS sip:127.0.0.1")).expect("an OPTIONS probe");
-    assert!(probe.contains("Max-Forwards: 1"), "oos-options-max-forwards: {probe}");
+    assert!(
+        received.iter().any(|m| m.contains("ACK sip:ms@127.0.0.1")),
+        "no ACK:\n{}",
+        uas.messages()
+    );
+    assert!(
+        received.iter().any(|m| m.contains("BYE sip:ms@127.0.0.1")),
+        "no BYE:\n{}",
+        uas.messages()
+    );
+    let probe = received
+        .iter()
+        .find(|m| m.contains("OPTIONS sip:127.0.0.1"))
+        .expect("an OPTIONS probe");
+    assert!(
+        probe.contains("Max-Forwards: 1"),
+        "oos-options-max-forwards: {probe}"
+    );
     ts.stop().await;
 }
 
@@ -184,12 +255,22 @@ async fn call_is_bridged_to_the_external_trunk() {
 async fn trunk_hang_up_reaches_the_caller() {
     let port = common::free_port();
     let uas = SippUas::start_scenario(port, "trunk_uas_hangup.xml");
-    let ts = TestServer::start_with(Db::Sqlite, &config(&[("ms", format!("sip:127.0.0.1:{port}"))])).await;
+    let ts = TestServer::start_with(
+        Db::Sqlite,
+        &config(&[("ms", format!("sip:127.0.0.1:{port}"))]),
+    )
+    .await;
     wait_for_trunk(&ts, "ms", |s| s.last_probe.as_deref() == Some("200")).await;
     let (ok, out) = call_with(&ts, "trunk_uac_hungup.xml").await;
     assert!(ok, "sipp phone:\n{out}\ntrunk saw:\n{}", uas.messages());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(uas.received().iter().any(|m| m.starts_with("SIP/2.0 200") || m.contains("\nSIP/2.0 200")), "BYE answered:\n{}", uas.messages());
+    assert!(
+        uas.received()
+            .iter()
+            .any(|m| m.starts_with("SIP/2.0 200") || m.contains("\nSIP/2.0 200")),
+        "BYE answered:\n{}",
+        uas.messages()
+    );
     ts.stop().await;
 }
 
@@ -203,15 +284,27 @@ async fn call_goes_to_the_peer_when_the_preferred_trunk_is_out_of_service() {
     let uas = SippUas::start(port);
     let ts = TestServer::start_with(
         Db::Sqlite,
-        &config(&[("preferred", format!("sip:127.0.0.1:{dead}")), ("peer", format!("sip:127.0.0.1:{port}"))]),
+        &config(&[
+            ("preferred", format!("sip:127.0.0.1:{dead}")),
+            ("peer", format!("sip:127.0.0.1:{port}")),
+        ]),
     )
     .await;
-    wait_for_trunk(&ts, "preferred", |s| !s.in_service && s.last_probe.as_deref() == Some("timeout")).await;
+    wait_for_trunk(&ts, "preferred", |s| {
+        !s.in_service && s.last_probe.as_deref() == Some("timeout")
+    })
+    .await;
     wait_for_trunk(&ts, "peer", |s| s.in_service).await;
 
     let (ok, out) = call_through(&ts).await;
     assert!(ok, "sipp phone:\n{out}\npeer saw:\n{}", uas.messages());
-    assert!(uas.received().iter().any(|m| m.contains("INVITE sip:8800@127.0.0.1")), "peer saw:\n{}", uas.messages());
+    assert!(
+        uas.received()
+            .iter()
+            .any(|m| m.contains("INVITE sip:8800@127.0.0.1")),
+        "peer saw:\n{}",
+        uas.messages()
+    );
 
     let revived = SippUas::start(dead);
     wait_for_trunk(&ts, "preferred", |s| s.in_service).await;
@@ -228,15 +321,35 @@ async fn call_goes_to_the_peer_when_the_preferred_trunk_answers_503() {
     let uas = SippUas::start(port);
     let ts = TestServer::start_with(
         Db::Sqlite,
-        &config(&[("preferred", format!("sip:127.0.0.1:{busy_port}")), ("peer", format!("sip:127.0.0.1:{port}"))]),
+        &config(&[
+            ("preferred", format!("sip:127.0.0.1:{busy_port}")),
+            ("peer", format!("sip:127.0.0.1:{port}")),
+        ]),
     )
     .await;
     wait_for_trunk(&ts, "preferred", |s| s.last_probe.as_deref() == Some("200")).await;
 
     let (ok, out) = call_through(&ts).await;
-    assert!(ok, "sipp phone:\n{out}\npreferred saw:\n{}\npeer saw:\n{}", busy.messages(), uas.messages());
-    assert!(busy.received().iter().any(|m| m.contains("INVITE sip:8800@")), "preferred saw:\n{}", busy.messages());
-    assert!(uas.received().iter().any(|m| m.contains("INVITE sip:8800@")), "peer saw:\n{}", uas.messages());
+    assert!(
+        ok,
+        "sipp phone:\n{out}\npreferred saw:\n{}\npeer saw:\n{}",
+        busy.messages(),
+        uas.messages()
+    );
+    assert!(
+        busy.received()
+            .iter()
+            .any(|m| m.contains("INVITE sip:8800@")),
+        "preferred saw:\n{}",
+        busy.messages()
+    );
+    assert!(
+        uas.received()
+            .iter()
+            .any(|m| m.contains("INVITE sip:8800@")),
+        "peer saw:\n{}",
+        uas.messages()
+    );
     ts.stop().await;
 }
 
@@ -254,10 +367,23 @@ async fn no_matching_trunk_is_404() {
 async fn invite_without_credentials_is_challenged() {
     let port = common::free_port();
     let uas = SippUas::start(port);
-    let ts = TestServer::start_with(Db::Sqlite, &config(&[("ms", format!("sip:127.0.0.1:{port}"))])).await;
-    let r = ts.post("/dns", json!({"number": "1000", "password": "pw", "authenticate_requests": "register,invite"})).await;
+    let ts = TestServer::start_with(
+        Db::Sqlite,
+        &config(&[("ms", format!("sip:127.0.0.1:{port}"))]),
+    )
+    .await;
+    let r = ts
+        .post(
+            "/dns",
+            json!({"number": "1000", "password": "pw", "authenticate_requests": "register,invite"}),
+        )
+        .await;
     assert!(r.status().is_success(), "{:?}", r.text().await);
     assert_eq!(raw_invite(&ts, "1000", "8800").await, "401");
-    assert!(!uas.received().iter().any(|m| m.contains("INVITE ")), "trunk saw:\n{}", uas.messages());
+    assert!(
+        !uas.received().iter().any(|m| m.contains("INVITE ")),
+        "trunk saw:\n{}",
+        uas.messages()
+    );
     ts.stop().await;
 }

@@ -15,17 +15,28 @@ pub fn routes() -> Router<AdminState> {
     Router::new()
         .route("/dns", get(list_dns).post(create_dn))
         .route("/dns/import", axum::routing::post(import_dns))
-        .route("/dns/{number}", get(read_dn).put(update_dn).delete(delete_dn))
+        .route(
+            "/dns/{number}",
+            get(read_dn).put(update_dn).delete(delete_dn),
+        )
         .route("/profiles", get(list_profiles).post(create_profile))
-        .route("/profiles/{name}", get(read_profile).put(update_profile).delete(delete_profile))
+        .route(
+            "/profiles/{name}",
+            get(read_profile).put(update_profile).delete(delete_profile),
+        )
         .route("/sites", get(list_sites).post(create_site))
-        .route("/sites/{name}", get(read_site).put(update_site).delete(delete_site))
+        .route(
+            "/sites/{name}",
+            get(read_site).put(update_site).delete(delete_site),
+        )
 }
 
 fn body<T>(j: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     j.map(|Json(t)| t).map_err(|e| match e {
         // Well-formed JSON of the wrong shape is unprocessable; broken JSON is a bad request.
-        JsonRejection::JsonDataError(_) => ApiError::Dm(crate::service::DmError::Invalid(e.body_text())),
+        JsonRejection::JsonDataError(_) => {
+            ApiError::Dm(crate::service::DmError::Invalid(e.body_text()))
+        }
         _ => ApiError::BadRequest(e.body_text()),
     })
 }
@@ -35,7 +46,9 @@ fn same_key(path: &str, body: &str) -> Result<(), ApiError> {
     if path == body {
         Ok(())
     } else {
-        Err(ApiError::BadRequest(format!("path names `{path}` but body names `{body}`")))
+        Err(ApiError::BadRequest(format!(
+            "path names `{path}` but body names `{body}`"
+        )))
     }
 }
 
@@ -43,19 +56,29 @@ async fn list_dns(State(st): State<AdminState>) -> Result<Response, ApiError> {
     Ok(Json(st.dm.store.dns().await?).into_response())
 }
 
-async fn create_dn(State(st): State<AdminState>, j: Result<Json<Dn>, JsonRejection>) -> Result<Response, ApiError> {
+async fn create_dn(
+    State(st): State<AdminState>,
+    j: Result<Json<Dn>, JsonRejection>,
+) -> Result<Response, ApiError> {
     let dn = st.dm.add_dn(body(j)?).await.map_err(ApiError::from)?;
     Ok((StatusCode::CREATED, Json(dn)).into_response())
 }
 
 /// Body: CSV `number,password[,switch[,authenticate-requests]]`; all or nothing.
-async fn import_dns(State(st): State<AdminState>, csv: axum::body::Bytes) -> Result<Response, ApiError> {
-    let text = std::str::from_utf8(&csv).map_err(|_| ApiError::BadRequest("CSV is not UTF-8".into()))?;
+async fn import_dns(
+    State(st): State<AdminState>,
+    csv: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let text =
+        std::str::from_utf8(&csv).map_err(|_| ApiError::BadRequest("CSV is not UTF-8".into()))?;
     let report = st.dm.import_dns_csv(text).await?;
     Ok(super::devices::import_response(report))
 }
 
-async fn read_dn(State(st): State<AdminState>, Path(n): Path<String>) -> Result<Response, ApiError> {
+async fn read_dn(
+    State(st): State<AdminState>,
+    Path(n): Path<String>,
+) -> Result<Response, ApiError> {
     Ok(Json(st.dm.store.dn(&n).await?).into_response())
 }
 
@@ -71,7 +94,10 @@ async fn update_dn(
     Ok(Json(dn).into_response())
 }
 
-async fn delete_dn(State(st): State<AdminState>, Path(n): Path<String>) -> Result<Response, ApiError> {
+async fn delete_dn(
+    State(st): State<AdminState>,
+    Path(n): Path<String>,
+) -> Result<Response, ApiError> {
     st.dm.store.delete_dn(&n).await?;
     st.dm.invalidate();
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -91,7 +117,10 @@ async fn create_profile(
     Ok((StatusCode::CREATED, Json(p)).into_response())
 }
 
-async fn read_profile(State(st): State<AdminState>, Path(n): Path<String>) -> Result<Response, ApiError> {
+async fn read_profile(
+    State(st): State<AdminState>,
+    Path(n): Path<String>,
+) -> Result<Response, ApiError> {
     Ok(Json(st.dm.store.profile(&n).await?).into_response())
 }
 
@@ -107,7 +136,10 @@ async fn update_profile(
     Ok(Json(p).into_response())
 }
 
-async fn delete_profile(State(st): State<AdminState>, Path(n): Path<String>) -> Result<Response, ApiError> {
+async fn delete_profile(
+    State(st): State<AdminState>,
+    Path(n): Path<String>,
+) -> Result<Response, ApiError> {
     st.dm.store.delete_profile(&n).await?;
     st.dm.invalidate();
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -117,7 +149,10 @@ async fn list_sites(State(st): State<AdminState>) -> Result<Response, ApiError> 
     Ok(Json(st.dm.store.sites().await?).into_response())
 }
 
-async fn create_site(State(st): State<AdminState>, j: Result<Json<Site>, JsonRejection>) -> Result<Response, ApiError> {
+async fn create_site(
+    State(st): State<AdminState>,
+    j: Result<Json<Site>, JsonRejection>,
+) -> Result<Response, ApiError> {
     let s = body(j)?;
     if s.name.trim().is_empty() {
         return Err(ApiError::BadRequest("site name is empty".into()));
@@ -127,7 +162,10 @@ async fn create_site(State(st): State<AdminState>, j: Result<Json<Site>, JsonRej
     Ok((StatusCode::CREATED, Json(s)).into_response())
 }
 
-async fn read_site(State(st): State<AdminState>, Path(n): Path<String>) -> Result<Response, ApiError> {
+async fn read_site(
+    State(st): State<AdminState>,
+    Path(n): Path<String>,
+) -> Result<Response, ApiError> {
     Ok(Json(st.dm.store.site(&n).await?).into_response())
 }
 
@@ -143,7 +181,10 @@ async fn update_site(
     Ok(Json(s).into_response())
 }
 
-async fn delete_site(State(st): State<AdminState>, Path(n): Path<String>) -> Result<Response, ApiError> {
+async fn delete_site(
+    State(st): State<AdminState>,
+    Path(n): Path<String>,
+) -> Result<Response, ApiError> {
     st.dm.store.delete_site(&n).await?;
     st.dm.invalidate();
     Ok(StatusCode::NO_CONTENT.into_response())

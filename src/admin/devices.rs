@@ -48,17 +48,29 @@ fn default_limit() -> i64 {
 fn body<T>(j: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     j.map(|Json(t)| t).map_err(|e| match e {
         // Well-formed JSON of the wrong shape is unprocessable; broken JSON is a bad request.
-        JsonRejection::JsonDataError(_) => ApiError::Dm(crate::service::DmError::Invalid(e.body_text())),
+        JsonRejection::JsonDataError(_) => {
+            ApiError::Dm(crate::service::DmError::Invalid(e.body_text()))
+        }
         _ => ApiError::BadRequest(e.body_text()),
     })
 }
 
-async fn list(State(st): State<AdminState>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
-    let devices = st.dm.store.devices(q.q.as_deref(), q.limit.clamp(1, 10_000), q.offset.max(0)).await?;
+async fn list(
+    State(st): State<AdminState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let devices = st
+        .dm
+        .store
+        .devices(q.q.as_deref(), q.limit.clamp(1, 10_000), q.offset.max(0))
+        .await?;
     Ok(Json(devices).into_response())
 }
 
-async fn create(State(st): State<AdminState>, j: Result<Json<NewDevice>, JsonRejection>) -> Result<Response, ApiError> {
+async fn create(
+    State(st): State<AdminState>,
+    j: Result<Json<NewDevice>, JsonRejection>,
+) -> Result<Response, ApiError> {
     let d = st.dm.add_device(body(j)?, "api").await?;
     Ok((StatusCode::CREATED, Json(d)).into_response())
 }
@@ -75,7 +87,10 @@ async fn update(
     Ok(Json(st.dm.update_device(&mac, &body(j)?).await?).into_response())
 }
 
-async fn remove(State(st): State<AdminState>, Path(mac): Path<String>) -> Result<Response, ApiError> {
+async fn remove(
+    State(st): State<AdminState>,
+    Path(mac): Path<String>,
+) -> Result<Response, ApiError> {
     st.dm.delete_device(&mac, "api").await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -95,18 +110,27 @@ async fn assign(
     Ok(Json(st.dm.assign(&mac, &b.dn, "api").await?).into_response())
 }
 
-async fn unassign(State(st): State<AdminState>, Path(mac): Path<String>) -> Result<Response, ApiError> {
+async fn unassign(
+    State(st): State<AdminState>,
+    Path(mac): Path<String>,
+) -> Result<Response, ApiError> {
     let dn = st.dm.unassign(&mac, "api").await?;
     Ok(Json(serde_json::json!({ "mac": Dm::parse_mac(&mac)?, "previous_dn": dn })).into_response())
 }
 
-async fn device_audit(State(st): State<AdminState>, Path(mac): Path<String>) -> Result<Response, ApiError> {
+async fn device_audit(
+    State(st): State<AdminState>,
+    Path(mac): Path<String>,
+) -> Result<Response, ApiError> {
     let mac = Dm::parse_mac(&mac)?;
     Ok(Json(st.dm.store.audit_log(Some(&mac), 1000).await?).into_response())
 }
 
 /// Sends the phone NOTIFY check-sync now (after an administrator's change).
-async fn check_sync(State(st): State<AdminState>, Path(mac): Path<String>) -> Result<Response, ApiError> {
+async fn check_sync(
+    State(st): State<AdminState>,
+    Path(mac): Path<String>,
+) -> Result<Response, ApiError> {
     let mac = Dm::parse_mac(&mac)?;
     match crate::sipside::checksync::check_sync(&st.dm, &mac, "api").await {
         Ok(report) => Ok(Json(report).into_response()),
@@ -125,24 +149,39 @@ struct BindingQuery {
 }
 
 /// Current registrations (from the registrar's memory), optionally of one AOR.
-async fn bindings(State(st): State<AdminState>, Query(q): Query<BindingQuery>) -> Result<Response, ApiError> {
+async fn bindings(
+    State(st): State<AdminState>,
+    Query(q): Query<BindingQuery>,
+) -> Result<Response, ApiError> {
     let Some(ep) = st.dm.sip.get() else {
         return Ok(Json(Vec::<serde_json::Value>::new()).into_response());
     };
     let list = match &q.aor {
         Some(aor) => ep.registrar().bindings(aor),
-        None => ep.registrar().all_bindings().into_iter().take(10_000).collect(),
+        None => ep
+            .registrar()
+            .all_bindings()
+            .into_iter()
+            .take(10_000)
+            .collect(),
     };
     Ok(Json(list.iter().map(binding_json).collect::<Vec<_>>()).into_response())
 }
 
 /// The registrations that belong to one device: its per-device identity and its DN.
-async fn device_bindings(State(st): State<AdminState>, Path(mac): Path<String>) -> Result<Response, ApiError> {
+async fn device_bindings(
+    State(st): State<AdminState>,
+    Path(mac): Path<String>,
+) -> Result<Response, ApiError> {
     let device = st.dm.device(&mac).await?;
     let Some(ep) = st.dm.sip.get() else {
         return Ok(Json(Vec::<serde_json::Value>::new()).into_response());
     };
-    let mut list: Vec<_> = ep.registrar().binding_of_device(&st.dm.credentials.auth_user(&device.mac)).into_iter().collect();
+    let mut list: Vec<_> = ep
+        .registrar()
+        .binding_of_device(&st.dm.credentials.auth_user(&device.mac))
+        .into_iter()
+        .collect();
     if let Some(dn) = &device.dn {
         list.extend(ep.registrar().bindings(dn));
     }
@@ -157,15 +196,29 @@ struct PreviewQuery {
 
 /// The device's file as the phone would get it (records nothing); `?vendor=` previews another
 /// vendor's template for the same device.
-async fn preview(State(st): State<AdminState>, Path(mac): Path<String>, Query(q): Query<PreviewQuery>) -> Result<Response, ApiError> {
+async fn preview(
+    State(st): State<AdminState>,
+    Path(mac): Path<String>,
+    Query(q): Query<PreviewQuery>,
+) -> Result<Response, ApiError> {
     let served = st.dm.preview(&mac, q.vendor.as_deref()).await?;
-    Ok(([(axum::http::header::CONTENT_TYPE, served.content_type)], served.body).into_response())
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, served.content_type)],
+        served.body,
+    )
+        .into_response())
 }
 
 /// The HTTP basic credentials a phone uses for its files when `http-auth = "basic"`.
-async fn http_credentials(State(st): State<AdminState>, Path(mac): Path<String>) -> Result<Response, ApiError> {
+async fn http_credentials(
+    State(st): State<AdminState>,
+    Path(mac): Path<String>,
+) -> Result<Response, ApiError> {
     let mac = Dm::parse_mac(&mac)?;
-    Ok(Json(serde_json::json!({ "user": mac, "password": st.dm.credentials.http_password(&mac) })).into_response())
+    Ok(
+        Json(serde_json::json!({ "user": mac, "password": st.dm.credentials.http_password(&mac) }))
+            .into_response(),
+    )
 }
 
 /// Trunks with their health (OPTIONS probes): which carries the IVR calls now.
@@ -175,7 +228,10 @@ async fn trunks(State(st): State<AdminState>) -> Result<Response, ApiError> {
 }
 
 fn binding_json(b: &std::sync::Arc<sip::registrar::Binding>) -> serde_json::Value {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     serde_json::json!({
         "aor": b.aor,
         "contact": b.contact,
@@ -186,22 +242,43 @@ fn binding_json(b: &std::sync::Arc<sip::registrar::Binding>) -> serde_json::Valu
     })
 }
 
-async fn audit(State(st): State<AdminState>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
-    Ok(Json(st.dm.store.audit_log(None, q.limit.clamp(1, 10_000)).await?).into_response())
+async fn audit(
+    State(st): State<AdminState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    Ok(Json(
+        st.dm
+            .store
+            .audit_log(None, q.limit.clamp(1, 10_000))
+            .await?,
+    )
+    .into_response())
 }
 
 /// Body: CSV text `mac,model,profile,dn`. All or nothing; 422 with the per-line report when
 /// any line is refused.
 async fn import(State(st): State<AdminState>, csv: Bytes) -> Result<Response, ApiError> {
-    let text = std::str::from_utf8(&csv).map_err(|_| ApiError::BadRequest("CSV is not UTF-8".into()))?;
+    let text =
+        std::str::from_utf8(&csv).map_err(|_| ApiError::BadRequest("CSV is not UTF-8".into()))?;
     let report = st.dm.import_csv(text, "api").await?;
     Ok(import_response(report))
 }
 
 /// 200 with the count, or 422 with a line-numbered report of every refused line.
 pub(super) fn import_response(report: crate::store::ImportReport) -> Response {
-    let status = if report.errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
-    let errors: Vec<_> =
-        report.errors.iter().map(|(line, message)| serde_json::json!({ "line": line, "error": message })).collect();
-    (status, Json(serde_json::json!({ "imported": report.imported, "errors": errors }))).into_response()
+    let status = if report.errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    let errors: Vec<_> = report
+        .errors
+        .iter()
+        .map(|(line, message)| serde_json::json!({ "line": line, "error": message }))
+        .collect();
+    (
+        status,
+        Json(serde_json::json!({ "imported": report.imported, "errors": errors })),
+    )
+        .into_response()
 }

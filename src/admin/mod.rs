@@ -28,7 +28,10 @@ pub fn router(state: AdminState) -> Router {
     let protected = Router::new()
         .merge(devices::routes())
         .merge(catalog::routes())
-        .layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
     Router::new()
         .route("/openapi.json", get(openapi))
         .merge(protected)
@@ -36,7 +39,10 @@ pub fn router(state: AdminState) -> Router {
 }
 
 async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], include_str!("openapi.json"))
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
 }
 
 async fn require_token(State(st): State<AdminState>, req: Request, next: Next) -> Response {
@@ -44,7 +50,10 @@ async fn require_token(State(st): State<AdminState>, req: Request, next: Next) -
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     match given {
         Some(t) if constant_time_eq(t.as_bytes(), st.token.as_bytes()) => next.run(req).await,

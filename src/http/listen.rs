@@ -34,28 +34,36 @@ pub fn serve(
         let app = app.clone();
         let tls = tls.clone();
         let mut stop = shutdown.clone();
-        let thread = std::thread::Builder::new().name(format!("http-{i}")).spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => return tracing::error!(error = %e, "HTTP worker runtime"),
-            };
-            rt.block_on(async move {
-                let listener = match tokio::net::TcpListener::from_std(std_listener) {
-                    Ok(l) => l,
-                    Err(e) => return tracing::error!(error = %e, "HTTP worker listener"),
+        let thread = std::thread::Builder::new()
+            .name(format!("http-{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => return tracing::error!(error = %e, "HTTP worker runtime"),
                 };
-                if let Some(acceptor) = tls {
-                    return super::tls::serve(listener, acceptor, app, stop).await;
-                }
-                let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                rt.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                        Ok(l) => l,
+                        Err(e) => return tracing::error!(error = %e, "HTTP worker listener"),
+                    };
+                    if let Some(acceptor) = tls {
+                        return super::tls::serve(listener, acceptor, app, stop).await;
+                    }
+                    let serve = axum::serve(
+                        listener,
+                        app.into_make_service_with_connect_info::<SocketAddr>(),
+                    )
                     .with_graceful_shutdown(async move {
                         let _ = stop.wait_for(|s| *s).await.map(|_| ());
                     });
-                if let Err(e) = serve.await {
-                    tracing::error!(error = %e, "HTTP worker stopped");
-                }
-            });
-        })?;
+                    if let Err(e) = serve.await {
+                        tracing::error!(error = %e, "HTTP worker stopped");
+                    }
+                });
+            })?;
         threads.push(thread);
     }
     Ok((bound, threads))

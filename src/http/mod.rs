@@ -21,8 +21,10 @@ use crate::service::Dm;
 pub fn router(dm: Arc<Dm>, admin_token: Arc<str>, assigner: Arc<IvrAssigner>) -> Router {
     let dm_for_metrics = dm.clone();
     let allowed: Arc<[ipnet::IpNet]> = dm.config.ivr.vxml_allowed_networks.clone().into();
-    let vxml = crate::ivr::vxml::routes(assigner)
-        .layer(axum::middleware::from_fn_with_state(allowed, media_servers_only));
+    let vxml = crate::ivr::vxml::routes(assigner).layer(axum::middleware::from_fn_with_state(
+        allowed,
+        media_servers_only,
+    ));
     let prov = Router::new()
         .route("/fs/dm/prov/{*file}", get(prov::serve_file))
         .with_state(prov::ProvState {
@@ -31,8 +33,11 @@ pub fn router(dm: Arc<Dm>, admin_token: Arc<str>, assigner: Arc<IvrAssigner>) ->
         });
     // Request tracing on the admin side only: the provisioning route logs its own refusals,
     // and a span per phone fetch is measurable at fleet scale.
-    let admin = admin::router(AdminState { dm: dm.clone(), token: admin_token })
-        .layer(tower_http::trace::TraceLayer::new_for_http());
+    let admin = admin::router(AdminState {
+        dm: dm.clone(),
+        token: admin_token,
+    })
+    .layer(tower_http::trace::TraceLayer::new_for_http());
     Router::new()
         .merge(prov)
         .merge(vxml)
@@ -51,7 +56,10 @@ async fn media_servers_only(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let ip = match peer.ip() {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(std::net::IpAddr::V6(v6)),
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(std::net::IpAddr::V4)
+            .unwrap_or(std::net::IpAddr::V6(v6)),
         v4 => v4,
     };
     if allowed.iter().any(|n| n.contains(&ip)) {
@@ -68,7 +76,10 @@ async fn healthz(axum::extract::State(dm): axum::extract::State<Arc<Dm>>) -> imp
         Ok(_) => (axum::http::StatusCode::OK, "ok\n"),
         Err(e) => {
             tracing::warn!(error = %e, "health check: store unreachable");
-            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n")
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "store unreachable\n",
+            )
         }
     }
 }
@@ -76,12 +87,17 @@ async fn healthz(axum::extract::State(dm): axum::extract::State<Arc<Dm>>) -> imp
 /// The operator console: one static page that talks to the admin API with the token typed in.
 async fn console() -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         include_str!("../admin/ui/index.html"),
     )
 }
 
-async fn metrics_text(axum::extract::State(dm): axum::extract::State<Arc<Dm>>) -> impl IntoResponse {
+async fn metrics_text(
+    axum::extract::State(dm): axum::extract::State<Arc<Dm>>,
+) -> impl IntoResponse {
     if let Some(ep) = dm.sip.get() {
         // The SIP stack counts in plain atomics; copy them into the exporter when scraped.
         let s = ep.stats().snapshot();
@@ -90,7 +106,10 @@ async fn metrics_text(axum::extract::State(dm): axum::extract::State<Arc<Dm>>) -
             ("sipdm_sip_malformed_answered_total", s.malformed_answered),
             ("sipdm_sip_malformed_dropped_total", s.malformed_dropped),
             ("sipdm_sip_dropped_overload_total", s.dropped_overload),
-            ("sipdm_sip_retransmissions_absorbed_total", s.retransmissions_absorbed),
+            (
+                "sipdm_sip_retransmissions_absorbed_total",
+                s.retransmissions_absorbed,
+            ),
             ("sipdm_sip_stray_responses_total", s.stray_responses),
             ("sipdm_sip_responses_sent_total", s.responses_sent),
             ("sipdm_sip_send_errors_total", s.send_errors),
@@ -101,7 +120,10 @@ async fn metrics_text(axum::extract::State(dm): axum::extract::State<Arc<Dm>>) -
         }
         metrics::gauge!("sipdm_sip_bindings").set(ep.registrar().binding_count() as f64);
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], prometheus().render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        prometheus().render(),
+    )
 }
 
 /// One process-wide recorder: metrics are global in the `metrics` facade, and tests start

@@ -40,7 +40,14 @@ pub async fn serve_file(
     }
     let file = match percent_encoding::percent_decode_str(raw).decode_utf8() {
         Ok(f) => f.into_owned(),
-        Err(_) => return refuse(StatusCode::BAD_REQUEST, &peer, raw, "file name is not UTF-8"),
+        Err(_) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                &peer,
+                raw,
+                "file name is not UTF-8",
+            )
+        }
     };
     match guard.check(peer.ip(), &file) {
         Verdict::Serve => {}
@@ -65,7 +72,10 @@ pub async fn serve_file(
     }
     let who = Requester {
         ip: peer.ip().to_string(),
-        user_agent: headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(String::from),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from),
         host: headers
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
@@ -75,23 +85,31 @@ pub async fn serve_file(
     match dm.provision(&file, &who).await {
         Ok(served) => {
             served_counter().increment(1);
-            let etag = HeaderValue::from_str(&served.etag).unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
+            let etag = HeaderValue::from_str(&served.etag)
+                .unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
             let fresh = headers
                 .get(header::IF_NONE_MATCH)
                 .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == served.etag || t.trim() == "*"));
+                .is_some_and(|v| {
+                    v.split(',').any(|t| {
+                        t.trim().trim_start_matches("W/") == served.etag || t.trim() == "*"
+                    })
+                });
             let mut res = if fresh {
                 StatusCode::NOT_MODIFIED.into_response()
             } else {
-                let ct = HeaderValue::from_str(&served.content_type).unwrap_or(HeaderValue::from_static("text/plain"));
+                let ct = HeaderValue::from_str(&served.content_type)
+                    .unwrap_or(HeaderValue::from_static("text/plain"));
                 ([(header::CONTENT_TYPE, ct)], served.body).into_response()
             };
             res.headers_mut().insert(header::ETAG, etag);
-            res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            res.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             res
         }
         Err(e) => {
-            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status =
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             if matches!(e, DmError::UnknownFile | DmError::Traversal) {
                 refuse(status, &peer, &file, &e.to_string())
             } else {
@@ -105,20 +123,37 @@ pub async fn serve_file(
 
 /// HTTP basic credentials on a phone's own files (common files carry no secrets). The user is
 /// the file's MAC, the password the one derived for it.
-fn check_basic(dm: &Dm, guard: &ScanGuard, peer: &SocketAddr, headers: &HeaderMap, file: &str) -> Result<(), Response> {
+fn check_basic(
+    dm: &Dm,
+    guard: &ScanGuard,
+    peer: &SocketAddr,
+    headers: &HeaderMap,
+    file: &str,
+) -> Result<(), Response> {
     let Ok(FileRequest::PerPhone { mac, .. }) = parse_file_name(file, &dm.vendors) else {
         return Ok(()); // common files, or names the provisioning answer refuses anyway
     };
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
-        .and_then(|b| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b.trim()).ok())
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        })
+        .and_then(|b| {
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b.trim()).ok()
+        })
         .and_then(|b| String::from_utf8(b).ok());
-    let ok = given.as_deref().and_then(|g| g.split_once(':')).is_some_and(|(user, password)| {
-        crate::provisioning::mac::Mac::parse(user).is_ok_and(|u| u == mac)
-            && crate::admin::constant_time_eq(password.as_bytes(), dm.credentials.http_password(&mac.to_string()).as_bytes())
-    });
+    let ok = given
+        .as_deref()
+        .and_then(|g| g.split_once(':'))
+        .is_some_and(|(user, password)| {
+            crate::provisioning::mac::Mac::parse(user).is_ok_and(|u| u == mac)
+                && crate::admin::constant_time_eq(
+                    password.as_bytes(),
+                    dm.credentials.http_password(&mac.to_string()).as_bytes(),
+                )
+        });
     if ok {
         return Ok(());
     }
@@ -128,13 +163,17 @@ fn check_basic(dm: &Dm, guard: &ScanGuard, peer: &SocketAddr, headers: &HeaderMa
     }
     metrics::counter!("sipdm_prov_requests_total", "status" => "401").increment(1);
     let mut res = (StatusCode::UNAUTHORIZED, "credentials required\n").into_response();
-    res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"sipdm provisioning\""));
+    res.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"sipdm provisioning\""),
+    );
     Err(res)
 }
 
 fn refuse(status: StatusCode, peer: &SocketAddr, file: &str, why: &str) -> Response {
     tracing::info!(status = status.as_u16(), peer = %peer, file = %file.escape_debug(), why, "provisioning request refused");
-    metrics::counter!("sipdm_prov_requests_total", "status" => status.as_str().to_owned()).increment(1);
+    metrics::counter!("sipdm_prov_requests_total", "status" => status.as_str().to_owned())
+        .increment(1);
     (status, format!("{why}\n")).into_response()
 }
 

@@ -21,7 +21,9 @@ pub enum Verdict {
     /// Not from an allowed network: 403.
     Forbidden,
     /// Locked out after scanning: 429 with Retry-After.
-    Locked { retry_after: Duration },
+    Locked {
+        retry_after: Duration,
+    },
 }
 
 struct Source {
@@ -41,16 +43,25 @@ pub struct ScanGuard {
 
 impl ScanGuard {
     pub fn new(cfg: ProvSecurityConfig) -> Self {
-        ScanGuard { cfg, sources: Mutex::new(HashMap::new()), any_locked: std::sync::atomic::AtomicBool::new(false) }
+        ScanGuard {
+            cfg,
+            sources: Mutex::new(HashMap::new()),
+            any_locked: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     /// Decides on one request for `file` from `ip`, and counts it.
     pub fn check(&self, ip: IpAddr, file: &str) -> Verdict {
         let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
             v4 => v4,
         };
-        if !self.cfg.allowed_networks.is_empty() && !self.cfg.allowed_networks.iter().any(|n| n.contains(&ip)) {
+        if !self.cfg.allowed_networks.is_empty()
+            && !self.cfg.allowed_networks.iter().any(|n| n.contains(&ip))
+        {
             return Verdict::Forbidden;
         }
         let max = self.cfg.max_files_per_source;
@@ -64,20 +75,32 @@ impl ScanGuard {
         if max == 0 {
             // No file limit, but a lockout for failed credentials still holds.
             return match sources.get(&ip).and_then(|s| s.locked_until) {
-                Some(until) if until > now => Verdict::Locked { retry_after: until - now },
+                Some(until) if until > now => Verdict::Locked {
+                    retry_after: until - now,
+                },
                 _ => Verdict::Serve,
             };
         }
         if sources.len() >= MAX_SOURCES && !sources.contains_key(&ip) {
-            sources.retain(|_, s| s.locked_until.is_some_and(|t| t > now) || now.duration_since(s.window_start) < window);
+            sources.retain(|_, s| {
+                s.locked_until.is_some_and(|t| t > now)
+                    || now.duration_since(s.window_start) < window
+            });
             if sources.len() >= MAX_SOURCES {
                 sources.clear();
             }
         }
-        let s = sources.entry(ip).or_insert_with(|| Source { window_start: now, names: HashSet::new(), auth_failures: 0, locked_until: None });
+        let s = sources.entry(ip).or_insert_with(|| Source {
+            window_start: now,
+            names: HashSet::new(),
+            auth_failures: 0,
+            locked_until: None,
+        });
         if let Some(until) = s.locked_until {
             if until > now {
-                return Verdict::Locked { retry_after: until - now };
+                return Verdict::Locked {
+                    retry_after: until - now,
+                };
             }
             s.locked_until = None;
             s.window_start = now;
@@ -93,13 +116,16 @@ impl ScanGuard {
         file.to_ascii_lowercase().hash(&mut h);
         s.names.insert(h.finish());
         if s.names.len() as u32 > max {
-            self.any_locked.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.any_locked
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             s.locked_until = Some(now + lockout);
             s.names.clear();
             tracing::warn!(source = %ip, files = max + 1, window_s = window.as_secs(), lockout_s = lockout.as_secs(),
                 "provisioning: source locked out (asked for more distinct files than a phone would; MAC scanning?)");
             metrics::counter!("sipdm_prov_lockouts_total").increment(1);
-            return Verdict::Locked { retry_after: lockout };
+            return Verdict::Locked {
+                retry_after: lockout,
+            };
         }
         Verdict::Serve
     }
@@ -112,10 +138,16 @@ impl ScanGuard {
         }
         let now = Instant::now();
         let mut sources = self.sources.lock();
-        let s = sources.entry(ip).or_insert_with(|| Source { window_start: now, names: HashSet::new(), auth_failures: 0, locked_until: None });
+        let s = sources.entry(ip).or_insert_with(|| Source {
+            window_start: now,
+            names: HashSet::new(),
+            auth_failures: 0,
+            locked_until: None,
+        });
         s.auth_failures += 1;
         if s.auth_failures > max && s.locked_until.is_none() {
-            self.any_locked.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.any_locked
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             s.locked_until = Some(now + Duration::from_secs(self.cfg.lockout_seconds));
             tracing::warn!(source = %ip, failures = s.auth_failures, "provisioning: source locked out after failed credentials");
             metrics::counter!("sipdm_prov_lockouts_total").increment(1);

@@ -61,7 +61,10 @@ use crate::provisioning::mac::Mac;
 #[derive(Debug, thiserror::Error)]
 pub enum B2buaError {
     #[error("could not build the {method} request: {reason}")]
-    Build { method: &'static str, reason: String },
+    Build {
+        method: &'static str,
+        reason: String,
+    },
     #[error("the callee's 2xx has no usable To header")]
     NoToInAnswer,
     #[error("ACK socket: {0}")]
@@ -155,7 +158,10 @@ impl Default for B2bua {
 
 impl B2bua {
     pub fn new() -> Self {
-        B2bua { calls: Mutex::new(HashMap::new()), ack_socket: tokio::sync::OnceCell::new() }
+        B2bua {
+            calls: Mutex::new(HashMap::new()),
+            ack_socket: tokio::sync::OnceCell::new(),
+        }
     }
 
     /// Bridged calls in progress.
@@ -179,7 +185,11 @@ impl B2bua {
     ) -> Forwarded {
         // §16.3 item 3 / §8.1.1.6: a B2BUA is not a proxy, but decrementing Max-Forwards keeps
         // two misconfigured servers from passing one call back and forth forever.
-        let max_forwards = match req.request.header_value("Max-Forwards").map(|v| v.trim().parse::<u32>()) {
+        let max_forwards = match req
+            .request
+            .header_value("Max-Forwards")
+            .map(|v| v.trim().parse::<u32>())
+        {
             None => 70,
             Some(Ok(n)) => n.min(255),
             Some(Err(_)) => {
@@ -191,7 +201,11 @@ impl B2bua {
             req.reply(StatusCode::TooManyHops);
             return Forwarded::Done;
         }
-        let Some(mut from) = req.request.header_value("From").and_then(|f| NameAddr::parse(f).ok()) else {
+        let Some(mut from) = req
+            .request
+            .header_value("From")
+            .and_then(|f| NameAddr::parse(f).ok())
+        else {
             req.reply(StatusCode::BadRequest);
             return Forwarded::Done;
         };
@@ -206,13 +220,19 @@ impl B2bua {
             device,
         };
         let (request, flow, responder) = req.into_parts();
-        let Some(responder) = responder else { return Forwarded::Done };
+        let Some(responder) = responder else {
+            return Forwarded::Done;
+        };
         let mut last_status: u16 = 503;
         let mut ringing = false;
         for trunk in candidates {
             let target = match &trunk.target {
                 TrunkTarget::BuiltinIvr => {
-                    return Forwarded::BuiltinIvr(IncomingRequest::new(request, flow, Some(responder)));
+                    return Forwarded::BuiltinIvr(IncomingRequest::new(
+                        request,
+                        flow,
+                        Some(responder),
+                    ));
                 }
                 TrunkTarget::Sip(t) => t.clone(),
             };
@@ -291,7 +311,10 @@ impl B2bua {
             let code = resp.status_code.code();
             match code {
                 200..=299 => {
-                    if let Err(e) = self.connect(ep, &request, flow, responder, &attempt, &resp).await {
+                    if let Err(e) = self
+                        .connect(ep, &request, flow, responder, &attempt, &resp)
+                        .await
+                    {
                         tracing::warn!(call_id = %attempt.call_id, error = %e, "could not bridge the answered call");
                     }
                     return Forwarded::Done;
@@ -343,11 +366,18 @@ impl B2bua {
         }
         let mut ok = responder.response(StatusCode::OK);
         let contact = format!("<sip:b2bua@{}>", super::calls::contact_host(ep, &flow));
-        ok.headers.push(rsip::Header::Contact(rsip::headers::Contact::new(contact)));
+        ok.headers
+            .push(rsip::Header::Contact(rsip::headers::Contact::new(contact)));
         if let Some(ct) = resp.header_value("Content-Type") {
-            ok.headers.push(rsip::Header::ContentType(rsip::headers::ContentType::new(ct)));
+            ok.headers
+                .push(rsip::Header::ContentType(rsip::headers::ContentType::new(
+                    ct,
+                )));
         }
-        ok.headers.push(rsip::Header::Other("Allow".into(), "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY".into()));
+        ok.headers.push(rsip::Header::Other(
+            "Allow".into(),
+            "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY".into(),
+        ));
         ok.body = resp.body.clone();
         let caller = Leg {
             call_id: request.call_id().unwrap_or_default().to_owned(),
@@ -361,11 +391,21 @@ impl B2bua {
             target: Target::Flow(flow),
             cseq: AtomicU32::new(0),
         };
-        let bridge = Arc::new(Bridge { caller, callee, trunk: attempt.trunk.clone() });
+        let bridge = Arc::new(Bridge {
+            caller,
+            callee,
+            trunk: attempt.trunk.clone(),
+        });
         {
             let mut calls = self.calls.lock();
-            calls.insert(bridge.caller.call_id.clone(), (bridge.clone(), Side::Caller));
-            calls.insert(bridge.callee.call_id.clone(), (bridge.clone(), Side::Callee));
+            calls.insert(
+                bridge.caller.call_id.clone(),
+                (bridge.clone(), Side::Caller),
+            );
+            calls.insert(
+                bridge.callee.call_id.clone(),
+                (bridge.clone(), Side::Callee),
+            );
         }
         tracing::info!(caller = %bridge.caller.call_id, callee = %bridge.callee.call_id, trunk = %bridge.trunk, "call bridged");
         responder.respond(ok);
@@ -376,7 +416,9 @@ impl B2bua {
     async fn hang_up_answered(&self, ep: &Endpoint, attempt: &Attempt, resp: &rsip::Response) {
         let callee = match callee_leg(attempt, resp) {
             Ok(l) => l,
-            Err(e) => return tracing::warn!(call_id = %attempt.call_id, error = %e, "late 2xx unusable"),
+            Err(e) => {
+                return tracing::warn!(call_id = %attempt.call_id, error = %e, "late 2xx unusable")
+            }
         };
         if let Err(e) = self.send_ack(ep, &callee, attempt).await {
             tracing::warn!(call_id = %attempt.call_id, error = %e, "could not ACK the late 2xx");
@@ -387,7 +429,12 @@ impl B2bua {
     /// §13.2.2.4: ACK with the INVITE's CSeq number, To with the callee's tag, sent to the
     /// remote target. UDP: from our own socket (no transaction, no retransmission); TCP: down
     /// the trunk's connection in a client transaction whose (absent) answer is not awaited.
-    async fn send_ack(&self, ep: &Endpoint, callee: &Leg, attempt: &Attempt) -> Result<(), B2buaError> {
+    async fn send_ack(
+        &self,
+        ep: &Endpoint,
+        callee: &Leg,
+        attempt: &Attempt,
+    ) -> Result<(), B2buaError> {
         let head = |via: &str| {
             format!(
                 "ACK {rt} SIP/2.0\r\n{via}Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: 1 ACK\r\n\
@@ -412,16 +459,23 @@ impl B2bua {
                     .await
                     .map_err(B2buaError::AckSocket)?;
                 let me = sock.local_addr().map_err(B2buaError::AckSocket)?;
-                let text = head(&format!("Via: SIP/2.0/UDP {me};branch={};rport\r\n", new_branch()));
+                let text = head(&format!(
+                    "Via: SIP/2.0/UDP {me};branch={};rport\r\n",
+                    new_branch()
+                ));
                 let ack = parse_request("ACK", &text)?;
-                sock.send_to(&sip::wire::encode_request(&ack), dest).await.map_err(B2buaError::AckSocket)?;
+                sock.send_to(&sip::wire::encode_request(&ack), dest)
+                    .await
+                    .map_err(B2buaError::AckSocket)?;
             }
             Protocol::Tcp => {
                 let ack = parse_request("ACK", &head(""))?;
                 let ep = ep.clone();
                 // Nobody answers an ACK: the transaction ends at Timer F, unheard.
                 tokio::spawn(async move {
-                    let _ = ep.send_request(ack, Target::Address(Protocol::Tcp, dest)).await;
+                    let _ = ep
+                        .send_request(ack, Target::Address(Protocol::Tcp, dest))
+                        .await;
                 });
             }
         }
@@ -429,7 +483,11 @@ impl B2bua {
     }
 
     /// Requests inside a bridged dialog; gives back requests of other dialogs.
-    pub fn in_dialog(self: &Arc<Self>, ep: &Endpoint, req: IncomingRequest) -> Option<IncomingRequest> {
+    pub fn in_dialog(
+        self: &Arc<Self>,
+        ep: &Endpoint,
+        req: IncomingRequest,
+    ) -> Option<IncomingRequest> {
         let call_id = req.request.call_id().unwrap_or_default().to_owned();
         let Some((bridge, side)) = self.calls.lock().get(&call_id).cloned() else {
             return Some(req);
@@ -479,12 +537,20 @@ fn build_invite(
     let from = from.to_string();
     let request_uri = target.uri(&caller.dialled);
     let local = super::calls::local_ip_for(ep, addr);
-    let port = ep.local_addrs().iter().find(|a| a.is_ipv4() == addr.is_ipv4()).map_or(ep.local_addr().port(), |a| a.port());
+    let port = ep
+        .local_addrs()
+        .iter()
+        .find(|a| a.is_ipv4() == addr.is_ipv4())
+        .map_or(ep.local_addr().port(), |a| a.port());
     let contact_host = match local {
         std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
         v4 => format!("{v4}:{port}"),
     };
-    let transport = if target.protocol == Protocol::Tcp { ";transport=tcp" } else { "" };
+    let transport = if target.protocol == Protocol::Tcp {
+        ";transport=tcp"
+    } else {
+        ""
+    };
     let mut text = format!(
         "INVITE {request_uri} SIP/2.0\r\nMax-Forwards: {mf}\r\nFrom: {from}\r\nTo: <{to}>\r\nCall-ID: {call_id}\r\n\
          CSeq: 1 INVITE\r\nContact: <sip:b2bua@{contact_host}{transport}>\r\n\
@@ -504,7 +570,14 @@ fn build_invite(
     text.push_str("Content-Length: 0\r\n\r\n");
     let mut invite = parse_request("INVITE", &text)?;
     invite.body = caller.body.clone();
-    let attempt = Attempt { call_id, from, request_uri, protocol: target.protocol, addr, trunk: trunk.config.name.clone() };
+    let attempt = Attempt {
+        call_id,
+        from,
+        request_uri,
+        protocol: target.protocol,
+        addr,
+        trunk: trunk.config.name.clone(),
+    };
     Ok((attempt, invite))
 }
 
@@ -549,7 +622,8 @@ fn relay_error(responder: &sip::transaction::Responder, resp: &rsip::Response) -
     let mut r = responder.response(status);
     if (300..400).contains(&code) {
         for c in resp.header_values("Contact") {
-            r.headers.push(rsip::Header::Contact(rsip::headers::Contact::new(c)));
+            r.headers
+                .push(rsip::Header::Contact(rsip::headers::Contact::new(c)));
         }
     }
     r
@@ -572,7 +646,9 @@ async fn send_bye(ep: &Endpoint, leg: &Leg) {
     };
     match ep.send_request(req, leg.target.clone()).await {
         Ok(r) if r.status_code.code() < 300 => {}
-        Ok(r) => tracing::info!(call_id = %leg.call_id, status = r.status_code.code(), "BYE refused"),
+        Ok(r) => {
+            tracing::info!(call_id = %leg.call_id, status = r.status_code.code(), "BYE refused")
+        }
         Err(e) => tracing::info!(call_id = %leg.call_id, error = %e, "BYE got no answer"),
     }
 }
@@ -589,7 +665,12 @@ async fn relay(ep: &Endpoint, leg: &Leg, original: &rsip::Request) -> StatusCode
         to = leg.remote,
         cid = leg.call_id,
     );
-    for name in ["Content-Type", "Event", "Subscription-State", "Info-Package"] {
+    for name in [
+        "Content-Type",
+        "Event",
+        "Subscription-State",
+        "Info-Package",
+    ] {
         if let Some(v) = original.header_value(name) {
             text.push_str(&format!("{name}: {v}\r\n"));
         }
@@ -610,5 +691,8 @@ async fn relay(ep: &Endpoint, leg: &Leg, original: &rsip::Request) -> StatusCode
 }
 
 fn parse_request(method: &'static str, text: &str) -> Result<rsip::Request, B2buaError> {
-    rsip::Request::try_from(text).map_err(|e| B2buaError::Build { method, reason: e.to_string() })
+    rsip::Request::try_from(text).map_err(|e| B2buaError::Build {
+        method,
+        reason: e.to_string(),
+    })
 }

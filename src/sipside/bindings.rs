@@ -29,12 +29,18 @@ impl SqlBindings {
 impl BindingStore for SqlBindings {
     fn load_all(&self) -> BoxFuture<'_, Result<Vec<Binding>, StoreError>> {
         Box::pin(async move {
-            let rows = self.store.load_bindings().await.map_err(|e| StoreError(e.to_string()))?;
+            let rows = self
+                .store
+                .load_bindings()
+                .await
+                .map_err(|e| StoreError(e.to_string()))?;
             let mut out = Vec::with_capacity(rows.len());
             for row in rows {
                 match from_row(&row) {
                     Some(b) => out.push(b),
-                    None => tracing::warn!(aor = %row.aor, contact = %row.contact, "unreadable stored binding skipped"),
+                    None => {
+                        tracing::warn!(aor = %row.aor, contact = %row.contact, "unreadable stored binding skipped")
+                    }
                 }
             }
             Ok(out)
@@ -51,7 +57,10 @@ impl BindingStore for SqlBindings {
                     BindingChange::Remove { aor, id } => removals.push((aor, id)),
                 }
             }
-            self.store.write_bindings(&upserts, &removals).await.map_err(|e| StoreError(e.to_string()))
+            self.store
+                .write_bindings(&upserts, &removals)
+                .await
+                .map_err(|e| StoreError(e.to_string()))
         })
     }
 }
@@ -100,7 +109,11 @@ pub fn from_row(row: &StoredBinding) -> Option<Binding> {
         path: v
             .get("path")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|p| p.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default(),
         user_agent: s("user_agent"),
         device: s("device"),
@@ -137,6 +150,10 @@ mod tests {
         assert_eq!(row.contact, b.id());
         assert_eq!(row.expires_at, 1_900_000_000_000);
         assert_eq!(from_row(&row).as_ref(), Some(&*b));
-        assert!(from_row(&StoredBinding { data: "{".into(), ..row }).is_none());
+        assert!(from_row(&StoredBinding {
+            data: "{".into(),
+            ..row
+        })
+        .is_none());
     }
 }

@@ -20,9 +20,9 @@ use sip::rsip::{self, Method, StatusCode};
 use sip::transport::Flow;
 use sip::{BoxFuture, Endpoint, IncomingRequest, RequestHandler, Target};
 
-use crate::assignment::{CheckSync, IvrAssigner};
 use super::b2bua::{B2bua, Forwarded};
 use super::trunks::{TrunkError, TrunkTable};
+use crate::assignment::{CheckSync, IvrAssigner};
 use crate::credentials::DeviceCredentials;
 use crate::ivr::{CallOutcome, CallerIdentity, IvrCall, IvrConfig, IvrControl, IvrError};
 use crate::provisioning::mac::Mac;
@@ -89,9 +89,16 @@ impl CallRouter {
             tracing::info!(to = %target_user, "INVITE: no trunk for this number");
             return req.reply(StatusCode::NotFound);
         }
-        let from = req.request.header_value("From").and_then(|f| NameAddr::parse(f).ok());
+        let from = req
+            .request
+            .header_value("From")
+            .and_then(|f| NameAddr::parse(f).ok());
         let from_user = from.as_ref().map(|f| uri_user(&f.uri)).unwrap_or_default();
-        let outcome = match ep.digest_guard().check(&req.request, req.flow.remote.ip(), &from_user, false).await {
+        let outcome = match ep
+            .digest_guard()
+            .check(&req.request, req.flow.remote.ip(), &from_user, false)
+            .await
+        {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!(error = %e, "INVITE: credential lookup failed");
@@ -111,17 +118,37 @@ impl CallRouter {
         };
         // Preferred trunk first; the B2BUA hands the call back when the next one in line is
         // the built-in IVR.
-        match self.b2bua.forward(&ep, req, &target_user, candidates, device).await {
+        match self
+            .b2bua
+            .forward(&ep, req, &target_user, candidates, device)
+            .await
+        {
             Forwarded::Done => {}
             Forwarded::BuiltinIvr(req) => self.answer_ivr(ep, req, from, device).await,
         }
     }
 
-    async fn answer_ivr(self: Arc<Self>, ep: Endpoint, req: IncomingRequest, from: Option<NameAddr>, device: Option<Mac>) {
+    async fn answer_ivr(
+        self: Arc<Self>,
+        ep: Endpoint,
+        req: IncomingRequest,
+        from: Option<NameAddr>,
+        device: Option<Mac>,
+    ) {
         let offer = String::from_utf8_lossy(&req.request.body).into_owned();
         let local_ip = local_ip(&ep, &req.flow);
-        let caller = CallerIdentity { device, remote_uri: from.as_ref().map(|f| f.uri.clone()).unwrap_or_default() };
-        let started = IvrCall::start(&offer, local_ip, caller, self.assigner.clone(), self.ivr.clone()).await;
+        let caller = CallerIdentity {
+            device,
+            remote_uri: from.as_ref().map(|f| f.uri.clone()).unwrap_or_default(),
+        };
+        let started = IvrCall::start(
+            &offer,
+            local_ip,
+            caller,
+            self.assigner.clone(),
+            self.ivr.clone(),
+        )
+        .await;
         let (answer, handle) = match started {
             Ok(x) => x,
             Err(IvrError::Sdp(e)) => {
@@ -136,12 +163,23 @@ impl CallRouter {
         let call_id = req.request.call_id().unwrap_or_default().to_owned();
         let contact = format!("<sip:ivr@{}>", contact_host(&ep, &req.flow));
         let mut ok = req.response(StatusCode::OK);
-        ok.headers.push(rsip::Header::Contact(rsip::headers::Contact::new(contact)));
-        ok.headers.push(rsip::Header::ContentType(rsip::headers::ContentType::new("application/sdp")));
-        ok.headers.push(rsip::Header::Other("Allow".into(), "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY".into()));
+        ok.headers
+            .push(rsip::Header::Contact(rsip::headers::Contact::new(contact)));
+        ok.headers
+            .push(rsip::Header::ContentType(rsip::headers::ContentType::new(
+                "application/sdp",
+            )));
+        ok.headers.push(rsip::Header::Other(
+            "Allow".into(),
+            "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY".into(),
+        ));
         ok.body = answer.into_bytes();
         let local = ok.header_value("To").unwrap_or_default().to_owned();
-        let remote = req.request.header_value("From").unwrap_or_default().to_owned();
+        let remote = req
+            .request
+            .header_value("From")
+            .unwrap_or_default()
+            .to_owned();
         let remote_target = req
             .request
             .header_value("Contact")
@@ -149,9 +187,16 @@ impl CallRouter {
             .map(|c| c.uri)
             .unwrap_or_else(|| req.request.uri.to_string());
         let flow = req.flow;
-        self.dialogs
-            .lock()
-            .insert(call_id.clone(), Dialog { control: handle.control(), flow, remote_target, local, remote });
+        self.dialogs.lock().insert(
+            call_id.clone(),
+            Dialog {
+                control: handle.control(),
+                flow,
+                remote_target,
+                local,
+                remote,
+            },
+        );
         req.respond(ok);
         let this = self.clone();
         tokio::spawn(async move {
@@ -199,12 +244,18 @@ impl CallRouter {
                     req.reply(StatusCode::CallTransactionDoesNotExist);
                     return None;
                 };
-                let ct = req.request.header_value("Content-Type").unwrap_or_default().to_owned();
+                let ct = req
+                    .request
+                    .header_value("Content-Type")
+                    .unwrap_or_default()
+                    .to_owned();
                 let body = String::from_utf8_lossy(&req.request.body).into_owned();
                 let status = match c.info(&ct, &body) {
                     Ok(()) => StatusCode::OK,
                     Err(IvrError::Ended) => StatusCode::CallTransactionDoesNotExist,
-                    Err(IvrError::Dtmf(_)) if !ct.to_ascii_lowercase().starts_with("application/dtmf") => {
+                    Err(IvrError::Dtmf(_))
+                        if !ct.to_ascii_lowercase().starts_with("application/dtmf") =>
+                    {
                         StatusCode::UnsupportedMediaType
                     }
                     Err(_) => StatusCode::BadRequest,
@@ -290,11 +341,19 @@ fn local_ip(ep: &Endpoint, flow: &Flow) -> IpAddr {
 /// The local address requests to `remote` leave from: the bound address of its family, or,
 /// when that is a wildcard, the address the routing table picks for `remote`.
 pub(super) fn local_ip_for(ep: &Endpoint, remote: std::net::SocketAddr) -> IpAddr {
-    let bound = ep.local_addrs().into_iter().find(|a| a.is_ipv4() == remote.is_ipv4()).unwrap_or_else(|| ep.local_addr());
+    let bound = ep
+        .local_addrs()
+        .into_iter()
+        .find(|a| a.is_ipv4() == remote.is_ipv4())
+        .unwrap_or_else(|| ep.local_addr());
     if !bound.ip().is_unspecified() {
         return bound.ip();
     }
-    let any: std::net::SocketAddr = if remote.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+    let any: std::net::SocketAddr = if remote.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
     std::net::UdpSocket::bind(any)
         .and_then(|s| s.connect(remote).and_then(|_| s.local_addr()))
         .map(|a| a.ip())
@@ -303,7 +362,11 @@ pub(super) fn local_ip_for(ep: &Endpoint, remote: std::net::SocketAddr) -> IpAdd
 
 pub(super) fn contact_host(ep: &Endpoint, flow: &Flow) -> String {
     let ip = local_ip(ep, flow);
-    let port = if flow.local.port() != 0 { flow.local.port() } else { ep.local_addr().port() };
+    let port = if flow.local.port() != 0 {
+        flow.local.port()
+    } else {
+        ep.local_addr().port()
+    };
     match ip {
         IpAddr::V6(v6) => format!("[{v6}]:{port}"),
         v4 => format!("{v4}:{port}"),

@@ -14,10 +14,10 @@ use sip::{Endpoint, Target};
 
 use crate::assignment::CheckSync;
 use crate::cluster::Handover;
-use crate::sipside::bindings::from_row;
-use crate::store::StoredBinding;
 use crate::credentials::PROVISIONING_USER;
 use crate::service::Dm;
+use crate::sipside::bindings::from_row;
+use crate::store::StoredBinding;
 use crate::BoxFuture;
 
 /// Why a check-sync did not reach the phone.
@@ -37,7 +37,11 @@ pub enum CheckSyncError {
     Store(String),
     /// The instance holding the phone's flow took the check-sync and reported this failure.
     #[error("instance {holder}: {message}")]
-    Holder { holder: String, status: u16, message: String },
+    Holder {
+        holder: String,
+        status: u16,
+        message: String,
+    },
 }
 
 impl CheckSyncError {
@@ -89,19 +93,36 @@ fn is_provisioning_aor(aor: &str) -> bool {
 /// this instance does not hold the phone's registration but another instance sharing the
 /// database does, the NOTIFY is handed over to it (or, if it is gone, sent to the stored
 /// contact directly).
-pub async fn check_sync(dm: &Dm, mac: &str, actor: &str) -> Result<CheckSyncReport, CheckSyncError> {
+pub async fn check_sync(
+    dm: &Dm,
+    mac: &str,
+    actor: &str,
+) -> Result<CheckSyncReport, CheckSyncError> {
     check_sync_with(dm, mac, actor, true).await
 }
 
 /// Check-sync down this instance's own registrations only: what a holder runs for another
 /// instance, so that a hand-over can never bounce back.
-pub async fn check_sync_here(dm: &Dm, mac: &str, actor: &str) -> Result<CheckSyncReport, CheckSyncError> {
+pub async fn check_sync_here(
+    dm: &Dm,
+    mac: &str,
+    actor: &str,
+) -> Result<CheckSyncReport, CheckSyncError> {
     check_sync_with(dm, mac, actor, false).await
 }
 
-async fn check_sync_with(dm: &Dm, mac: &str, actor: &str, may_hand_over: bool) -> Result<CheckSyncReport, CheckSyncError> {
+async fn check_sync_with(
+    dm: &Dm,
+    mac: &str,
+    actor: &str,
+    may_hand_over: bool,
+) -> Result<CheckSyncReport, CheckSyncError> {
     let ep = dm.sip.get().ok_or(CheckSyncError::NoSip)?;
-    let device = dm.store.device(mac).await.map_err(|e| CheckSyncError::Device(e.to_string()))?;
+    let device = dm
+        .store
+        .device(mac)
+        .await
+        .map_err(|e| CheckSyncError::Device(e.to_string()))?;
     // The device's own identity: its per-device user while on the default profile, its DN's
     // binding (authenticated as the DN) once assigned and re-registered.
     let auth_user = dm.credentials.auth_user(mac);
@@ -117,13 +138,26 @@ async fn check_sync_with(dm: &Dm, mac: &str, actor: &str, may_hand_over: bool) -
     let me = instance_id(dm);
     if let Some((binding, identity)) = local {
         let target = Target::Binding(binding.clone());
-        return send(dm, ep, &device, &binding.contact, target, identity, actor, Route::Local, &me).await;
+        return send(
+            dm,
+            ep,
+            &device,
+            &binding.contact,
+            target,
+            identity,
+            actor,
+            Route::Local,
+            &me,
+        )
+        .await;
     }
     if !may_hand_over {
         return Err(CheckSyncError::NotRegistered(mac.to_owned()));
     }
     // Not registered here: another instance sharing the database may hold it.
-    let (row, identity) = stored_binding(dm, &device, &auth_user).await?.ok_or_else(|| CheckSyncError::NotRegistered(mac.to_owned()))?;
+    let (row, identity) = stored_binding(dm, &device, &auth_user)
+        .await?
+        .ok_or_else(|| CheckSyncError::NotRegistered(mac.to_owned()))?;
     if let (Some(cluster), Some(holder)) = (dm.cluster.get(), row.holder.as_deref()) {
         if holder != cluster.id() {
             match cluster.hand_over(holder, mac, actor).await {
@@ -133,23 +167,43 @@ async fn check_sync_with(dm: &Dm, mac: &str, actor: &str, may_hand_over: bool) -
                         r
                     })
                 }
-                Handover::HolderGone => tracing::info!(mac, holder, "the holder of the flow is gone; sending to the contact directly"),
+                Handover::HolderGone => tracing::info!(
+                    mac,
+                    holder,
+                    "the holder of the flow is gone; sending to the contact directly"
+                ),
             }
         }
     }
-    let mut binding = from_row(&row).ok_or_else(|| CheckSyncError::Store(format!("unreadable stored binding {}", row.contact)))?;
+    let mut binding = from_row(&row).ok_or_else(|| {
+        CheckSyncError::Store(format!("unreadable stored binding {}", row.contact))
+    })?;
     // Another instance's flow cannot be used from here. Over UDP the phone is reached where its
     // REGISTER came from (the NAT binding), else at its contact URI (through its Path if any).
     let target = match binding.flow.take() {
         Some(f) if f.protocol == Protocol::Udp => Target::Address(Protocol::Udp, f.remote),
         _ => Target::Binding(Arc::new(binding.clone())),
     };
-    send(dm, ep, &device, &binding.contact, target, identity, &format!("{actor}, direct to contact"), Route::Direct, &me).await
+    send(
+        dm,
+        ep,
+        &device,
+        &binding.contact,
+        target,
+        identity,
+        &format!("{actor}, direct to contact"),
+        Route::Direct,
+        &me,
+    )
+    .await
 }
 
 /// This instance's id (`crate::cluster`), or empty before the cluster is set up.
 fn instance_id(dm: &Dm) -> String {
-    dm.cluster.get().map(|c| c.id().to_owned()).unwrap_or_default()
+    dm.cluster
+        .get()
+        .map(|c| c.id().to_owned())
+        .unwrap_or_default()
 }
 
 /// The device's binding as any instance stored it: the per-device user's on the provisioning
@@ -165,10 +219,18 @@ async fn stored_binding(
             return Ok(Some((row, Identity::Device(auth_user.to_owned()))));
         }
     }
-    let Some(dn) = &device.dn else { return Ok(None) };
+    let Some(dn) = &device.dn else {
+        return Ok(None);
+    };
     let row = match dm.store.binding_of_device(dn).await.map_err(db)? {
         Some(row) => Some(row),
-        None => dm.store.bindings_of(dn).await.map_err(db)?.into_iter().next(),
+        None => dm
+            .store
+            .bindings_of(dn)
+            .await
+            .map_err(db)?
+            .into_iter()
+            .next(),
     };
     Ok(row.map(|r| (r, Identity::Dn(dn.clone()))))
 }
@@ -191,13 +253,35 @@ async fn send(
     let (username, password) = match identity {
         Identity::Device(user) => (user, dm.credentials.password(mac)),
         Identity::Dn(dn) => {
-            let password = dm.store.dn(&dn).await.map(|d| d.password).unwrap_or_default();
+            let password = dm
+                .store
+                .dn(&dn)
+                .await
+                .map(|d| d.password)
+                .unwrap_or_default();
             (dn, password)
         }
     };
     let status = notify(ep, contact, target, &event, &username, &password).await?;
-    let report = CheckSyncReport { mac: mac.to_owned(), event: event.clone(), contact: contact.to_owned(), status, route, via: me.to_owned() };
-    if let Err(e) = dm.store.add_audit(mac, device.dn.as_deref(), "check-sync", actor, Some(&format!("{event} → {status}"))).await {
+    let report = CheckSyncReport {
+        mac: mac.to_owned(),
+        event: event.clone(),
+        contact: contact.to_owned(),
+        status,
+        route,
+        via: me.to_owned(),
+    };
+    if let Err(e) = dm
+        .store
+        .add_audit(
+            mac,
+            device.dn.as_deref(),
+            "check-sync",
+            actor,
+            Some(&format!("{event} → {status}")),
+        )
+        .await
+    {
         tracing::warn!(mac, error = %e, "check-sync sent but not recorded");
     }
     tracing::info!(mac, event = %event, contact, status, ?route, "check-sync");
@@ -226,7 +310,14 @@ async fn event_for(dm: &Dm, device: &crate::store::model::Device) -> String {
 }
 
 /// One out-of-dialog NOTIFY, answering one challenge with the device's credentials.
-async fn notify(ep: &Endpoint, contact: &str, target: Target, event: &str, username: &str, password: &str) -> Result<u16, CheckSyncError> {
+async fn notify(
+    ep: &Endpoint,
+    contact: &str,
+    target: Target,
+    event: &str,
+    username: &str,
+    password: &str,
+) -> Result<u16, CheckSyncError> {
     let local = ep.local_addr();
     let call_id = format!("{}@sipdm", hex::encode(rand::random::<[u8; 12]>()));
     let from_tag = hex::encode(rand::random::<[u8; 6]>());
@@ -242,22 +333,36 @@ async fn notify(ep: &Endpoint, contact: &str, target: Target, event: &str, usern
             text.push_str(a);
         }
         text.push_str("Content-Length: 0\r\n\r\n");
-        let req = rsip::Request::try_from(text.as_str()).map_err(|e| CheckSyncError::Unreachable(format!("building NOTIFY: {e}")))?;
+        let req = rsip::Request::try_from(text.as_str())
+            .map_err(|e| CheckSyncError::Unreachable(format!("building NOTIFY: {e}")))?;
         let resp = ep
             .send_request(req, target.clone())
             .await
             .map_err(|e| CheckSyncError::Unreachable(e.to_string()))?;
         let code = resp.status_code.code();
         if (code == 401 || code == 407) && authorization.is_none() {
-            let header = if code == 401 { "WWW-Authenticate" } else { "Proxy-Authenticate" };
-            let Some(challenge) = resp.header_values(header).find_map(|v| DigestChallenge::parse(v).ok()) else {
+            let header = if code == 401 {
+                "WWW-Authenticate"
+            } else {
+                "Proxy-Authenticate"
+            };
+            let Some(challenge) = resp
+                .header_values(header)
+                .find_map(|v| DigestChallenge::parse(v).ok())
+            else {
                 return Ok(code);
             };
             let cnonce = hex::encode(rand::random::<[u8; 8]>());
             let answer = challenge
                 .answer("NOTIFY", contact, username, password, 1, &cnonce)
-                .map_err(|e| CheckSyncError::Unreachable(format!("answering the phone's challenge: {e}")))?;
-            let name = if code == 401 { "Authorization" } else { "Proxy-Authorization" };
+                .map_err(|e| {
+                    CheckSyncError::Unreachable(format!("answering the phone's challenge: {e}"))
+                })?;
+            let name = if code == 401 {
+                "Authorization"
+            } else {
+                "Proxy-Authorization"
+            };
             authorization = Some(format!("{name}: {answer}\r\n"));
             continue;
         }
@@ -271,6 +376,11 @@ pub struct SipCheckSync(pub Arc<Dm>);
 
 impl CheckSync for SipCheckSync {
     fn check_sync(&self, mac: String) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move { check_sync(&self.0, &mac, "ivr").await.map(|_| ()).map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            check_sync(&self.0, &mac, "ivr")
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
     }
 }

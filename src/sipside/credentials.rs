@@ -37,7 +37,10 @@ const CACHE_LIMIT: usize = 1_000_000;
 
 impl DmAuthenticator {
     pub fn new(dm: Arc<Dm>) -> Self {
-        DmAuthenticator { dm, cache: RwLock::new(HashMap::new()) }
+        DmAuthenticator {
+            dm,
+            cache: RwLock::new(HashMap::new()),
+        }
     }
 
     async fn dn(&self, user: &str) -> Result<Option<(String, bool, bool)>, AuthError> {
@@ -58,13 +61,23 @@ impl DmAuthenticator {
         if c.len() >= CACHE_LIMIT {
             c.clear();
         }
-        c.insert(user.to_owned(), DnEntry { epoch, found: found.clone() });
+        c.insert(
+            user.to_owned(),
+            DnEntry {
+                epoch,
+                found: found.clone(),
+            },
+        );
         Ok(found)
     }
 }
 
 impl Authenticator for DmAuthenticator {
-    fn must_authenticate<'a>(&'a self, aor_user: &'a str, method: &'a rsip::Method) -> BoxFuture<'a, Result<bool, AuthError>> {
+    fn must_authenticate<'a>(
+        &'a self,
+        aor_user: &'a str,
+        method: &'a rsip::Method,
+    ) -> BoxFuture<'a, Result<bool, AuthError>> {
         Box::pin(async move {
             if aor_user == PROVISIONING_USER {
                 return Ok(true);
@@ -95,7 +108,10 @@ impl Authenticator for DmAuthenticator {
             if username != aor_user {
                 return Ok(None);
             }
-            Ok(self.dn(aor_user).await?.map(|(password, _, _)| Credential::Password(password)))
+            Ok(self
+                .dn(aor_user)
+                .await?
+                .map(|(password, _, _)| Credential::Password(password)))
         })
     }
 }

@@ -38,17 +38,29 @@ pub async fn start(
     cfg.timers.t4 = Duration::from_millis(config.sip.t4_ms);
     cfg.registrar.min_expires = config.sip.min_expires;
     cfg.registrar.max_expires = config.sip.max_expires;
-    cfg.registrar.default_expires = config.sip.default_expires.clamp(config.sip.min_expires, config.sip.max_expires);
+    cfg.registrar.default_expires = config
+        .sip
+        .default_expires
+        .clamp(config.sip.min_expires, config.sip.max_expires);
     // Every unassigned phone binds under the one provisioning AOR.
     cfg.registrar.shared_aors = vec![crate::credentials::PROVISIONING_USER.to_owned()];
     cfg.auth.realm = config.server.realm.clone();
-    cfg.auth.algorithms = config.sip.digest_algorithms.iter().filter_map(|a| sip::auth::Algorithm::parse(a)).collect();
+    cfg.auth.algorithms = config
+        .sip
+        .digest_algorithms
+        .iter()
+        .filter_map(|a| sip::auth::Algorithm::parse(a))
+        .collect();
     // Instances of a deployment share the server secret, so they accept each other's nonces.
     cfg.auth.secret = dm.credentials.derive_key("sip-nonce");
     cfg.auth.throttle.max_failures = config.sip.auth_failures_per_minute;
     cfg.advertised_host = config.sip.advertised_host.clone();
     // Each binding row names this instance, so that the others can hand it check-syncs.
-    let holder = dm.cluster.get().map(|c| c.id().to_owned()).unwrap_or_default();
+    let holder = dm
+        .cluster
+        .get()
+        .map(|c| c.id().to_owned())
+        .unwrap_or_default();
     let store = Arc::new(bindings::SqlBindings::new(dm.store.clone(), holder));
     let auth = Arc::new(credentials::DmAuthenticator::new(dm));
     Endpoint::start(cfg, store, auth, handlers).await

@@ -34,9 +34,17 @@ pub const BUILTIN_IVR: &str = "builtin:ivr";
 #[derive(Debug, thiserror::Error)]
 pub enum TrunkError {
     #[error("trunk `{name}`: contact `{contact}` is not a usable SIP URI: {reason}")]
-    BadContact { name: String, contact: String, reason: &'static str },
+    BadContact {
+        name: String,
+        contact: String,
+        reason: &'static str,
+    },
     #[error("trunk `{name}`: cannot resolve `{host}`: {source}")]
-    Resolve { name: String, host: String, source: std::io::Error },
+    Resolve {
+        name: String,
+        host: String,
+        source: std::io::Error,
+    },
     #[error("trunk `{name}`: `{host}` has no address")]
     NoAddress { name: String, host: String },
 }
@@ -79,14 +87,21 @@ impl SipTarget {
             (format!("[{h}]"), port)
         } else {
             match hostport.split_once(':') {
-                Some((h, p)) => (h.to_owned(), Some(p.parse::<u16>().map_err(|_| "bad port")?)),
+                Some((h, p)) => (
+                    h.to_owned(),
+                    Some(p.parse::<u16>().map_err(|_| "bad port")?),
+                ),
                 None => (hostport.to_owned(), None),
             }
         };
         if host.is_empty() || host == "[]" {
             return Err("no host");
         }
-        let mut protocol = if scheme == "sips" { Protocol::Tcp } else { Protocol::Udp };
+        let mut protocol = if scheme == "sips" {
+            Protocol::Tcp
+        } else {
+            Protocol::Udp
+        };
         for p in parts {
             if let Some((k, v)) = p.split_once('=') {
                 if k.trim().eq_ignore_ascii_case("transport") {
@@ -94,13 +109,22 @@ impl SipTarget {
                 }
             }
         }
-        Ok(SipTarget { scheme, host, port: port.unwrap_or(5060), protocol })
+        Ok(SipTarget {
+            scheme,
+            host,
+            port: port.unwrap_or(5060),
+            protocol,
+        })
     }
 
     /// The URI of a request to `user` on this trunk (`sip:8800@10.0.0.9:5070;transport=tcp`),
     /// or of the trunk itself when `user` is empty (OPTIONS probes).
     pub fn uri(&self, user: &str) -> String {
-        let at = if user.is_empty() { String::new() } else { format!("{user}@") };
+        let at = if user.is_empty() {
+            String::new()
+        } else {
+            format!("{user}@")
+        };
         let transport = match self.protocol {
             Protocol::Tcp if self.scheme == "sip" => ";transport=tcp",
             _ => "",
@@ -115,12 +139,17 @@ impl SipTarget {
         if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
             return Ok(SocketAddr::new(ip, self.port));
         }
-        let mut addrs = tokio::net::lookup_host((bare, self.port)).await.map_err(|source| TrunkError::Resolve {
+        let mut addrs = tokio::net::lookup_host((bare, self.port))
+            .await
+            .map_err(|source| TrunkError::Resolve {
+                name: name.to_owned(),
+                host: self.host.clone(),
+                source,
+            })?;
+        addrs.next().ok_or_else(|| TrunkError::NoAddress {
             name: name.to_owned(),
             host: self.host.clone(),
-            source,
-        })?;
-        addrs.next().ok_or_else(|| TrunkError::NoAddress { name: name.to_owned(), host: self.host.clone() })
+        })
     }
 }
 
@@ -195,13 +224,22 @@ impl TrunkTable {
             let target = if c.contact == BUILTIN_IVR {
                 TrunkTarget::BuiltinIvr
             } else {
-                TrunkTarget::Sip(SipTarget::parse(&c.contact).map_err(|reason| TrunkError::BadContact {
-                    name: c.name.clone(),
-                    contact: c.contact.clone(),
-                    reason,
+                TrunkTarget::Sip(SipTarget::parse(&c.contact).map_err(|reason| {
+                    TrunkError::BadContact {
+                        name: c.name.clone(),
+                        contact: c.contact.clone(),
+                        reason,
+                    }
                 })?)
             };
-            let t = Trunk { config: c.clone(), target, health: Mutex::new(Health { in_service: true, last_probe: None }) };
+            let t = Trunk {
+                config: c.clone(),
+                target,
+                health: Mutex::new(Health {
+                    in_service: true,
+                    last_probe: None,
+                }),
+            };
             t.publish();
             trunks.push(Arc::new(t));
         }
@@ -211,11 +249,20 @@ impl TrunkTable {
     /// The trunks that may carry a call to `user`, preferred first: those with the longest
     /// matching prefix, in configuration order. Empty: no trunk matches (404).
     pub fn candidates(&self, user: &str) -> Vec<Arc<Trunk>> {
-        let Some(best) = self.trunks.iter().filter(|t| user.starts_with(&t.config.prefix)).map(|t| t.config.prefix.len()).max()
+        let Some(best) = self
+            .trunks
+            .iter()
+            .filter(|t| user.starts_with(&t.config.prefix))
+            .map(|t| t.config.prefix.len())
+            .max()
         else {
             return Vec::new();
         };
-        self.trunks.iter().filter(|t| t.config.prefix.len() == best && user.starts_with(&t.config.prefix)).cloned().collect()
+        self.trunks
+            .iter()
+            .filter(|t| t.config.prefix.len() == best && user.starts_with(&t.config.prefix))
+            .cloned()
+            .collect()
     }
 
     pub fn states(&self) -> Vec<TrunkState> {
@@ -236,21 +283,36 @@ impl TrunkTable {
     }
 
     /// Starts one OPTIONS prober per external trunk; they stop when `stop` turns true.
-    pub fn spawn_health_checks(&self, ep: Endpoint, interval: Duration, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    pub fn spawn_health_checks(
+        &self,
+        ep: Endpoint,
+        interval: Duration,
+        stop: watch::Receiver<bool>,
+    ) -> Vec<JoinHandle<()>> {
         let interval = interval.max(Duration::from_millis(50));
         self.trunks
             .iter()
             .filter_map(|t| match &t.target {
-                TrunkTarget::Sip(target) => {
-                    Some(tokio::spawn(probe_loop(ep.clone(), t.clone(), target.clone(), interval, stop.clone())))
-                }
+                TrunkTarget::Sip(target) => Some(tokio::spawn(probe_loop(
+                    ep.clone(),
+                    t.clone(),
+                    target.clone(),
+                    interval,
+                    stop.clone(),
+                ))),
                 TrunkTarget::BuiltinIvr => None,
             })
             .collect()
     }
 }
 
-async fn probe_loop(ep: Endpoint, trunk: Arc<Trunk>, target: SipTarget, interval: Duration, mut stop: watch::Receiver<bool>) {
+async fn probe_loop(
+    ep: Endpoint,
+    trunk: Arc<Trunk>,
+    target: SipTarget,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let started = tokio::time::Instant::now();
         match probe_once(&ep, &trunk, &target, interval).await {
@@ -277,7 +339,10 @@ async fn probe_once(
     // Each probe is a request of its own (new Call-ID, §8.1.1.4), not a dialog.
     let call_id = format!("{}@sipdm-options", new_tag());
     let from_tag = new_tag();
-    let addr = target.resolve(&trunk.config.name).await.map_err(|e| e.to_string())?;
+    let addr = target
+        .resolve(&trunk.config.name)
+        .await
+        .map_err(|e| e.to_string())?;
     let uri = target.uri("");
     let local = ep.local_addr();
     let text = format!(
@@ -285,7 +350,8 @@ async fn probe_once(
          Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nAccept: application/sdp\r\nUser-Agent: sipdm\r\nContent-Length: 0\r\n\r\n",
         mf = trunk.config.oos_options_max_forwards,
     );
-    let req = rsip::Request::try_from(text.as_str()).map_err(|e| format!("could not build OPTIONS: {e}"))?;
+    let req = rsip::Request::try_from(text.as_str())
+        .map_err(|e| format!("could not build OPTIONS: {e}"))?;
     let send = ep.send_request(req, Target::Address(target.protocol, addr));
     match tokio::time::timeout(timeout, send).await {
         Ok(Ok(resp)) => Ok(resp.status_code.code()),
@@ -312,10 +378,16 @@ mod tests {
     #[test]
     fn contacts() {
         let t = SipTarget::parse("sip:10.0.0.9:5070;transport=tcp").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.protocol), ("10.0.0.9", 5070, Protocol::Tcp));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.protocol),
+            ("10.0.0.9", 5070, Protocol::Tcp)
+        );
         assert_eq!(t.uri("8800"), "sip:8800@10.0.0.9:5070;transport=tcp");
         let t = SipTarget::parse("sip:ivr@ms.example:5080").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.protocol), ("ms.example", 5080, Protocol::Udp));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.protocol),
+            ("ms.example", 5080, Protocol::Udp)
+        );
         assert_eq!(t.uri(""), "sip:ms.example:5080");
         let t = SipTarget::parse("sip:[::1]").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("[::1]", 5060));
@@ -333,7 +405,13 @@ mod tests {
             trunk("other", "89", BUILTIN_IVR),
         ])
         .unwrap();
-        let names = |u: &str| table.candidates(u).iter().map(|t| t.config.name.clone()).collect::<Vec<_>>();
+        let names = |u: &str| {
+            table
+                .candidates(u)
+                .iter()
+                .map(|t| t.config.name.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names("8800"), ["preferred", "peer"]);
         assert_eq!(names("8100"), ["short"]);
         assert_eq!(names("8900"), ["other"]);

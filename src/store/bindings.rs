@@ -23,26 +23,37 @@ const COLUMNS: &str = "aor, contact, expires_at, data, device, holder";
 
 impl StoredBinding {
     fn from_row((aor, contact, expires_at, data, device, holder): Row) -> Self {
-        StoredBinding { aor, contact, expires_at, data, device, holder }
+        StoredBinding {
+            aor,
+            contact,
+            expires_at,
+            data,
+            device,
+            holder,
+        }
     }
 }
 
 impl Store {
     /// Every binding that has not yet expired.
     pub async fn load_bindings(&self) -> Result<Vec<StoredBinding>> {
-        let rows: Vec<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM bindings WHERE expires_at > $1"))
-            .bind(now_ms())
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<Row> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM bindings WHERE expires_at > $1"
+        ))
+        .bind(now_ms())
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.into_iter().map(StoredBinding::from_row).collect())
     }
 
     pub async fn bindings_of(&self, aor: &str) -> Result<Vec<StoredBinding>> {
-        let rows: Vec<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM bindings WHERE aor = $1 AND expires_at > $2"))
-            .bind(aor)
-            .bind(now_ms())
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<Row> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM bindings WHERE aor = $1 AND expires_at > $2"
+        ))
+        .bind(aor)
+        .bind(now_ms())
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.into_iter().map(StoredBinding::from_row).collect())
     }
 
@@ -60,7 +71,11 @@ impl Store {
     }
 
     /// Applies one write-behind batch atomically: upserts, then removals.
-    pub async fn write_bindings(&self, upserts: &[StoredBinding], removals: &[(String, String)]) -> Result<()> {
+    pub async fn write_bindings(
+        &self,
+        upserts: &[StoredBinding],
+        removals: &[(String, String)],
+    ) -> Result<()> {
         if upserts.is_empty() && removals.is_empty() {
             return Ok(());
         }

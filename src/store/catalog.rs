@@ -5,9 +5,11 @@ use super::{bump_version, classify, Result, Store, StoreError};
 
 impl Store {
     pub async fn sites(&self) -> Result<Vec<Site>> {
-        Ok(sqlx::query_as("SELECT name, fs_url, sip_servers FROM sites ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT name, fs_url, sip_servers FROM sites ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn site(&self, name: &str) -> Result<Site> {
@@ -15,7 +17,10 @@ impl Store {
             .bind(name)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or_else(|| StoreError::NotFound { what: "site", key: name.to_owned() })
+            .ok_or_else(|| StoreError::NotFound {
+                what: "site",
+                key: name.to_owned(),
+            })
     }
 
     pub async fn create_site(&self, s: &Site) -> Result<()> {
@@ -58,7 +63,10 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { what: "site", key: s.name.clone() });
+            return Err(StoreError::NotFound {
+                what: "site",
+                key: s.name.clone(),
+            });
         }
         bump_version(&mut tx).await?;
         tx.commit().await?;
@@ -66,13 +74,21 @@ impl Store {
     }
 
     pub async fn delete_site(&self, name: &str) -> Result<()> {
-        self.delete_row("DELETE FROM sites WHERE name = $1", name, "site", "site in use by a switch").await
+        self.delete_row(
+            "DELETE FROM sites WHERE name = $1",
+            name,
+            "site",
+            "site in use by a switch",
+        )
+        .await
     }
 
     pub async fn switches(&self) -> Result<Vec<Switch>> {
-        Ok(sqlx::query_as("SELECT name, site, address, dn_ranges, peer FROM switches ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(sqlx::query_as(
+            "SELECT name, site, address, dn_ranges, peer FROM switches ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     pub async fn switch(&self, name: &str) -> Result<Switch> {
@@ -80,7 +96,10 @@ impl Store {
             .bind(name)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or_else(|| StoreError::NotFound { what: "switch", key: name.to_owned() })
+            .ok_or_else(|| StoreError::NotFound {
+                what: "switch",
+                key: name.to_owned(),
+            })
     }
 
     pub async fn upsert_switch(&self, s: &Switch) -> Result<()> {
@@ -104,34 +123,43 @@ impl Store {
     }
 
     pub async fn profiles(&self) -> Result<Vec<Profile>> {
-        Ok(sqlx::query_as(&format!("SELECT {PROFILE_COLS} FROM profiles ORDER BY name"))
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(sqlx::query_as(&format!(
+            "SELECT {PROFILE_COLS} FROM profiles ORDER BY name"
+        ))
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     pub async fn profile(&self, name: &str) -> Result<Profile> {
-        sqlx::query_as(&format!("SELECT {PROFILE_COLS} FROM profiles WHERE name = $1"))
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound { what: "profile", key: name.to_owned() })
+        sqlx::query_as(&format!(
+            "SELECT {PROFILE_COLS} FROM profiles WHERE name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "profile",
+            key: name.to_owned(),
+        })
     }
 
     pub async fn create_profile(&self, p: &Profile) -> Result<()> {
         check_profile(p)?;
         let mut tx = self.write_tx().await?;
-        sqlx::query(&format!("INSERT INTO profiles ({PROFILE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
-            .bind(&p.name)
-            .bind(&p.kind)
-            .bind(&p.template)
-            .bind(&p.preferred_server)
-            .bind(&p.peer_server)
-            .bind(&p.params)
-            .bind(p.allow_reassign)
-            .bind(&p.check_sync_event)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| classify(e, "profile", &p.name))?;
+        sqlx::query(&format!(
+            "INSERT INTO profiles ({PROFILE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        ))
+        .bind(&p.name)
+        .bind(&p.kind)
+        .bind(&p.template)
+        .bind(&p.preferred_server)
+        .bind(&p.peer_server)
+        .bind(&p.params)
+        .bind(p.allow_reassign)
+        .bind(&p.check_sync_event)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| classify(e, "profile", &p.name))?;
         bump_version(&mut tx).await?;
         tx.commit().await?;
         Ok(())
@@ -163,7 +191,10 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { what: "profile", key: p.name.clone() });
+            return Err(StoreError::NotFound {
+                what: "profile",
+                key: p.name.clone(),
+            });
         }
         bump_version(&mut tx).await?;
         tx.commit().await?;
@@ -171,13 +202,21 @@ impl Store {
     }
 
     pub async fn delete_profile(&self, name: &str) -> Result<()> {
-        self.delete_row("DELETE FROM profiles WHERE name = $1", name, "profile", "profile in use by a device").await
+        self.delete_row(
+            "DELETE FROM profiles WHERE name = $1",
+            name,
+            "profile",
+            "profile in use by a device",
+        )
+        .await
     }
 
     pub async fn dns(&self) -> Result<Vec<Dn>> {
-        Ok(sqlx::query_as(&format!("SELECT {DN_COLS} FROM dns ORDER BY number"))
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as(&format!("SELECT {DN_COLS} FROM dns ORDER BY number"))
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn dn(&self, number: &str) -> Result<Dn> {
@@ -185,7 +224,10 @@ impl Store {
             .bind(number)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or_else(|| StoreError::NotFound { what: "DN", key: number.to_owned() })
+            .ok_or_else(|| StoreError::NotFound {
+                what: "DN",
+                key: number.to_owned(),
+            })
     }
 
     pub async fn create_dn(&self, d: &Dn) -> Result<()> {
@@ -211,7 +253,10 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { what: "DN", key: d.number.clone() });
+            return Err(StoreError::NotFound {
+                what: "DN",
+                key: d.number.clone(),
+            });
         }
         bump_version(&mut tx).await?;
         tx.commit().await?;
@@ -219,7 +264,13 @@ impl Store {
     }
 
     pub async fn delete_dn(&self, number: &str) -> Result<()> {
-        self.delete_row("DELETE FROM dns WHERE number = $1", number, "DN", "DN assigned to a device").await
+        self.delete_row(
+            "DELETE FROM dns WHERE number = $1",
+            number,
+            "DN",
+            "DN assigned to a device",
+        )
+        .await
     }
 }
 
@@ -237,14 +288,18 @@ impl Store {
             }
         }
         if !errors.is_empty() {
-            return Ok(super::ImportReport { imported: 0, errors });
+            return Ok(super::ImportReport {
+                imported: 0,
+                errors,
+            });
         }
         let mut tx = self.write_tx().await?;
         for (line, d) in lines {
-            let exists: Option<String> = sqlx::query_scalar("SELECT number FROM dns WHERE number = $1")
-                .bind(&d.number)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let exists: Option<String> =
+                sqlx::query_scalar("SELECT number FROM dns WHERE number = $1")
+                    .bind(&d.number)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if exists.is_some() {
                 errors.push((*line, format!("DN {} already exists", d.number)));
             } else if errors.is_empty() {
@@ -253,23 +308,46 @@ impl Store {
         }
         if !errors.is_empty() {
             tx.rollback().await?;
-            return Ok(super::ImportReport { imported: 0, errors });
+            return Ok(super::ImportReport {
+                imported: 0,
+                errors,
+            });
         }
         bump_version(&mut tx).await?;
         tx.commit().await?;
-        Ok(super::ImportReport { imported: lines.len(), errors })
+        Ok(super::ImportReport {
+            imported: lines.len(),
+            errors,
+        })
     }
 
     /// Deletes one row by key: `NotFound` when there is none, `Conflict` when something still
     /// refers to it (a foreign key), so the API can answer 404 or 409.
-    async fn delete_row(&self, sql: &str, key: &str, what: &'static str, in_use: &'static str) -> Result<()> {
+    async fn delete_row(
+        &self,
+        sql: &str,
+        key: &str,
+        what: &'static str,
+        in_use: &'static str,
+    ) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        let done = sqlx::query(sql).bind(key).execute(&mut *tx).await.map_err(|e| match classify(e, what, key) {
-            StoreError::Invalid(_) => StoreError::Conflict { what: in_use, key: key.to_owned() },
-            other => other,
-        })?;
+        let done =
+            sqlx::query(sql)
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| match classify(e, what, key) {
+                    StoreError::Invalid(_) => StoreError::Conflict {
+                        what: in_use,
+                        key: key.to_owned(),
+                    },
+                    other => other,
+                })?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { what, key: key.to_owned() });
+            return Err(StoreError::NotFound {
+                what,
+                key: key.to_owned(),
+            });
         }
         bump_version(&mut tx).await?;
         tx.commit().await?;
@@ -278,15 +356,17 @@ impl Store {
 }
 
 pub(super) async fn insert_dn(tx: &mut sqlx::Transaction<'_, sqlx::Any>, d: &Dn) -> Result<()> {
-    sqlx::query(&format!("INSERT INTO dns ({DN_COLS}) VALUES ($1, $2, $3, $4, $5)"))
-        .bind(&d.number)
-        .bind(&d.password)
-        .bind(&d.switch)
-        .bind(&d.authenticate_requests)
-        .bind(&d.display_name)
-        .execute(&mut **tx)
-        .await
-        .map_err(|e| classify(e, "DN", &d.number))?;
+    sqlx::query(&format!(
+        "INSERT INTO dns ({DN_COLS}) VALUES ($1, $2, $3, $4, $5)"
+    ))
+    .bind(&d.number)
+    .bind(&d.password)
+    .bind(&d.switch)
+    .bind(&d.authenticate_requests)
+    .bind(&d.display_name)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| classify(e, "DN", &d.number))?;
     Ok(())
 }
 
@@ -306,7 +386,10 @@ fn check_profile(p: &Profile) -> Result<()> {
         )));
     }
     if serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&p.params).is_err() {
-        return Err(StoreError::Invalid(format!("profile `{}`: params must be a JSON object", p.name)));
+        return Err(StoreError::Invalid(format!(
+            "profile `{}`: params must be a JSON object",
+            p.name
+        )));
     }
     if p.kind == "disaster-recovery" && (p.preferred_server.is_none() || p.peer_server.is_none()) {
         return Err(StoreError::Invalid(format!(
@@ -319,15 +402,31 @@ fn check_profile(p: &Profile) -> Result<()> {
 
 /// A DN is dial digits: it becomes a SIP user part and a file name component.
 pub(super) fn check_dn(d: &Dn) -> Result<()> {
-    if d.number.is_empty() || d.number.len() > 32 || !d.number.bytes().all(|b| b.is_ascii_digit() || b == b'+') {
-        return Err(StoreError::Invalid(format!("DN `{}` must be 1 to 32 digits", d.number)));
+    if d.number.is_empty()
+        || d.number.len() > 32
+        || !d.number.bytes().all(|b| b.is_ascii_digit() || b == b'+')
+    {
+        return Err(StoreError::Invalid(format!(
+            "DN `{}` must be 1 to 32 digits",
+            d.number
+        )));
     }
     if d.password.is_empty() {
-        return Err(StoreError::Invalid(format!("DN `{}` needs a password", d.number)));
+        return Err(StoreError::Invalid(format!(
+            "DN `{}` needs a password",
+            d.number
+        )));
     }
-    for m in d.authenticate_requests.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    for m in d
+        .authenticate_requests
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         if !matches!(m.to_ascii_lowercase().as_str(), "register" | "invite") {
-            return Err(StoreError::Invalid(format!("authenticate-requests: unknown method `{m}`")));
+            return Err(StoreError::Invalid(format!(
+                "authenticate-requests: unknown method `{m}`"
+            )));
         }
     }
     Ok(())

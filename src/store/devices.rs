@@ -34,7 +34,12 @@ pub struct ImportReport {
 }
 
 impl Store {
-    pub async fn devices(&self, search: Option<&str>, limit: i64, offset: i64) -> Result<Vec<Device>> {
+    pub async fn devices(
+        &self,
+        search: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Device>> {
         let q = format!(
             "SELECT {DEVICE_COLS} FROM devices WHERE ($1 = '' OR mac LIKE $2 OR dn LIKE $2 OR model LIKE $2 \
              OR vendor LIKE $2) ORDER BY mac LIMIT $3 OFFSET $4"
@@ -52,21 +57,28 @@ impl Store {
     pub async fn device(&self, mac: &str) -> Result<Device> {
         self.find_device(mac)
             .await?
-            .ok_or_else(|| StoreError::NotFound { what: "device", key: mac.to_owned() })
+            .ok_or_else(|| StoreError::NotFound {
+                what: "device",
+                key: mac.to_owned(),
+            })
     }
 
     pub async fn find_device(&self, mac: &str) -> Result<Option<Device>> {
-        Ok(sqlx::query_as(&format!("SELECT {DEVICE_COLS} FROM devices WHERE mac = $1"))
-            .bind(mac)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as(&format!("SELECT {DEVICE_COLS} FROM devices WHERE mac = $1"))
+                .bind(mac)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn device_by_dn(&self, dn: &str) -> Result<Option<Device>> {
-        Ok(sqlx::query_as(&format!("SELECT {DEVICE_COLS} FROM devices WHERE dn = $1"))
-            .bind(dn)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as(&format!("SELECT {DEVICE_COLS} FROM devices WHERE dn = $1"))
+                .bind(dn)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Creates a device; `mac` must already be normalised by the caller.
@@ -93,7 +105,10 @@ impl Store {
         .await
         .map_err(|e| classify(e, "device", mac))?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { what: "device", key: mac.to_owned() });
+            return Err(StoreError::NotFound {
+                what: "device",
+                key: mac.to_owned(),
+            });
         }
         bump_version(&mut tx).await?;
         tx.commit().await?;
@@ -102,9 +117,15 @@ impl Store {
 
     pub async fn delete_device(&self, mac: &str, actor: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        let done = sqlx::query("DELETE FROM devices WHERE mac = $1").bind(mac).execute(&mut *tx).await?;
+        let done = sqlx::query("DELETE FROM devices WHERE mac = $1")
+            .bind(mac)
+            .execute(&mut *tx)
+            .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { what: "device", key: mac.to_owned() });
+            return Err(StoreError::NotFound {
+                what: "device",
+                key: mac.to_owned(),
+            });
         }
         audit(&mut tx, mac, None, "delete", actor, None).await?;
         bump_version(&mut tx).await?;
@@ -133,7 +154,15 @@ impl Store {
             == 1;
         if inserted {
             let mut tx = self.write_tx().await?;
-            audit(&mut tx, &s.mac, None, "first-seen", "provisioning", Some(&s.ip)).await?;
+            audit(
+                &mut tx,
+                &s.mac,
+                None,
+                "first-seen",
+                "provisioning",
+                Some(&s.ip),
+            )
+            .await?;
             tx.commit().await?;
         }
         Ok(inserted)
@@ -172,20 +201,32 @@ impl Store {
     /// winning.
     pub async fn assign(&self, mac: &str, dn: &str, actor: &str) -> Result<AssignOutcome> {
         let mut tx = self.write_tx().await?;
-        let device: Option<Device> = sqlx::query_as(&format!("SELECT {DEVICE_COLS} FROM devices WHERE mac = $1"))
-            .bind(mac)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let device = device.ok_or_else(|| StoreError::NotFound { what: "device", key: mac.to_owned() })?;
+        let device: Option<Device> =
+            sqlx::query_as(&format!("SELECT {DEVICE_COLS} FROM devices WHERE mac = $1"))
+                .bind(mac)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let device = device.ok_or_else(|| StoreError::NotFound {
+            what: "device",
+            key: mac.to_owned(),
+        })?;
         let exists: Option<String> = sqlx::query_scalar("SELECT number FROM dns WHERE number = $1")
             .bind(dn)
             .fetch_optional(&mut *tx)
             .await?;
         if exists.is_none() {
-            return Err(StoreError::NotFound { what: "DN", key: dn.to_owned() });
+            return Err(StoreError::NotFound {
+                what: "DN",
+                key: dn.to_owned(),
+            });
         }
         if device.dn.as_deref() == Some(dn) {
-            return Ok(AssignOutcome { mac: mac.into(), dn: dn.into(), taken_from: None, previous_dn: None });
+            return Ok(AssignOutcome {
+                mac: mac.into(),
+                dn: dn.into(),
+                taken_from: None,
+                previous_dn: None,
+            });
         }
         let holder: Option<String> = sqlx::query_scalar("SELECT mac FROM devices WHERE dn = $1")
             .bind(dn)
@@ -194,52 +235,88 @@ impl Store {
         let mut taken_from = None;
         if let Some(holder) = holder {
             let allow: Option<i64> = match &device.profile {
-                Some(p) => sqlx::query_scalar("SELECT allow_reassign FROM profiles WHERE name = $1")
-                    .bind(p)
-                    .fetch_optional(&mut *tx)
-                    .await?,
+                Some(p) => {
+                    sqlx::query_scalar("SELECT allow_reassign FROM profiles WHERE name = $1")
+                        .bind(p)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                }
                 None => None,
             };
             if allow.unwrap_or(0) == 0 {
-                return Err(StoreError::Conflict { what: "DN assigned to another device", key: dn.to_owned() });
+                return Err(StoreError::Conflict {
+                    what: "DN assigned to another device",
+                    key: dn.to_owned(),
+                });
             }
             sqlx::query("UPDATE devices SET dn = NULL, state = 'unassigned', updated_at = $2 WHERE mac = $1")
                 .bind(&holder)
                 .bind(now_ms())
                 .execute(&mut *tx)
                 .await?;
-            audit(&mut tx, &holder, Some(dn), "unassign", actor, Some(&format!("taken over by {mac}"))).await?;
+            audit(
+                &mut tx,
+                &holder,
+                Some(dn),
+                "unassign",
+                actor,
+                Some(&format!("taken over by {mac}")),
+            )
+            .await?;
             taken_from = Some(holder);
         }
-        sqlx::query("UPDATE devices SET dn = $2, state = 'assigned', updated_at = $3 WHERE mac = $1")
-            .bind(mac)
-            .bind(dn)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| match classify(e, "DN", dn) {
-                StoreError::Conflict { key, .. } => StoreError::Conflict { what: "DN assigned to another device", key },
-                other => other,
-            })?;
-        audit(&mut tx, mac, Some(dn), "assign", actor, device.dn.as_deref().map(|p| format!("was {p}")).as_deref())
-            .await?;
+        sqlx::query(
+            "UPDATE devices SET dn = $2, state = 'assigned', updated_at = $3 WHERE mac = $1",
+        )
+        .bind(mac)
+        .bind(dn)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match classify(e, "DN", dn) {
+            StoreError::Conflict { key, .. } => StoreError::Conflict {
+                what: "DN assigned to another device",
+                key,
+            },
+            other => other,
+        })?;
+        audit(
+            &mut tx,
+            mac,
+            Some(dn),
+            "assign",
+            actor,
+            device.dn.as_deref().map(|p| format!("was {p}")).as_deref(),
+        )
+        .await?;
         bump_version(&mut tx).await?;
         tx.commit().await?;
-        Ok(AssignOutcome { mac: mac.into(), dn: dn.into(), taken_from, previous_dn: device.dn })
+        Ok(AssignOutcome {
+            mac: mac.into(),
+            dn: dn.into(),
+            taken_from,
+            previous_dn: device.dn,
+        })
     }
 
     pub async fn unassign(&self, mac: &str, actor: &str) -> Result<Option<String>> {
         let mut tx = self.write_tx().await?;
-        let dn: Option<Option<String>> = sqlx::query_scalar("SELECT dn FROM devices WHERE mac = $1")
-            .bind(mac)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let dn = dn.ok_or_else(|| StoreError::NotFound { what: "device", key: mac.to_owned() })?;
-        sqlx::query("UPDATE devices SET dn = NULL, state = 'unassigned', updated_at = $2 WHERE mac = $1")
-            .bind(mac)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
+        let dn: Option<Option<String>> =
+            sqlx::query_scalar("SELECT dn FROM devices WHERE mac = $1")
+                .bind(mac)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let dn = dn.ok_or_else(|| StoreError::NotFound {
+            what: "device",
+            key: mac.to_owned(),
+        })?;
+        sqlx::query(
+            "UPDATE devices SET dn = NULL, state = 'unassigned', updated_at = $2 WHERE mac = $1",
+        )
+        .bind(mac)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
         audit(&mut tx, mac, dn.as_deref(), "unassign", actor, None).await?;
         bump_version(&mut tx).await?;
         tx.commit().await?;
@@ -259,19 +336,21 @@ impl Store {
                 errors.push((l.line, format!("MAC {} repeats line {first}", d.mac)));
                 continue;
             }
-            let exists: Option<String> = sqlx::query_scalar("SELECT mac FROM devices WHERE mac = $1")
-                .bind(&d.mac)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let exists: Option<String> =
+                sqlx::query_scalar("SELECT mac FROM devices WHERE mac = $1")
+                    .bind(&d.mac)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if exists.is_some() {
                 errors.push((l.line, format!("device {} already exists", d.mac)));
                 continue;
             }
             if let Some(p) = &d.profile {
-                let found: Option<String> = sqlx::query_scalar("SELECT name FROM profiles WHERE name = $1")
-                    .bind(p)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                let found: Option<String> =
+                    sqlx::query_scalar("SELECT name FROM profiles WHERE name = $1")
+                        .bind(p)
+                        .fetch_optional(&mut *tx)
+                        .await?;
                 if found.is_none() {
                     errors.push((l.line, format!("profile `{p}` does not exist")));
                     continue;
@@ -282,41 +361,58 @@ impl Store {
                     errors.push((l.line, format!("DN {dn} repeats line {first}")));
                     continue;
                 }
-                let found: Option<String> = sqlx::query_scalar("SELECT number FROM dns WHERE number = $1")
-                    .bind(dn)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                let found: Option<String> =
+                    sqlx::query_scalar("SELECT number FROM dns WHERE number = $1")
+                        .bind(dn)
+                        .fetch_optional(&mut *tx)
+                        .await?;
                 if found.is_none() {
                     errors.push((l.line, format!("DN {dn} does not exist")));
                     continue;
                 }
-                let holder: Option<String> = sqlx::query_scalar("SELECT mac FROM devices WHERE dn = $1")
-                    .bind(dn)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                let holder: Option<String> =
+                    sqlx::query_scalar("SELECT mac FROM devices WHERE dn = $1")
+                        .bind(dn)
+                        .fetch_optional(&mut *tx)
+                        .await?;
                 if let Some(h) = holder {
                     errors.push((l.line, format!("DN {dn} is assigned to {h}")));
                     continue;
                 }
             }
             if errors.is_empty() {
-                insert_device(&mut tx, d, actor).await.map_err(|e| match e {
-                    StoreError::Db(_) => e,
-                    other => StoreError::Invalid(format!("line {}: {other}", l.line)),
-                })?;
+                insert_device(&mut tx, d, actor)
+                    .await
+                    .map_err(|e| match e {
+                        StoreError::Db(_) => e,
+                        other => StoreError::Invalid(format!("line {}: {other}", l.line)),
+                    })?;
             }
         }
         if !errors.is_empty() {
             tx.rollback().await?;
-            return Ok(ImportReport { imported: 0, errors });
+            return Ok(ImportReport {
+                imported: 0,
+                errors,
+            });
         }
         bump_version(&mut tx).await?;
         tx.commit().await?;
-        Ok(ImportReport { imported: lines.len(), errors })
+        Ok(ImportReport {
+            imported: lines.len(),
+            errors,
+        })
     }
 
     /// Records an event about a device that changes no assignment (a check-sync sent, say).
-    pub async fn add_audit(&self, mac: &str, dn: Option<&str>, action: &str, actor: &str, detail: Option<&str>) -> Result<()> {
+    pub async fn add_audit(
+        &self,
+        mac: &str,
+        dn: Option<&str>,
+        action: &str,
+        actor: &str,
+        detail: Option<&str>,
+    ) -> Result<()> {
         let mut tx = self.write_tx().await?;
         audit(&mut tx, mac, dn, action, actor, detail).await?;
         tx.commit().await?;
@@ -335,9 +431,17 @@ impl Store {
     }
 }
 
-async fn insert_device(tx: &mut sqlx::Transaction<'_, sqlx::Any>, d: &NewDevice, actor: &str) -> Result<()> {
+async fn insert_device(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    d: &NewDevice,
+    actor: &str,
+) -> Result<()> {
     let now = now_ms();
-    let state = if d.dn.is_some() { "assigned" } else { "unassigned" };
+    let state = if d.dn.is_some() {
+        "assigned"
+    } else {
+        "unassigned"
+    };
     sqlx::query(
         "INSERT INTO devices (mac, vendor, model, profile, dn, state, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
@@ -354,7 +458,10 @@ async fn insert_device(tx: &mut sqlx::Transaction<'_, sqlx::Any>, d: &NewDevice,
     .map_err(|e| match classify(e, "device", &d.mac) {
         StoreError::Conflict { key, .. } if d.dn.is_some() && key == d.mac => {
             // The unique index that fired may be the DN's; say which one.
-            StoreError::Conflict { what: "device or its DN", key }
+            StoreError::Conflict {
+                what: "device or its DN",
+                key,
+            }
         }
         other => other,
     })?;
@@ -372,14 +479,16 @@ async fn audit(
     actor: &str,
     detail: Option<&str>,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO audit (at, mac, dn, action, actor, detail) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(now_ms())
-        .bind(mac)
-        .bind(dn)
-        .bind(action)
-        .bind(actor)
-        .bind(detail)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO audit (at, mac, dn, action, actor, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(now_ms())
+    .bind(mac)
+    .bind(dn)
+    .bind(action)
+    .bind(actor)
+    .bind(detail)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }

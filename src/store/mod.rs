@@ -55,14 +55,21 @@ static DRIVERS: Once = Once::new();
 
 /// Now, in Unix milliseconds: the store's unit of time.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl Store {
     /// Opens (creating a SQLite file if needed) and migrates.
     pub async fn open(url: &str, max_connections: u32) -> Result<Store> {
         DRIVERS.call_once(sqlx::any::install_default_drivers);
-        let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
         let url = match backend {
             Backend::Sqlite if !url.contains("mode=") && !url.contains(":memory:") => {
                 format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
@@ -76,10 +83,18 @@ impl Store {
                     if backend == Backend::Sqlite {
                         // WAL lets the CLI and the server use one file at once; NORMAL sync is
                         // durable across application crashes, which is what WAL promises.
-                        sqlx::query("PRAGMA journal_mode=WAL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA synchronous=NORMAL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA foreign_keys=ON").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA busy_timeout=5000").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA journal_mode=WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous=NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA foreign_keys=ON")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout=5000")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })
@@ -121,17 +136,22 @@ impl Store {
     /// `NOTIFY channel, payload` (PostgreSQL only): how instances hand work to each other,
     /// see `crate::cluster`.
     pub async fn notify(&self, channel: &str, payload: &str) -> Result<()> {
-        sqlx::query("SELECT 1 FROM (SELECT pg_notify($1, $2)) AS n").bind(channel).bind(payload).execute(&self.pool).await?;
+        sqlx::query("SELECT 1 FROM (SELECT pg_notify($1, $2)) AS n")
+            .bind(channel)
+            .bind(payload)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     /// Whether a session named `application_name` is connected (PostgreSQL only): each
     /// instance's listener carries its id as that name, so this is "is that instance up".
     pub async fn session_alive(&self, application_name: &str) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1")
-            .bind(application_name)
-            .fetch_one(&self.pool)
-            .await?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(application_name)
+                .fetch_one(&self.pool)
+                .await?;
         Ok(n > 0)
     }
 
@@ -162,13 +182,18 @@ impl Store {
             .bind(value)
             .execute(&self.pool)
             .await?;
-        Ok(self.meta_get(key).await?.unwrap_or_else(|| value.to_owned()))
+        Ok(self
+            .meta_get(key)
+            .await?
+            .unwrap_or_else(|| value.to_owned()))
     }
 }
 
 /// The file of a `sqlite:` URL, unless it is in memory.
 fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or("");
     (!path.is_empty() && !path.contains(":memory:")).then(|| path.into())
 }
@@ -182,7 +207,12 @@ async fn lock_beside(db: &std::path::Path) -> Result<std::fs::File> {
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| StoreError::Invalid(format!("cannot open {}: {e}", std::path::Path::new(&lock_path).display())))?;
+        .map_err(|e| {
+            StoreError::Invalid(format!(
+                "cannot open {}: {e}",
+                std::path::Path::new(&lock_path).display()
+            ))
+        })?;
     tokio::task::spawn_blocking(move || file.lock().map(|_| file))
         .await
         .map_err(|e| StoreError::Invalid(format!("migration lock: {e}")))?
@@ -191,9 +221,11 @@ async fn lock_beside(db: &std::path::Path) -> Result<std::fs::File> {
 
 /// Bumps the served-data generation inside a transaction.
 async fn bump_version(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
-    sqlx::query("UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) WHERE key = 'version'")
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) WHERE key = 'version'",
+    )
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -201,10 +233,15 @@ async fn bump_version(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
 fn classify(err: sqlx::Error, what: &'static str, key: &str) -> StoreError {
     if let sqlx::Error::Database(db) = &err {
         if db.is_unique_violation() {
-            return StoreError::Conflict { what, key: key.to_owned() };
+            return StoreError::Conflict {
+                what,
+                key: key.to_owned(),
+            };
         }
         if db.is_foreign_key_violation() {
-            return StoreError::Invalid(format!("{what} `{key}` refers to something that does not exist"));
+            return StoreError::Invalid(format!(
+                "{what} `{key}` refers to something that does not exist"
+            ));
         }
     }
     StoreError::Db(err)

@@ -29,7 +29,11 @@ impl TestDb {
             Db::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}", dir.path().join("sipdm.db").display());
-                TestDb { url, schema: None, _dir: Some(dir) }
+                TestDb {
+                    url,
+                    schema: None,
+                    _dir: Some(dir),
+                }
             }
             Db::Postgres => {
                 let base = std::env::var(PG_URL_ENV).unwrap_or_else(|_| PG_DEFAULT.into());
@@ -37,11 +41,18 @@ impl TestDb {
                 let pool = sqlx::PgPool::connect(&base)
                     .await
                     .unwrap_or_else(|e| panic!("PostgreSQL at {base} is required for this test ({e}); run testbed/test.sh, which starts it"));
-                sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&pool).await.expect("create schema");
+                sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                    .execute(&pool)
+                    .await
+                    .expect("create schema");
                 pool.close().await;
                 let sep = if base.contains('?') { '&' } else { '?' };
                 let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-                TestDb { url, schema: Some(schema), _dir: None }
+                TestDb {
+                    url,
+                    schema: Some(schema),
+                    _dir: None,
+                }
             }
         }
     }
@@ -50,7 +61,9 @@ impl TestDb {
         if let Some(schema) = &self.schema {
             let base = std::env::var(PG_URL_ENV).unwrap_or_else(|_| PG_DEFAULT.into());
             if let Ok(pool) = sqlx::PgPool::connect(&base).await {
-                let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&pool).await;
+                let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                    .execute(&pool)
+                    .await;
                 pool.close().await;
             }
         }
@@ -116,7 +129,14 @@ impl TestServer {
         let running = app::start(config.clone()).await.expect("server starts");
         let base = format!("http://{}", running.http_addr);
         let token = running.admin_token.to_string();
-        TestServer { running: Some(running), config, base, token, http: reqwest::Client::new(), db }
+        TestServer {
+            running: Some(running),
+            config,
+            base,
+            token,
+            http: reqwest::Client::new(),
+            db,
+        }
     }
 
     /// A second instance on this one's store (an active-active pair on one PostgreSQL schema),
@@ -128,20 +148,37 @@ impl TestServer {
         let running = app::start(config.clone()).await.expect("peer starts");
         let base = format!("http://{}", running.http_addr);
         let token = running.admin_token.to_string();
-        let db = TestDb { url: self.db.url.clone(), schema: None, _dir: None };
-        TestServer { running: Some(running), config, base, token, http: reqwest::Client::new(), db }
+        let db = TestDb {
+            url: self.db.url.clone(),
+            schema: None,
+            _dir: None,
+        };
+        TestServer {
+            running: Some(running),
+            config,
+            base,
+            token,
+            http: reqwest::Client::new(),
+            db,
+        }
     }
 
     /// This instance's id among those sharing the store.
     pub fn instance_id(&self) -> String {
-        self.running.as_ref().expect("running").instance_id().to_owned()
+        self.running
+            .as_ref()
+            .expect("running")
+            .instance_id()
+            .to_owned()
     }
 
     /// Stops the server cleanly and starts it again on the same store (on new ports).
     pub async fn restart(mut self) -> TestServer {
         let running = self.running.take().expect("running");
         running.stop().await;
-        let running = app::start(self.config.clone()).await.expect("server restarts");
+        let running = app::start(self.config.clone())
+            .await
+            .expect("server restarts");
         self.base = format!("http://{}", running.http_addr);
         self.running = Some(running);
         self
@@ -164,11 +201,23 @@ impl TestServer {
     }
 
     pub async fn post(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
-        self.http.post(self.api(path)).bearer_auth(&self.token).json(&body).send().await.expect("request")
+        self.http
+            .post(self.api(path))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
-        let r = self.http.get(self.api(path)).bearer_auth(&self.token).send().await.expect("request");
+        let r = self
+            .http
+            .get(self.api(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("request");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
@@ -220,7 +269,10 @@ pub async fn raw_get_status(base: &str, raw_path: &[u8]) -> u16 {
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf).await;
     let head = String::from_utf8_lossy(&buf);
-    head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A free port on 127.0.0.1 for UDP and TCP (for a peer such as sipp that needs one named).
@@ -237,17 +289,41 @@ pub fn free_port() -> u16 {
 
 /// Runs sipp (the Debian `sip-tester` package; testbed/test.sh installs it) and returns
 /// whether every call succeeded, with its output for the failure message.
-pub fn sipp(target: std::net::SocketAddr, scenario: &str, transport: &str, args: &[&str]) -> (bool, String) {
+pub fn sipp(
+    target: std::net::SocketAddr,
+    scenario: &str,
+    transport: &str,
+    args: &[&str],
+) -> (bool, String) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testbed/sipp");
     let port = free_port().to_string();
     let out = std::process::Command::new("sipp")
         .arg(target.to_string())
         .args(["-sf", dir.join(scenario).to_str().expect("utf-8 path")])
-        .args(["-t", transport, "-i", "127.0.0.1", "-p", &port, "-m", "1", "-nostdin", "-timeout", "20s", "-timeout_error"])
+        .args([
+            "-t",
+            transport,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "20s",
+            "-timeout_error",
+        ])
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("sipp is required (Debian package sip-tester; run testbed/test.sh): {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        .unwrap_or_else(|e| {
+            panic!("sipp is required (Debian package sip-tester; run testbed/test.sh): {e}")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }

@@ -158,7 +158,9 @@ impl EventSenders {
         }
         match call_id_of(data) {
             Some(id) => {
-                let h = id.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3));
+                let h = id.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ *b as u64).wrapping_mul(0x100_0000_01b3)
+                });
                 &self.0[(h >> 32) as usize % n]
             }
             None => self.for_peer(remote),
@@ -182,10 +184,15 @@ impl EventSenders {
 /// The Call-ID value of a raw message (full `Call-ID:` or compact `i:` form, any case), without
 /// parsing the message: a scan of the header lines up to the blank line.
 fn call_id_of(data: &[u8]) -> Option<&[u8]> {
-    let head_end = data.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(data.len());
+    let head_end = data
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(data.len());
     for line in data[..head_end].split(|b| *b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|b| *b == b':') else { continue };
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
         let name = line[..colon].trim_ascii();
         if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
             let value = line[colon + 1..].trim_ascii();
@@ -421,9 +428,18 @@ mod call_id_tests {
 
     #[test]
     fn finds_full_and_compact_call_ids() {
-        assert_eq!(call_id_of(b"REGISTER sip:x SIP/2.0\r\nVia: a\r\nCall-ID: abc@h\r\n\r\n"), Some(&b"abc@h"[..]));
-        assert_eq!(call_id_of(b"SIP/2.0 200 OK\r\ni:  x1 \r\n\r\n"), Some(&b"x1"[..]));
-        assert_eq!(call_id_of(b"OPTIONS sip:x SIP/2.0\r\nVia: a\r\n\r\nCall-ID: in-body\r\n"), None);
+        assert_eq!(
+            call_id_of(b"REGISTER sip:x SIP/2.0\r\nVia: a\r\nCall-ID: abc@h\r\n\r\n"),
+            Some(&b"abc@h"[..])
+        );
+        assert_eq!(
+            call_id_of(b"SIP/2.0 200 OK\r\ni:  x1 \r\n\r\n"),
+            Some(&b"x1"[..])
+        );
+        assert_eq!(
+            call_id_of(b"OPTIONS sip:x SIP/2.0\r\nVia: a\r\n\r\nCall-ID: in-body\r\n"),
+            None
+        );
         assert_eq!(call_id_of(b"garbage"), None);
     }
 }
