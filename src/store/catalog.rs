@@ -62,15 +62,7 @@ impl Store {
             .bind(&s.sip_servers)
             .execute(&mut *tx)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                what: "site",
-                key: s.name.clone(),
-            });
-        }
-        bump_version(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        commit_if_found(tx, done.rows_affected(), "site", s.name.clone()).await
     }
 
     pub async fn delete_site(&self, name: &str) -> Result<()> {
@@ -190,15 +182,7 @@ impl Store {
         .bind(&p.check_sync_event)
         .execute(&mut *tx)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                what: "profile",
-                key: p.name.clone(),
-            });
-        }
-        bump_version(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        commit_if_found(tx, done.rows_affected(), "profile", p.name.clone()).await
     }
 
     pub async fn delete_profile(&self, name: &str) -> Result<()> {
@@ -252,15 +236,7 @@ impl Store {
         .bind(&d.display_name)
         .execute(&mut *tx)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                what: "DN",
-                key: d.number.clone(),
-            });
-        }
-        bump_version(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        commit_if_found(tx, done.rows_affected(), "DN", d.number.clone()).await
     }
 
     pub async fn delete_dn(&self, number: &str) -> Result<()> {
@@ -353,6 +329,22 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Commits an update that touched `rows` rows, bumping the served-data version; none touched
+/// means the key named nothing (`NotFound`, and the transaction rolls back on drop).
+async fn commit_if_found(
+    mut tx: sqlx::Transaction<'static, sqlx::Any>,
+    rows: u64,
+    what: &'static str,
+    key: String,
+) -> Result<()> {
+    if rows == 0 {
+        return Err(StoreError::NotFound { what, key });
+    }
+    bump_version(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 pub(super) async fn insert_dn(tx: &mut sqlx::Transaction<'_, sqlx::Any>, d: &Dn) -> Result<()> {
