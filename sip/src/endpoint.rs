@@ -89,6 +89,10 @@ impl SendError {
 }
 
 /// Where [`Endpoint::send_request`] sends.
+///
+/// TLS is reached only down connections the peer opened (sipdm accepts TLS but opens no TLS
+/// connections): a TLS flow that died, a TLS address with no live connection from it, or a
+/// `sips:` / `;transport=tls` contact whose flow is gone all end in a no-route error (503).
 #[derive(Debug, Clone)]
 pub enum Target {
     /// Down this flow (a TCP flow that died is reconnected to its remote address).
@@ -172,12 +176,20 @@ impl Endpoint {
         for a in inner.transport.local_addrs() {
             tracing::info!(addr = %a, "SIP listening on UDP and TCP");
         }
+        for a in inner.transport.tls_local_addrs() {
+            tracing::info!(addr = %a, "SIP listening on TLS");
+        }
         Ok(Endpoint { inner })
     }
 
     /// Bound addresses (UDP and TCP share each).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.inner.transport.local_addrs()
+    }
+
+    /// Bound TLS addresses (empty when TLS is off).
+    pub fn tls_local_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.transport.tls_local_addrs()
     }
 
     /// The first bound address (tests bind port 0 and read it here).
@@ -356,6 +368,16 @@ impl Endpoint {
                     };
                     let (p, a) = contact_address(&next_hop)
                         .ok_or_else(|| SendError::NoRoute(next_hop.clone()))?;
+                    if p == Protocol::Tls {
+                        // No TLS connections are opened from here: only a live one from that
+                        // address (the phone reconnected) can carry the request.
+                        return self
+                            .inner
+                            .transport
+                            .flows()
+                            .by_remote(Protocol::Tls, a)
+                            .ok_or(SendError::NoRoute(next_hop));
+                    }
                     Flow {
                         protocol: p,
                         local: self.local_for(a),
@@ -383,7 +405,9 @@ impl Endpoint {
     }
 }
 
-/// Host, port and transport of a contact URI with a literal IP (no DNS here).
+/// Host, port and transport of a contact URI with a literal IP (no DNS here). `sips:` and
+/// `;transport=tls` are TLS (RFC 3261 §19.1.2, §26.2.2); the default port is 5060 for UDP and
+/// TCP, 5061 for TLS.
 pub fn contact_address(uri: &str) -> Option<(Protocol, SocketAddr)> {
     let (scheme, rest) = uri.split_once(':')?;
     let secure = scheme.eq_ignore_ascii_case("sips");
@@ -392,15 +416,17 @@ pub fn contact_address(uri: &str) -> Option<(Protocol, SocketAddr)> {
     let hostport = userhost.rsplit_once('@').map(|x| x.1).unwrap_or(userhost);
     let (host, port) = crate::headers::via::split_host_port(hostport)?;
     let ip: std::net::IpAddr = host.trim_matches(['[', ']']).parse().ok()?;
-    let mut proto = if secure { Protocol::Tcp } else { Protocol::Udp };
+    let mut proto = if secure { Protocol::Tls } else { Protocol::Udp };
     for p in parts {
         if let Some((k, v)) = p.split_once('=') {
-            if k.eq_ignore_ascii_case("transport") {
+            // sips: is TLS whatever its transport parameter says (RFC 3261 §26.2.2).
+            if k.eq_ignore_ascii_case("transport") && !secure {
                 proto = Protocol::parse(v)?;
             }
         }
     }
-    Some((proto, SocketAddr::new(ip, port.unwrap_or(5060))))
+    let default_port = if proto == Protocol::Tls { 5061 } else { 5060 };
+    Some((proto, SocketAddr::new(ip, port.unwrap_or(default_port))))
 }
 
 async fn dispatch(inner: Arc<Inner>, mut rx: mpsc::Receiver<TransportEvent>) {
@@ -457,7 +483,7 @@ fn on_message(inner: &Arc<Inner>, data: Bytes, flow: Flow, inline: bool) {
         Protocol::Udp => {
             wire::parse::check_datagram_length(&raw).and_then(|_| wire::parse_raw(&raw))
         }
-        Protocol::Tcp => wire::parse_raw(&raw),
+        Protocol::Tcp | Protocol::Tls => wire::parse_raw(&raw),
     };
     let parsed = parsed.and_then(check_mandatory);
     match parsed {
@@ -543,7 +569,7 @@ fn on_request(inner: &Arc<Inner>, mut req: Request, flow: Flow, inline: bool) {
     via.stamp_received(flow.remote);
     replace_top_via(&mut req, &via);
     let response_flow = match flow.protocol {
-        Protocol::Tcp => flow,
+        Protocol::Tcp | Protocol::Tls => flow,
         Protocol::Udp => Flow::udp(flow.local, via.response_target(5060).unwrap_or(flow.remote)),
     };
     let key = TsxKey::server(&via, &req);
@@ -673,6 +699,18 @@ mod tests {
         assert_eq!(
             contact_address("sip:a@[::1]:5070"),
             Some((Protocol::Udp, "[::1]:5070".parse().unwrap()))
+        );
+        assert_eq!(
+            contact_address("sip:1000@10.0.0.5:5063;transport=TLS"),
+            Some((Protocol::Tls, "10.0.0.5:5063".parse().unwrap()))
+        );
+        assert_eq!(
+            contact_address("sips:1000@10.0.0.5"),
+            Some((Protocol::Tls, "10.0.0.5:5061".parse().unwrap()))
+        );
+        assert_eq!(
+            contact_address("sips:1000@10.0.0.5:5071;transport=tcp"),
+            Some((Protocol::Tls, "10.0.0.5:5071".parse().unwrap()))
         );
         assert_eq!(contact_address("sip:a@host.example"), None);
         assert_eq!(contact_address("garbage"), None);

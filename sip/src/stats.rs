@@ -24,6 +24,9 @@ pub struct Stats {
     pub registrations_ok: AtomicU64,
     /// Digest challenges sent (401/407).
     pub challenges: AtomicU64,
+    /// Connections to a TLS port closed because the TLS handshake failed or timed out
+    /// (plain SIP or garbage sent to 5061, a certificate the client refused, a scanner).
+    pub tls_handshake_failed: AtomicU64,
 }
 
 /// A point-in-time copy, for export.
@@ -39,6 +42,7 @@ pub struct StatsSnapshot {
     pub send_errors: u64,
     pub registrations_ok: u64,
     pub challenges: u64,
+    pub tls_handshake_failed: u64,
 }
 
 impl Stats {
@@ -55,6 +59,7 @@ impl Stats {
             send_errors: l(&self.send_errors),
             registrations_ok: l(&self.registrations_ok),
             challenges: l(&self.challenges),
+            tls_handshake_failed: l(&self.tls_handshake_failed),
         }
     }
 

@@ -115,6 +115,10 @@ async fn metrics_text(
             ("sipdm_sip_send_errors_total", s.send_errors),
             ("sipdm_sip_registrations_ok_total", s.registrations_ok),
             ("sipdm_sip_challenges_total", s.challenges),
+            (
+                "sipdm_sip_tls_handshake_failed_total",
+                s.tls_handshake_failed,
+            ),
         ] {
             metrics::counter!(name).absolute(v);
         }

@@ -468,14 +468,12 @@ impl B2bua {
                     .await
                     .map_err(B2buaError::AckSocket)?;
             }
-            Protocol::Tcp => {
+            Protocol::Tcp | Protocol::Tls => {
                 let ack = parse_request("ACK", &head(""))?;
                 let ep = ep.clone();
                 // Nobody answers an ACK: the transaction ends at Timer F, unheard.
                 tokio::spawn(async move {
-                    let _ = ep
-                        .send_request(ack, Target::Address(Protocol::Tcp, dest))
-                        .await;
+                    let _ = ep.send_request(ack, Target::Address(protocol, dest)).await;
                 });
             }
         }
@@ -599,7 +597,7 @@ fn callee_leg(attempt: &Attempt, resp: &rsip::Response) -> Result<Leg, B2buaErro
         Protocol::Udp => contact_address(&remote_target)
             .filter(|(p, _)| *p == Protocol::Udp)
             .map_or(attempt.addr, |(_, a)| a),
-        Protocol::Tcp => attempt.addr,
+        Protocol::Tcp | Protocol::Tls => attempt.addr,
     };
     Ok(Leg {
         call_id: attempt.call_id.clone(),

@@ -1,4 +1,5 @@
-//! Flows: which socket or connection a message used, and the table of live TCP connections.
+//! Flows: which socket or connection a message used, and the table of live stream (TCP and
+//! TLS) connections.
 //!
 //! RFC 5626 and common NAT practice: a request to a registered contact must go down the flow
 //! its REGISTER arrived on (the only path through the phone's NAT or firewall). The registrar
@@ -16,6 +17,9 @@ use tokio::sync::mpsc;
 pub enum Protocol {
     Udp,
     Tcp,
+    /// SIP over TLS (RFC 3261 §26.2, port 5061): a TCP connection carrying TLS, framed like
+    /// TCP. Only connections that peers open to us exist; sipdm opens no TLS connections.
+    Tls,
 }
 
 impl Protocol {
@@ -24,23 +28,33 @@ impl Protocol {
         match self {
             Protocol::Udp => "UDP",
             Protocol::Tcp => "TCP",
+            Protocol::Tls => "TLS",
         }
     }
 
+    /// RFC 3261 §17: on a reliable transport a transaction neither retransmits (timers A, E,
+    /// G) nor waits for retransmissions (timers D, I, J, K are zero).
     pub fn is_reliable(self) -> bool {
-        matches!(self, Protocol::Tcp)
+        matches!(self, Protocol::Tcp | Protocol::Tls)
+    }
+
+    /// A connection-oriented transport: messages are framed by Content-Length and a flow is
+    /// one connection (id in [`Flow::conn`]).
+    pub fn is_stream(self) -> bool {
+        matches!(self, Protocol::Tcp | Protocol::Tls)
     }
 
     pub fn parse(s: &str) -> Option<Protocol> {
         match s.to_ascii_uppercase().as_str() {
             "UDP" => Some(Protocol::Udp),
             "TCP" => Some(Protocol::Tcp),
+            "TLS" => Some(Protocol::Tls),
             _ => None,
         }
     }
 }
 
-/// One path to a peer: our socket, theirs, and for TCP the connection id (0 for UDP).
+/// One path to a peer: our socket, theirs, and for TCP and TLS the connection id (0 for UDP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Flow {
     pub protocol: Protocol,
@@ -59,11 +73,13 @@ impl Flow {
         }
     }
 
-    /// A stable text form (`udp:LOCAL;REMOTE` / `tcp:LOCAL;REMOTE;ID`), for storage and logs.
+    /// A stable text form (`udp:LOCAL;REMOTE` / `tcp:LOCAL;REMOTE;ID` / `tls:LOCAL;REMOTE;ID`),
+    /// for storage and logs.
     pub fn token(&self) -> String {
         match self.protocol {
             Protocol::Udp => format!("udp:{};{}", self.local, self.remote),
             Protocol::Tcp => format!("tcp:{};{};{}", self.local, self.remote, self.conn),
+            Protocol::Tls => format!("tls:{};{};{}", self.local, self.remote, self.conn),
         }
     }
 
@@ -72,20 +88,22 @@ impl Flow {
         let mut it = rest.split(';');
         let local = it.next()?.parse().ok()?;
         let remote = it.next()?.parse().ok()?;
-        match proto {
-            "udp" => Some(Flow::udp(local, remote)),
-            "tcp" => Some(Flow {
-                protocol: Protocol::Tcp,
-                local,
-                remote,
-                conn: it.next()?.parse().ok()?,
-            }),
-            _ => None,
-        }
+        let protocol = match proto {
+            "udp" => return Some(Flow::udp(local, remote)),
+            "tcp" => Protocol::Tcp,
+            "tls" => Protocol::Tls,
+            _ => return None,
+        };
+        Some(Flow {
+            protocol,
+            local,
+            remote,
+            conn: it.next()?.parse().ok()?,
+        })
     }
 }
 
-/// Sending half of a live TCP connection.
+/// Sending half of a live TCP or TLS connection.
 #[derive(Clone, Debug)]
 pub struct ConnSender {
     pub flow: Flow,
@@ -127,7 +145,9 @@ impl Default for FlowTable {
 #[derive(Default)]
 struct Tables {
     by_id: HashMap<u64, ConnSender>,
-    by_remote: HashMap<SocketAddr, u64>,
+    /// Keyed by protocol too: a phone may use one source port for its TCP connection to 5060
+    /// and its TLS connection to 5061, and the two must not be confused.
+    by_remote: HashMap<(Protocol, SocketAddr), u64>,
 }
 
 impl FlowTable {
@@ -137,15 +157,16 @@ impl FlowTable {
 
     pub fn insert(&self, flow: Flow, tx: mpsc::Sender<Bytes>) {
         let mut t = self.conns.lock();
-        t.by_remote.insert(flow.remote, flow.conn);
+        t.by_remote.insert((flow.protocol, flow.remote), flow.conn);
         t.by_id.insert(flow.conn, ConnSender { flow, tx });
     }
 
     pub fn remove(&self, flow: &Flow) {
         let mut t = self.conns.lock();
         t.by_id.remove(&flow.conn);
-        if t.by_remote.get(&flow.remote) == Some(&flow.conn) {
-            t.by_remote.remove(&flow.remote);
+        let key = (flow.protocol, flow.remote);
+        if t.by_remote.get(&key) == Some(&flow.conn) {
+            t.by_remote.remove(&key);
         }
     }
 
@@ -156,16 +177,17 @@ impl FlowTable {
         self.conns.lock().by_id.get(&conn).cloned()
     }
 
-    /// The live connection of `flow`, if it is still the same peer.
+    /// The live connection of `flow`, if it is still the same peer over the same protocol.
     pub fn sender_for(&self, flow: &Flow) -> Option<ConnSender> {
         self.sender(flow.conn)
-            .filter(|c| c.flow.remote == flow.remote)
+            .filter(|c| c.flow.remote == flow.remote && c.flow.protocol == flow.protocol)
     }
 
-    pub fn by_remote(&self, remote: SocketAddr) -> Option<Flow> {
+    /// The live `protocol` connection with `remote`, if any.
+    pub fn by_remote(&self, protocol: Protocol, remote: SocketAddr) -> Option<Flow> {
         let t = self.conns.lock();
         t.by_remote
-            .get(&remote)
+            .get(&(protocol, remote))
             .and_then(|id| t.by_id.get(id))
             .map(|c| c.flow)
     }
@@ -174,12 +196,7 @@ impl FlowTable {
     pub fn is_alive(&self, flow: &Flow) -> bool {
         match flow.protocol {
             Protocol::Udp => true,
-            Protocol::Tcp => self
-                .conns
-                .lock()
-                .by_id
-                .get(&flow.conn)
-                .is_some_and(|c| c.flow.remote == flow.remote),
+            Protocol::Tcp | Protocol::Tls => self.sender_for(flow).is_some(),
         }
     }
 
@@ -217,6 +234,47 @@ mod tests {
             "5.6.7.8:5060".parse().unwrap(),
         );
         assert_eq!(Flow::from_token(&u.token()), Some(u));
+        let t = Flow {
+            protocol: Protocol::Tls,
+            ..f
+        };
+        assert_eq!(t.token(), "tls:[::1]:5060;[::1]:40000;7");
+        assert_eq!(Flow::from_token(&t.token()), Some(t));
         assert_eq!(Flow::from_token("garbage"), None);
+    }
+
+    #[test]
+    fn tls_is_a_reliable_stream_like_tcp() {
+        assert_eq!(Protocol::parse("tls"), Some(Protocol::Tls));
+        assert_eq!(Protocol::Tls.as_str(), "TLS");
+        assert!(Protocol::Tls.is_reliable() && Protocol::Tls.is_stream());
+        assert!(!Protocol::Udp.is_reliable() && !Protocol::Udp.is_stream());
+    }
+
+    #[test]
+    fn tcp_and_tls_from_one_remote_are_two_flows() {
+        let table = FlowTable::default();
+        let remote: SocketAddr = "10.0.0.7:5060".parse().unwrap();
+        let mk = |protocol, port| Flow {
+            protocol,
+            local: SocketAddr::from(([10, 0, 0, 1], port)),
+            remote,
+            conn: table.next_conn_id(),
+        };
+        let (tcp, tls) = (mk(Protocol::Tcp, 5060), mk(Protocol::Tls, 5061));
+        let (tx1, _rx1) = mpsc::channel(1);
+        let (tx2, _rx2) = mpsc::channel(1);
+        table.insert(tcp, tx1);
+        table.insert(tls, tx2);
+        assert_eq!(table.by_remote(Protocol::Tcp, remote), Some(tcp));
+        assert_eq!(table.by_remote(Protocol::Tls, remote), Some(tls));
+        // A flow read back with the wrong protocol does not reach the other connection.
+        assert!(!table.is_alive(&Flow {
+            protocol: Protocol::Tcp,
+            ..tls
+        }));
+        table.remove(&tls);
+        assert!(!table.is_alive(&tls) && table.is_alive(&tcp));
+        assert_eq!(table.by_remote(Protocol::Tls, remote), None);
     }
 }

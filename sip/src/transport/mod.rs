@@ -1,16 +1,23 @@
-//! Transports: UDP and TCP on the same port, per listen address (IPv4 and IPv6).
+//! Transports: UDP and TCP on the same port, per listen address (IPv4 and IPv6), and TLS on
+//! addresses of its own.
 //!
 //! * [`flow`] — [`Flow`] (which socket/connection a message used) and the table of live TCP
-//!   connections, so a request to a registered contact goes down the flow its REGISTER used;
+//!   and TLS connections, so a request to a registered contact goes down the flow its
+//!   REGISTER used;
 //! * [`udp`] — datagram receive loop;
-//! * [`tcp`] — accept loop and per-connection reader/writer with Content-Length framing.
+//! * [`stream`] — one established stream connection: reader with Content-Length framing and
+//!   writer, generic over the byte stream;
+//! * [`tcp`] — TCP accept loop and outgoing connections;
+//! * [`tls`] — TLS accept loop and handshake (server side only; see there).
 //!
 //! The transport holds no transaction state: it reports upward with [`TransportEvent`]s on a
 //! channel and sends what it is given ([`Transmit`]). Memory per peer is bounded by the
 //! message size limit, the per-connection buffer limit and the writer queue length.
 
 pub mod flow;
+mod stream;
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 
 use std::net::SocketAddr;
@@ -22,6 +29,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
 
 pub use flow::{Flow, FlowTable, Protocol};
+pub use tls::TlsConfig;
 
 use crate::stats::Stats;
 use crate::wire::WireError;
@@ -34,12 +42,16 @@ pub struct TransportConfig {
     pub listen: Vec<SocketAddr>,
     /// Largest message accepted (513 above it).
     pub max_message_size: usize,
-    /// Most bytes buffered for one TCP connection before it is cut.
+    /// SIP over TLS listeners (none by default). Their connections share the TCP limits
+    /// below.
+    pub tls: Option<TlsConfig>,
+    /// Most bytes buffered for one TCP or TLS connection before it is cut.
     pub max_tcp_buffer: usize,
-    /// Most messages queued for sending on one TCP connection.
+    /// Most messages queued for sending on one TCP or TLS connection.
     pub tcp_send_queue: usize,
+    /// Most TCP and TLS connections open at once.
     pub max_tcp_connections: usize,
-    /// A TCP connection with no traffic for this long is closed.
+    /// A TCP or TLS connection with no traffic for this long is closed.
     pub tcp_idle_timeout: Duration,
     /// SO_RCVBUF / SO_SNDBUF for UDP sockets (high rates need large buffers).
     pub udp_buffer: usize,
@@ -53,6 +65,7 @@ impl Default for TransportConfig {
     fn default() -> Self {
         TransportConfig {
             listen: vec!["0.0.0.0:5060".parse().expect("static addr")],
+            tls: None,
             max_message_size: 65_535,
             max_tcp_buffer: 131_072,
             tcp_send_queue: 1024,
@@ -106,14 +119,16 @@ pub enum TransportEvent {
         error: WireError,
         head: Bytes,
     },
-    /// A TCP connection ended.
+    /// A TCP or TLS connection ended.
     Closed { flow: Flow },
 }
 
 /// Sending, as the transaction layer sees it (tests substitute an in-memory implementation).
 pub trait Transmit: Send + Sync + 'static {
     /// Sends `data` down `flow`. For a TCP flow whose connection is gone, a new connection to
-    /// `flow.remote` is opened; the flow actually used is returned.
+    /// `flow.remote` is opened; the flow actually used is returned. A TLS flow whose
+    /// connection is gone (and no other TLS connection from that remote) is
+    /// [`TransportError::NoRoute`]: TLS connections are only accepted, never opened.
     fn transmit(&self, flow: Flow, data: Bytes) -> BoxFuture<'_, Result<Flow, TransportError>>;
 
     /// Sends at once if that needs no waiting (UDP socket with buffer room, live TCP
@@ -128,6 +143,7 @@ pub trait Transmit: Send + Sync + 'static {
 /// The running transports.
 pub struct Transport {
     udp: Vec<Arc<UdpSocket>>,
+    tls_addrs: Vec<SocketAddr>,
     flows: Arc<FlowTable>,
     cfg: TransportConfig,
     events: EventSenders,
@@ -217,8 +233,16 @@ impl Transport {
             udp.push(Arc::new(sock));
             listeners.push(listener);
         }
+        let mut tls_listeners = Vec::new();
+        let mut tls_addrs = Vec::new();
+        for addr in cfg.tls.iter().flat_map(|c| &c.listen) {
+            let l = bind_stream(*addr)?;
+            tls_addrs.push(l.local_addr().unwrap_or(*addr));
+            tls_listeners.push(l);
+        }
         let t = Arc::new(Transport {
             udp,
+            tls_addrs,
             flows: Arc::new(FlowTable::default()),
             cfg,
             events,
@@ -237,6 +261,16 @@ impl Transport {
         for l in listeners {
             tokio::spawn(tcp::accept_loop(t.clone(), l, shutdown_rx.clone()));
         }
+        if let Some(tls) = &t.cfg.tls {
+            for l in tls_listeners {
+                tokio::spawn(tls::accept_loop(
+                    t.clone(),
+                    l,
+                    tls.clone(),
+                    shutdown_rx.clone(),
+                ));
+            }
+        }
         Ok(t)
     }
 
@@ -246,6 +280,11 @@ impl Transport {
             .iter()
             .filter_map(|s| s.local_addr().ok())
             .collect()
+    }
+
+    /// The bound TLS addresses (empty when TLS is off).
+    pub fn tls_local_addrs(&self) -> Vec<SocketAddr> {
+        self.tls_addrs.clone()
     }
 
     pub fn flows(&self) -> &FlowTable {
@@ -272,7 +311,8 @@ impl Transport {
         })
     }
 
-    /// Sends to `remote` over `protocol`, reusing a live TCP connection to it if there is one.
+    /// Sends to `remote` over `protocol`, reusing a live TCP or TLS connection to it if there
+    /// is one.
     pub async fn send_to(
         self: &Arc<Self>,
         protocol: Protocol,
@@ -281,14 +321,26 @@ impl Transport {
     ) -> Result<Flow, TransportError> {
         let flow = match protocol {
             Protocol::Udp => Flow::udp(SocketAddr::new(unspecified(remote), 0), remote),
-            Protocol::Tcp => self.flows.by_remote(remote).unwrap_or(Flow {
-                protocol,
-                local: SocketAddr::new(unspecified(remote), 0),
-                remote,
-                conn: 0,
-            }),
+            Protocol::Tcp | Protocol::Tls => {
+                self.flows.by_remote(protocol, remote).unwrap_or(Flow {
+                    protocol,
+                    local: SocketAddr::new(unspecified(remote), 0),
+                    remote,
+                    conn: 0,
+                })
+            }
         };
         self.send(flow, data).await
+    }
+
+    /// The live connection for `flow`: its own, else another of the same protocol with the
+    /// same remote (the peer reconnected from the same address).
+    fn live_conn(&self, flow: &Flow) -> Option<flow::ConnSender> {
+        self.flows.sender_for(flow).or_else(|| {
+            self.flows
+                .by_remote(flow.protocol, flow.remote)
+                .and_then(|f| self.flows.sender(f.conn))
+        })
     }
 
     pub async fn send(self: &Arc<Self>, flow: Flow, data: Bytes) -> Result<Flow, TransportError> {
@@ -307,12 +359,16 @@ impl Transport {
                 let local = sock.local_addr().unwrap_or(flow.local);
                 Ok(Flow::udp(local, flow.remote))
             }
+            Protocol::Tls => {
+                let conn = self
+                    .live_conn(&flow)
+                    .ok_or(TransportError::NoRoute(Protocol::Tls, flow.remote))?;
+                conn.try_send(data)
+                    .map(|_| conn.flow)
+                    .map_err(|_| TransportError::Congested(flow.remote))
+            }
             Protocol::Tcp => {
-                if let Some(conn) = self.flows.sender_for(&flow).or_else(|| {
-                    self.flows
-                        .by_remote(flow.remote)
-                        .and_then(|f| self.flows.sender(f.conn))
-                }) {
+                if let Some(conn) = self.live_conn(&flow) {
                     return conn
                         .try_send(data)
                         .map(|_| conn.flow)
@@ -356,7 +412,7 @@ impl Transmit for Arc<Transport> {
                     }
                 }
             }
-            Protocol::Tcp => match self.flows.sender_for(&flow) {
+            Protocol::Tcp | Protocol::Tls => match self.flows.sender_for(&flow) {
                 Some(conn) => conn.try_send(data),
                 None => Err(data),
             },
@@ -370,6 +426,26 @@ fn unspecified(remote: SocketAddr) -> std::net::IpAddr {
     } else {
         std::net::Ipv6Addr::UNSPECIFIED.into()
     }
+}
+
+/// Binds a TCP listener for TLS (a port of its own; port 0 picks a free one).
+fn bind_stream(addr: SocketAddr) -> Result<TcpListener, TransportError> {
+    use socket2::{Domain, Socket, Type};
+    let mk_err = |source| TransportError::Bind { addr, source };
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let ts = Socket::new(domain, Type::STREAM, None).map_err(mk_err)?;
+    if addr.is_ipv6() {
+        let _ = ts.set_only_v6(true);
+    }
+    let _ = ts.set_reuse_address(true);
+    ts.set_nonblocking(true).map_err(mk_err)?;
+    ts.bind(&addr.into()).map_err(mk_err)?;
+    ts.listen(1024).map_err(mk_err)?;
+    TcpListener::from_std(ts.into()).map_err(mk_err)
 }
 
 /// Binds UDP and TCP on the same port. With port 0 the UDP socket picks a port and TCP takes
