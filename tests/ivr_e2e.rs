@@ -54,6 +54,7 @@ async fn provision_with(db: Db, count: u32, config: &str) {
             mac: Mac::generated(vendor, i + 1),
             vendor,
             prov_url: prov_url.clone(),
+            fallback_prov_urls: Vec::new(),
             local_ip: [127, 0, 0, 1].into(),
         };
         let dn = (1000 + i).to_string();

@@ -198,9 +198,11 @@ impl CallRouter {
             },
         );
         req.respond(ok);
+        metrics::gauge!("sipdm_ivr_calls_active").increment(1.0);
         let this = self.clone();
         tokio::spawn(async move {
             let ended = handle.ended().await;
+            metrics::gauge!("sipdm_ivr_calls_active").decrement(1.0);
             let dialog = this.dialogs.lock().remove(&call_id);
             if let (true, Some(d)) = (ended.send_bye, dialog) {
                 send_bye(&ep, &call_id, &d).await;

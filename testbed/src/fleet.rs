@@ -57,6 +57,12 @@ pub enum FleetMode {
 pub struct FleetSpec {
     pub count: u32,
     pub prov_url: String,
+    /// More provisioning servers of the same deployment (the other node of a pair).
+    pub fallback_prov_urls: Vec<String>,
+    /// Spread the phones over `prov_url` and the fallbacks: phone `i` starts at URL
+    /// `i mod n` and falls back to the others in order, as phones picking one address of a
+    /// name that resolves to every node.
+    pub spread: bool,
     pub local_ip: IpAddr,
     pub dn_start: u32,
     /// Phones in flight at once.
@@ -78,6 +84,8 @@ impl FleetSpec {
         FleetSpec {
             count,
             prov_url: prov_url.into(),
+            fallback_prov_urls: Vec::new(),
+            spread: false,
             local_ip: IpAddr::from([127, 0, 0, 1]),
             dn_start: 1000,
             concurrency: 64,
@@ -223,10 +231,18 @@ pub async fn run_fleet(spec: FleetSpec) -> FleetReport {
         let vendor = spec.vendor.for_index(index);
         let mac = Mac::generated(vendor, spec.mac_offset.wrapping_add(index));
         let dn = (spec.dn_start + index).to_string();
+        let mut urls: Vec<String> = std::iter::once(spec.prov_url.clone())
+            .chain(spec.fallback_prov_urls.iter().cloned())
+            .collect();
+        if spec.spread {
+            let n = urls.len();
+            urls.rotate_left(index as usize % n);
+        }
         let phone_spec = PhoneSpec {
             mac,
             vendor,
-            prov_url: spec.prov_url.clone(),
+            prov_url: urls.remove(0),
+            fallback_prov_urls: urls,
             local_ip: spec.local_ip,
         };
         let options = spec.options.clone();

@@ -412,6 +412,7 @@ async fn every_vendor_is_ivr_provisioned() {
             mac,
             vendor,
             prov_url: url.clone(),
+            fallback_prov_urls: Vec::new(),
             local_ip: "127.0.0.1".parse().unwrap(),
         };
         let options = PhoneOptions {
@@ -474,6 +475,7 @@ async fn zero_touch_after_assignment_and_conditional_refetch() {
         mac,
         vendor: Vendor::Yealink,
         prov_url: url,
+        fallback_prov_urls: Vec::new(),
         local_ip: "127.0.0.1".parse().unwrap(),
     };
     let mut phone = Phone::new(spec).await.unwrap();

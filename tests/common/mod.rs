@@ -2,6 +2,8 @@
 //! PostgreSQL (127.0.0.1:5432, database `test`, each test in a schema of its own).
 #![allow(dead_code)]
 
+pub mod node;
+
 use std::path::Path;
 
 use sipdm::app::{self, Running};

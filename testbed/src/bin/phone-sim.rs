@@ -3,7 +3,12 @@
 //! ```text
 //! phone-sim --prov-url http://127.0.0.1:8080/fs/dm/prov --mac 0004f2000001 --vendor polycom --dial-dn 1001
 //! phone-sim fleet --count 2000 --prov-url http://127.0.0.1:8080/fs/dm/prov --dn-start 1000 --concurrency 200
+//! phone-sim fleet --count 200 --prov-url http://127.0.0.11:8080/fs/dm/prov \
+//!     --prov-url http://127.0.0.12:8080/fs/dm/prov --spread --attempts 3
 //! ```
+//!
+//! `--prov-url` may be given several times (the nodes of a pair): a phone moves to the next
+//! when the one it uses does not answer.
 
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -42,9 +47,10 @@ enum Dtmf {
 
 #[derive(Args)]
 struct Common {
-    /// Provisioning URL as DHCP option 66 gives it.
+    /// Provisioning URL as DHCP option 66 gives it; repeat for the other nodes of a pair,
+    /// tried in order when one does not answer.
     #[arg(long)]
-    prov_url: Option<String>,
+    prov_url: Vec<String>,
     /// Address the phones' sockets bind.
     #[arg(long, default_value = "127.0.0.1")]
     local_ip: IpAddr,
@@ -54,6 +60,15 @@ struct Common {
     /// Bound of one phone's whole flow, seconds.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// IVR flow attempts per phone (start over after a failed step, e.g. a node that died).
+    #[arg(long, default_value_t = 1)]
+    attempts: u32,
+    /// SIP T1 in milliseconds (transaction timeouts are 64·T1).
+    #[arg(long, default_value_t = 500)]
+    t1_ms: u64,
+    /// Seconds to wait for the check-sync NOTIFY after the IVR call.
+    #[arg(long, default_value_t = 20)]
+    notify_timeout: u64,
 }
 
 #[derive(Args)]
@@ -98,6 +113,9 @@ struct FleetArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Spread the phones over the --prov-url list (phone i starts at URL i mod n).
+    #[arg(long)]
+    spread: bool,
 }
 
 fn options(c: &Common) -> PhoneOptions {
@@ -107,16 +125,22 @@ fn options(c: &Common) -> PhoneOptions {
             Dtmf::Info => DtmfMode::SipInfo,
         },
         overall_timeout: Duration::from_secs(c.timeout),
+        flow_attempts: c.attempts,
+        notify_timeout: Duration::from_secs(c.notify_timeout),
+        timers: testbed::phone::SipTimers {
+            t1: Duration::from_millis(c.t1_ms),
+            ..testbed::phone::SipTimers::default()
+        },
         ..PhoneOptions::default()
     }
 }
 
 async fn one(args: OnePhone) -> Result<(), String> {
-    let prov_url = args
-        .common
-        .prov_url
-        .clone()
-        .ok_or("--prov-url is required")?;
+    let mut urls = args.common.prov_url.clone();
+    if urls.is_empty() {
+        return Err("--prov-url is required".into());
+    }
+    let prov_url = urls.remove(0);
     let vendor: Vendor = args.vendor.parse().map_err(|e| format!("{e}"))?;
     let mac: Mac = args
         .mac
@@ -128,6 +152,7 @@ async fn one(args: OnePhone) -> Result<(), String> {
         mac,
         vendor,
         prov_url,
+        fallback_prov_urls: urls,
         local_ip: args.common.local_ip,
     };
     let mut phone = Phone::with_options(spec, options(&args.common))
@@ -193,15 +218,17 @@ async fn one(args: OnePhone) -> Result<(), String> {
 }
 
 async fn fleet(args: FleetArgs) -> Result<(), String> {
-    let prov_url = args
-        .common
-        .prov_url
-        .clone()
-        .ok_or("--prov-url is required")?;
+    let mut urls = args.common.prov_url.clone();
+    if urls.is_empty() {
+        return Err("--prov-url is required".into());
+    }
+    let prov_url = urls.remove(0);
     let vendor: VendorChoice = args.vendor.parse().map_err(|e| format!("{e}"))?;
     let spec = FleetSpec {
         count: args.count,
         prov_url,
+        fallback_prov_urls: urls,
+        spread: args.spread,
         local_ip: args.common.local_ip,
         dn_start: args.dn_start,
         concurrency: args.concurrency,

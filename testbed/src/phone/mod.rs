@@ -16,6 +16,7 @@
 //!     mac: "0004f2000001".parse()?,
 //!     vendor: Vendor::Polycom,
 //!     prov_url: "http://127.0.0.1:8080/fs/dm/prov".into(),
+//!     fallback_prov_urls: Vec::new(),
 //!     local_ip: "127.0.0.1".parse()?,
 //! })
 //! .await?;
@@ -54,6 +55,10 @@ pub struct PhoneSpec {
     pub vendor: Vendor,
     /// The provisioning URL as DHCP option 66 gives it, e.g. `http://127.0.0.1:8080/fs/dm/prov`.
     pub prov_url: String,
+    /// Other nodes serving the same files (a pair behind one name, `fs1` resolving to both):
+    /// tried in order when the current one does not answer, as a phone moves to the next
+    /// address of its provisioning server.
+    pub fallback_prov_urls: Vec<String>,
     /// Address its SIP and RTP sockets bind (port 0) and its Contact and SDP carry.
     pub local_ip: IpAddr,
 }
@@ -89,6 +94,9 @@ pub struct PhoneOptions {
     pub unregister_old: bool,
     /// Bound of a whole `run_*` flow.
     pub overall_timeout: Duration,
+    /// How many times the IVR flow starts over (re-fetch, re-register, re-dial) after a step
+    /// failed, as a phone whose server went away keeps trying; 1 = no retry.
+    pub flow_attempts: u32,
 }
 
 impl Default for PhoneOptions {
@@ -105,6 +113,7 @@ impl Default for PhoneOptions {
             notify_timeout: Duration::from_secs(20),
             unregister_old: true,
             overall_timeout: Duration::from_secs(120),
+            flow_attempts: 1,
         }
     }
 }
@@ -239,6 +248,8 @@ pub struct Phone {
     config: Option<PhoneConfig>,
     /// Where the current identity is registered, for the unregister.
     bindings: Vec<Binding>,
+    /// Index in [`Phone::prov_urls`] of the provisioning server that answered last.
+    prov_index: usize,
 }
 
 /// One registration this phone holds.
@@ -328,6 +339,7 @@ impl Phone {
             etag: None,
             config: None,
             bindings: Vec::new(),
+            prov_index: 0,
         })
     }
 
@@ -345,12 +357,18 @@ impl Phone {
         self.config.as_ref()
     }
 
-    /// The URL the phone fetches: provisioning URL + the vendor's file name.
+    /// The URL the phone fetches: the provisioning URL in use + the vendor's file name.
     pub fn file_url(&self) -> String {
-        http::file_url(
-            &self.spec.prov_url,
-            &self.spec.vendor.file_name(&self.spec.mac),
-        )
+        let urls = self.prov_urls();
+        let base = urls.get(self.prov_index).unwrap_or(&urls[0]);
+        http::file_url(base, &self.spec.vendor.file_name(&self.spec.mac))
+    }
+
+    /// The provisioning URL first, then the fallbacks.
+    pub fn prov_urls(&self) -> Vec<&str> {
+        std::iter::once(self.spec.prov_url.as_str())
+            .chain(self.spec.fallback_prov_urls.iter().map(String::as_str))
+            .collect()
     }
 
     /// Out-of-dialog NOTIFYs answered so far (check-sync, resync…), retransmissions once.
@@ -373,18 +391,33 @@ impl Phone {
     }
 
     /// GETs the file (conditionally after the first time) and parses it. `Ok(None)`: 304.
+    /// A server that does not answer (refused, timed out, 5xx) is left for the next
+    /// provisioning URL, starting from the one that answered last.
     pub async fn fetch_config(&mut self) -> Result<Option<PhoneConfig>, PhoneError> {
-        let url = self.file_url();
         let ua = self.spec.vendor.http_user_agent(&self.spec.mac);
-        match http::fetch(&self.http, &url, &ua, self.etag.as_deref()).await? {
-            Fetched::NotModified => Ok(None),
-            Fetched::File { body, etag } => {
-                let cfg = config_parse::parse(self.spec.vendor, &body)?;
-                self.etag = etag;
-                self.config = Some(cfg.clone());
-                Ok(Some(cfg))
+        let n = self.prov_urls().len();
+        let mut last = None;
+        for k in 0..n {
+            let i = (self.prov_index + k) % n;
+            self.prov_index = i;
+            let url = self.file_url();
+            match http::fetch(&self.http, &url, &ua, self.etag.as_deref()).await {
+                Ok(Fetched::NotModified) => return Ok(None),
+                Ok(Fetched::File { body, etag }) => {
+                    let cfg = config_parse::parse(self.spec.vendor, &body)?;
+                    self.etag = etag;
+                    self.config = Some(cfg.clone());
+                    return Ok(Some(cfg));
+                }
+                Err(e @ HttpError::Transport { .. }) => last = Some(e),
+                Err(e @ HttpError::Status { status, .. }) if status >= 500 => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+            if k + 1 < n {
+                tracing::info!(mac = %self.spec.mac, "provisioning server did not answer, trying the next: {}", last.as_ref().map(|e| e.to_string()).unwrap_or_default());
             }
         }
+        Err(last.map(PhoneError::from).unwrap_or(PhoneError::NoConfig))
     }
 
     /// REGISTERs the line of `cfg`: to every registrar at once ([`Redundancy::Concurrent`]),
@@ -669,7 +702,29 @@ impl Phone {
     /// `gcti_provisioning`), call the hotline, key `dn#`, hang up, wait for the check-sync,
     /// re-fetch (conditional GET), unregister the old identity, register the new one, and check
     /// that the new file names `dn`. Bounded by [`PhoneOptions::overall_timeout`].
+    ///
+    /// With [`PhoneOptions::flow_attempts`] above 1, a failed attempt is followed by another
+    /// from a fresh (unconditional) fetch, the next provisioning server first when the last
+    /// one stopped answering: a file that already names `dn` (the assignment was committed
+    /// but its check-sync never came) is registered at once; otherwise the phone dials again.
     pub async fn run_ivr_provisioning(&mut self, dn: &str) -> Result<Provisioned, FlowError> {
+        let attempts = self.options.flow_attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            match self.ivr_attempt(dn).await {
+                Ok(p) => return Ok(p),
+                Err(e) if attempt < attempts => {
+                    tracing::info!(mac = %self.spec.mac, dn, attempt, "IVR provisioning failed at {e}; starting over");
+                    self.etag = None;
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn ivr_attempt(&mut self, dn: &str) -> Result<Provisioned, FlowError> {
         let limit = self.options.overall_timeout;
         let started = Instant::now();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -718,6 +773,23 @@ impl Phone {
             Err(e) => return Err(clock.fail(Step::Fetch, e)),
         };
         done!(Step::Fetch);
+        if cfg.user == dn && cfg.hotline.is_none() {
+            // Assigned by an earlier attempt whose check-sync was lost with its server.
+            self.bindings.clear();
+            let registered = self
+                .register(&cfg)
+                .await
+                .map_err(|e| clock.fail(Step::Reregister, e))?;
+            done!(Step::Reregister);
+            return Ok(Provisioned {
+                config: cfg,
+                registered,
+                total: clock.start.elapsed(),
+                timings: clock.timings,
+                call: None,
+                notifies: self.notifies().into_iter().map(|n| n.event).collect(),
+            });
+        }
         if cfg.hotline.is_none() {
             return Err(clock.fail(Step::Invite, PhoneError::NoHotline));
         }

@@ -1,0 +1,130 @@
+//! sipdm as a separate process (the `sipdm` binary of this build), for what an in-process
+//! server cannot show: a node killed with SIGKILL, whose sockets and database sessions the
+//! kernel closes with nothing run on the way out.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// One `sipdm serve` child process. Dropping it kills it.
+pub struct Node {
+    pub name: String,
+    pub http: SocketAddr,
+    pub sip: SocketAddr,
+    pub token: String,
+    child: Option<Child>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    /// Writes `config` (TOML) to a file of its own and starts `sipdm --config FILE serve`;
+    /// returns once its health check answers (bounded). `http` and `sip` are the addresses the
+    /// configuration binds, for the test to reach it.
+    pub async fn start(name: &str, config: &str, http: SocketAddr, sip: SocketAddr) -> Node {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cfg = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&cfg, config).expect("write config");
+        let log = dir.path().join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_sipdm"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("serve")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("sipdm starts");
+        let mut node = Node {
+            name: name.to_owned(),
+            http,
+            sip,
+            token: "test-token".into(),
+            child: Some(child),
+            log,
+            _dir: dir,
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = client.get(format!("http://{http}/healthz")).send().await {
+                if r.status().is_success() {
+                    return node;
+                }
+            }
+            if let Some(Ok(Some(status))) = node.child.as_mut().map(|c| c.try_wait()) {
+                panic!("{name} exited ({status}):\n{}", node.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "{name} did not answer its health check:\n{}",
+            node.log_text()
+        );
+    }
+
+    pub fn prov_url(&self) -> String {
+        format!("http://{}/fs/dm/prov", self.http)
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("http://{}/fs/dm/api/v1{path}", self.http)
+    }
+
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(self.api(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// SIGKILL (std's `Child::kill` on Unix), then reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM: a clean stop.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            for _ in 0..100 {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `n` lines of the log, for a failure message.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

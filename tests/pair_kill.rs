@@ -1,0 +1,274 @@
+//! An active-active pair loses a node: two `sipdm` processes on one PostgreSQL schema, 200
+//! unknown phones provisioned through the IVR, half starting on each node; node B is killed
+//! with SIGKILL while phones are in the middle of their flows (IVR calls in progress among
+//! them). Phones whose node died carry on against A, as real phones do: the next provisioning
+//! URL when a fetch is refused, the next SIP server of the file when an INVITE or REGISTER
+//! times out, and the whole flow again (re-fetch first) when a step fails. Every phone ends
+//! provisioned and registered on A; no DN is assigned twice, no device gets two DNs, and the
+//! audit log holds exactly one assignment per phone.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::node::Node;
+use common::{free_port, Db, TestDb};
+use testbed::phone::{Mac, Phone, PhoneOptions, PhoneSpec, SipTimers, Vendor};
+
+const PHONES: u32 = 200;
+/// Phones in flight at once: enough that the kill lands on flows at every step.
+const IN_FLIGHT: usize = 80;
+/// Phones finished before B is killed.
+const KILL_AFTER: usize = 80;
+
+/// Each node lists itself first among the SIP servers of the files it renders: a phone
+/// registers to both and dials the IVR through the node that gave it its file, through the
+/// other when that one does not answer.
+fn config(store: &str, http: SocketAddr, me: SocketAddr, other: SocketAddr) -> String {
+    format!(
+        r#"
+[server]
+http = "{http}"
+sip = ["{me}"]
+admin-token = "test-token"
+secret = "test-secret"
+
+[store]
+url = "{store}"
+max-connections = 8
+
+[dm]
+fs_url = "http://fs1:8080/fs"
+sip-servers = ["{me}", "{other}"]
+
+[ivr]
+number = "8800"
+
+[[trunks]]
+name = "ivr"
+prefix = "88"
+contact = "builtin:ivr"
+group = "gcti_provisioning"
+"#
+    )
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A phone's patience, shortened so that a dead node costs seconds rather than a minute:
+/// transactions time out after 64·T1 = 3.2 s.
+fn options() -> PhoneOptions {
+    PhoneOptions {
+        timers: SipTimers {
+            t1: Duration::from_millis(50),
+            ..SipTimers::default()
+        },
+        prompt_timeout: Duration::from_secs(5),
+        bye_timeout: Duration::from_secs(4),
+        notify_timeout: Duration::from_secs(6),
+        overall_timeout: Duration::from_secs(60),
+        flow_attempts: 4,
+        ..PhoneOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pair_survives_sigkill_of_a_node_during_ivr_provisioning() {
+    let db = TestDb::new(Db::Postgres).await;
+    let (http_a, sip_a) = (addr(free_port()), addr(free_port()));
+    let (http_b, sip_b) = (addr(free_port()), addr(free_port()));
+    // A first: it creates the schema's tables; B finds them.
+    let a = Node::start("A", &config(&db.url, http_a, sip_a, sip_b), http_a, sip_a).await;
+    let mut b = Node::start("B", &config(&db.url, http_b, sip_b, sip_a), http_b, sip_b).await;
+
+    let csv: String = (0..PHONES)
+        .map(|i| format!("{},pw-{}\n", 1000 + i, 1000 + i))
+        .collect();
+    let r = reqwest::Client::new()
+        .post(a.api("/dns/import"))
+        .bearer_auth(&a.token)
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let started = std::time::Instant::now();
+    let finished = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..PHONES {
+        let vendor = Vendor::ALL[i as usize % Vendor::ALL.len()];
+        let (first, second) = if i % 2 == 0 {
+            (a.prov_url(), b.prov_url())
+        } else {
+            (b.prov_url(), a.prov_url())
+        };
+        let spec = PhoneSpec {
+            mac: Mac::generated(vendor, i + 1),
+            vendor,
+            prov_url: first,
+            fallback_prov_urls: vec![second],
+            local_ip: [127, 0, 0, 1].into(),
+        };
+        let dn = (1000 + i).to_string();
+        let (finished, gate) = (finished.clone(), gate.clone());
+        set.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            let mut phone = Phone::with_options(spec.clone(), options())
+                .await
+                .expect("phone starts");
+            let result = phone.run_ivr_provisioning(&dn).await;
+            finished.fetch_add(1, Ordering::SeqCst);
+            let result = result
+                .map(|p| (p.config, p.total))
+                .map_err(|e| e.to_string());
+            (phone, spec, dn, result)
+        });
+    }
+
+    // Midway: B dies with its IVR calls, transactions and database sessions in flight.
+    let mut waited = 0;
+    while finished.load(Ordering::SeqCst) < KILL_AFTER && waited < 1200 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    let at_kill = finished.load(Ordering::SeqCst);
+    assert!(
+        at_kill >= KILL_AFTER && at_kill < PHONES as usize,
+        "the kill lands midway ({at_kill} finished)"
+    );
+    let calls_on_b = in_progress_calls(&b).await;
+    b.kill();
+
+    let killed_at = started.elapsed();
+    let mut failures = Vec::new();
+    let mut outcomes = HashMap::new();
+    let mut phones = Vec::new();
+    let mut slowest = Duration::ZERO;
+    let all = tokio::time::timeout(Duration::from_secs(240), async {
+        while let Some(j) = set.join_next().await {
+            let (phone, spec, dn, result) = j.expect("phone task");
+            match result {
+                Ok((config, took)) if config.user == dn => {
+                    slowest = slowest.max(took);
+                    outcomes.insert(spec.mac.plain(), dn);
+                    phones.push((phone, config));
+                }
+                Ok((config, _)) => {
+                    failures.push(format!("{} {dn}: ended as {}", spec.mac, config.user))
+                }
+                Err(e) => failures.push(format!("{:?} {} {dn}: {e}", spec.vendor, spec.mac)),
+            }
+        }
+    })
+    .await;
+    assert!(all.is_ok(), "phones still running after 240 s");
+    let provisioned_at = started.elapsed();
+    assert!(
+        failures.is_empty(),
+        "{} of {PHONES} phones failed (B killed after {at_kill}, {calls_on_b} IVR calls on it):\n{}\n--- A's log:\n{}",
+        failures.len(),
+        failures.join("\n"),
+        a.log_tail(40)
+    );
+    assert_eq!(outcomes.len(), PHONES as usize);
+
+    // The registration refresh: a phone registered only to B (a family that fails over
+    // rather than registering to both) finds B silent and moves to A.
+    let mut refresh = tokio::task::JoinSet::new();
+    for (mut phone, config) in phones {
+        refresh.spawn(async move {
+            let r = phone.register(&config).await.map_err(|e| e.to_string());
+            phone.shutdown();
+            (config.user, r)
+        });
+    }
+    while let Some(j) = refresh.join_next().await {
+        let (dn, r) = j.expect("refresh task");
+        assert!(r.is_ok(), "{dn} re-registers: {r:?}");
+    }
+
+    // Registered: the survivor holds a binding of every DN, authenticated as that DN.
+    let bindings = a.get_json("/bindings").await;
+    let bound: HashSet<String> = bindings
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["device"] == b["aor"])
+        .filter_map(|b| b["aor"].as_str().map(String::from))
+        .collect();
+    let unbound: Vec<&String> = outcomes
+        .values()
+        .filter(|dn| !bound.contains(*dn))
+        .collect();
+    assert!(unbound.is_empty(), "DNs not registered on A: {unbound:?}");
+
+    // Nothing lost, nothing twice: in SQL, each phone has its own DN, each DN one phone, and
+    // the audit log one assignment per phone, made by an IVR.
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let rows: Vec<(String, Option<String>)> = sqlx::query_as("SELECT mac, dn FROM devices")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), PHONES as usize, "one device row per phone");
+    for (mac, dn) in &rows {
+        let expected = outcomes.get(mac).expect("a phone of the test");
+        assert_eq!(dn.as_ref(), Some(expected), "device {mac}");
+    }
+    let twice: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT dn, count(*) FROM devices WHERE dn IS NOT NULL GROUP BY dn HAVING count(*) > 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(twice.is_empty(), "DNs assigned twice: {twice:?}");
+    let assigns: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT mac, count(*) FROM audit WHERE action = 'assign' AND actor = 'ivr' GROUP BY mac",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        assigns.len(),
+        PHONES as usize,
+        "every phone assigned by the IVR"
+    );
+    let repeated: Vec<_> = assigns.iter().filter(|(_, n)| *n != 1).collect();
+    assert!(repeated.is_empty(), "assigned more than once: {repeated:?}");
+    let others: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit WHERE action IN ('assign', 'unassign') AND actor <> 'ivr'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(others, 0, "no assignment other than the IVR's");
+    pool.close().await;
+    eprintln!(
+        "pair: B killed at {killed_at:.1?} after {at_kill} of {PHONES} phones, with {calls_on_b} IVR calls in progress on it; \
+         all {PHONES} provisioned at {provisioned_at:.1?} (slowest phone {slowest:.1?})"
+    );
+    drop(a);
+    db.drop_schema().await;
+}
+
+/// IVR calls in progress on `node` (its `sipdm_ivr_calls_active` gauge).
+async fn in_progress_calls(node: &Node) -> u64 {
+    let text = reqwest::get(format!("http://{}/metrics", node.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("sipdm_ivr_calls_active"))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
