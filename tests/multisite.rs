@@ -1,11 +1,15 @@
 //! Multi-site rendering (the guide's walkthrough): each site has its own SIP server and
 //! fs_url; a DN of site 2 assigned anywhere renders a file that points the phone at SIPS2 and
-//! at site 2's fs_url. A business-continuity pair's DR profile registers to both.
+//! at site 2's fs_url. A business-continuity pair's DR profile registers to both. And the
+//! walkthrough with phones: DN 1000 ends registered on SIPS1, DN 2000 on SIPS2.
 
 mod common;
 
+use std::net::SocketAddr;
+
 use common::{Db, TestServer};
 use serde_json::json;
+use testbed::phone::{Mac, Phone, PhoneSpec, Vendor};
 
 const MULTI_SITE: &str = r#"
 [server]
@@ -124,3 +128,190 @@ async fn walkthrough(db: Db) {
     ts.stop().await;
 }
 on_both_backends!(dn_2000_points_at_site_2, walkthrough);
+
+/// The guide's multi-site walkthrough with real registrations: SIPS1 and SIPS2 are stand-ins
+/// (sipdm instances acting as the sites' registrars, on the deployment's shared store so that
+/// the DNs' passwords are theirs too), FS1 and FS2 the sites' provisioning nodes. A phone
+/// assigned DN 1000 fetches its file from any node (here site 2's) and registers on SIPS1;
+/// unknown phones go through FS1's IVR, key 2000…, and end registered on SIPS2.
+fn sites_config(sip: &str, sips1: SocketAddr, sips2: SocketAddr, fs_url: &str) -> String {
+    format!(
+        r#"
+[server]
+http = "127.0.0.1:0"
+sip = ["{sip}"]
+admin-token = "test-token"
+secret = "test-secret"
+
+[dm]
+fs_url = "{fs_url}"
+
+[ivr]
+number = "8800"
+
+[[sites]]
+name = "site1"
+fs_url = "http://fs2:8080/fs"
+sip-servers = ["{sips1}"]
+
+[[sites]]
+name = "site2"
+fs_url = "http://fs3:8080/fs"
+sip-servers = ["{sips2}"]
+
+[[switches]]
+name = "SIPS1"
+site = "site1"
+address = "{sips1}"
+dn-ranges = ["1000-1999"]
+
+[[switches]]
+name = "SIPS2"
+site = "site2"
+address = "{sips2}"
+dn-ranges = ["2000-2999"]
+
+[[trunks]]
+name = "ivr"
+prefix = "88"
+contact = "builtin:ivr"
+group = "gcti_provisioning"
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dn_1000_registers_on_sips1_and_dn_2000_on_sips2() {
+    let sips1: SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
+    let sips2: SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
+    let fs1 = TestServer::start_with(
+        Db::Postgres,
+        &sites_config("127.0.0.1:0", sips1, sips2, "http://fs2:8080/fs"),
+    )
+    .await;
+    let fs2 = fs1
+        .start_peer(&sites_config(
+            "127.0.0.1:0",
+            sips1,
+            sips2,
+            "http://fs3:8080/fs",
+        ))
+        .await;
+    let s1 = fs1
+        .start_peer(&sites_config(
+            &sips1.to_string(),
+            sips1,
+            sips2,
+            "http://fs2:8080/fs",
+        ))
+        .await;
+    let s2 = fs1
+        .start_peer(&sites_config(
+            &sips2.to_string(),
+            sips1,
+            sips2,
+            "http://fs3:8080/fs",
+        ))
+        .await;
+    let vendors = Vendor::ALL;
+    for i in 0..vendors.len() {
+        for n in [1000 + i, 2000 + i] {
+            let r = fs1
+                .post(
+                    "/dns",
+                    json!({"number": n.to_string(), "password": format!("pw{n}")}),
+                )
+                .await;
+            assert_eq!(r.status(), 201);
+        }
+    }
+    // Zero touch: phones assigned 1000… by the administrator, fetching from site 2's node.
+    let mut set = tokio::task::JoinSet::new();
+    for (i, vendor) in vendors.into_iter().enumerate() {
+        let mac = Mac::generated(vendor, 100 + i as u32);
+        let dn = (1000 + i).to_string();
+        let r = fs1
+            .post(
+                "/devices",
+                json!({"mac": mac.plain(), "vendor": vendor.to_string(), "dn": dn}),
+            )
+            .await;
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+        let spec = PhoneSpec {
+            mac,
+            vendor,
+            prov_url: format!("{}/fs/dm/prov", fs2.base),
+            fallback_prov_urls: Vec::new(),
+            local_ip: [127, 0, 0, 1].into(),
+        };
+        set.spawn(async move {
+            let mut phone = Phone::new(spec).await.expect("phone");
+            let r = phone.run_zero_touch().await.map_err(|e| e.to_string());
+            phone.shutdown();
+            (
+                vendor,
+                dn,
+                r.map(|p| p.registered.iter().map(|r| r.registrar).collect::<Vec<_>>()),
+            )
+        });
+    }
+    // IVR: unknown phones through FS1's IVR, keying 2000…
+    for (i, vendor) in vendors.into_iter().enumerate() {
+        let spec = PhoneSpec {
+            mac: Mac::generated(vendor, 200 + i as u32),
+            vendor,
+            prov_url: format!("{}/fs/dm/prov", fs1.base),
+            fallback_prov_urls: Vec::new(),
+            local_ip: [127, 0, 0, 1].into(),
+        };
+        let dn = (2000 + i).to_string();
+        set.spawn(async move {
+            let mut phone = Phone::new(spec).await.expect("phone");
+            let r = phone
+                .run_ivr_provisioning(&dn)
+                .await
+                .map_err(|e| e.to_string());
+            phone.shutdown();
+            (
+                vendor,
+                dn,
+                r.map(|p| p.registered.iter().map(|r| r.registrar).collect::<Vec<_>>()),
+            )
+        });
+    }
+    while let Some(j) = set.join_next().await {
+        let (vendor, dn, r) = j.unwrap();
+        let at = r.unwrap_or_else(|e| panic!("{vendor} {dn}: {e}"));
+        let expected = if dn.starts_with('1') { sips1 } else { sips2 };
+        assert_eq!(at, vec![expected], "{vendor} {dn} registered at");
+    }
+    for i in 0..vendors.len() {
+        let (one, two) = ((1000 + i).to_string(), (2000 + i).to_string());
+        let b = s1.sip().registrar().bindings(&one);
+        assert_eq!(b.len(), 1, "{one} on SIPS1: {b:?}");
+        assert_eq!(
+            b[0].device.as_deref(),
+            Some(one.as_str()),
+            "authenticated as {one}"
+        );
+        assert!(
+            s2.sip().registrar().bindings(&one).is_empty(),
+            "{one} not on SIPS2"
+        );
+        let b = s2.sip().registrar().bindings(&two);
+        assert_eq!(b.len(), 1, "{two} on SIPS2: {b:?}");
+        assert_eq!(
+            b[0].device.as_deref(),
+            Some(two.as_str()),
+            "authenticated as {two}"
+        );
+        assert!(
+            s1.sip().registrar().bindings(&two).is_empty(),
+            "{two} not on SIPS1"
+        );
+    }
+    for ts in [s2, s1, fs2] {
+        ts.stop().await;
+    }
+    fs1.stop().await;
+}
