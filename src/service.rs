@@ -490,6 +490,15 @@ impl Dm {
         let mut servers: Vec<String> = Vec::new();
         if let Some(s) = &switch {
             servers.push(s.address.clone());
+            // A business-continuity pair: the DN exists on both switches, so the line
+            // registers to its own switch and to the peer.
+            if let Some(peer) = &s.peer {
+                match self.store.switch(peer).await {
+                    Ok(p) => servers.push(p.address),
+                    Err(StoreError::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
         } else if let Some(site) = &site {
             servers.extend(
                 site.sip_servers
