@@ -192,7 +192,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         vec![Arc::new(crate::sipside::calls::CallHandler(router.clone()))],
     )
     .await
-    .with_context(|| format!("starting SIP on {:?}", config.server.sip))?;
+    .with_context(|| match config.sip.tls_listen.as_slice() {
+        [] => format!("starting SIP on {:?}", config.server.sip),
+        tls => format!("starting SIP on {:?} (TLS on {tls:?})", config.server.sip),
+    })?;
     router.attach(endpoint.clone());
     let trunks = router.trunks().clone();
     let _ = dm.trunks.set(trunks.clone());

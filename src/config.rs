@@ -132,6 +132,17 @@ pub struct SipConfig {
     /// interval (or answered 5xx) puts the trunk out of service until a probe succeeds again.
     #[serde(default = "d_trunk_options_interval")]
     pub trunk_options_interval_ms: u64,
+    /// SIP over TLS listen addresses (`["0.0.0.0:5061"]`); empty or absent: no TLS. A phone
+    /// registered over TLS is reached down its own connection; sipdm opens no TLS connections,
+    /// so a `sips:` or `;transport=tls` contact whose connection is gone cannot be reached.
+    #[serde(default)]
+    pub tls_listen: Vec<SocketAddr>,
+    /// PEM certificate chain (leaf first) and key for SIP over TLS; by default the HTTPS ones
+    /// (`[server] tls-cert` / `tls-key`).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 fn d_trunk_options_interval() -> u64 {
@@ -177,6 +188,9 @@ impl Default for SipConfig {
             advertised_host: None,
             digest_algorithms: d_algorithms(),
             trunk_options_interval_ms: d_trunk_options_interval(),
+            tls_listen: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -538,6 +552,16 @@ impl Config {
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err("server: tls-cert and tls-key go together".into());
         }
+        if self.sip.tls_cert.is_some() != self.sip.tls_key.is_some() {
+            return Err("sip: tls-cert and tls-key go together".into());
+        }
+        if !self.sip.tls_listen.is_empty() && self.sip_tls_files().is_none() {
+            return Err(
+                "sip: tls-listen needs a certificate: set [sip] tls-cert and tls-key, or \
+                 [server] tls-cert and tls-key"
+                    .into(),
+            );
+        }
         if self.sip.digest_algorithms.is_empty() {
             return Err("sip: digest-algorithms lists none".into());
         }
@@ -567,6 +591,17 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Certificate chain and key for SIP over TLS: `[sip]`'s own, else the HTTPS ones.
+    pub fn sip_tls_files(&self) -> Option<(&Path, &Path)> {
+        match (&self.sip.tls_cert, &self.sip.tls_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            _ => match (&self.server.tls_cert, &self.server.tls_key) {
+                (Some(c), Some(k)) => Some((c, k)),
+                _ => None,
+            },
+        }
     }
 
     /// The switch owning a DN, by the configured ranges (the first of a BC pair).
@@ -636,6 +671,36 @@ dn-ranges = ["1500-2500"]
         assert!(parse(base).unwrap_err().to_string().contains("overlaps"));
         let peered = base.replace("address = \"b\"", "address = \"b\"\npeer = \"A\"");
         assert!(parse(&peered).is_ok());
+    }
+
+    #[test]
+    fn sip_tls_takes_its_own_certificate_or_the_https_one() {
+        let off = parse("").unwrap();
+        assert!(off.sip.tls_listen.is_empty());
+        let err = parse("[sip]\ntls-listen = [\"127.0.0.1:5061\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tls-listen needs a certificate"), "{err}");
+        let https = parse(
+            "[server]\ntls-cert = \"h.pem\"\ntls-key = \"h.key\"\n[sip]\ntls-listen = [\"0.0.0.0:5061\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            https.sip_tls_files(),
+            Some((Path::new("h.pem"), Path::new("h.key")))
+        );
+        let own = parse(
+            "[server]\ntls-cert = \"h.pem\"\ntls-key = \"h.key\"\n[sip]\ntls-listen = [\"0.0.0.0:5061\"]\ntls-cert = \"s.pem\"\ntls-key = \"s.key\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            own.sip_tls_files(),
+            Some((Path::new("s.pem"), Path::new("s.key")))
+        );
+        let half = parse("[sip]\ntls-cert = \"s.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(half.contains("go together"), "{half}");
     }
 
     #[test]

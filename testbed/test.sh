@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages the tests drive: sipp (sip-tester), baresip, PostgreSQL, headless Chromium
-# with its WebDriver (the console test), openssl and curl (the HTTPS test).
+# with its WebDriver (the console test), openssl and curl (the HTTPS test), stunnel (sipp over
+# TLS: Debian's sipp is built without OpenSSL).
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
@@ -17,6 +18,7 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v stunnel >/dev/null 2>&1 || need+=(stunnel4)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
     as_root apt-get update -qq

@@ -31,6 +31,15 @@ pub enum TlsError {
 
 /// Builds the acceptor from PEM files (the certificate chain, leaf first, and its key).
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+    let mut config = server_config(cert, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A rustls server configuration (ring provider, safe default versions) from PEM files: the
+/// certificate chain, leaf first, and its key. Also what SIP over TLS serves
+/// (`crate::sipside`). A key that does not match the certificate is refused.
+pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsError> {
     let read = |p: &Path| {
         std::fs::read(p).map_err(|source| TlsError::Read {
             path: p.display().to_string(),
@@ -56,12 +65,10 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
             what: "private key",
         })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    Ok(rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+        .with_single_cert(certs, key)?)
 }
 
 /// Accepts TLS connections on `listener` until shutdown and serves `app` on each.

@@ -8,7 +8,8 @@
 //! - [`trunks`]: the trunk table, longest-prefix routing and OPTIONS health checks;
 //! - [`b2bua`]: calls to external trunks, bridged dialog to dialog;
 //! - [`checksync`]: the NOTIFY that makes a phone re-fetch its file;
-//! - [`start`]: builds the endpoint from the configuration.
+//! - [`start`]: builds the endpoint from the configuration (UDP and TCP on `[server] sip`, TLS
+//!   on `[sip] tls-listen`).
 
 pub mod b2bua;
 pub mod bindings;
@@ -25,14 +26,35 @@ use sip::{Endpoint, EndpointConfig, RequestHandler, StartError};
 use crate::config::Config;
 use crate::service::Dm;
 
-/// Starts SIP on the configured addresses with the store and credentials of `dm`.
+/// Why SIP could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SipStartError {
+    #[error("SIP over TLS certificate: {0}")]
+    Tls(#[from] crate::http::tls::TlsError),
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
+/// Starts SIP on the configured addresses with the store and credentials of `dm`. With `[sip]
+/// tls-listen`, its certificate is loaded first: one that cannot be read or used stops the
+/// start with the file named.
 pub async fn start(
     config: &Config,
     dm: Arc<Dm>,
     handlers: Vec<Arc<dyn RequestHandler>>,
-) -> Result<Endpoint, StartError> {
+) -> Result<Endpoint, SipStartError> {
     let mut cfg = EndpointConfig::default();
     cfg.transport.listen = config.server.sip.clone();
+    if !config.sip.tls_listen.is_empty() {
+        // Config::validate guarantees a certificate pair when tls-listen is set.
+        if let Some((cert, key)) = config.sip_tls_files() {
+            let server = crate::http::tls::server_config(cert, key)?;
+            cfg.transport.tls = Some(sip::transport::TlsConfig::new(
+                config.sip.tls_listen.clone(),
+                Arc::new(server),
+            ));
+        }
+    }
     cfg.timers.t1 = Duration::from_millis(config.sip.t1_ms);
     cfg.timers.t2 = Duration::from_millis(config.sip.t2_ms);
     cfg.timers.t4 = Duration::from_millis(config.sip.t4_ms);
@@ -63,5 +85,5 @@ pub async fn start(
         .unwrap_or_default();
     let store = Arc::new(bindings::SqlBindings::new(dm.store.clone(), holder));
     let auth = Arc::new(credentials::DmAuthenticator::new(dm));
-    Endpoint::start(cfg, store, auth, handlers).await
+    Ok(Endpoint::start(cfg, store, auth, handlers).await?)
 }
