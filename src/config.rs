@@ -143,6 +143,10 @@ pub struct SipConfig {
     pub tls_cert: Option<PathBuf>,
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// DNS servers (`ip:port`) for the RFC 3263 lookups (NAPTR, SRV, A/AAAA) of trunk contacts
+    /// that name a host; empty: the system's (`/etc/resolv.conf`).
+    #[serde(default)]
+    pub dns_servers: Vec<SocketAddr>,
 }
 
 fn d_trunk_options_interval() -> u64 {
@@ -191,6 +195,7 @@ impl Default for SipConfig {
             tls_listen: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            dns_servers: Vec::new(),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`ivr`]: the built-in IVR (RTP, DTMF, prompts) and the VoiceXML pages for media servers.
 //! - [`assignment`]: the rules of an IVR assignment and the check-sync that follows it.
 //! - [`sipside`]: the store and credentials behind the SIP stack (`sip/`).
+//! - [`dns`]: RFC 3263 resolution of SIP server and trunk addresses (NAPTR, SRV, A/AAAA).
 //! - [`cluster`]: instances sharing PostgreSQL hand check-syncs to the holder of the flow.
 //! - [`app`]: wiring and startup.
 
@@ -19,6 +20,7 @@ pub mod assignment;
 pub mod cluster;
 pub mod config;
 pub mod credentials;
+pub mod dns;
 pub mod http;
 pub mod ivr;
 pub mod provisioning;

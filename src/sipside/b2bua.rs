@@ -20,10 +20,12 @@
 //!   caller sends its ACK and BYE to); an error is relayed with the same status (401/407 from
 //!   the callee become 403: the caller cannot answer a challenge of a realm it never dealt
 //!   with);
-//! * failover: Timer B (§17.1.1.2; reported as a 408-equivalent, §8.1.3.1), a transport error,
-//!   or a 503 (§21.5.4) moves the call to the next trunk with the same prefix, as does a trunk
-//!   already out of service; a Timer B also marks the trunk out of service until a probe
-//!   succeeds;
+//! * failover: a trunk's contact resolves (RFC 3263) to one or more records, tried in order;
+//!   Timer B (§17.1.1.2; reported as a 408-equivalent, §8.1.3.1), a transport error, or a 503
+//!   (§21.5.4) moves the call to the next record, then to the next trunk with the same
+//!   prefix. A trunk already out of service, or whose contact does not resolve, is skipped; a
+//!   Timer B marks that record out of service until a probe succeeds (the trunk, once none of
+//!   its records is left);
 //! * CANCEL: the caller's CANCEL is answered (200, and 487 to its INVITE, §9.2) by the
 //!   transaction layer. `send_request` does not expose the B-leg INVITE's branch, so a CANCEL
 //!   matching it (§9.1 requires the same top Via branch) cannot be built here: the B leg is
@@ -55,6 +57,7 @@ use sip::{Endpoint, IncomingRequest, Target};
 use tokio::net::UdpSocket;
 
 use super::trunks::{SipTarget, Trunk, TrunkTarget};
+use crate::dns::Candidate;
 use crate::ivr::vxml::DEVICE_HEADER;
 use crate::provisioning::mac::Mac;
 
@@ -240,95 +243,101 @@ impl B2bua {
                 tracing::info!(trunk = %trunk.config.name, "INVITE: trunk out of service, trying the next");
                 continue;
             }
-            let addr = match target.resolve(&trunk.config.name).await {
-                Ok(a) => a,
+            // RFC 3263 §4.3: the trunk's records in order, the next one on a timeout, a
+            // transport error or a 503; a name that does not resolve is a transport failure
+            // (§8.1.3.1 of RFC 3261: treated as 503).
+            let records = match trunk.addresses().await {
+                Ok(r) => r,
                 Err(e) => {
-                    tracing::warn!(error = %e, "INVITE: trunk unreachable, trying the next");
+                    trunk.dns_failed(&e);
                     continue;
                 }
             };
-            let (attempt, invite) = match build_invite(ep, &caller, &trunk, &target, addr) {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::error!(error = %e, "INVITE: could not build the B-leg INVITE");
-                    let r = responder.response(StatusCode::ServerInternalError);
-                    responder.respond(r);
-                    return Forwarded::Done;
+            for record in records {
+                let (attempt, invite) = match build_invite(ep, &caller, &trunk, &target, record) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::error!(error = %e, "INVITE: could not build the B-leg INVITE");
+                        let r = responder.response(StatusCode::ServerInternalError);
+                        responder.respond(r);
+                        return Forwarded::Done;
+                    }
+                };
+                if !ringing {
+                    ringing = true;
+                    responder.provisional(&responder.response(StatusCode::Ringing));
                 }
-            };
-            if !ringing {
-                ringing = true;
-                responder.provisional(&responder.response(StatusCode::Ringing));
-            }
-            tracing::info!(trunk = %trunk.config.name, to = %attempt.request_uri, call_id = %attempt.call_id, "INVITE: forwarding");
-            let mut sent = {
-                let ep = ep.clone();
-                let target = Target::Address(attempt.protocol, attempt.addr);
-                tokio::spawn(async move { ep.send_request(invite, target).await })
-            };
-            enum Next {
-                Answered(Result<Result<rsip::Response, SendError>, tokio::task::JoinError>),
-                Cancelled,
-            }
-            let next = tokio::select! {
-                r = &mut sent => Next::Answered(r),
-                _ = responder.cancelled() => Next::Cancelled,
-            };
-            let result = match next {
-                Next::Answered(r) => r,
-                Next::Cancelled => {
-                    // The 487 went out with the CANCEL's 200; the B leg is settled in the
-                    // background (ACK and BYE if it is answered after all).
-                    tracing::info!(call_id = %attempt.call_id, "caller cancelled; B leg left to finish");
-                    let this = self.clone();
+                tracing::info!(trunk = %trunk.config.name, to = %attempt.request_uri, record = %record, call_id = %attempt.call_id, "INVITE: forwarding");
+                let mut sent = {
                     let ep = ep.clone();
-                    tokio::spawn(async move {
-                        if let Ok(Ok(resp)) = sent.await {
-                            if resp.status_code.code() / 100 == 2 {
-                                this.hang_up_answered(&ep, &attempt, &resp).await;
+                    let target = Target::Address(attempt.protocol, attempt.addr);
+                    tokio::spawn(async move { ep.send_request(invite, target).await })
+                };
+                enum Next {
+                    Answered(Result<Result<rsip::Response, SendError>, tokio::task::JoinError>),
+                    Cancelled,
+                }
+                let next = tokio::select! {
+                    r = &mut sent => Next::Answered(r),
+                    _ = responder.cancelled() => Next::Cancelled,
+                };
+                let result = match next {
+                    Next::Answered(r) => r,
+                    Next::Cancelled => {
+                        // The 487 went out with the CANCEL's 200; the B leg is settled in the
+                        // background (ACK and BYE if it is answered after all).
+                        tracing::info!(call_id = %attempt.call_id, "caller cancelled; B leg left to finish");
+                        let this = self.clone();
+                        let ep = ep.clone();
+                        tokio::spawn(async move {
+                            if let Ok(Ok(resp)) = sent.await {
+                                if resp.status_code.code() / 100 == 2 {
+                                    this.hang_up_answered(&ep, &attempt, &resp).await;
+                                }
                             }
+                        });
+                        return Forwarded::Done;
+                    }
+                };
+                let resp = match result {
+                    Err(e) => {
+                        tracing::error!(error = %e, "INVITE: B-leg task failed");
+                        let r = responder.response(StatusCode::ServerInternalError);
+                        responder.respond(r);
+                        return Forwarded::Done;
+                    }
+                    Ok(Err(e)) => {
+                        if matches!(e, SendError::Transaction(TsxError::Timeout)) {
+                            trunk.record_failed(record, "INVITE timeout");
                         }
-                    });
-                    return Forwarded::Done;
-                }
-            };
-            let resp = match result {
-                Err(e) => {
-                    tracing::error!(error = %e, "INVITE: B-leg task failed");
-                    last_status = 500;
-                    break;
-                }
-                Ok(Err(e)) => {
-                    if matches!(e, SendError::Transaction(TsxError::Timeout)) {
-                        trunk.record(false, "INVITE timeout");
+                        tracing::warn!(trunk = %trunk.config.name, record = %record, error = %e, "INVITE: no answer from this address, trying the next");
+                        last_status = e.status();
+                        continue;
                     }
-                    tracing::warn!(trunk = %trunk.config.name, error = %e, "INVITE: no answer from the trunk, trying the next");
-                    last_status = e.status();
-                    continue;
-                }
-                Ok(Ok(resp)) => resp,
-            };
-            let code = resp.status_code.code();
-            match code {
-                200..=299 => {
-                    if let Err(e) = self
-                        .connect(ep, &request, flow, responder, &attempt, &resp)
-                        .await
-                    {
-                        tracing::warn!(call_id = %attempt.call_id, error = %e, "could not bridge the answered call");
+                    Ok(Ok(resp)) => resp,
+                };
+                let code = resp.status_code.code();
+                match code {
+                    200..=299 => {
+                        if let Err(e) = self
+                            .connect(ep, &request, flow, responder, &attempt, &resp)
+                            .await
+                        {
+                            tracing::warn!(call_id = %attempt.call_id, error = %e, "could not bridge the answered call");
+                        }
+                        return Forwarded::Done;
                     }
-                    return Forwarded::Done;
-                }
-                503 => {
-                    tracing::info!(trunk = %trunk.config.name, "INVITE: trunk answered 503, trying the next");
-                    last_status = 503;
-                    continue;
-                }
-                _ => {
-                    tracing::info!(trunk = %trunk.config.name, code, "INVITE: refused by the trunk");
-                    let r = relay_error(&responder, &resp);
-                    responder.respond(r);
-                    return Forwarded::Done;
+                    503 => {
+                        tracing::info!(trunk = %trunk.config.name, record = %record, "INVITE: answered 503, trying the next");
+                        last_status = 503;
+                        continue;
+                    }
+                    _ => {
+                        tracing::info!(trunk = %trunk.config.name, code, "INVITE: refused by the trunk");
+                        let r = relay_error(&responder, &resp);
+                        responder.respond(r);
+                        return Forwarded::Done;
+                    }
                 }
             }
         }
@@ -527,8 +536,9 @@ fn build_invite(
     caller: &Caller,
     trunk: &Trunk,
     target: &SipTarget,
-    addr: SocketAddr,
+    record: Candidate,
 ) -> Result<(Attempt, rsip::Request), B2buaError> {
+    let addr = record.addr;
     let call_id = format!("{}@sipdm", new_tag());
     let mut from = caller.from.clone();
     from.params.set("tag", Some(new_tag()));
@@ -544,10 +554,10 @@ fn build_invite(
         std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
         v4 => format!("{v4}:{port}"),
     };
-    let transport = if target.protocol == Protocol::Tcp {
-        ";transport=tcp"
-    } else {
-        ""
+    // Our Contact names the transport the callee reached us by (UDP needs no parameter).
+    let transport = match record.protocol {
+        Protocol::Udp => String::new(),
+        p => format!(";transport={}", p.as_str().to_ascii_lowercase()),
     };
     let mut text = format!(
         "INVITE {request_uri} SIP/2.0\r\nMax-Forwards: {mf}\r\nFrom: {from}\r\nTo: <{to}>\r\nCall-ID: {call_id}\r\n\
@@ -572,7 +582,7 @@ fn build_invite(
         call_id,
         from,
         request_uri,
-        protocol: target.protocol,
+        protocol: record.protocol,
         addr,
         trunk: trunk.config.name.clone(),
     };

@@ -57,7 +57,13 @@ impl CallRouter {
         check_sync: Arc<dyn CheckSync>,
         ivr: IvrConfig,
     ) -> Result<Arc<Self>, TrunkError> {
-        let trunks = Arc::new(TrunkTable::new(&dm.config.trunks)?);
+        let sip = &dm.config.sip;
+        let resolver = Arc::new(crate::dns::SipResolver::new(&sip.dns_servers));
+        let trunks = Arc::new(TrunkTable::new(
+            &dm.config.trunks,
+            resolver,
+            std::time::Duration::from_millis(sip.trunk_options_interval_ms),
+        )?);
         Ok(Arc::new(CallRouter {
             ep: OnceLock::new(),
             trunks,

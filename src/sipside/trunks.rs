@@ -4,18 +4,26 @@
 //! * Routing: the trunks whose `prefix` is the longest prefix of the Request-URI user carry
 //!   the call; among trunks with that same prefix, configuration order is preference (the
 //!   business-continuity "preferred, then peer").
+//! * Addresses: a contact naming a host is resolved per RFC 3263 ([`crate::dns`]): a
+//!   contact without port or transport (`sip:ivr.example.test`) through NAPTR and SRV, so
+//!   that one trunk may have several records (addresses), tried in the order DNS gives them.
+//!   Resolution happens per call and per probe; hickory's cache keeps answers within their TTL.
 //! * Health: every external trunk is probed with an out-of-dialog OPTIONS (RFC 3261 §11) each
 //!   `[sip] trunk-options-interval-ms`, with the trunk's `oos-options-max-forwards` as the
-//!   probe's Max-Forwards (1 makes an SBC answer for itself instead of asking the far end). A
-//!   probe answered 5xx, or not answered within the interval, puts the trunk out of service;
-//!   the next answered probe (any status below 500: a 404 or 405 still proves the peer is up)
-//!   brings it back. `builtin:ivr` is always in service.
+//!   probe's Max-Forwards (1 makes an SBC answer for itself instead of asking the far end).
+//!   Every record of the trunk is probed, and health is kept per record: a record whose probe
+//!   is answered 5xx or not within the interval is out of service, and calls skip it until a
+//!   probe is answered again (any status below 500: a 404 or 405 still proves the peer is up).
+//!   The trunk is in service while any of its records is: a dead record then costs a call
+//!   nothing, where trunk-level health would make every call wait out Timer B on it (or
+//!   would drop a trunk whose other records are fine). A contact that does not resolve puts
+//!   the trunk out of service; the error is logged at most once per probe interval, not per
+//!   call. `builtin:ivr` is always in service.
 //! * The states are exported as `sipdm_trunk_in_service{trunk="…"}` (1 or 0) and through
 //!   [`TrunkTable::states`] for the admin API.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -27,6 +35,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::TrunkConfig;
+use crate::dns::{Candidate, Destination, DnsError, SipResolver};
 
 /// The contact value naming the built-in IVR.
 pub const BUILTIN_IVR: &str = "builtin:ivr";
@@ -39,14 +48,6 @@ pub enum TrunkError {
         contact: String,
         reason: &'static str,
     },
-    #[error("trunk `{name}`: cannot resolve `{host}`: {source}")]
-    Resolve {
-        name: String,
-        host: String,
-        source: std::io::Error,
-    },
-    #[error("trunk `{name}`: `{host}` has no address")]
-    NoAddress { name: String, host: String },
 }
 
 /// Where a trunk's calls go.
@@ -63,8 +64,10 @@ pub struct SipTarget {
     pub scheme: String,
     /// Host as written (IPv6 with its brackets).
     pub host: String,
-    pub port: u16,
-    pub protocol: Protocol,
+    /// As written; `None` lets DNS (SRV) or the transport's default decide.
+    pub port: Option<u16>,
+    /// The `transport` parameter; `None` lets DNS (NAPTR) or the scheme decide.
+    pub transport: Option<Protocol>,
 }
 
 impl SipTarget {
@@ -97,66 +100,66 @@ impl SipTarget {
         if host.is_empty() || host == "[]" {
             return Err("no host");
         }
-        let mut protocol = if scheme == "sips" {
-            Protocol::Tcp
-        } else {
-            Protocol::Udp
-        };
+        let mut transport = None;
         for p in parts {
             if let Some((k, v)) = p.split_once('=') {
                 if k.trim().eq_ignore_ascii_case("transport") {
-                    protocol = Protocol::parse(v.trim()).ok_or("transport must be udp or tcp")?;
+                    transport = Some(Protocol::parse(v.trim()).ok_or("unknown transport")?);
                 }
             }
         }
         Ok(SipTarget {
             scheme,
             host,
-            port: port.unwrap_or(5060),
-            protocol,
+            port,
+            transport,
         })
     }
 
     /// The URI of a request to `user` on this trunk (`sip:8800@10.0.0.9:5070;transport=tcp`),
-    /// or of the trunk itself when `user` is empty (OPTIONS probes).
+    /// or of the trunk itself when `user` is empty (OPTIONS probes). The host, port and
+    /// transport are the contact's as written, whichever record the request is sent to
+    /// (RFC 3263 §4: resolution picks where to send, not what to ask for).
     pub fn uri(&self, user: &str) -> String {
         let at = if user.is_empty() {
             String::new()
         } else {
             format!("{user}@")
         };
-        let transport = match self.protocol {
-            Protocol::Tcp if self.scheme == "sip" => ";transport=tcp",
-            _ => "",
-        };
-        format!("{}:{at}{}:{}{transport}", self.scheme, self.host, self.port)
+        let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
+        let transport = self
+            .transport
+            .map(|t| format!(";transport={}", t.as_str().to_ascii_lowercase()))
+            .unwrap_or_default();
+        format!("{}:{at}{}{port}{transport}", self.scheme, self.host)
     }
 
-    /// The address to send to: the literal IP, or the first A/AAAA record of the host (no
-    /// RFC 3263 NAPTR/SRV here: trunks name their port).
-    pub async fn resolve(&self, name: &str) -> Result<SocketAddr, TrunkError> {
-        let bare = self.host.trim_matches(['[', ']']);
-        if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
-            return Ok(SocketAddr::new(ip, self.port));
+    /// What RFC 3263 resolution starts from.
+    pub fn destination(&self) -> Destination {
+        Destination {
+            secure: self.scheme == "sips",
+            host: self.host.trim_matches(['[', ']']).to_owned(),
+            port: self.port,
+            transport: self.transport,
         }
-        let mut addrs = tokio::net::lookup_host((bare, self.port))
-            .await
-            .map_err(|source| TrunkError::Resolve {
-                name: name.to_owned(),
-                host: self.host.clone(),
-                source,
-            })?;
-        addrs.next().ok_or_else(|| TrunkError::NoAddress {
-            name: name.to_owned(),
-            host: self.host.clone(),
-        })
     }
+}
+
+/// One resolved record of a trunk, as its last probe (or call) left it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RecordState {
+    /// `ip:port/TRANSPORT`.
+    pub address: String,
+    pub in_service: bool,
+    pub last_probe: String,
 }
 
 #[derive(Debug, Clone)]
 struct Health {
     in_service: bool,
     last_probe: Option<String>,
+    /// The records of the last probe round, in resolution order.
+    records: Vec<(Candidate, bool, String)>,
 }
 
 /// One configured trunk and its health.
@@ -165,6 +168,10 @@ pub struct Trunk {
     pub config: TrunkConfig,
     pub target: TrunkTarget,
     health: Mutex<Health>,
+    resolver: Arc<SipResolver>,
+    /// When a resolution failure was last logged, and how long to stay quiet after it.
+    dns_logged: Mutex<Option<Instant>>,
+    dns_log_window: Duration,
 }
 
 impl Trunk {
@@ -196,6 +203,97 @@ impl Trunk {
         let v = if self.in_service() { 1.0 } else { 0.0 };
         metrics::gauge!("sipdm_trunk_in_service", "trunk" => self.config.name.clone()).set(v);
     }
+
+    /// The trunk's records now (RFC 3263 order), less those whose last probe failed, unless
+    /// that leaves none (the record set may have changed since the probe).
+    pub async fn addresses(&self) -> Result<Vec<Candidate>, DnsError> {
+        let Some(dest) = self.sip_destination() else {
+            return Ok(Vec::new());
+        };
+        let all = self.resolver.resolve(&dest).await?;
+        let dead: Vec<Candidate> = self
+            .health
+            .lock()
+            .records
+            .iter()
+            .filter(|(_, ok, _)| !ok)
+            .map(|(c, _, _)| *c)
+            .collect();
+        let live: Vec<Candidate> = all.iter().filter(|c| !dead.contains(c)).copied().collect();
+        Ok(if live.is_empty() { all } else { live })
+    }
+
+    fn sip_destination(&self) -> Option<Destination> {
+        match &self.target {
+            TrunkTarget::Sip(t) => Some(t.destination()),
+            TrunkTarget::BuiltinIvr => None,
+        }
+    }
+
+    /// The contact did not resolve: logged at most once per probe interval, whoever asks (a
+    /// probe or every call); the trunk is out of service until a probe resolves it again.
+    /// When this takes the trunk out of service, the "out of service" line is the one that
+    /// carries the error.
+    pub fn dns_failed(&self, e: &DnsError) {
+        let was_in_service = self.in_service();
+        let now = Instant::now();
+        let quiet = {
+            let mut last = self.dns_logged.lock();
+            let quiet = !was_in_service
+                && last.is_some_and(|t| now.duration_since(t) < self.dns_log_window);
+            if !quiet {
+                *last = Some(now);
+            }
+            quiet
+        };
+        if quiet {
+            tracing::debug!(trunk = %self.config.name, error = %e, "trunk contact does not resolve");
+        } else if !was_in_service {
+            tracing::warn!(trunk = %self.config.name, contact = %self.config.contact, error = %e, "trunk contact does not resolve");
+        }
+        self.record(false, format!("DNS: {e}"));
+    }
+
+    /// A call to `record` got no answer (Timer B): calls skip it until a probe is answered;
+    /// the trunk goes out of service with its last record.
+    pub fn record_failed(&self, record: Candidate, result: &str) {
+        let any_left = {
+            let mut h = self.health.lock();
+            match h.records.iter_mut().find(|(c, _, _)| *c == record) {
+                Some(r) => {
+                    r.1 = false;
+                    r.2 = result.to_owned();
+                }
+                None => h.records.push((record, false, result.to_owned())),
+            }
+            h.records.iter().any(|(_, ok, _)| *ok)
+        };
+        if !any_left {
+            self.record(false, result);
+        }
+    }
+
+    /// One probe round: each record's result, in resolution order. In service when any
+    /// record answered below 500; the round's summary is the first such answer (else the first
+    /// record's result), so a trunk of one record reads as before (`200`, `timeout`).
+    fn record_round(&self, results: Vec<(Candidate, Result<u16, String>)>) {
+        let records: Vec<(Candidate, bool, String)> = results
+            .into_iter()
+            .map(|(c, r)| match r {
+                Ok(code) => (c, code < 500, code.to_string()),
+                Err(why) => (c, false, why),
+            })
+            .collect();
+        let summary = records
+            .iter()
+            .find(|(_, ok, _)| *ok)
+            .or(records.first())
+            .map(|(_, _, r)| r.clone())
+            .unwrap_or_else(|| "no address".into());
+        let in_service = records.iter().any(|(_, ok, _)| *ok);
+        self.health.lock().records = records;
+        self.record(in_service, summary);
+    }
 }
 
 /// A trunk's state as the admin API and metrics show it.
@@ -206,8 +304,11 @@ pub struct TrunkState {
     pub prefix: String,
     pub group: Option<String>,
     pub in_service: bool,
-    /// `200`, `503`, `timeout`, `INVITE timeout`, … (`None`: not probed yet).
+    /// `200`, `503`, `timeout`, `INVITE timeout`, `DNS: …` (`None`: not probed yet).
     pub last_probe: Option<String>,
+    /// The resolved records as the last probe round found them (empty: not probed yet, or
+    /// the contact did not resolve).
+    pub records: Vec<RecordState>,
 }
 
 pub struct TrunkTable {
@@ -217,8 +318,13 @@ pub struct TrunkTable {
 impl TrunkTable {
     /// Takes the configured trunks apart. Every trunk starts in service: a call arriving before
     /// the first probe is answered still goes to the preferred trunk, and fails over on its own
-    /// (Timer B or 503) if that trunk is down.
-    pub fn new(configs: &[TrunkConfig]) -> Result<TrunkTable, TrunkError> {
+    /// (Timer B or 503) if that trunk is down. `probe_interval` is also how long a resolution
+    /// failure, once logged, stays quiet.
+    pub fn new(
+        configs: &[TrunkConfig],
+        resolver: Arc<SipResolver>,
+        probe_interval: Duration,
+    ) -> Result<TrunkTable, TrunkError> {
         let mut trunks = Vec::with_capacity(configs.len());
         for c in configs {
             let target = if c.contact == BUILTIN_IVR {
@@ -238,7 +344,11 @@ impl TrunkTable {
                 health: Mutex::new(Health {
                     in_service: true,
                     last_probe: None,
+                    records: Vec::new(),
                 }),
+                resolver: resolver.clone(),
+                dns_logged: Mutex::new(None),
+                dns_log_window: probe_interval,
             };
             t.publish();
             trunks.push(Arc::new(t));
@@ -277,6 +387,15 @@ impl TrunkTable {
                     group: t.config.group.clone(),
                     in_service: h.in_service,
                     last_probe: h.last_probe,
+                    records: h
+                        .records
+                        .iter()
+                        .map(|(c, ok, r)| RecordState {
+                            address: c.to_string(),
+                            in_service: *ok,
+                            last_probe: r.clone(),
+                        })
+                        .collect(),
                 }
             })
             .collect()
@@ -315,10 +434,15 @@ async fn probe_loop(
 ) {
     loop {
         let started = tokio::time::Instant::now();
-        match probe_once(&ep, &trunk, &target, interval).await {
-            Ok(code) if code < 500 => trunk.record(true, code.to_string()),
-            Ok(code) => trunk.record(false, code.to_string()),
-            Err(reason) => trunk.record(false, reason),
+        match trunk.resolver.resolve(&target.destination()).await {
+            Err(e) => trunk.dns_failed(&e),
+            Ok(records) => {
+                let probes = records
+                    .iter()
+                    .map(|r| probe_once(&ep, &trunk, &target, *r, interval));
+                let results = futures::future::join_all(probes).await;
+                trunk.record_round(records.into_iter().zip(results).collect());
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep_until(started + interval) => {}
@@ -327,22 +451,20 @@ async fn probe_loop(
     }
 }
 
-/// One probe: the final status, or why there is none. The client transaction keeps running
-/// to its own Timer F when we stop waiting at `timeout`; its late answer is ignored (the next
-/// probe's counts), so at most Timer F / interval probes are in flight per dead trunk.
+/// One probe of one record: the final status, or why there is none. The client transaction
+/// keeps running to its own Timer F when we stop waiting at `timeout`; its late answer is
+/// ignored (the next probe's counts), so at most Timer F / interval probes are in flight per
+/// dead record.
 async fn probe_once(
     ep: &Endpoint,
     trunk: &Trunk,
     target: &SipTarget,
+    record: Candidate,
     timeout: Duration,
 ) -> Result<u16, String> {
     // Each probe is a request of its own (new Call-ID, §8.1.1.4), not a dialog.
     let call_id = format!("{}@sipdm-options", new_tag());
     let from_tag = new_tag();
-    let addr = target
-        .resolve(&trunk.config.name)
-        .await
-        .map_err(|e| e.to_string())?;
     let uri = target.uri("");
     let local = ep.local_addr();
     let text = format!(
@@ -352,7 +474,7 @@ async fn probe_once(
     );
     let req = rsip::Request::try_from(text.as_str())
         .map_err(|e| format!("could not build OPTIONS: {e}"))?;
-    let send = ep.send_request(req, Target::Address(target.protocol, addr));
+    let send = ep.send_request(req, Target::Address(record.protocol, record.addr));
     match tokio::time::timeout(timeout, send).await {
         Ok(Ok(resp)) => Ok(resp.status_code.code()),
         Ok(Err(e)) => Err(e.to_string()),
@@ -379,18 +501,22 @@ mod tests {
     fn contacts() {
         let t = SipTarget::parse("sip:10.0.0.9:5070;transport=tcp").unwrap();
         assert_eq!(
-            (t.host.as_str(), t.port, t.protocol),
-            ("10.0.0.9", 5070, Protocol::Tcp)
+            (t.host.as_str(), t.port, t.transport),
+            ("10.0.0.9", Some(5070), Some(Protocol::Tcp))
         );
         assert_eq!(t.uri("8800"), "sip:8800@10.0.0.9:5070;transport=tcp");
         let t = SipTarget::parse("sip:ivr@ms.example:5080").unwrap();
         assert_eq!(
-            (t.host.as_str(), t.port, t.protocol),
-            ("ms.example", 5080, Protocol::Udp)
+            (t.host.as_str(), t.port, t.transport),
+            ("ms.example", Some(5080), None)
         );
         assert_eq!(t.uri(""), "sip:ms.example:5080");
         let t = SipTarget::parse("sip:[::1]").unwrap();
-        assert_eq!((t.host.as_str(), t.port), ("[::1]", 5060));
+        assert_eq!((t.host.as_str(), t.port), ("[::1]", None));
+        assert_eq!(t.destination().host, "::1");
+        let t = SipTarget::parse("sips:ivr.example.test").unwrap();
+        assert_eq!(t.uri("8800"), "sips:8800@ivr.example.test");
+        assert!(t.destination().secure);
         assert!(SipTarget::parse("sip:host:port").is_err());
         assert!(SipTarget::parse("sip:host;transport=sctp").is_err());
         assert!(SipTarget::parse("http://x").is_err());
@@ -398,12 +524,17 @@ mod tests {
 
     #[test]
     fn longest_prefix_then_config_order() {
-        let table = TrunkTable::new(&[
-            trunk("short", "8", "sip:10.0.0.1"),
-            trunk("preferred", "88", "sip:10.0.0.2"),
-            trunk("peer", "88", "sip:10.0.0.3"),
-            trunk("other", "89", BUILTIN_IVR),
-        ])
+        let resolver = Arc::new(SipResolver::new(&["127.0.0.1:9".parse().unwrap()]));
+        let table = TrunkTable::new(
+            &[
+                trunk("short", "8", "sip:10.0.0.1"),
+                trunk("preferred", "88", "sip:10.0.0.2"),
+                trunk("peer", "88", "sip:10.0.0.3"),
+                trunk("other", "89", BUILTIN_IVR),
+            ],
+            resolver,
+            Duration::from_secs(5),
+        )
         .unwrap();
         let names = |u: &str| {
             table
