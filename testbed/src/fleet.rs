@@ -121,6 +121,8 @@ pub struct FleetReport {
     pub wall: Duration,
     /// Phones that did not finish before the fleet's overall timeout.
     pub unfinished: u32,
+    /// What the phones did (a zero-touch phone gets no check-sync).
+    pub mode: FleetMode,
 }
 
 /// Nearest-rank percentile of sorted `v`.
@@ -159,8 +161,12 @@ impl FleetReport {
         m
     }
 
-    /// Phones that did not get exactly one NOTIFY (IVR mode expects one each).
+    /// Phones that did not get exactly one NOTIFY (IVR mode expects one each; zero touch
+    /// none is counted).
     pub fn notify_anomalies(&self) -> usize {
+        if self.mode != FleetMode::Ivr {
+            return 0;
+        }
         self.outcomes
             .iter()
             .filter(|o| o.result.is_ok() && o.check_syncs != 1)
@@ -314,5 +320,6 @@ pub async fn run_fleet(spec: FleetSpec) -> FleetReport {
         outcomes,
         wall: started.elapsed(),
         unfinished,
+        mode: spec.mode,
     }
 }

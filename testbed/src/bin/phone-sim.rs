@@ -35,6 +35,31 @@ struct Cli {
 enum Command {
     /// Run N phones concurrently and print time-to-provisioned percentiles.
     Fleet(FleetArgs),
+    /// Print the MACs a fleet with these arguments uses (`mac,vendor` per line), e.g. to
+    /// import them assigned before a zero-touch run.
+    Macs(MacsArgs),
+}
+
+#[derive(Args)]
+struct MacsArgs {
+    #[arg(long)]
+    count: u32,
+    #[arg(long, default_value = "mix")]
+    vendor: String,
+    #[arg(long, default_value_t = 1)]
+    mac_offset: u32,
+}
+
+fn macs(args: MacsArgs) -> Result<(), String> {
+    let vendor: VendorChoice = args.vendor.parse().map_err(|e| format!("{e}"))?;
+    for i in 0..args.count {
+        let v = vendor.for_index(i);
+        println!(
+            "{},{v}",
+            Mac::generated(v, args.mac_offset.wrapping_add(i)).plain()
+        );
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -274,6 +299,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Some(Command::Fleet(f)) => fleet(f).await,
+            Some(Command::Macs(m)) => macs(m),
             None => one(cli.one).await,
         }
     });

@@ -1,0 +1,115 @@
+//! `testbed/deploy pair` brings the sample pair up on loopback (two nodes, a SIPS1 stand-in,
+//! the DNS zone, a database of its own), drives its phone fleets to the end, and `--down`
+//! stops every process it started. Uses 127.0.0.2, .11, .12 and .31 (ports 5353, 8080, 5060)
+//! and the shared PostgreSQL's database `sipdm_deploy_pair`, so no other run of the script
+//! may overlap it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// The phone simulator of this workspace (another package's binary: built here, which is a
+/// no-op when the workspace's tests already built it).
+fn phone_sim() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-q", "-p", "testbed", "--bin", "phone-sim"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building phone-sim");
+    Path::new(env!("CARGO_BIN_EXE_sipdm")).with_file_name("phone-sim")
+}
+
+/// Runs the script with `args`, bounded by `limit`; returns (success, output).
+fn deploy(args: &[&str], state: &Path, phone_sim: &Path, limit: Duration) -> (bool, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testbed/deploy");
+    let out_path = state.join("deploy.out");
+    let out = std::fs::File::create(&out_path).expect("output file");
+    let mut child = Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .env("DEPLOY_STATE", state)
+        .env("DEPLOY_ZT", "10")
+        .env("DEPLOY_IVR", "20")
+        .env("SIPDM_BIN", env!("CARGO_BIN_EXE_sipdm"))
+        .env("PHONE_SIM_BIN", phone_sim)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("output"))
+        .stderr(out)
+        .spawn()
+        .expect("bash runs");
+    let mut status = None;
+    for _ in 0..(limit.as_millis() / 100) {
+        if let Ok(Some(s)) = child.try_wait() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+    (status.is_some_and(|s| s.success()), text)
+}
+
+fn alive(pid: &str) -> bool {
+    Path::new("/proc").join(pid.trim()).exists()
+}
+
+#[test]
+fn deploy_pair_up_and_down() {
+    let phone_sim = phone_sim();
+    let state = tempfile::tempdir().expect("state dir");
+    let (ok, out) = deploy(
+        &["pair"],
+        state.path(),
+        &phone_sim,
+        Duration::from_secs(120),
+    );
+    // Whatever happened, collect what it started, then stop it.
+    let pids: Vec<(String, String)> = std::fs::read_dir(state.path())
+        .expect("state dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read_to_string(e.path()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let (down_ok, down_out) = deploy(
+        &["--down"],
+        state.path(),
+        &phone_sim,
+        Duration::from_secs(30),
+    );
+    assert!(ok, "testbed/deploy pair:\n{out}");
+    let mut names: Vec<&str> = pids.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["FS-DM.pid", "FS-VM.pid", "SIPS1.pid", "dnsmasq.pid"],
+        "what it started:\n{out}"
+    );
+    assert!(
+        out.contains("phones: 10  provisioned: 10  failed: 0"),
+        "zero touch:\n{out}"
+    );
+    assert!(
+        out.contains("phones: 20  provisioned: 20  failed: 0"),
+        "IVR:\n{out}"
+    );
+    assert!(out.contains("summary (pair): 30 devices assigned"), "{out}");
+    assert!(
+        out.contains("SIPS1 (127.0.0.31): 30 DN registrations"),
+        "{out}"
+    );
+    assert!(down_ok, "--down:\n{down_out}");
+    for (name, pid) in &pids {
+        assert!(!alive(pid), "{name} ({pid}) still runs after --down");
+    }
+}
