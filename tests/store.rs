@@ -202,6 +202,54 @@ async fn bindings_survive_reopen(db: Db) {
 }
 on_both_backends!(bindings_survive_a_reopen, bindings_survive_reopen);
 
+/// A registration storm's batch: more rows than one statement carries, the same binding
+/// changed twice in one batch (the last change wins, and PostgreSQL does not refuse it), and
+/// removals spanning several statements.
+async fn big_batches(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let store = open(&tdb).await;
+    let far = sipdm::store::now_ms() + 3_600_000;
+    let b = |i: usize, data: &str| StoredBinding {
+        aor: format!("sip:{}@sipdm", 100_000 + i),
+        contact: format!("sip:{}@10.0.{}.{}:5060", 100_000 + i, i / 250, i % 250),
+        expires_at: far,
+        data: data.into(),
+        device: Some(format!("{}", 100_000 + i)),
+        holder: Some("i-1".into()),
+    };
+    let mut batch: Vec<StoredBinding> = (0..1_700).map(|i| b(i, "{\"v\":1}")).collect();
+    batch.push(b(3, "{\"v\":2}"));
+    batch.push(b(1_600, "{\"v\":2}"));
+    store.write_bindings(&batch, &[]).await.unwrap();
+    let live = store.load_bindings().await.unwrap();
+    assert_eq!(live.len(), 1_700);
+    let data_of = |i: usize| {
+        let want = b(i, "");
+        live.iter()
+            .find(|r| r.aor == want.aor && r.contact == want.contact)
+            .map(|r| r.data.clone())
+    };
+    assert_eq!(data_of(3).as_deref(), Some("{\"v\":2}"), "last change wins");
+    assert_eq!(data_of(1_600).as_deref(), Some("{\"v\":2}"));
+    assert_eq!(data_of(4).as_deref(), Some("{\"v\":1}"));
+    let gone: Vec<(String, String)> = (0..1_200)
+        .map(|i| {
+            let r = b(i, "");
+            (r.aor, r.contact)
+        })
+        .collect();
+    store
+        .write_bindings(&[b(1_650, "{\"v\":3}")], &gone)
+        .await
+        .unwrap();
+    let live = store.load_bindings().await.unwrap();
+    assert_eq!(live.len(), 500);
+    assert!(live.iter().all(|r| r.aor.as_str() >= "sip:101200@sipdm"));
+    store.close().await;
+    tdb.drop_schema().await;
+}
+on_both_backends!(big_binding_batches_keep_the_last_change, big_batches);
+
 /// Two instances starting at once agree on one generated secret.
 async fn shared_secret(db: Db) {
     let tdb = TestDb::new(db).await;

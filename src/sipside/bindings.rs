@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use sip::registrar::{Binding, BindingChange, BindingStore, StoreError};
 use sip::transport::Flow;
 use sip::BoxFuture;
@@ -65,28 +65,49 @@ impl BindingStore for SqlBindings {
     }
 }
 
+/// The stored document of a binding: the same field names [`from_row`] reads, serialised
+/// straight from borrowed fields (a `json!` tree allocated a map and every key per binding,
+/// a visible cost under a registration storm).
+#[derive(serde::Serialize)]
+struct Document<'a> {
+    contact: &'a str,
+    contact_params: &'a str,
+    q: Option<u16>,
+    expires_at: u64,
+    call_id: &'a str,
+    cseq: u32,
+    instance: Option<&'a str>,
+    reg_id: Option<u32>,
+    path: &'a [String],
+    user_agent: Option<&'a str>,
+    device: Option<&'a str>,
+    flow: Option<String>,
+    updated_at: u64,
+}
+
 /// The row of a binding held by instance `holder`.
 pub fn to_row(b: &Arc<Binding>, holder: Option<&str>) -> StoredBinding {
-    let data = json!({
-        "contact": b.contact,
-        "contact_params": b.contact_params,
-        "q": b.q,
-        "expires_at": b.expires_at,
-        "call_id": b.call_id,
-        "cseq": b.cseq,
-        "instance": b.instance,
-        "reg_id": b.reg_id,
-        "path": b.path,
-        "user_agent": b.user_agent,
-        "device": b.device,
-        "flow": b.flow.map(|f| f.token()),
-        "updated_at": b.updated_at,
-    });
+    let doc = Document {
+        contact: &b.contact,
+        contact_params: &b.contact_params,
+        q: b.q,
+        expires_at: b.expires_at,
+        call_id: &b.call_id,
+        cseq: b.cseq,
+        instance: b.instance.as_deref(),
+        reg_id: b.reg_id,
+        path: &b.path,
+        user_agent: b.user_agent.as_deref(),
+        device: b.device.as_deref(),
+        flow: b.flow.map(|f| f.token()),
+        updated_at: b.updated_at,
+    };
     StoredBinding {
         aor: b.aor.clone(),
         contact: b.id(),
         expires_at: (b.expires_at as i64).saturating_mul(1000),
-        data: data.to_string(),
+        // Serialising plain strings and numbers cannot fail.
+        data: serde_json::to_string(&doc).unwrap_or_default(),
         device: b.device.clone(),
         holder: holder.map(str::to_owned),
     }

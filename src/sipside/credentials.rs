@@ -43,17 +43,34 @@ impl DmAuthenticator {
         }
     }
 
+    /// Loads every DN's credentials in one query, so that the registration storm after a
+    /// restart (every phone re-registering at once) costs no SQL per phone. Entries carry
+    /// the epoch read *before* the query: a change racing with the load makes them stale
+    /// rather than wrong. Users seen by `dn` meanwhile keep their own, newer entries.
+    pub async fn warm(&self) -> Result<usize, AuthError> {
+        let epoch = self.dm.epoch();
+        let dns = self
+            .dm
+            .store
+            .dns()
+            .await
+            .map_err(|e| AuthError(e.to_string()))?;
+        let n = dns.len().min(CACHE_LIMIT);
+        let mut c = self.cache.write();
+        for dn in dns.into_iter().take(CACHE_LIMIT) {
+            let found = Some(policy(dn.password, &dn.authenticate_requests));
+            c.entry(dn.number).or_insert(DnEntry { epoch, found });
+        }
+        Ok(n)
+    }
+
     async fn dn(&self, user: &str) -> Result<Option<(String, bool, bool)>, AuthError> {
         let epoch = self.dm.epoch();
         if let Some(e) = self.cache.read().get(user).filter(|e| e.epoch == epoch) {
             return Ok(e.found.clone());
         }
         let found = match self.dm.store.dn(user).await {
-            Ok(dn) => {
-                let methods = dn.authenticate_requests.to_ascii_lowercase();
-                let has = |m: &str| methods.split(',').any(|x| x.trim() == m);
-                Some((dn.password, has("register"), has("invite")))
-            }
+            Ok(dn) => Some(policy(dn.password, &dn.authenticate_requests)),
             Err(StoreError::NotFound { .. }) => None,
             Err(e) => return Err(AuthError(e.to_string())),
         };
@@ -70,6 +87,14 @@ impl DmAuthenticator {
         );
         Ok(found)
     }
+}
+
+/// A DN's password and whether REGISTER and INVITE are challenged, from its
+/// `authenticate-requests` (`register,invite`).
+fn policy(password: String, authenticate_requests: &str) -> (String, bool, bool) {
+    let methods = authenticate_requests.to_ascii_lowercase();
+    let has = |m: &str| methods.split(',').any(|x| x.trim() == m);
+    (password, has("register"), has("invite"))
 }
 
 impl Authenticator for DmAuthenticator {

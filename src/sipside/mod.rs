@@ -85,5 +85,14 @@ pub async fn start(
         .unwrap_or_default();
     let store = Arc::new(bindings::SqlBindings::new(dm.store.clone(), holder));
     let auth = Arc::new(credentials::DmAuthenticator::new(dm));
+    let warming = auth.clone();
+    tokio::spawn(async move {
+        match warming.warm().await {
+            Ok(n) => tracing::debug!(dns = n, "DN credentials loaded"),
+            Err(e) => {
+                tracing::warn!(error = %e, "DN credentials not preloaded; looked up per user")
+            }
+        }
+    });
     Ok(Endpoint::start(cfg, store, auth, handlers).await?)
 }

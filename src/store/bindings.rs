@@ -3,7 +3,7 @@
 //! binding's own fields travel as an opaque JSON document so that this module does not need to
 //! change whenever the registrar learns a new contact parameter.
 
-use super::{now_ms, Result, Store};
+use super::{now_ms, Backend, Result, Store};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredBinding {
@@ -20,6 +20,56 @@ pub struct StoredBinding {
 
 type Row = (String, String, i64, String, Option<String>, Option<String>);
 const COLUMNS: &str = "aor, contact, expires_at, data, device, holder";
+
+/// Rows per multi-row statement: 6 parameters each stays far below SQLite's 32 766 and
+/// PostgreSQL's 65 535 bind parameters.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// `($1, $2, $3), ($4, $5, $6), …` for `rows` rows of `cols` columns; `(?, ?, ?), …` on
+/// SQLite, whose look-up of a parameter's name is a linear scan of every named parameter of
+/// the statement (quadratic in a multi-row statement; anonymous ones are not scanned).
+fn placeholders(backend: Backend, rows: usize, cols: usize) -> String {
+    let mut out = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&param(backend, r * cols + c + 1));
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// The `n`th (1-based) bind parameter in `backend`'s syntax.
+fn param(backend: Backend, n: usize) -> String {
+    match backend {
+        Backend::Sqlite => "?".to_owned(),
+        Backend::Postgres => format!("${n}"),
+    }
+}
+
+/// The last change of each (AOR, contact), in first-seen order.
+fn last_per_key(rows: &[StoredBinding]) -> Vec<&StoredBinding> {
+    let mut index: std::collections::HashMap<(&str, &str), usize> =
+        std::collections::HashMap::with_capacity(rows.len());
+    let mut out: Vec<&StoredBinding> = Vec::with_capacity(rows.len());
+    for b in rows {
+        match index.entry((b.aor.as_str(), b.contact.as_str())) {
+            std::collections::hash_map::Entry::Occupied(e) => out[*e.get()] = b,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(out.len());
+                out.push(b);
+            }
+        }
+    }
+    out
+}
 
 impl StoredBinding {
     fn from_row((aor, contact, expires_at, data, device, holder): Row) -> Self {
@@ -71,6 +121,12 @@ impl Store {
     }
 
     /// Applies one write-behind batch atomically: upserts, then removals.
+    ///
+    /// Rows go in multi-row statements of [`ROWS_PER_STATEMENT`]: with SQLite every statement
+    /// is a round trip to sqlx's database thread (a channel send and a thread wake-up), which
+    /// under a registration storm cost more than the SQL itself. PostgreSQL refuses an
+    /// `ON CONFLICT DO UPDATE` that touches one row twice, so a batch keeps the last change
+    /// per binding (the registrar already coalesces; this makes it a guarantee here).
     pub async fn write_bindings(
         &self,
         upserts: &[StoredBinding],
@@ -79,28 +135,44 @@ impl Store {
         if upserts.is_empty() && removals.is_empty() {
             return Ok(());
         }
+        let upserts = last_per_key(upserts);
         let mut tx = self.write_tx().await?;
-        for b in upserts {
-            sqlx::query(
-                "INSERT INTO bindings (aor, contact, expires_at, data, device, holder) VALUES ($1, $2, $3, $4, $5, $6) \
+        for chunk in upserts.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO bindings ({COLUMNS}) VALUES {} \
                  ON CONFLICT (aor, contact) DO UPDATE SET expires_at = excluded.expires_at, data = excluded.data, \
                  device = excluded.device, holder = excluded.holder",
-            )
-            .bind(&b.aor)
-            .bind(&b.contact)
-            .bind(b.expires_at)
-            .bind(&b.data)
-            .bind(&b.device)
-            .bind(&b.holder)
-            .execute(&mut *tx)
-            .await?;
+                placeholders(self.backend(), chunk.len(), 6)
+            );
+            let mut q = sqlx::query(&sql);
+            for b in chunk {
+                q = q
+                    .bind(&b.aor)
+                    .bind(&b.contact)
+                    .bind(b.expires_at)
+                    .bind(&b.data)
+                    .bind(&b.device)
+                    .bind(&b.holder);
+            }
+            q.execute(&mut *tx).await?;
         }
-        for (aor, contact) in removals {
-            sqlx::query("DELETE FROM bindings WHERE aor = $1 AND contact = $2")
-                .bind(aor)
-                .bind(contact)
-                .execute(&mut *tx)
-                .await?;
+        for chunk in removals.chunks(ROWS_PER_STATEMENT) {
+            let matches: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let b = self.backend();
+                    format!(
+                        "(aor = {} AND contact = {})",
+                        param(b, 2 * i + 1),
+                        param(b, 2 * i + 2)
+                    )
+                })
+                .collect();
+            let sql = format!("DELETE FROM bindings WHERE {}", matches.join(" OR "));
+            let mut q = sqlx::query(&sql);
+            for (aor, contact) in chunk {
+                q = q.bind(aor).bind(contact);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
