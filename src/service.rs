@@ -46,6 +46,7 @@ impl DmError {
             DmError::Store(StoreError::NotFound { .. }) => 404,
             DmError::Store(StoreError::Conflict { .. }) => 409,
             DmError::Store(StoreError::Invalid(_)) => 422,
+            DmError::Store(e) if e.is_unavailable() => 503,
             DmError::Store(_) => 500,
             DmError::BadMac(_) => 422,
             DmError::Traversal => 400,

@@ -37,6 +37,27 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+impl StoreError {
+    /// The database could not be reached (down, restarting, every connection busy): a
+    /// condition to retry, not a fault of the request.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Db(e) => match e {
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::WorkerCrashed => true,
+                // Class 08 (connection exception) and 57P01–57P03 (shutdown, starting up).
+                sqlx::Error::Database(d) => d
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P0")),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +82,12 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// How long a request waits for a database connection. sqlx's default (30 s) made every
+/// request hang that long while PostgreSQL was down or restarting, past phones' HTTP timeouts
+/// and load balancers' health checks; an answer (503) within a few seconds is what they can
+/// act on.
+pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Store {
     /// Opens (creating a SQLite file if needed) and migrates.
     pub async fn open(url: &str, max_connections: u32) -> Result<Store> {
@@ -78,6 +105,7 @@ impl Store {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
