@@ -5,7 +5,8 @@
 //! URL when a fetch is refused, the next SIP server of the file when an INVITE or REGISTER
 //! times out, and the whole flow again (re-fetch first) when a step fails. Every phone ends
 //! provisioned and registered on A; no DN is assigned twice, no device gets two DNs, and the
-//! audit log holds exactly one assignment per phone.
+//! audit log holds exactly one assignment per phone. The same with B stopped (SIGSTOP) instead:
+//! a node that stops answering while its sockets and database sessions stay open.
 
 mod common;
 
@@ -74,12 +75,34 @@ fn options() -> PhoneOptions {
         notify_timeout: Duration::from_secs(6),
         overall_timeout: Duration::from_secs(60),
         flow_attempts: 4,
+        // A node that accepts connections but never answers costs this much per fetch.
+        http_timeout: Duration::from_secs(3),
         ..PhoneOptions::default()
     }
 }
 
+/// How node B fails midway.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    /// SIGKILL: its sockets and database sessions close at once.
+    Kill,
+    /// SIGSTOP: it stops answering but its sockets and database sessions stay open (a hung
+    /// process, or a node cut off from the phones), so phones time out on it and the other
+    /// node must not wait on it either.
+    Stop,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pair_survives_sigkill_of_a_node_during_ivr_provisioning() {
+    pair_loses_b(Fault::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pair_carries_on_when_a_node_stops_answering() {
+    pair_loses_b(Fault::Stop).await;
+}
+
+async fn pair_loses_b(fault: Fault) {
     let db = TestDb::new(Db::Postgres).await;
     let (http_a, sip_a) = (addr(free_port()), addr(free_port()));
     let (http_b, sip_b) = (addr(free_port()), addr(free_port()));
@@ -145,7 +168,10 @@ async fn pair_survives_sigkill_of_a_node_during_ivr_provisioning() {
         "the kill lands midway ({at_kill} finished)"
     );
     let calls_on_b = in_progress_calls(&b).await;
-    b.kill();
+    match fault {
+        Fault::Kill => b.kill(),
+        Fault::Stop => b.signal("STOP"),
+    }
 
     let killed_at = started.elapsed();
     let mut failures = Vec::new();
@@ -173,7 +199,7 @@ async fn pair_survives_sigkill_of_a_node_during_ivr_provisioning() {
     let provisioned_at = started.elapsed();
     assert!(
         failures.is_empty(),
-        "{} of {PHONES} phones failed (B killed after {at_kill}, {calls_on_b} IVR calls on it):\n{}\n--- A's log:\n{}",
+        "{} of {PHONES} phones failed (B {fault:?} after {at_kill}, {calls_on_b} IVR calls on it):\n{}\n--- A's log:\n{}",
         failures.len(),
         failures.join("\n"),
         a.log_tail(40)
@@ -251,10 +277,14 @@ async fn pair_survives_sigkill_of_a_node_during_ivr_provisioning() {
     assert_eq!(others, 0, "no assignment other than the IVR's");
     pool.close().await;
     eprintln!(
-        "pair: B killed at {killed_at:.1?} after {at_kill} of {PHONES} phones, with {calls_on_b} IVR calls in progress on it; \
+        "pair ({fault:?}): B failed at {killed_at:.1?} after {at_kill} of {PHONES} phones, with {calls_on_b} IVR calls in progress on it; \
          all {PHONES} provisioned at {provisioned_at:.1?} (slowest phone {slowest:.1?})"
     );
     drop(a);
+    if fault == Fault::Stop {
+        b.signal("CONT");
+    }
+    drop(b);
     db.drop_schema().await;
 }
 
@@ -271,4 +301,106 @@ async fn in_progress_calls(node: &Node) -> u64 {
         .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
         .map(|v| v as u64)
         .sum()
+}
+
+/// B stops answering in the middle of a write transaction (a long CSV import, frozen with
+/// SIGSTOP): its session stays open, idle in transaction, holding the rows it wrote. A phone
+/// of that import boots on A, which records it: A must not wait on B for ever. PostgreSQL ends
+/// B's stalled session (sipdm sets `idle_in_transaction_session_timeout` on its sessions), A
+/// records the phone, and B's import, when B wakes, fails whole: nothing is half-imported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_frozen_mid_transaction_does_not_block_the_other() {
+    let db = TestDb::new(Db::Postgres).await;
+    let (http_a, sip_a) = (addr(free_port()), addr(free_port()));
+    let (http_b, sip_b) = (addr(free_port()), addr(free_port()));
+    let a = Node::start("A", &config(&db.url, http_a, sip_a, sip_b), http_a, sip_a).await;
+    // B's sessions carry a name of their own, so that the database's view of them is B's
+    // alone (other tests share the database).
+    let b_name = format!("frozen_b_{}", common::hex_id());
+    let b_url = format!("{}&application_name={b_name}", db.url);
+    let mut b = Node::start("B", &config(&b_url, http_b, sip_b, sip_a), http_b, sip_b).await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+
+    let first = "0004f2e00000";
+    let csv: String = std::iter::once("mac,model,profile,dn\n".to_string())
+        .chain((0..100_000u32).map(|i| format!("0004f2{:06x},,,\n", 0xe00000 + i)))
+        .collect();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let import = {
+        let (client, url, token) = (client.clone(), b.api("/import"), b.token.clone());
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .body(csv)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    // B's import transaction has written a while (bounded wait), then B freezes.
+    let in_tx = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{b_name}' \
+         AND xact_start IS NOT NULL AND query ILIKE '%devices%'"
+    );
+    let mut seen = false;
+    for _ in 0..200 {
+        let n: i64 = sqlx::query_scalar(&in_tx).fetch_one(&pool).await.unwrap();
+        if n > 0 {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen, "B's import started");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    b.signal("STOP");
+    // Frozen inside it: its session waits, idle in transaction.
+    let idle = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{b_name}' \
+         AND state = 'idle in transaction'"
+    );
+    let mut frozen_in_tx = false;
+    for _ in 0..50 {
+        let n: i64 = sqlx::query_scalar(&idle).fetch_one(&pool).await.unwrap();
+        if n > 0 {
+            frozen_in_tx = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(frozen_in_tx, "B froze inside its import transaction");
+
+    // A phone of the import boots on A: A records it (its insert waits on B's row until
+    // PostgreSQL ends B's session).
+    let r = client
+        .get(format!("{}/{first}.cfg", a.prov_url()))
+        .header("User-Agent", "PolycomVVX-VVX_450-UA/6.3.0.14929")
+        .send()
+        .await;
+    let status = r.as_ref().map(|r| r.status().as_u16());
+    b.signal("CONT");
+    assert_eq!(
+        status.as_ref().ok(),
+        Some(&200),
+        "A served the phone while B was frozen: {status:?}\n{}",
+        a.log_tail(20)
+    );
+    let imported = import.await.unwrap();
+    assert!(
+        imported.as_ref().is_ok_and(|s| *s >= 500) || imported.is_err(),
+        "B's import cannot have succeeded after losing its session: {imported:?}"
+    );
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM devices")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "only the phone A recorded; nothing of the import");
+    pool.close().await;
+    drop(a);
+    b.kill();
+    db.drop_schema().await;
 }

@@ -88,6 +88,10 @@ pub fn now_ms() -> i64 {
 /// act on.
 pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long PostgreSQL lets one of our sessions sit idle inside a transaction before ending
+/// it (see `Store::open`).
+pub const IDLE_IN_TRANSACTION: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Store {
     /// Opens (creating a SQLite file if needed) and migrates.
     pub async fn open(url: &str, max_connections: u32) -> Result<Store> {
@@ -123,6 +127,20 @@ impl Store {
                         sqlx::query("PRAGMA busy_timeout=5000")
                             .execute(&mut *conn)
                             .await?;
+                    }
+                    if backend == Backend::Postgres {
+                        // An instance that stalls inside a transaction (a hung process, a
+                        // network cut between it and the database) would otherwise hold its
+                        // row locks, and the version row every write updates, for as long as
+                        // its connection stays open, blocking every other instance. sipdm
+                        // never waits inside a transaction, so a session idle in one this
+                        // long is stuck: PostgreSQL ends it and the locks go.
+                        sqlx::query(&format!(
+                            "SET idle_in_transaction_session_timeout = {}",
+                            IDLE_IN_TRANSACTION.as_millis()
+                        ))
+                        .execute(&mut *conn)
+                        .await?;
                     }
                     Ok(())
                 })

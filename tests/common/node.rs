@@ -93,6 +93,18 @@ impl Node {
         }
     }
 
+    /// Sends `SIG{name}` (STOP, CONT, …) to the process.
+    pub fn signal(&self, name: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .arg(format!("-{name}"))
+                .arg(c.id().to_string())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill -{name} {}", self.name);
+        }
+    }
+
     /// SIGTERM: a clean stop.
     pub fn terminate(&mut self) {
         if let Some(mut c) = self.child.take() {
