@@ -18,8 +18,7 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
-# testbed/deploy (its test brings the sample pair up): DNS zone, zone queries, JSON.
-command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
+# testbed/deploy (its test brings the sample pair up): zone queries, JSON.
 command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
 command -v jq >/dev/null 2>&1 || need+=(jq)
 command -v stunnel >/dev/null 2>&1 || need+=(stunnel4)

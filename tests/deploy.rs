@@ -1,28 +1,47 @@
 //! `testbed/deploy pair` brings the sample pair up on loopback (two nodes, a SIPS1 stand-in,
 //! the DNS zone, a database of its own), drives its phone fleets to the end, and `--down`
-//! stops every process it started. Uses 127.0.0.2, .11, .12 and .31 (ports 5353, 8080, 5060)
-//! and the shared PostgreSQL's database `sipdm_deploy_pair`, so no other run of the script
-//! may overlap it.
+//! stops every process it started. Uses 127.0.0.2, .11, .12 and .31 (ports 5353, 28080,
+//! 25060: not the guide's 8080/5060, which other tests' sipp may hold on 0.0.0.0) and the
+//! shared PostgreSQL's database `sipdm_deploy_pair`, so no other run of the script may overlap
+//! it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// The phone simulator of this workspace (another package's binary: built here, which is a
-/// no-op when the workspace's tests already built it).
-fn phone_sim() -> PathBuf {
+/// The phone simulator and the DNS zone server of this workspace (another package's
+/// binaries: built here, which is a no-op when the workspace's tests already built them).
+fn testbed_bins() -> (PathBuf, PathBuf) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "-q", "-p", "testbed", "--bin", "phone-sim"])
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "testbed",
+            "--bin",
+            "phone-sim",
+            "--bin",
+            "dns-zone",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .expect("cargo runs");
-    assert!(status.success(), "building phone-sim");
-    Path::new(env!("CARGO_BIN_EXE_sipdm")).with_file_name("phone-sim")
+    assert!(status.success(), "building phone-sim and dns-zone");
+    let dir = Path::new(env!("CARGO_BIN_EXE_sipdm"));
+    (
+        dir.with_file_name("phone-sim"),
+        dir.with_file_name("dns-zone"),
+    )
 }
 
 /// Runs the script with `args`, bounded by `limit`; returns (success, output).
-fn deploy(args: &[&str], state: &Path, phone_sim: &Path, limit: Duration) -> (bool, String) {
+fn deploy(
+    args: &[&str],
+    state: &Path,
+    bins: &(PathBuf, PathBuf),
+    limit: Duration,
+) -> (bool, String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testbed/deploy");
     let out_path = state.join("deploy.out");
     let out = std::fs::File::create(&out_path).expect("output file");
@@ -33,7 +52,10 @@ fn deploy(args: &[&str], state: &Path, phone_sim: &Path, limit: Duration) -> (bo
         .env("DEPLOY_ZT", "10")
         .env("DEPLOY_IVR", "20")
         .env("SIPDM_BIN", env!("CARGO_BIN_EXE_sipdm"))
-        .env("PHONE_SIM_BIN", phone_sim)
+        .env("PHONE_SIM_BIN", &bins.0)
+        .env("DNS_ZONE_BIN", &bins.1)
+        .env("DEPLOY_HTTP_PORT", "28080")
+        .env("DEPLOY_SIP_PORT", "25060")
         .stdin(Stdio::null())
         .stdout(out.try_clone().expect("output"))
         .stderr(out)
@@ -61,14 +83,9 @@ fn alive(pid: &str) -> bool {
 
 #[test]
 fn deploy_pair_up_and_down() {
-    let phone_sim = phone_sim();
+    let bins = testbed_bins();
     let state = tempfile::tempdir().expect("state dir");
-    let (ok, out) = deploy(
-        &["pair"],
-        state.path(),
-        &phone_sim,
-        Duration::from_secs(120),
-    );
+    let (ok, out) = deploy(&["pair"], state.path(), &bins, Duration::from_secs(120));
     // Whatever happened, collect what it started, then stop it.
     let pids: Vec<(String, String)> = std::fs::read_dir(state.path())
         .expect("state dir")
@@ -81,18 +98,17 @@ fn deploy_pair_up_and_down() {
             )
         })
         .collect();
-    let (down_ok, down_out) = deploy(
-        &["--down"],
-        state.path(),
-        &phone_sim,
-        Duration::from_secs(30),
-    );
+    let (down_ok, down_out) = deploy(&["--down"], state.path(), &bins, Duration::from_secs(30));
     assert!(ok, "testbed/deploy pair:\n{out}");
+    assert!(
+        out.contains("fs1 = 127.0.0.11 127.0.0.12"),
+        "the zone names both nodes:\n{out}"
+    );
     let mut names: Vec<&str> = pids.iter().map(|(n, _)| n.as_str()).collect();
     names.sort();
     assert_eq!(
         names,
-        ["FS-DM.pid", "FS-VM.pid", "SIPS1.pid", "dnsmasq.pid"],
+        ["FS-DM.pid", "FS-VM.pid", "SIPS1.pid", "dns-zone.pid"],
         "what it started:\n{out}"
     );
     assert!(
