@@ -150,7 +150,7 @@ async fn pair_loses_b(fault: Fault) {
             let result = phone.run_ivr_provisioning(&dn).await;
             finished.fetch_add(1, Ordering::SeqCst);
             let result = result
-                .map(|p| (p.config, p.total))
+                .map(|p| (p.config, p.total, p.call.is_none()))
                 .map_err(|e| e.to_string());
             (phone, spec, dn, result)
         });
@@ -178,16 +178,20 @@ async fn pair_loses_b(fault: Fault) {
     let mut outcomes = HashMap::new();
     let mut phones = Vec::new();
     let mut slowest = Duration::ZERO;
+    let mut recovered_by_refetch = 0;
     let all = tokio::time::timeout(Duration::from_secs(240), async {
         while let Some(j) = set.join_next().await {
             let (phone, spec, dn, result) = j.expect("phone task");
             match result {
-                Ok((config, took)) if config.user == dn => {
+                Ok((config, took, no_call)) if config.user == dn => {
                     slowest = slowest.max(took);
+                    // Its last attempt found the DN already assigned (its check-sync was
+                    // lost with B).
+                    recovered_by_refetch += usize::from(no_call);
                     outcomes.insert(spec.mac.plain(), dn);
                     phones.push((phone, config));
                 }
-                Ok((config, _)) => {
+                Ok((config, _, _)) => {
                     failures.push(format!("{} {dn}: ended as {}", spec.mac, config.user))
                 }
                 Err(e) => failures.push(format!("{:?} {} {dn}: {e}", spec.vendor, spec.mac)),
@@ -275,10 +279,20 @@ async fn pair_loses_b(fault: Fault) {
     .await
     .unwrap();
     assert_eq!(others, 0, "no assignment other than the IVR's");
+    // How the check-syncs left: from the instance that ran the IVR call, handed to the
+    // holder of the phone's flow, or straight to the contact when the holder was gone.
+    let routes: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT CASE WHEN actor LIKE '%direct%' THEN 'direct' WHEN actor LIKE '% via %' THEN 'handed over' \
+         ELSE 'local' END AS route, count(*) FROM audit WHERE action = 'check-sync' GROUP BY route ORDER BY route",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     pool.close().await;
     eprintln!(
         "pair ({fault:?}): B failed at {killed_at:.1?} after {at_kill} of {PHONES} phones, with {calls_on_b} IVR calls in progress on it; \
-         all {PHONES} provisioned at {provisioned_at:.1?} (slowest phone {slowest:.1?})"
+         all {PHONES} provisioned at {provisioned_at:.1?} (slowest phone {slowest:.1?}); \
+         {recovered_by_refetch} found their DN on a re-fetch; check-syncs {routes:?}"
     );
     drop(a);
     if fault == Fault::Stop {
