@@ -244,3 +244,77 @@ group = "gcti_provisioning"
     s2.stop().await;
     fs.stop().await;
 }
+
+/// A disaster-recovery profile names the preferred and the peer server itself (here site 2's
+/// view: SIPS2 preferred): phones on it register to both, the preferred first, by zero touch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dr_profile_registers_to_preferred_and_peer() {
+    let (sips1, sips2) = (addr(), addr());
+    let fs = TestServer::start_with(
+        Db::Postgres,
+        &bc_config("127.0.0.1:0", sips1, sips2, BUILTIN_IVR),
+    )
+    .await;
+    let s1 = fs
+        .start_peer(&bc_config(&sips1.to_string(), sips1, sips2, BUILTIN_IVR))
+        .await;
+    let s2 = fs
+        .start_peer(&bc_config(&sips2.to_string(), sips1, sips2, BUILTIN_IVR))
+        .await;
+    let dr = serde_json::json!({"name": "dr-site2", "kind": "disaster-recovery",
+        "preferred_server": sips2.to_string(), "peer_server": sips1.to_string(), "params": "{}"});
+    assert_eq!(fs.post("/profiles", dr).await.status(), 201);
+    let mut set = tokio::task::JoinSet::new();
+    for (i, vendor) in Vendor::ALL.into_iter().enumerate() {
+        let dn = (2100 + i).to_string();
+        let r = fs
+            .post(
+                "/dns",
+                serde_json::json!({"number": dn, "password": format!("pw{dn}")}),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        let mac = Mac::generated(vendor, 400 + i as u32);
+        let r = fs
+            .post(
+                "/devices",
+                serde_json::json!({"mac": mac.plain(), "vendor": vendor.to_string(),
+                                   "profile": "dr-site2", "dn": dn}),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        let spec = PhoneSpec {
+            mac,
+            vendor,
+            prov_url: format!("{}/fs/dm/prov", fs.base),
+            fallback_prov_urls: Vec::new(),
+            local_ip: [127, 0, 0, 1].into(),
+        };
+        set.spawn(async move {
+            let mut phone = Phone::with_options(spec, options()).await.expect("phone");
+            let r = phone.run_zero_touch().await;
+            phone.shutdown();
+            (vendor, dn, r.map_err(|e| e.to_string()))
+        });
+    }
+    while let Some(j) = set.join_next().await {
+        let (vendor, dn, r) = j.unwrap();
+        let p = r.unwrap_or_else(|e| panic!("{vendor} {dn}: {e}"));
+        let named: Vec<u16> = p.config.registrars.iter().map(|r| r.port).collect();
+        assert_eq!(
+            named,
+            vec![sips2.port(), sips1.port()],
+            "{vendor}: preferred, then peer"
+        );
+        let at: Vec<SocketAddr> = p.registered.iter().map(|r| r.registrar).collect();
+        if vendor == Vendor::AudioCodes {
+            assert_eq!(at, vec![sips2], "AudioCodes: the preferred");
+        } else {
+            assert_eq!(at, vec![sips2, sips1], "{vendor}");
+            assert!(bound(&s1, &dn) && bound(&s2, &dn), "{vendor} {dn} on both");
+        }
+    }
+    s1.stop().await;
+    s2.stop().await;
+    fs.stop().await;
+}
