@@ -259,3 +259,44 @@ async fn a_nonce_from_one_instance_is_accepted_by_the_other() {
     b.stop().await;
     a.stop().await;
 }
+
+/// Two devices ask for the same DN at the same moment, one through each instance, 20 times:
+/// each time exactly one gets it (200) and the other a conflict (409), never both, and the
+/// audit log holds one assignment per DN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_assignments_of_one_dn_through_both_instances() {
+    let a = TestServer::start_with(Db::Postgres, PAIR).await;
+    let b = a.start_peer(PAIR).await;
+    for round in 0..20u32 {
+        let dn = (3000 + round).to_string();
+        a.post("/dns", json!({"number": dn, "password": "pw"}))
+            .await;
+        let (m1, m2) = (
+            format!("0004f2ee{round:04x}"),
+            format!("805ec0ee{round:04x}"),
+        );
+        a.post("/devices", json!({"mac": m1})).await;
+        a.post("/devices", json!({"mac": m2})).await;
+        let (p1, p2) = (
+            format!("/devices/{m1}/assign"),
+            format!("/devices/{m2}/assign"),
+        );
+        let (r1, r2) = tokio::join!(
+            a.post(&p1, json!({"dn": dn})),
+            b.post(&p2, json!({"dn": dn}))
+        );
+        let mut codes = [r1.status().as_u16(), r2.status().as_u16()];
+        codes.sort();
+        assert_eq!(codes, [200, 409], "round {round}: one winner");
+    }
+    let (_, audit) = a.get_json("/audit?limit=1000").await;
+    let assigns = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "assign")
+        .count();
+    assert_eq!(assigns, 20, "one assignment per DN");
+    b.stop().await;
+    a.stop().await;
+}
