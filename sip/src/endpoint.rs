@@ -487,8 +487,8 @@ fn on_message(inner: &Arc<Inner>, data: Bytes, flow: Flow, inline: bool) {
     };
     let parsed = parsed.and_then(check_mandatory);
     match parsed {
-        Ok(SipMessage::Request(req)) => on_request(inner, req, flow, inline),
-        Ok(SipMessage::Response(resp)) => {
+        Ok((SipMessage::Request(req), via)) => on_request(inner, req, via, flow, inline),
+        Ok((SipMessage::Response(resp), _)) => {
             inner.tsx.on_response(resp);
         }
         Err(e) => {
@@ -500,8 +500,9 @@ fn on_message(inner: &Arc<Inner>, data: Bytes, flow: Flow, inline: bool) {
 }
 
 /// RFC 3261 §8.1.1: To, From, CSeq, Call-ID, Max-Forwards (not enforced: many phones omit it
-/// on REGISTER) and Via; a usable top Via and a CSeq whose method matches.
-fn check_mandatory(m: SipMessage) -> Result<SipMessage, WireError> {
+/// on REGISTER) and Via; a usable top Via and a CSeq whose method matches. Returns the parsed
+/// top Via with the message, so that it is parsed once.
+fn check_mandatory(m: SipMessage) -> Result<(SipMessage, Via), WireError> {
     for (name, label) in [
         ("Via", "Via"),
         ("From", "From"),
@@ -514,7 +515,7 @@ fn check_mandatory(m: SipMessage) -> Result<SipMessage, WireError> {
         }
     }
     // RFC 2543 peers without a branch are keyed on Call-ID/CSeq/From tag instead.
-    m.top_via().ok_or(WireError::BadHeader {
+    let via = m.top_via().ok_or(WireError::BadHeader {
         name: "Via",
         reason: "unparseable",
     })?;
@@ -541,7 +542,7 @@ fn check_mandatory(m: SipMessage) -> Result<SipMessage, WireError> {
             }
         }
     }
-    Ok(m)
+    Ok((m, via))
 }
 
 /// Answers a malformed request if it has what a response needs; true if answered.
@@ -563,9 +564,7 @@ fn answer_malformed(inner: &Arc<Inner>, raw: &RawMessage<'_>, e: &WireError, flo
     true
 }
 
-fn on_request(inner: &Arc<Inner>, mut req: Request, flow: Flow, inline: bool) {
-    // check_mandatory guaranteed a parseable top Via.
-    let Some(mut via) = req.top_via() else { return };
+fn on_request(inner: &Arc<Inner>, mut req: Request, mut via: Via, flow: Flow, inline: bool) {
     via.stamp_received(flow.remote);
     replace_top_via(&mut req, &via);
     let response_flow = match flow.protocol {

@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod endpoint;
+pub mod fastmap;
 pub mod handler;
 pub mod headers;
 pub mod registrar;

@@ -9,11 +9,11 @@
 //! Lookups are memoised per user and dropped when the service's epoch moves (any write that
 //! may change a DN), so a REGISTER storm costs no SQL after the first sight of each user.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 use sip::auth::{AuthError, Authenticator, Credential};
+use sip::fastmap::{self, FastMap};
 use sip::BoxFuture;
 
 use crate::credentials::{DeviceCredentials, PROVISIONING_USER};
@@ -29,7 +29,7 @@ struct DnEntry {
 
 pub struct DmAuthenticator {
     dm: Arc<Dm>,
-    cache: RwLock<HashMap<String, DnEntry>>,
+    cache: RwLock<FastMap<String, DnEntry>>,
 }
 
 /// Users remembered before the memo is cleared.
@@ -39,7 +39,7 @@ impl DmAuthenticator {
     pub fn new(dm: Arc<Dm>) -> Self {
         DmAuthenticator {
             dm,
-            cache: RwLock::new(HashMap::new()),
+            cache: RwLock::new(fastmap::with_capacity(0)),
         }
     }
 

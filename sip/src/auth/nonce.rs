@@ -11,7 +11,7 @@
 //! replay protection for that nonce, never accepts a forged one. Instances do not share `nc`
 //! memory, so a replay sent to another instance of a pair is not detected (documented limit).
 
-use std::collections::HashMap;
+use crate::fastmap::{self, FastMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
@@ -121,8 +121,8 @@ pub fn now_secs() -> u64 {
 }
 
 struct Generations {
-    current: HashMap<String, u32>,
-    previous: HashMap<String, u32>,
+    current: FastMap<String, u32>,
+    previous: FastMap<String, u32>,
 }
 
 /// Remembers the highest `nc` per nonce, bounded.
@@ -138,8 +138,8 @@ impl NcTracker {
             shards: (0..SHARDS)
                 .map(|_| {
                     Mutex::new(Generations {
-                        current: HashMap::new(),
-                        previous: HashMap::new(),
+                        current: fastmap::with_capacity(0),
+                        previous: fastmap::with_capacity(0),
                     })
                 })
                 .collect(),

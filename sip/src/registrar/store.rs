@@ -153,7 +153,8 @@ async fn run(
     interval: Duration,
 ) {
     let mut pending: Vec<BindingChange> = Vec::new();
-    let mut index: HashMap<(String, String), usize> = HashMap::new();
+    let mut index: crate::fastmap::FastMap<(String, String), usize> =
+        crate::fastmap::with_capacity(0);
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
     let mut closed = false;
     loop {

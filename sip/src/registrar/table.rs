@@ -3,7 +3,7 @@
 //! one AOR are computed on a copy and committed under the shard lock, all or nothing
 //! (RFC 3261 §10.3 step 7).
 
-use std::collections::HashMap;
+use crate::fastmap::{self, FastMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -36,25 +36,29 @@ pub struct Outcome {
 }
 
 pub struct BindingTable {
-    shards: Vec<RwLock<HashMap<String, Vec<Arc<Binding>>>>>,
+    shards: Vec<RwLock<FastMap<String, Vec<Arc<Binding>>>>>,
     /// Per shard, no binding in it expires before this (Unix seconds): lets the sweeper skip
     /// shards without walking them.
     earliest: Vec<AtomicU64>,
-    devices: Vec<RwLock<HashMap<String, String>>>,
+    devices: Vec<RwLock<FastMap<String, String>>>,
 }
 
 impl Default for BindingTable {
     fn default() -> Self {
         BindingTable {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(fastmap::with_capacity(0)))
+                .collect(),
             earliest: (0..SHARDS).map(|_| AtomicU64::new(u64::MAX)).collect(),
-            devices: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            devices: (0..SHARDS)
+                .map(|_| RwLock::new(fastmap::with_capacity(0)))
+                .collect(),
         }
     }
 }
 
 impl BindingTable {
-    /// Shard of a key: FNV-1a (cheap; the maps inside keep std's DoS-resistant hasher).
+    /// Shard of a key: FNV-1a (cheap; the maps inside keep a seeded, flood-resistant hasher).
     fn idx(&self, key: &str) -> usize {
         let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ b as u64).wrapping_mul(0x100_0000_01b3)

@@ -10,7 +10,7 @@
 //! INVITE (§17.2.1, Figure 7) is rarer and has real timers (G, H, I), so each one that
 //! reaches Completed gets a small task.
 
-use std::collections::HashMap;
+use crate::fastmap::{self, FastMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,8 +39,8 @@ struct Entry {
 }
 
 struct Generations {
-    current: HashMap<TsxKey, Entry>,
-    previous: HashMap<TsxKey, Entry>,
+    current: FastMap<TsxKey, Entry>,
+    previous: FastMap<TsxKey, Entry>,
     rotated: Instant,
 }
 
@@ -78,8 +78,8 @@ impl NonInviteServerTable {
             shards: (0..SHARDS)
                 .map(|_| {
                     Mutex::new(Generations {
-                        current: HashMap::new(),
-                        previous: HashMap::new(),
+                        current: fastmap::with_capacity(0),
+                        previous: fastmap::with_capacity(0),
                         rotated: now,
                     })
                 })
@@ -102,10 +102,10 @@ impl NonInviteServerTable {
         if now.duration_since(g.rotated) >= self.timer_j || g.current.len() >= self.per_shard_cap {
             // Pre-size the new generation like the last one: no rehash storms under load.
             let cap = g.current.len();
-            let cur = std::mem::replace(&mut g.current, HashMap::with_capacity(cap));
+            let cur = std::mem::replace(&mut g.current, fastmap::with_capacity(cap));
             // After two rotation periods with no traffic both generations are stale.
             let next_previous = if now.duration_since(g.rotated) >= self.timer_j * 2 {
-                HashMap::new()
+                fastmap::with_capacity(0)
             } else {
                 cur
             };

@@ -143,6 +143,9 @@ pub trait Transmit: Send + Sync + 'static {
 /// The running transports.
 pub struct Transport {
     udp: Vec<Arc<UdpSocket>>,
+    /// `udp[i]`'s bound address, read once: asking the socket (`getsockname`) on every send
+    /// was one extra system call per response.
+    udp_addrs: Vec<SocketAddr>,
     tls_addrs: Vec<SocketAddr>,
     flows: Arc<FlowTable>,
     cfg: TransportConfig,
@@ -227,9 +230,14 @@ impl Transport {
     ) -> Result<Arc<Transport>, TransportError> {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut udp = Vec::new();
+        let mut udp_addrs = Vec::new();
         let mut listeners = Vec::new();
         for addr in &cfg.listen {
             let (sock, listener) = bind_pair(*addr, cfg.udp_buffer)?;
+            udp_addrs.push(sock.local_addr().map_err(|source| TransportError::Bind {
+                addr: *addr,
+                source,
+            })?);
             udp.push(Arc::new(sock));
             listeners.push(listener);
         }
@@ -242,6 +250,7 @@ impl Transport {
         }
         let t = Arc::new(Transport {
             udp,
+            udp_addrs,
             tls_addrs,
             flows: Arc::new(FlowTable::default()),
             cfg,
@@ -276,10 +285,7 @@ impl Transport {
 
     /// The bound UDP addresses (TCP listens on the same ones).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.udp
-            .iter()
-            .filter_map(|s| s.local_addr().ok())
-            .collect()
+        self.udp_addrs.clone()
     }
 
     /// The bound TLS addresses (empty when TLS is off).
@@ -301,14 +307,20 @@ impl Transport {
         self.flows.close_all();
     }
 
-    fn udp_for(&self, local: Option<SocketAddr>, remote: SocketAddr) -> Option<&Arc<UdpSocket>> {
-        let by_local = local.and_then(|l| self.udp.iter().find(|s| s.local_addr().ok() == Some(l)));
-        by_local.or_else(|| {
-            self.udp.iter().find(|s| {
-                s.local_addr()
-                    .is_ok_and(|a| a.is_ipv4() == remote.is_ipv4())
-            })
-        })
+    /// The UDP socket bound to `local`, else the first of `remote`'s address family, with
+    /// its bound address.
+    fn udp_for(
+        &self,
+        local: Option<SocketAddr>,
+        remote: SocketAddr,
+    ) -> Option<(&Arc<UdpSocket>, SocketAddr)> {
+        let by_local = local.and_then(|l| self.udp_addrs.iter().position(|a| *a == l));
+        let i = by_local.or_else(|| {
+            self.udp_addrs
+                .iter()
+                .position(|a| a.is_ipv4() == remote.is_ipv4())
+        })?;
+        Some((&self.udp[i], self.udp_addrs[i]))
     }
 
     /// Sends to `remote` over `protocol`, reusing a live TCP or TLS connection to it if there
@@ -347,7 +359,7 @@ impl Transport {
         match flow.protocol {
             Protocol::Udp => {
                 let local = (flow.local.port() != 0).then_some(flow.local);
-                let sock = self
+                let (sock, local) = self
                     .udp_for(local, flow.remote)
                     .ok_or(TransportError::NoRoute(Protocol::Udp, flow.remote))?;
                 sock.send_to(&data, flow.remote)
@@ -356,7 +368,6 @@ impl Transport {
                         addr: flow.remote,
                         source,
                     })?;
-                let local = sock.local_addr().unwrap_or(flow.local);
                 Ok(Flow::udp(local, flow.remote))
             }
             Protocol::Tls => {
@@ -396,7 +407,7 @@ impl Transmit for Arc<Transport> {
         match flow.protocol {
             Protocol::Udp => {
                 let local = (flow.local.port() != 0).then_some(flow.local);
-                let Some(sock) = self.udp_for(local, flow.remote) else {
+                let Some((sock, _)) = self.udp_for(local, flow.remote) else {
                     return Err(data);
                 };
                 match sock.try_send_to(&data, flow.remote) {
