@@ -300,3 +300,34 @@ async fn racing_assignments_of_one_dn_through_both_instances() {
     b.stop().await;
     a.stop().await;
 }
+
+/// A restarted instance restores every stored binding (a restart loses none), its peer's too;
+/// but the flow of a phone registered on the peer is still the peer's: a check-sync asked of
+/// the restarted instance is handed to the peer, not sent from a flow it does not hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_instance_hands_over_what_its_peer_holds() {
+    let a = TestServer::start_with(Db::Postgres, PAIR).await;
+    let b = a.start_peer(PAIR).await;
+    a.post("/dns", json!({"number": "1001", "password": "pw1001"}))
+        .await;
+    a.post(
+        "/devices",
+        json!({"mac": MAC, "vendor": "cisco", "dn": "1001"}),
+    )
+    .await;
+    let sipp = phone(b.sip_addr());
+    registered_on(&b, None).await;
+    let a = a.restart().await;
+    assert!(
+        !a.sip().registrar().bindings("1001").is_empty(),
+        "A restored the stored binding"
+    );
+    let (status, body) = check_sync(&a).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["route"], "handover", "{body}");
+    assert_eq!(body["via"], b.instance_id());
+    let (ok, out) = sipp.await.unwrap();
+    assert!(ok, "the phone took B's NOTIFY:\n{out}");
+    b.stop().await;
+    a.stop().await;
+}

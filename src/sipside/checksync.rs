@@ -136,6 +136,24 @@ async fn check_sync_with(
         }),
     };
     let me = instance_id(dm);
+    if let (Some((binding, _)), true) = (&local, may_hand_over) {
+        // A binding restored from the store at start (a restart loses none) may be one that
+        // another live instance registered and whose flow it holds: the row names the
+        // instance that took the REGISTER last.
+        if let Some(holder) = restored_from_peer(dm, &device, &auth_user, binding, &me).await {
+            if let Some(cluster) = dm.cluster.get() {
+                match cluster.hand_over(&holder, mac, actor).await {
+                    Handover::Done(result) => {
+                        return result.map(|mut r| {
+                            r.route = Route::Handover;
+                            r
+                        })
+                    }
+                    Handover::HolderGone => {}
+                }
+            }
+        }
+    }
     if let Some((binding, identity)) = local {
         let target = Target::Binding(binding.clone());
         return send(
@@ -204,6 +222,29 @@ fn instance_id(dm: &Dm) -> String {
         .get()
         .map(|c| c.id().to_owned())
         .unwrap_or_default()
+}
+
+/// The instance other than this one that holds `binding` according to the store, when the
+/// stored row of the device is that same binding (PostgreSQL, several instances only).
+async fn restored_from_peer(
+    dm: &Dm,
+    device: &crate::store::model::Device,
+    auth_user: &str,
+    binding: &sip::registrar::Binding,
+    me: &str,
+) -> Option<String> {
+    if me.is_empty() || dm.store.backend() != crate::store::Backend::Postgres {
+        return None;
+    }
+    let (row, _) = match stored_binding(dm, device, auth_user).await {
+        Ok(found) => found?,
+        Err(e) => {
+            tracing::debug!(error = %e, "stored binding unknown; sending from here");
+            return None;
+        }
+    };
+    let holder = row.holder?;
+    (holder != me && row.aor == binding.aor && row.contact == binding.id()).then_some(holder)
 }
 
 /// The device's binding as any instance stored it: the per-device user's on the provisioning
