@@ -29,6 +29,9 @@ pub struct Running {
     pub trunks: Arc<crate::sipside::trunks::TrunkTable>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Trunk OPTIONS probes: aborted at stop rather than awaited (a probe of a silent trunk
+    /// waits out its transaction, up to 64·T1, which held every stop for seconds).
+    probes: Vec<JoinHandle<()>>,
 }
 
 impl Running {
@@ -49,6 +52,9 @@ impl Running {
             ep.shutdown().await;
         }
         let _ = self.shutdown.send(true);
+        for p in &self.probes {
+            p.abort();
+        }
         for t in self.tasks {
             let _ = t.await;
         }
@@ -212,7 +218,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let writer = tokio::spawn(write_sightings(dm.clone(), sight_rx, shutdown_rx.clone()));
     let poller = tokio::spawn(watch_version(dm.clone(), shutdown_rx));
     let mut tasks = vec![http, writer, poller];
-    tasks.extend(probes);
     tasks.extend(listener);
     Ok(Running {
         http_addr,
@@ -222,6 +227,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         trunks,
         shutdown,
         tasks,
+        probes,
     })
 }
 

@@ -105,6 +105,14 @@ impl Node {
         }
     }
 
+    /// Whether the process has exited (reaped here, so a zombie does not count as running).
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(_))) | None => true,
+            _ => false,
+        }
+    }
+
     /// SIGTERM: a clean stop.
     pub fn terminate(&mut self) {
         if let Some(mut c) = self.child.take() {
