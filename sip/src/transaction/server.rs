@@ -32,15 +32,16 @@ enum NonInviteState {
     Completed { last: Bytes },
 }
 
-#[derive(Debug, Clone)]
-struct Entry {
-    state: NonInviteState,
-    flow: Flow,
-}
+/// A transaction's key in the table: 128 bits of a per-table seeded hash of its [`TsxKey`].
+/// Under a registration storm the table holds two entries per registration for up to 2·J,
+/// and keeping the key's strings (and the flow, which a retransmission brings again) took
+/// more memory than the response itself; fresh memory is paid in page faults. With seeded
+/// 128 bits a collision is out of reach, for chance and for a peer crafting branches alike.
+type Digest = u128;
 
 struct Generations {
-    current: FastMap<TsxKey, Entry>,
-    previous: FastMap<TsxKey, Entry>,
+    current: FastMap<Digest, NonInviteState>,
+    previous: FastMap<Digest, NonInviteState>,
     rotated: Instant,
 }
 
@@ -49,7 +50,8 @@ struct Generations {
 pub enum Arrival {
     /// A new transaction: hand the request to the TU.
     New,
-    /// A retransmission: send this again (or nothing while Trying).
+    /// A retransmission: send this again (or nothing while Trying), to where the
+    /// retransmission came from.
     Retransmission(Option<(Bytes, Flow)>),
 }
 
@@ -59,10 +61,14 @@ pub struct NonInviteServerTable {
     /// Entries per shard generation before an early rotation: bounds memory under a flood of
     /// distinct transactions (at the price of a shorter absorption window then).
     per_shard_cap: usize,
+    seeds: (
+        foldhash::quality::RandomState,
+        foldhash::quality::RandomState,
+    ),
 }
 
 /// Default bound on remembered non-INVITE server transactions (two generations): about
-/// 1.2 GB. Timer J (32 s) at 30 000 REGISTER/s needs up to 1.9 M; above that rate the
+/// 1 GB. Timer J (32 s) at 30 000 REGISTER/s needs up to 1.9 M; above that rate the
 /// absorption window shortens rather than memory growing.
 pub const DEFAULT_MAX_TRANSACTIONS: usize = 2_000_000;
 
@@ -86,15 +92,17 @@ impl NonInviteServerTable {
                 .collect(),
             timer_j: timer_j.max(Duration::from_millis(1)),
             per_shard_cap: (max / SHARDS / 2).max(16),
+            seeds: Default::default(),
         }
     }
 
-    fn shard(&self, key: &TsxKey) -> &Mutex<Generations> {
-        let h = key
-            .branch
-            .bytes()
-            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
-        &self.shards[h % SHARDS]
+    fn digest(&self, key: &TsxKey) -> Digest {
+        use std::hash::BuildHasher;
+        ((self.seeds.0.hash_one(key) as u128) << 64) | self.seeds.1.hash_one(key) as u128
+    }
+
+    fn shard(&self, d: Digest) -> &Mutex<Generations> {
+        &self.shards[(d as usize) % SHARDS]
     }
 
     fn rotate(&self, g: &mut Generations) {
@@ -119,36 +127,33 @@ impl NonInviteServerTable {
         }
     }
 
+    /// `flow` is where this request came from (and where a response to it goes).
     pub fn arrive(&self, key: &TsxKey, flow: Flow) -> Arrival {
-        let mut g = self.shard(key).lock();
+        let d = self.digest(key);
+        let mut g = self.shard(d).lock();
         self.rotate(&mut g);
-        let existing = g.current.get(key).or_else(|| g.previous.get(key));
-        if let Some(e) = existing {
-            return Arrival::Retransmission(match &e.state {
+        let existing = g.current.get(&d).or_else(|| g.previous.get(&d));
+        if let Some(state) = existing {
+            return Arrival::Retransmission(match state {
                 NonInviteState::Trying => None,
                 NonInviteState::Proceeding { last } | NonInviteState::Completed { last } => {
-                    Some((last.clone(), e.flow))
+                    Some((last.clone(), flow))
                 }
             });
         }
-        g.current.insert(
-            key.clone(),
-            Entry {
-                state: NonInviteState::Trying,
-                flow,
-            },
-        );
+        g.current.insert(d, NonInviteState::Trying);
         Arrival::New
     }
 
     /// Records a response sent by the TU. A final response on a reliable transport ends the
     /// transaction at once (Timer J = 0).
     pub fn respond(&self, key: &TsxKey, data: Bytes, is_final: bool, reliable: bool) {
-        let mut g = self.shard(key).lock();
+        let d = self.digest(key);
+        let mut g = self.shard(d).lock();
         self.rotate(&mut g);
         if is_final && reliable {
-            if g.current.remove(key).is_none() {
-                g.previous.remove(key);
+            if g.current.remove(&d).is_none() {
+                g.previous.remove(&d);
             }
             return;
         }
@@ -161,19 +166,19 @@ impl NonInviteServerTable {
         // arrived in, so this costs one lookup instead of a removal and a reinsertion. One
         // answered from the previous generation moves to the current one, so it still lives
         // a whole Timer J after its response.
-        if let Some(e) = g.current.get_mut(key) {
-            e.state = state;
-        } else if let Some(mut e) = g.previous.remove(key) {
-            e.state = state;
-            g.current.insert(key.clone(), e);
+        if let Some(e) = g.current.get_mut(&d) {
+            *e = state;
+        } else if g.previous.remove(&d).is_some() {
+            g.current.insert(d, state);
         }
     }
 
     /// Forgets a transaction (TU gave up without answering).
     pub fn remove(&self, key: &TsxKey) {
-        let mut g = self.shard(key).lock();
-        g.current.remove(key);
-        g.previous.remove(key);
+        let d = self.digest(key);
+        let mut g = self.shard(d).lock();
+        g.current.remove(&d);
+        g.previous.remove(&d);
     }
 
     pub fn len(&self) -> usize {
