@@ -120,15 +120,21 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// Nonces are remembered by a per-tracker seeded 128-bit digest rather than as strings: one
+/// entry per registration for the nonce's lifetime, so its size is what a storm costs.
 struct Generations {
-    current: FastMap<String, u32>,
-    previous: FastMap<String, u32>,
+    current: FastMap<u128, u32>,
+    previous: FastMap<u128, u32>,
 }
 
 /// Remembers the highest `nc` per nonce, bounded.
 pub struct NcTracker {
     shards: Vec<Mutex<Generations>>,
     per_shard: usize,
+    seeds: (
+        foldhash::quality::RandomState,
+        foldhash::quality::RandomState,
+    ),
 }
 
 impl NcTracker {
@@ -144,29 +150,29 @@ impl NcTracker {
                 })
                 .collect(),
             per_shard,
+            seeds: Default::default(),
         }
     }
 
     /// Records `nc` for `nonce`; false if it is not higher than one already seen (a replay).
     pub fn accept(&self, nonce: &str, nc: u32) -> bool {
-        let idx = nonce
-            .bytes()
-            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
-            % SHARDS;
-        let mut g = self.shards[idx].lock();
+        use std::hash::BuildHasher;
+        let key =
+            ((self.seeds.0.hash_one(nonce) as u128) << 64) | self.seeds.1.hash_one(nonce) as u128;
+        let mut g = self.shards[(key as usize) % SHARDS].lock();
         let seen = g
             .current
-            .get(nonce)
-            .or_else(|| g.previous.get(nonce))
+            .get(&key)
+            .or_else(|| g.previous.get(&key))
             .copied();
         if seen.is_some_and(|s| nc <= s) {
             return false;
         }
-        if g.current.len() >= self.per_shard && !g.current.contains_key(nonce) {
+        if g.current.len() >= self.per_shard && !g.current.contains_key(&key) {
             let cur = std::mem::take(&mut g.current);
             g.previous = cur;
         }
-        g.current.insert(nonce.to_string(), nc);
+        g.current.insert(key, nc);
         true
     }
 }
