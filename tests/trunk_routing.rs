@@ -353,6 +353,31 @@ async fn call_goes_to_the_peer_when_the_preferred_trunk_answers_503() {
     ts.stop().await;
 }
 
+/// The only trunk is alive to OPTIONS but never answers the INVITE: after Timer B the caller
+/// gets 503, not the 408 of the B leg's own timeout, so that a phone with a peer server
+/// retries there at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_trunk_is_503_to_the_caller() {
+    let port = common::free_port();
+    let silent = SippUas::start_scenario(port, "trunk_uas_silent.xml");
+    // T1 = 50 ms: Timer B (64·T1) fires after 3.2 s.
+    let cfg = config(&[("only", format!("sip:127.0.0.1:{port}"))])
+        .replace("[sip]\n", "[sip]\nt1-ms = 50\n");
+    let ts = TestServer::start_with(Db::Sqlite, &cfg).await;
+    wait_for_trunk(&ts, "only", |s| s.last_probe.as_deref() == Some("200")).await;
+    let (ok, out) = call_with(&ts, "trunk_uac_503.xml").await;
+    assert!(ok, "sipp phone:\n{out}\ntrunk saw:\n{}", silent.messages());
+    assert!(
+        silent
+            .received()
+            .iter()
+            .any(|m| m.contains("INVITE sip:8800@")),
+        "the trunk saw:\n{}",
+        silent.messages()
+    );
+    ts.stop().await;
+}
+
 /// (c) A number no trunk's prefix matches: 404.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_matching_trunk_is_404() {

@@ -21,11 +21,12 @@
 //!   the callee become 403: the caller cannot answer a challenge of a realm it never dealt
 //!   with);
 //! * failover: a trunk's contact resolves (RFC 3263) to one or more records, tried in order;
-//!   Timer B (§17.1.1.2; reported as a 408-equivalent, §8.1.3.1), a transport error, or a 503
+//!   Timer B (§17.1.1.2), a transport error, or a 503
 //!   (§21.5.4) moves the call to the next record, then to the next trunk with the same
 //!   prefix. A trunk already out of service, or whose contact does not resolve, is skipped; a
 //!   Timer B marks that record out of service until a probe succeeds (the trunk, once none of
-//!   its records is left);
+//!   its records is left). When nothing took the call the caller gets 503, also after
+//!   timeouts, so that a phone with a peer server fails over;
 //! * CANCEL: the caller's CANCEL is answered (200, and 487 to its INVITE, §9.2) by the
 //!   transaction layer. `send_request` does not expose the B-leg INVITE's branch, so a CANCEL
 //!   matching it (§9.1 requires the same top Via branch) cannot be built here: the B leg is
@@ -311,7 +312,14 @@ impl B2bua {
                             trunk.record_failed(record, "INVITE timeout");
                         }
                         tracing::warn!(trunk = %trunk.config.name, record = %record, error = %e, "INVITE: no answer from this address, trying the next");
-                        last_status = e.status();
+                        // Not the 408 a UAC reports to itself for Timer B: the caller asked a
+                        // server that could not reach its trunk, and 503 (§21.5.4) is what
+                        // makes a business-continuity phone retry through its peer server at
+                        // once (RFC 3263 §4.3), instead of failing this call.
+                        last_status = match e.status() {
+                            408 => 503,
+                            other => other,
+                        };
                         continue;
                     }
                     Ok(Ok(resp)) => resp,
