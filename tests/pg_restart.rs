@@ -37,7 +37,7 @@ impl ThrowawayPg {
         let pg = ThrowawayPg {
             bin,
             dir,
-            port: free_port(),
+            port: port_outside_ephemeral_range(),
         };
         if is_root() {
             let ok = Command::new("chown")
@@ -85,9 +85,10 @@ impl ThrowawayPg {
         .unwrap_or_else(|e| panic!("{tool}: {e}"));
         assert!(
             out.status.success(),
-            "{tool} {args:?}:\n{}{}",
+            "{tool} {args:?}:\n{}{}\nserver log:\n{}",
             String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.dir.path().join("pg.log")).unwrap_or_default()
         );
     }
 
@@ -150,6 +151,30 @@ impl Drop for ThrowawayPg {
             Command::new(&exe).args(args).output()
         };
     }
+}
+
+/// A free TCP port below the kernel's ephemeral range. While the cluster is down, sipdm keeps
+/// reconnecting to its port; were that port an ephemeral one, a reconnect could be given it
+/// as its own source port and connect to itself (TCP simultaneous open), holding the port so
+/// that PostgreSQL cannot bind it again on restart.
+fn port_outside_ephemeral_range() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let span = low.saturating_sub(20_000).max(1) as u32;
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+    for i in 0..200u32 {
+        let port = 20_000 + (seed.wrapping_add(i.wrapping_mul(7_919)) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below {low}");
 }
 
 fn is_root() -> bool {
