@@ -16,79 +16,6 @@ use common::{sipp, Db, TestServer};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl is required (run testbed/test.sh)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// `ca.pem`, and `server.pem` / `server.key` for localhost and 127.0.0.1 signed by it.
-fn test_ca(dir: &Path) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=sipdm SIP test CA",
-    ]);
-    openssl(dir, &ca);
-    let mut csr = vec!["req"];
-    csr.extend(ec);
-    csr.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    openssl(dir, &csr);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
-}
-
 /// A server registering for itself (no switches), with SIP over TLS on a port of its own.
 fn config(dir: &Path) -> String {
     format!(
@@ -202,7 +129,7 @@ fn strings(a: &[&str]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sipp_registers_over_tls_through_stunnel() {
     let dir = tempfile::tempdir().unwrap();
-    test_ca(dir.path());
+    common::test_ca::make(dir.path());
     let ts = start(dir.path()).await;
     let tls = tls_addr(&ts);
     let tunnel = Stunnel::start(dir.path(), tls).await;
@@ -295,7 +222,7 @@ async fn sipp_registers_over_tls_through_stunnel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_registers_over_tls() {
     let dir = tempfile::tempdir().unwrap();
-    test_ca(dir.path());
+    common::test_ca::make(dir.path());
     let ts = start(dir.path()).await;
     let tls = tls_addr(&ts);
     let port = common::free_port();
@@ -377,7 +304,7 @@ async fn baresip_registers_over_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_tls_port_is_closed_and_counted() {
     let dir = tempfile::tempdir().unwrap();
-    test_ca(dir.path());
+    common::test_ca::make(dir.path());
     let ts = start(dir.path()).await;
     let tls = tls_addr(&ts);
     let junk: [&[u8]; 2] = [
@@ -479,7 +406,7 @@ async fn garbage_on_the_tls_port_is_closed_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unusable_certificate_is_a_startup_error() {
     let dir = tempfile::tempdir().unwrap();
-    test_ca(dir.path());
+    common::test_ca::make(dir.path());
     let db = common::TestDb::new(Db::Sqlite).await;
     let bad_cert = dir.path().join("not-a-cert.pem");
     std::fs::write(&bad_cert, "this is no certificate\n").unwrap();
