@@ -9,76 +9,12 @@ mod common;
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use common::trunk::{call_through, raw_invite, wait_for_trunk, SippUas};
 use common::{Db, TestServer};
 use sipdm::sipside::trunks::TrunkState;
 use testbed::dns_zone::{Zone, ZoneServer};
-
-const MAC: &str = "0004f2000abc";
-
-fn sipp_dir() -> PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testbed/sipp")
-}
-
-/// sipp as a trunk (UAS) on 127.0.0.1:`port` (as in tests/trunk_routing.rs): it answers
-/// OPTIONS probes as calls of their own, so it runs until dropped.
-struct SippUas {
-    child: Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl SippUas {
-    fn start(port: u16, scenario: &str) -> SippUas {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = dir.path().join("uas_messages.log");
-        let media = common::free_port().to_string();
-        let child = Command::new("sipp")
-            .args(["-sf", sipp_dir().join(scenario).to_str().expect("utf-8")])
-            .args(["-p", &port.to_string(), "-i", "127.0.0.1", "-mp", &media])
-            .args(["-nostdin", "-trace_msg"])
-            .args(["-message_file", log.to_str().expect("utf-8 path")])
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("sipp is required (Debian package sip-tester; run testbed/test.sh): {e}")
-            });
-        SippUas {
-            child,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn messages(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn saw_invite(&self) -> bool {
-        self.messages()
-            .split("----------------------------------------------- ")
-            .any(|m| m.contains("message received") && m.contains("INVITE sip:8800@"))
-    }
-
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for SippUas {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn config(dns: SocketAddr, interval_ms: u64, trunks: &[(&str, &str, String)]) -> String {
     // T1 = 100 ms: Timer B (64·T1) fires after 6.4 s, well inside sipp's call timeout.
@@ -125,87 +61,8 @@ async fn dns(zone: Zone) -> ZoneServer {
         .expect("test DNS server")
 }
 
-/// The device credentials an unassigned phone finds in its default file.
-async fn device_credentials(ts: &TestServer) -> (String, String) {
-    let file = ts
-        .fetch(
-            &format!("{MAC}.cfg"),
-            Some("PolycomVVX-VVX_450-UA/6.3.0.14929"),
-        )
-        .await
-        .text()
-        .await
-        .unwrap();
-    let attr = |name: &str| {
-        let at = file
-            .find(&format!("{name}=\""))
-            .unwrap_or_else(|| panic!("{name} in\n{file}"));
-        let rest = &file[at + name.len() + 2..];
-        rest[..rest.find('"').unwrap()].to_owned()
-    };
-    (attr("reg.1.auth.userId"), attr("reg.1.auth.password"))
-}
-
-/// sipp as the phone: INVITE 8800 with digest, 200 with the trunk's SDP, ACK, BYE.
-async fn call_through(ts: &TestServer) -> (bool, String) {
-    let (user, password) = device_credentials(ts).await;
-    let target = ts.sip_addr();
-    let media = common::free_port().to_string();
-    tokio::task::spawn_blocking(move || {
-        common::sipp(
-            target,
-            "trunk_uac.xml",
-            "u1",
-            &["-s", "8800", "-au", &user, "-ap", &password, "-mp", &media],
-        )
-    })
-    .await
-    .unwrap()
-}
-
-/// Waits (bounded) until `check` holds for the named trunk's state.
-async fn wait_for_trunk(ts: &TestServer, name: &str, check: impl Fn(&TrunkState) -> bool) {
-    let trunks = ts.running.as_ref().unwrap().trunks.clone();
-    for _ in 0..200 {
-        if trunks.states().iter().any(|s| s.name == name && check(s)) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "trunk {name} never reached the expected state: {:#?}",
-        trunks.states()
-    );
-}
-
 fn both_records_answer(s: &TrunkState) -> bool {
     s.records.len() == 2 && s.records.iter().all(|r| r.in_service)
-}
-
-/// Sends one INVITE without credentials from `from_user` (a DN that need not authenticate
-/// its INVITEs) and returns the final status.
-async fn raw_invite(ts: &TestServer, from_user: &str, to_user: &str) -> String {
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let me = sock.local_addr().unwrap();
-    let invite = format!(
-        "INVITE sip:{to_user}@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{id}\r\nMax-Forwards: 70\r\nFrom: <sip:{from_user}@{sip}>;tag=a\r\n\
-         To: <sip:{to_user}@{sip}>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{from_user}@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: 0\r\n\r\n",
-        sip = ts.sip_addr(),
-        id = common::hex_id(),
-    );
-    sock.send_to(invite.as_bytes(), ts.sip_addr())
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 4096];
-    while let Ok(Ok((n, _))) =
-        tokio::time::timeout(Duration::from_secs(10), sock.recv_from(&mut buf)).await
-    {
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if !text.starts_with("SIP/2.0 1") {
-            return text.split_whitespace().nth(1).unwrap_or("").to_owned();
-        }
-    }
-    "no final response".into()
 }
 
 /// Acceptance: the trunk `sip:ivr.example.test` has two SRV records; calls go to the first;
@@ -214,8 +71,8 @@ async fn raw_invite(ts: &TestServer, from_user: &str, to_user: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_to_the_second_srv_record_when_the_first_stops_answering() {
     let (port1, port2) = (common::free_port(), common::free_port());
-    let ms1 = SippUas::start(port1, "trunk_uas.xml");
-    let ms2 = SippUas::start(port2, "trunk_uas.xml");
+    let ms1 = SippUas::start(port1);
+    let ms2 = SippUas::start(port2);
     let zone = dns(ivr_zone(port1, port2)).await;
     let ts = TestServer::start_with(
         Db::Sqlite,
@@ -270,8 +127,8 @@ async fn failover_to_the_second_srv_record_when_the_first_stops_answering() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invite_unanswered_by_the_first_record_goes_to_the_second() {
     let (port1, port2) = (common::free_port(), common::free_port());
-    let ms1 = SippUas::start(port1, "trunk_uas_silent.xml");
-    let ms2 = SippUas::start(port2, "trunk_uas.xml");
+    let ms1 = SippUas::start_scenario(port1, "trunk_uas_silent.xml");
+    let ms2 = SippUas::start(port2);
     let zone = dns(ivr_zone(port1, port2)).await;
     let ts = TestServer::start_with(
         Db::Sqlite,
@@ -323,7 +180,7 @@ async fn a_name_that_does_not_resolve() {
         .try_init();
 
     let port = common::free_port();
-    let ms = SippUas::start(port, "trunk_uas.xml");
+    let ms = SippUas::start(port);
     let zone = dns(Zone::new("example.test").unwrap()).await;
     // One probe window for the whole test: the first probe runs at start, the next in 60 s.
     let ts = TestServer::start_with(

@@ -4,88 +4,11 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::trunk::{call_through, call_with, raw_invite, wait_for_trunk, SippUas, MAC};
 use common::{Db, TestServer};
 use serde_json::json;
-
-const MAC: &str = "0004f2000abc";
-
-fn sipp_dir() -> PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testbed/sipp")
-}
-
-/// sipp as a trunk (UAS) on 127.0.0.1:`port`, logging every message it sends and receives.
-/// It answers OPTIONS probes as calls of their own, so it never ends by itself: it is killed
-/// when the test is done with it.
-struct SippUas {
-    child: Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl SippUas {
-    fn start(port: u16) -> SippUas {
-        Self::start_scenario(port, "trunk_uas.xml")
-    }
-
-    fn start_scenario(port: u16, scenario: &str) -> SippUas {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = dir.path().join("uas_messages.log");
-        let media = common::free_port().to_string();
-        let child = Command::new("sipp")
-            .args([
-                "-sf",
-                sipp_dir().join(scenario).to_str().expect("utf-8 path"),
-            ])
-            .args([
-                "-p",
-                &port.to_string(),
-                "-i",
-                "127.0.0.1",
-                "-mp",
-                &media,
-                "-nostdin",
-                "-trace_msg",
-            ])
-            .args(["-message_file", log.to_str().expect("utf-8 path")])
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("sipp is required (Debian package sip-tester; run testbed/test.sh): {e}")
-            });
-        SippUas {
-            child,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn messages(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The messages this sipp received, split at sipp's log separators.
-    fn received(&self) -> Vec<String> {
-        self.messages()
-            .split("----------------------------------------------- ")
-            .filter(|m| m.contains("message received"))
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl Drop for SippUas {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn config(trunks: &[(&str, String)]) -> String {
     let mut c = String::from(
@@ -109,92 +32,6 @@ number = "8800"
         ));
     }
     c
-}
-
-/// The device credentials an unassigned phone finds in its default file.
-async fn device_credentials(ts: &TestServer) -> (String, String) {
-    let file = ts
-        .fetch(
-            &format!("{MAC}.cfg"),
-            Some("PolycomVVX-VVX_450-UA/6.3.0.14929"),
-        )
-        .await
-        .text()
-        .await
-        .unwrap();
-    let attr = |name: &str| {
-        let at = file
-            .find(&format!("{name}=\""))
-            .unwrap_or_else(|| panic!("{name} in\n{file}"));
-        let rest = &file[at + name.len() + 2..];
-        rest[..rest.find('"').unwrap()].to_owned()
-    };
-    (attr("reg.1.auth.userId"), attr("reg.1.auth.password"))
-}
-
-/// sipp as the phone: INVITE 8800 with digest, 200 with the trunk's SDP, ACK, BYE.
-async fn call_through(ts: &TestServer) -> (bool, String) {
-    call_with(ts, "trunk_uac.xml").await
-}
-
-async fn call_with(ts: &TestServer, scenario: &'static str) -> (bool, String) {
-    let (user, password) = device_credentials(ts).await;
-    let target = ts.sip_addr();
-    let media = common::free_port().to_string();
-    tokio::task::spawn_blocking(move || {
-        common::sipp(
-            target,
-            scenario,
-            "u1",
-            &["-s", "8800", "-au", &user, "-ap", &password, "-mp", &media],
-        )
-    })
-    .await
-    .unwrap()
-}
-
-/// Waits until `check` holds for the named trunk's state.
-async fn wait_for_trunk(
-    ts: &TestServer,
-    name: &str,
-    check: impl Fn(&sipdm::sipside::trunks::TrunkState) -> bool,
-) {
-    let trunks = ts.running.as_ref().unwrap().trunks.clone();
-    for _ in 0..100 {
-        if trunks.states().iter().any(|s| s.name == name && check(s)) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "trunk {name} never reached the expected state: {:?}",
-        trunks.states()
-    );
-}
-
-/// Sends one INVITE without credentials and returns the final status.
-async fn raw_invite(ts: &TestServer, from_user: &str, to_user: &str) -> String {
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let me = sock.local_addr().unwrap();
-    let invite = format!(
-        "INVITE sip:{to_user}@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{id}\r\nMax-Forwards: 70\r\nFrom: <sip:{from_user}@{sip}>;tag=a\r\n\
-         To: <sip:{to_user}@{sip}>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{from_user}@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: 0\r\n\r\n",
-        sip = ts.sip_addr(),
-        id = common::hex_id(),
-    );
-    sock.send_to(invite.as_bytes(), ts.sip_addr())
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 4096];
-    while let Ok(Ok((n, _))) =
-        tokio::time::timeout(Duration::from_secs(3), sock.recv_from(&mut buf)).await
-    {
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if !text.starts_with("SIP/2.0 1") {
-            return text.split_whitespace().nth(1).unwrap_or("").to_owned();
-        }
-    }
-    "no final response".into()
 }
 
 /// (a) The call goes to the external trunk as a new INVITE naming the device; the caller gets

@@ -4,6 +4,7 @@
 
 pub mod node;
 pub mod test_ca;
+pub mod trunk;
 
 use std::path::Path;
 
