@@ -226,56 +226,19 @@ async fn baresip_registers_over_tls() {
     let ts = start(dir.path()).await;
     let tls = tls_addr(&ts);
     let port = common::free_port();
-    std::fs::write(
-        dir.path().join("accounts"),
-        format!(
-            "<sip:1000@{}:{};transport=tls>;auth_pass=pw1000;regint=600\n",
+    let phone = common::baresip::Baresip::start(
+        dir.path(),
+        &format!(
+            "<sip:1000@{}:{};transport=tls>;auth_pass=pw1000;regint=600",
             tls.ip(),
             tls.port()
         ),
-    )
-    .unwrap();
-    let modules = [
-        "/usr/lib/baresip/modules",
-        "/usr/lib/x86_64-linux-gnu/baresip/modules",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).join("account.so").exists())
-    .expect("baresip modules (Debian package baresip-core; run testbed/test.sh)");
-    std::fs::write(
-        dir.path().join("config"),
-        format!(
-            "module_path {modules}\nsip_listen 127.0.0.1:{port}\nsip_cafile {}\n\
-             audio_player none\naudio_source none\nmodule_app account.so\nmodule_tmp uuid.so\n",
-            dir.path().join("ca.pem").display()
-        ),
-    )
-    .unwrap();
-    let mut child = tokio::process::Command::new("baresip")
-        .arg("-f")
-        .arg(dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("baresip is required (Debian package baresip-core; run testbed/test.sh)");
-    let mut bound = Vec::new();
-    for _ in 0..100 {
-        bound = ts.sip().registrar().bindings("1000");
-        if !bound.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (_, listed) = ts.get_json("/bindings?aor=1000").await;
-    let _ = child.start_kill();
-    let out = child.wait_with_output().await.expect("baresip output");
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        port,
+        &format!("sip_cafile {}\n", dir.path().join("ca.pem").display()),
     );
+    let bound = phone.wait_bound(&ts, "1000").await;
+    let (_, listed) = ts.get_json("/bindings?aor=1000").await;
+    let log = phone.stop().await;
     assert_eq!(
         bound.len(),
         1,

@@ -2,6 +2,7 @@
 //! PostgreSQL (127.0.0.1:5432, database `test`, each test in a schema of its own).
 #![allow(dead_code)]
 
+pub mod baresip;
 pub mod node;
 pub mod test_ca;
 pub mod trunk;
