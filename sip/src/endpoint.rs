@@ -524,7 +524,7 @@ fn check_mandatory(m: SipMessage) -> Result<(SipMessage, Via), WireError> {
         reason: "not number and method",
     })?;
     if let SipMessage::Request(r) = &m {
-        if !r.method.to_string().eq(method) {
+        if crate::wire::parse::parse_method(method).ok() != Some(r.method) {
             return Err(WireError::BadHeader {
                 name: "CSeq",
                 reason: "method differs from request line",
@@ -605,12 +605,11 @@ fn on_request(inner: &Arc<Inner>, mut req: Request, mut via: Via, flow: Flow, in
 fn replace_top_via(req: &mut Request, via: &Via) {
     for h in req.headers.iter_mut() {
         if let Header::Via(v) = h {
-            let value = v.value().to_string();
-            let mut parts = split_top_level(&value, b',');
+            let mut new = via.render();
+            // Other Vias folded into this header line follow the stamped top one.
+            let mut parts = split_top_level(v.value(), b',');
             let _top = parts.next();
-            let rest: Vec<&str> = parts.collect();
-            let mut new = via.to_string();
-            for r in rest {
+            for r in parts {
                 new.push(',');
                 new.push_str(r);
             }

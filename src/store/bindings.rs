@@ -145,14 +145,15 @@ impl Store {
                 placeholders(self.backend(), chunk.len(), 6)
             );
             let mut q = sqlx::query(&sql);
+            // Borrowed: binding a `&String` copies it into the arguments, a `&str` does not.
             for b in chunk {
                 q = q
-                    .bind(&b.aor)
-                    .bind(&b.contact)
+                    .bind(b.aor.as_str())
+                    .bind(b.contact.as_str())
                     .bind(b.expires_at)
-                    .bind(&b.data)
-                    .bind(&b.device)
-                    .bind(&b.holder);
+                    .bind(b.data.as_str())
+                    .bind(b.device.as_deref())
+                    .bind(b.holder.as_deref());
             }
             q.execute(&mut *tx).await?;
         }
@@ -170,7 +171,7 @@ impl Store {
             let sql = format!("DELETE FROM bindings WHERE {}", matches.join(" OR "));
             let mut q = sqlx::query(&sql);
             for (aor, contact) in chunk {
-                q = q.bind(aor).bind(contact);
+                q = q.bind(aor.as_str()).bind(contact.as_str());
             }
             q.execute(&mut *tx).await?;
         }

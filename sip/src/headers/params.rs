@@ -59,20 +59,40 @@ impl Params {
     }
 }
 
-impl std::fmt::Display for Params {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Params {
+    /// Appends the parameters as they go on the wire (`;a=b;c`). Built with `push_str`, not
+    /// `write!`: this runs for the top Via of every request, where the formatting machinery
+    /// was a visible share of a registration's CPU.
+    pub fn write_into(&self, out: &mut String) {
         for (n, v) in &self.0 {
+            out.push(';');
+            out.push_str(n);
             match v {
-                Some(v) if needs_quotes(v) => write!(
-                    f,
-                    ";{n}=\"{}\"",
-                    v.replace('\\', "\\\\").replace('"', "\\\"")
-                )?,
-                Some(v) => write!(f, ";{n}={v}")?,
-                None => write!(f, ";{n}")?,
+                Some(v) if needs_quotes(v) => {
+                    out.push_str("=\"");
+                    for c in v.chars() {
+                        if c == '\\' || c == '"' {
+                            out.push('\\');
+                        }
+                        out.push(c);
+                    }
+                    out.push('"');
+                }
+                Some(v) => {
+                    out.push('=');
+                    out.push_str(v);
+                }
+                None => {}
             }
         }
-        Ok(())
+    }
+}
+
+impl std::fmt::Display for Params {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut s = String::new();
+        self.write_into(&mut s);
+        f.write_str(&s)
     }
 }
 

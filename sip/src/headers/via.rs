@@ -61,10 +61,13 @@ impl Via {
 
     /// `host[:port]` as the client wrote it — part of the server transaction key.
     pub fn sent_by(&self) -> String {
-        match self.port {
-            Some(p) => format!("{}:{}", self.host, p),
-            None => self.host.clone(),
+        let mut out = String::with_capacity(self.host.len() + 6);
+        out.push_str(&self.host);
+        if let Some(p) = self.port {
+            out.push(':');
+            push_u16(&mut out, p);
         }
+        out
     }
 
     /// RFC 3261 §18.2.1 + RFC 3581 §4: record where the request really came from.
@@ -72,10 +75,12 @@ impl Via {
         let ip = source.ip();
         let host_is_source = self.host.trim_matches(['[', ']']).parse::<IpAddr>().ok() == Some(ip);
         if !host_is_source || self.params.contains("rport") {
-            self.params.set("received", Some(ip.to_string()));
+            self.params.set("received", Some(ip_text(ip)));
         }
         if self.params.contains("rport") {
-            self.params.set("rport", Some(source.port().to_string()));
+            let mut port = String::with_capacity(5);
+            push_u16(&mut port, source.port());
+            self.params.set("rport", Some(port));
         }
     }
 
@@ -93,13 +98,69 @@ impl Via {
     }
 }
 
+impl Via {
+    /// The header value as it goes on the wire (see [`Params::write_into`] for why not `write!`).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(
+            16 + self.host.len()
+                + self
+                    .params
+                    .0
+                    .iter()
+                    .map(|(n, v)| n.len() + v.as_ref().map_or(0, |v| v.len() + 3) + 1)
+                    .sum::<usize>(),
+        );
+        out.push_str("SIP/2.0/");
+        out.push_str(&self.transport);
+        out.push(' ');
+        out.push_str(&self.host);
+        if let Some(p) = self.port {
+            out.push(':');
+            push_u16(&mut out, p);
+        }
+        self.params.write_into(&mut out);
+        out
+    }
+}
+
 impl std::fmt::Display for Via {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SIP/2.0/{} {}", self.transport, self.host)?;
-        if let Some(p) = self.port {
-            write!(f, ":{p}")?;
+        f.write_str(&self.render())
+    }
+}
+
+/// Appends `n` in decimal.
+fn push_u16(out: &mut String, n: u16) {
+    let mut buf = [0u8; 5];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
-        write!(f, "{}", self.params)
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+}
+
+/// An address as text: IPv4 by hand (the common case, once per request for `received`),
+/// IPv6 by the standard library's formatter (which also picks the compressed form).
+fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut out = String::with_capacity(15);
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_u16(&mut out, o as u16);
+            }
+            out
+        }
+        IpAddr::V6(_) => ip.to_string(),
     }
 }
 
@@ -156,6 +217,30 @@ mod tests {
         let mut v = Via::parse("SIP/2.0/UDP 203.0.113.9:5060;branch=z9hG4bK1").unwrap();
         v.stamp_received("203.0.113.9:5060".parse().unwrap());
         assert!(!v.params.contains("received"));
+    }
+
+    #[test]
+    fn hand_written_numbers_match_the_standard_formatter() {
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.0.1",
+            "192.168.100.9",
+            "2001:db8::1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+        for port in [0u16, 7, 10, 99, 100, 5060, 65535] {
+            let mut s = String::new();
+            push_u16(&mut s, port);
+            assert_eq!(s, port.to_string());
+        }
+        let v = Via::parse(r#"SIP/2.0/TLS h;branch=z9hG4bK1;x="a \"b\"";y"#).unwrap();
+        assert_eq!(
+            v.to_string(),
+            r#"SIP/2.0/TLS h;branch=z9hG4bK1;x="a \"b\"";y"#
+        );
     }
 
     #[test]

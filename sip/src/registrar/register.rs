@@ -287,7 +287,7 @@ impl Registrar {
                     }
                 }
                 r.headers
-                    .push(Header::Date(rsip::headers::Date::new(http_date(now))));
+                    .push(Header::Date(rsip::headers::Date::new(date_of_second(now))));
                 Stats::inc(&self.stats.registrations_ok);
                 inc.respond(r);
                 self.publish(outcome).await;
@@ -409,6 +409,21 @@ fn parse_q(v: &str) -> Option<u16> {
     (q <= 1000).then_some(q)
 }
 
+/// [`http_date`] of `secs`, formatted once per second per thread: every 200 to a REGISTER
+/// carries it, and at thousands of registrations a second they share a few values.
+fn date_of_second(secs: u64) -> String {
+    thread_local! {
+        static LAST: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    LAST.with_borrow_mut(|(at, text)| {
+        if *at != secs {
+            *at = secs;
+            *text = http_date(secs);
+        }
+        text.clone()
+    })
+}
+
 /// RFC 1123 date (`Date:` header) from Unix seconds.
 pub fn http_date(secs: u64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
@@ -467,5 +482,7 @@ mod tests {
     fn dates() {
         assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
         assert_eq!(http_date(1_000_000_000), "Sun, 09 Sep 2001 01:46:40 GMT");
+        assert_eq!(date_of_second(1_000_000_000), http_date(1_000_000_000));
+        assert_eq!(date_of_second(0), http_date(0));
     }
 }

@@ -20,19 +20,20 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use rsip::headers::UntypedHeader;
 use rsip::{Header, Method, Request, Response, StatusCode};
 
 pub use client::TsxError;
 pub use key::{ClientKey, TsxKey};
-pub use server::{Arrival, InviteState, NonInviteServerTable, ServerInvTsx};
+pub use server::{Arrival, InviteState, Kept, NonInviteServerTable, ServerInvTsx};
 pub use timers::Timers;
 
 use crate::headers::{name_value, new_tag, MessageExt, NameAddr};
 use crate::stats::Stats;
 use crate::transport::{Flow, Transmit};
+use crate::wire::encode::{encode_response_marked, put_header_lines};
 use crate::wire::encode_response;
 
 /// What the layer decided about an incoming request.
@@ -57,6 +58,10 @@ pub struct TransactionLayer {
     pub(crate) clients: Mutex<HashMap<ClientKey, tokio::sync::mpsc::UnboundedSender<Response>>>,
     pub(crate) stats: Arc<Stats>,
     server_header: String,
+    /// Key of the To tags of non-INVITE transactions, derived from the transaction (SipHash
+    /// keyed at random: unpredictable to peers) so that a kept response can be rebuilt
+    /// with the same tag ([`Kept::Elided`]).
+    tag_key: std::collections::hash_map::RandomState,
 }
 
 impl TransactionLayer {
@@ -96,7 +101,33 @@ impl TransactionLayer {
             clients: Mutex::new(HashMap::new()),
             stats,
             server_header,
+            tag_key: Default::default(),
         })
+    }
+
+    /// The To tag this layer gives a non-INVITE transaction: 12 characters of `[0-9a-z]`
+    /// (62 bits) from a keyed hash of its key.
+    fn tag_for(&self, key: &TsxKey) -> String {
+        use std::hash::BuildHasher;
+        let mut h = self.tag_key.hash_one(key);
+        let mut tag = String::with_capacity(12);
+        for _ in 0..12 {
+            tag.push(char::from(
+                b"0123456789abcdefghijklmnopqrstuvwxyz"[(h % 36) as usize],
+            ));
+            h /= 36;
+        }
+        tag
+    }
+
+    /// A kept response with the request's headers put back from a retransmission of it.
+    fn restore(&self, req: &Request, key: &TsxKey, rest: &Bytes, at: usize) -> Bytes {
+        let skeleton = skeleton_of(req, || self.tag_for(key));
+        let mut out = BytesMut::with_capacity(rest.len() + 320);
+        out.put_slice(&rest[..at]);
+        put_header_lines(&mut out, &skeleton);
+        out.put_slice(&rest[at..]);
+        out.freeze()
     }
 
     pub fn timers(&self) -> Timers {
@@ -196,7 +227,13 @@ impl TransactionLayer {
                 )),
                 Arrival::Retransmission(again) => {
                     Stats::inc(&self.stats.retransmissions_absorbed);
-                    if let Some((data, flow)) = again {
+                    if let Some((kept, flow)) = again {
+                        let data = match kept {
+                            Kept::Whole(data) => data,
+                            Kept::Elided { rest, at } => {
+                                self.restore(req, &key, &rest, at as usize)
+                            }
+                        };
                         self.send_soon(flow, data);
                     }
                     RequestDisposition::Absorbed
@@ -241,23 +278,36 @@ impl TransactionLayer {
         true
     }
 
-    /// Records and sends a response of a server transaction.
+    /// Records and sends a response of a server transaction. `skeleton` is what the
+    /// transaction copied from the request: when the response starts with it (as responses
+    /// built by [`Responder::response`] do), a non-INVITE transaction keeps the response
+    /// without it ([`Kept::Elided`]).
     fn send_response(
         self: &Arc<Self>,
         key: &TsxKey,
         flow: Flow,
         invite: Option<&Arc<ServerInvTsx>>,
         resp: &Response,
+        skeleton: &[Header],
     ) {
         let code = resp.status_code.code();
-        let data = encode_response(resp);
         let is_final = code >= 200;
-        match invite {
-            None => {
+        let reliable = flow.protocol.is_reliable();
+        let data = match invite {
+            None if is_final && reliable => {
+                // Nothing is kept: the transaction ends with this response.
+                let data = encode_response(resp);
                 self.non_invite
-                    .respond(key, data.clone(), is_final, flow.protocol.is_reliable())
+                    .respond(key, Kept::Whole(data.clone()), is_final, reliable);
+                data
+            }
+            None => {
+                let (data, kept) = keep(resp, skeleton);
+                self.non_invite.respond(key, kept, is_final, reliable);
+                data
             }
             Some(tsx) => {
+                let data = encode_response(resp);
                 let mut st = tsx.state.lock();
                 match &*st {
                     InviteState::Proceeding { .. } => {}
@@ -278,14 +328,20 @@ impl TransactionLayer {
                     drop(st);
                     tokio::spawn(run_invite_completed(self.clone(), tsx.clone()));
                 }
+                data
             }
-        }
+        };
         self.send_soon(flow, data);
     }
 
     fn abandon(self: &Arc<Self>, key: &TsxKey) {
         self.non_invite.remove(key);
         self.invites.lock().remove(key);
+    }
+
+    /// The size of the response kept for a non-INVITE server transaction (for tests).
+    pub fn kept_len(&self, key: &TsxKey) -> Option<usize> {
+        self.non_invite.kept(key).map(|k| k.kept_len())
     }
 
     /// Live server transactions (for tests and metrics).
@@ -369,6 +425,60 @@ async fn run_invite_accepted(layer: Arc<TransactionLayer>, tsx: Arc<ServerInvTsx
     layer.accepted.lock().remove(&tsx.dialog);
 }
 
+/// The bytes to send for `resp` and what to keep of them for retransmissions.
+fn keep(resp: &Response, skeleton: &[Header]) -> (Bytes, Kept) {
+    let starts_with_skeleton =
+        !skeleton.is_empty() && resp.headers.iter().take(skeleton.len()).eq(skeleton.iter());
+    if !starts_with_skeleton {
+        let data = encode_response(resp);
+        return (data.clone(), Kept::Whole(data));
+    }
+    let (data, status_end, skeleton_end) = encode_response_marked(resp, skeleton.len());
+    let Ok(at) = u16::try_from(status_end) else {
+        return (data.clone(), Kept::Whole(data));
+    };
+    let mut rest = BytesMut::with_capacity(data.len() - (skeleton_end - status_end));
+    rest.put_slice(&data[..status_end]);
+    rest.put_slice(&data[skeleton_end..]);
+    (
+        data,
+        Kept::Elided {
+            rest: rest.freeze(),
+            at,
+        },
+    )
+}
+
+/// The Via(s), From, To, Call-ID and CSeq of `req` in its order (§8.2.6.2), with a To tag
+/// from `tag` when the request's To has none.
+fn skeleton_of(req: &Request, tag: impl FnOnce() -> String) -> Vec<Header> {
+    let mut skeleton = Vec::with_capacity(6);
+    let mut tag_needed = false;
+    for h in req.headers.iter() {
+        match h {
+            Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => {
+                skeleton.push(h.clone())
+            }
+            Header::To(to) => {
+                tag_needed = NameAddr::parse(to.value())
+                    .map(|n| n.tag().is_none())
+                    .unwrap_or(false);
+                skeleton.push(h.clone());
+            }
+            _ => {}
+        }
+    }
+    if tag_needed {
+        let tag = tag();
+        for h in skeleton.iter_mut() {
+            if let Header::To(to) = h {
+                *to = rsip::headers::To::new(format!("{};tag={tag}", to.value()));
+            }
+        }
+    }
+    skeleton
+}
+
 /// The TU's handle on one server transaction.
 #[must_use = "a request must be answered; dropping the responder answers 500"]
 pub struct Responder {
@@ -389,29 +499,12 @@ impl Responder {
         req: &Request,
         invite: Option<Arc<ServerInvTsx>>,
     ) -> Responder {
-        let mut skeleton = Vec::with_capacity(6);
-        let mut tag_needed = false;
-        for h in req.headers.iter() {
-            match h {
-                Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => {
-                    skeleton.push(h.clone())
-                }
-                Header::To(to) => {
-                    tag_needed = NameAddr::parse(to.value())
-                        .map(|n| n.tag().is_none())
-                        .unwrap_or(false);
-                    skeleton.push(h.clone());
-                }
-                _ => {}
-            }
-        }
-        if tag_needed {
-            for h in skeleton.iter_mut() {
-                if let Header::To(to) = h {
-                    *to = rsip::headers::To::new(format!("{};tag={}", to.value(), new_tag()));
-                }
-            }
-        }
+        // INVITE tags name dialogs: random. Non-INVITE ones are derived from the
+        // transaction, so that a kept response can be rebuilt ([`Kept::Elided`]).
+        let skeleton = skeleton_of(req, || match invite {
+            Some(_) => new_tag(),
+            None => layer.tag_for(&key),
+        });
         Responder {
             layer,
             key,
@@ -458,16 +551,26 @@ impl Responder {
     /// Sends a provisional (1xx) response; the transaction stays open.
     pub fn provisional(&self, resp: &Response) {
         if resp.status_code.code() < 200 {
-            self.layer
-                .send_response(&self.key, self.flow, self.invite.as_ref(), resp);
+            self.layer.send_response(
+                &self.key,
+                self.flow,
+                self.invite.as_ref(),
+                resp,
+                &self.skeleton,
+            );
         }
     }
 
     /// Sends the final response, consuming the responder.
     pub fn respond(mut self, resp: Response) {
         self.done = true;
-        self.layer
-            .send_response(&self.key, self.flow, self.invite.as_ref(), &resp);
+        self.layer.send_response(
+            &self.key,
+            self.flow,
+            self.invite.as_ref(),
+            &resp,
+            &self.skeleton,
+        );
     }
 
     /// Sends a final response to a non-INVITE request and forgets the transaction at once,
@@ -514,8 +617,13 @@ impl Drop for Responder {
         if tokio::runtime::Handle::try_current().is_ok() {
             tracing::warn!(branch = %self.key.branch, "request dropped unanswered; sending 500");
             let r = self.response(StatusCode::ServerInternalError);
-            self.layer
-                .send_response(&self.key, self.flow, self.invite.as_ref(), &r);
+            self.layer.send_response(
+                &self.key,
+                self.flow,
+                self.invite.as_ref(),
+                &r,
+                &self.skeleton,
+            );
         } else {
             self.layer.abandon(&self.key);
         }

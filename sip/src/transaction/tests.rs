@@ -307,3 +307,79 @@ async fn unacked_2xx_gives_up_after_timer_l() {
     assert_eq!(oks, 11);
     assert_eq!(l.server_count(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn retransmitted_non_invite_gets_the_same_bytes_from_the_kept_response() {
+    let (l, wire) = layer();
+    let req = request("REGISTER", "z9hG4bKkept");
+    let RequestDisposition::New(resp) = l.on_request(&req, key_of(&req), udp()) else {
+        panic!("new transaction expected");
+    };
+    let mut r = resp.response(StatusCode::Unauthorized);
+    r.headers.push(rsip::Header::Other(
+        "WWW-Authenticate".into(),
+        "Digest realm=\"x\", nonce=\"n\"".into(),
+    ));
+    resp.respond(r);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The request comes again (another copy of the same datagram), twice.
+    for _ in 0..2 {
+        let again = request("REGISTER", "z9hG4bKkept");
+        assert!(matches!(
+            l.on_request(&again, key_of(&again), udp()),
+            RequestDisposition::Absorbed
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let texts = wire.texts();
+    assert_eq!(texts.len(), 3, "{texts:?}");
+    assert!(
+        texts[0].starts_with("SIP/2.0 401 Unauthorized\r\nVia: "),
+        "{}",
+        texts[0]
+    );
+    assert!(texts[0].contains("\r\nTo: <sip:a@x>;tag="), "{}", texts[0]);
+    assert!(
+        texts[0].contains("\r\nWWW-Authenticate: Digest"),
+        "{}",
+        texts[0]
+    );
+    assert_eq!(texts[1], texts[0]);
+    assert_eq!(texts[2], texts[0]);
+
+    // What the table keeps is the response without the headers the request brings again.
+    let kept = l.kept_len(&key_of(&req)).unwrap();
+    assert!(
+        kept + 100 < texts[0].len(),
+        "kept {kept} of {}",
+        texts[0].len()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_response_not_built_on_the_request_headers_is_kept_whole() {
+    let (l, wire) = layer();
+    let req = request("OPTIONS", "z9hG4bKwhole");
+    let RequestDisposition::New(resp) = l.on_request(&req, key_of(&req), udp()) else {
+        panic!("new transaction expected");
+    };
+    // A TU that builds its own response: Call-ID first.
+    let mut r = resp.response(StatusCode::OK);
+    r.headers.retain(|h| !matches!(h, rsip::Header::CallId(_)));
+    let mut headers: Vec<rsip::Header> = vec![rsip::Header::CallId("c".into())];
+    headers.extend(r.headers.iter().cloned());
+    r.headers = headers.into();
+    resp.respond(r);
+    let again = request("OPTIONS", "z9hG4bKwhole");
+    let _ = l.on_request(&again, key_of(&again), udp());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let texts = wire.texts();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(
+        texts[0].starts_with("SIP/2.0 200 OK\r\nCall-ID: c\r\n"),
+        "{}",
+        texts[0]
+    );
+    assert_eq!(texts[1], texts[0]);
+    assert_eq!(l.kept_len(&key_of(&req)), Some(texts[0].len()));
+}

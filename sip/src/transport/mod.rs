@@ -201,15 +201,23 @@ impl EventSenders {
 }
 
 /// The Call-ID value of a raw message (full `Call-ID:` or compact `i:` form, any case), without
-/// parsing the message: a scan of the header lines up to the blank line.
+/// parsing the message: a scan of the header lines that stops at the Call-ID or the blank line.
+/// It runs for every datagram before anything else, so lines that cannot be a Call-ID are
+/// skipped on their first byte.
 fn call_id_of(data: &[u8]) -> Option<&[u8]> {
-    let head_end = data
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(data.len());
-    for line in data[..head_end].split(|b| *b == b'\n') {
+    let mut rest = data;
+    while !rest.is_empty() {
+        let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+        let line = &rest[..end];
+        rest = &rest[(end + 1).min(rest.len())..];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
+        let Some(&first) = line.first() else {
+            return None; // the blank line: end of the head
+        };
+        if !matches!(first | 0x20, b'c' | b'i') {
+            continue;
+        }
+        let Some(colon) = memchr::memchr(b':', line) else {
             continue;
         };
         let name = line[..colon].trim_ascii();

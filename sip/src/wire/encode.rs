@@ -37,6 +37,49 @@ fn encoded_len(headers: &rsip::Headers, body: &[u8]) -> usize {
         + 40
 }
 
+/// Appends header lines (`Name: value\r\n`), in order.
+pub fn put_header_lines(out: &mut BytesMut, headers: &[Header]) {
+    for h in headers {
+        let (n, v) = name_value(h);
+        out.put_slice(n.as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(v.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+}
+
+/// [`encode_response`], and where in it the status line ends and where the first `lead`
+/// header lines end (`lead` must not count a Content-Length header).
+pub fn encode_response_marked(r: &Response, lead: usize) -> (Bytes, usize, usize) {
+    let mut out = BytesMut::with_capacity(48 + encoded_len(&r.headers, &r.body));
+    out.put_slice(b"SIP/2.0 ");
+    out.put_slice(r.status_code.to_string().as_bytes());
+    out.put_slice(b"\r\n");
+    let status_end = out.len();
+    let mut lead_end = out.len();
+    for (i, h) in r.headers.iter().enumerate() {
+        if i == lead {
+            lead_end = out.len();
+        }
+        if matches!(h, Header::ContentLength(_)) {
+            continue;
+        }
+        let (n, v) = name_value(h);
+        out.put_slice(n.as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(v.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    if lead >= r.headers.iter().count() {
+        lead_end = out.len();
+    }
+    out.put_slice(b"Content-Length: ");
+    out.put_slice(r.body.len().to_string().as_bytes());
+    out.put_slice(b"\r\n\r\n");
+    out.put_slice(&r.body);
+    (out.freeze(), status_end, lead_end)
+}
+
 pub fn encode_response(r: &Response) -> Bytes {
     let mut out = BytesMut::with_capacity(48 + encoded_len(&r.headers, &r.body));
     out.put_slice(b"SIP/2.0 ");
@@ -60,6 +103,26 @@ pub fn encode_request(r: &Request) -> Bytes {
 mod tests {
     use super::*;
     use crate::wire::parse::parse_bytes;
+
+    #[test]
+    fn marked_response_is_the_plain_encoding() {
+        let m =
+            parse_bytes(b"SIP/2.0 200 OK\r\nVia: a\r\nCall-ID: x\r\nServer: s\r\n\r\n").unwrap();
+        let rsip::SipMessage::Response(r) = m else {
+            panic!()
+        };
+        for lead in 0..=4 {
+            let (b, status_end, lead_end) = encode_response_marked(&r, lead);
+            assert_eq!(b, encode_response(&r));
+            assert_eq!(&b[..status_end], b"SIP/2.0 200 OK\r\n");
+            let want = ["", "Via: a\r\n", "Via: a\r\nCall-ID: x\r\n"][lead.min(2)];
+            if lead <= 2 {
+                assert_eq!(&b[status_end..lead_end], want.as_bytes());
+            } else {
+                assert!(b[status_end..lead_end].ends_with(b"Server: s\r\n"));
+            }
+        }
+    }
 
     #[test]
     fn content_length_recomputed() {
