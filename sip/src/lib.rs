@@ -3,6 +3,7 @@
 //!
 //! Layers, lowest first (a module only uses those above it in this list):
 //!
+//! * [`text`] — numbers and addresses as text for the hot paths;
 //! * [`wire`] — framing, normalisation of awkward forms, parsing into rsip types;
 //! * [`headers`] — typed reads of Via, From/To/Contact and parameters;
 //! * [`stats`] — counters exported by the server crate;
@@ -20,6 +21,7 @@ pub mod handler;
 pub mod headers;
 pub mod registrar;
 pub mod stats;
+pub mod text;
 pub mod transaction;
 pub mod transport;
 pub mod wire;

@@ -57,7 +57,9 @@ impl Algorithm {
                 }
                 d.update(p.as_bytes());
             }
-            hex::encode(d.finalize())
+            let mut out = String::with_capacity(64);
+            super::push_hex(&mut out, &d.finalize());
+            out
         }
         match self.base() {
             Algorithm::Md5 => run::<Md5>(parts),
@@ -109,34 +111,37 @@ impl DigestResponse {
                 continue;
             };
             let k = k.trim();
+            // Matched without lower-casing a copy of the name: ten parameters per request.
+            const KEYS: [&str; 10] = [
+                "username",
+                "realm",
+                "nonce",
+                "uri",
+                "response",
+                "algorithm",
+                "cnonce",
+                "opaque",
+                "qop",
+                "nc",
+            ];
+            let Some(i) = KEYS.iter().position(|n| n.eq_ignore_ascii_case(k)) else {
+                continue;
+            };
             let v = unquote(v.trim()).into_owned();
-            match k.to_ascii_lowercase().as_str() {
-                "username" => {
-                    r.username = v;
-                    have[0] = true;
-                }
-                "realm" => {
-                    r.realm = v;
-                    have[1] = true;
-                }
-                "nonce" => {
-                    r.nonce = v;
-                    have[2] = true;
-                }
-                "uri" => {
-                    r.uri = v;
-                    have[3] = true;
-                }
-                "response" => {
-                    r.response = v;
-                    have[4] = true;
-                }
-                "algorithm" => r.algorithm = Some(v),
-                "cnonce" => r.cnonce = Some(v),
-                "opaque" => r.opaque = Some(v),
-                "qop" => r.qop = Some(v),
-                "nc" => r.nc = Some(v),
-                _ => {}
+            if i < 5 {
+                have[i] = true;
+            }
+            match i {
+                0 => r.username = v,
+                1 => r.realm = v,
+                2 => r.nonce = v,
+                3 => r.uri = v,
+                4 => r.response = v,
+                5 => r.algorithm = Some(v),
+                6 => r.cnonce = Some(v),
+                7 => r.opaque = Some(v),
+                8 => r.qop = Some(v),
+                _ => r.nc = Some(v),
             }
         }
         const NAMES: [&str; 5] = ["username", "realm", "nonce", "uri", "response"];

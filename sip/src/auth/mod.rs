@@ -18,6 +18,26 @@ pub use guard::{AuthConfig, AuthOutcome, DigestGuard};
 
 use crate::BoxFuture;
 
+/// Appends the lower-case hex of `bytes`. `hex::encode` goes through `char`s into a fresh
+/// String; digests and nonces are hex-encoded several times per authenticated request.
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn push_hex_is_hex_encode() {
+    let bytes: Vec<u8> = (0..=255).collect();
+    let mut s = String::from("x");
+    push_hex(&mut s, &bytes);
+    assert_eq!(s, format!("x{}", hex::encode(&bytes)));
+}
+
 /// What the server's store knows about a digest user: the password, or a precomputed HA1
 /// (`H(username:realm:password)`) for one algorithm.
 #[derive(Clone, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::params::Params;
+use crate::text::{ip_text, push_u16};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Via {
@@ -126,41 +127,6 @@ impl Via {
 impl std::fmt::Display for Via {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.render())
-    }
-}
-
-/// Appends `n` in decimal.
-fn push_u16(out: &mut String, n: u16) {
-    let mut buf = [0u8; 5];
-    let mut i = buf.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
-}
-
-/// An address as text: IPv4 by hand (the common case, once per request for `received`),
-/// IPv6 by the standard library's formatter (which also picks the compressed form).
-fn ip_text(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mut out = String::with_capacity(15);
-            for (i, o) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
-                }
-                push_u16(&mut out, o as u16);
-            }
-            out
-        }
-        IpAddr::V6(_) => ip.to_string(),
     }
 }
 

@@ -76,11 +76,21 @@ impl Flow {
     /// A stable text form (`udp:LOCAL;REMOTE` / `tcp:LOCAL;REMOTE;ID` / `tls:LOCAL;REMOTE;ID`),
     /// for storage and logs.
     pub fn token(&self) -> String {
-        match self.protocol {
-            Protocol::Udp => format!("udp:{};{}", self.local, self.remote),
-            Protocol::Tcp => format!("tcp:{};{};{}", self.local, self.remote, self.conn),
-            Protocol::Tls => format!("tls:{};{};{}", self.local, self.remote, self.conn),
+        use crate::text::push_socket_addr;
+        let mut out = String::with_capacity(64);
+        out.push_str(match self.protocol {
+            Protocol::Udp => "udp:",
+            Protocol::Tcp => "tcp:",
+            Protocol::Tls => "tls:",
+        });
+        push_socket_addr(&mut out, self.local);
+        out.push(';');
+        push_socket_addr(&mut out, self.remote);
+        if self.protocol != Protocol::Udp {
+            out.push(';');
+            out.push_str(&self.conn.to_string());
         }
+        out
     }
 
     pub fn from_token(s: &str) -> Option<Flow> {

@@ -163,20 +163,43 @@ const KNOWN: &[&str] = &[
 ];
 
 /// Canonical spelling of a header name: compact forms expanded, known names in their RFC case.
+/// A binary search of [`KNOWN`] (sorted ignoring case): this runs for every header line.
 pub fn canonical_name(name: &str) -> Cow<'_, str> {
     if name.len() == 1 {
         if let Some(full) = expand_compact(name.as_bytes()[0]) {
             return Cow::Borrowed(full);
         }
     }
-    match KNOWN.iter().find(|k| k.eq_ignore_ascii_case(name)) {
-        Some(k) => Cow::Borrowed(k),
-        None => Cow::Borrowed(name),
+    match KNOWN.binary_search_by(|k| cmp_ignore_ascii_case(k, name)) {
+        Ok(i) => Cow::Borrowed(KNOWN[i]),
+        Err(_) => Cow::Borrowed(name),
     }
 }
 
+fn cmp_ignore_ascii_case(a: &str, b: &str) -> std::cmp::Ordering {
+    a.bytes()
+        .map(|c| c.to_ascii_lowercase())
+        .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
+}
+
+/// RFC 3261 §25.1 `token` characters, as a table (checked for every byte of every name).
+static TOKEN_CHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        c += 1;
+    }
+    t
+};
+
 fn is_token_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c)
+    TOKEN_CHAR[c as usize]
 }
 
 /// Splits `input` into lines ending in LF (CR before LF dropped), returning each line and the
@@ -186,7 +209,7 @@ fn next_line(input: &[u8], from: usize) -> Option<(&[u8], usize)> {
         return None;
     }
     let rest = &input[from..];
-    match rest.iter().position(|&b| b == b'\n') {
+    match memchr::memchr(b'\n', rest) {
         Some(i) => {
             let line = &rest[..i];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -282,7 +305,7 @@ pub fn normalise(input: &[u8]) -> Result<RawMessage<'_>, WireError> {
             }
             continue;
         }
-        let colon = line.find(':').ok_or(WireError::BadHeader {
+        let colon = memchr::memchr(b':', line.as_bytes()).ok_or(WireError::BadHeader {
             name: "?",
             reason: "missing colon",
         })?;
@@ -349,6 +372,25 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_names_are_sorted_for_the_binary_search_and_all_found() {
+        for w in KNOWN.windows(2) {
+            assert_eq!(
+                cmp_ignore_ascii_case(w[0], w[1]),
+                std::cmp::Ordering::Less,
+                "{w:?}"
+            );
+        }
+        for k in KNOWN {
+            assert_eq!(canonical_name(&k.to_ascii_lowercase()), *k);
+            assert_eq!(canonical_name(&k.to_ascii_uppercase()), *k);
+        }
+        assert_eq!(canonical_name("X-Custom"), "X-Custom");
+        assert_eq!(canonical_name("Vias"), "Vias");
+        assert!(is_token_char(b'\'') && is_token_char(b'~') && !is_token_char(b':'));
+        assert!(!is_token_char(b' ') && !is_token_char(0xff));
+    }
 
     #[test]
     fn compact_names_are_expanded() {
