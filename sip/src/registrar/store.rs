@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, Notify};
 
 use super::binding::Binding;
 use crate::BoxFuture;
@@ -109,15 +109,47 @@ impl<T: BindingStore> BindingStore for Arc<T> {
     }
 }
 
-pub(crate) enum WbMsg {
-    Change(BindingChange),
-    Flush(oneshot::Sender<()>),
+/// What the registrar has queued for the writer.
+#[derive(Default)]
+struct Queued {
+    changes: Vec<BindingChange>,
+    flushes: Vec<oneshot::Sender<()>>,
+    closed: bool,
+}
+
+/// The queue shared by the registrar (pushing) and the writer task (taking batches).
+///
+/// A lock and a vector rather than a channel: with a channel every registration woke the
+/// writer (a task wake-up, often on the other core, and a new window timer), which under a
+/// registration storm cost more than writing the batch. Here the writer is woken by the
+/// first change of a window, a full batch, a flush or the close, and otherwise sleeps out
+/// its window.
+struct Shared {
+    queued: Mutex<Queued>,
+    /// Wakes the writer.
+    wake: Notify,
+    /// Wakes pushers waiting for room.
+    room: Notify,
+    capacity: usize,
+    batch: usize,
+}
+
+/// Closes the queue when the last [`WriteBehind`] handle goes: the writer writes what is
+/// left and ends.
+struct Closer(Arc<Shared>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.queued.lock().closed = true;
+        self.0.wake.notify_one();
+    }
 }
 
 /// The write-behind queue's sending side.
 #[derive(Clone)]
 pub(crate) struct WriteBehind {
-    tx: mpsc::Sender<WbMsg>,
+    shared: Arc<Shared>,
+    _closer: Arc<Closer>,
 }
 
 impl WriteBehind {
@@ -127,86 +159,133 @@ impl WriteBehind {
         interval: Duration,
         queue: usize,
     ) -> WriteBehind {
-        let (tx, rx) = mpsc::channel(queue.max(1));
-        tokio::spawn(run(store, rx, batch.max(1), interval));
-        WriteBehind { tx }
+        let shared = Arc::new(Shared {
+            queued: Mutex::new(Queued::default()),
+            wake: Notify::new(),
+            room: Notify::new(),
+            capacity: queue.max(1),
+            batch: batch.max(1),
+        });
+        tokio::spawn(run(store, shared.clone(), interval));
+        WriteBehind {
+            _closer: Arc::new(Closer(shared.clone())),
+            shared,
+        }
     }
 
     /// Queues a change; waits when the queue is full (backpressure from a slow database).
     pub async fn push(&self, c: BindingChange) {
-        let _ = self.tx.send(WbMsg::Change(c)).await;
+        let sh = &self.shared;
+        loop {
+            let room = sh.room.notified();
+            tokio::pin!(room);
+            {
+                let mut q = sh.queued.lock();
+                if q.changes.len() < sh.capacity {
+                    q.changes.push(c);
+                    let n = q.changes.len();
+                    drop(q);
+                    if n == 1 || n == sh.batch {
+                        sh.wake.notify_one();
+                    }
+                    return;
+                }
+                // Registered before the lock is released, so a drain in between is not missed.
+                room.as_mut().enable();
+            }
+            room.await;
+        }
     }
 
     /// Writes everything queued so far; returns when it is durable (or the writer failed).
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(WbMsg::Flush(tx)).await.is_ok() {
-            let _ = rx.await;
-        }
+        self.shared.queued.lock().flushes.push(tx);
+        self.shared.wake.notify_one();
+        let _ = rx.await;
     }
 }
 
-async fn run(
-    store: Arc<dyn BindingStore>,
-    mut rx: mpsc::Receiver<WbMsg>,
-    batch: usize,
-    interval: Duration,
-) {
-    let mut pending: Vec<BindingChange> = Vec::new();
+/// The last change of each binding, in first-seen order.
+fn coalesce(changes: Vec<BindingChange>) -> Vec<BindingChange> {
     let mut index: crate::fastmap::FastMap<(String, String), usize> =
-        crate::fastmap::with_capacity(0);
-    let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
-    let mut closed = false;
-    loop {
-        // Collect until the batch is full, the window ends, a flush is asked for, or close.
-        let window_end = tokio::time::Instant::now() + interval;
-        while pending.len() < batch && waiters.is_empty() && !closed {
-            let msg = if pending.is_empty() {
-                rx.recv().await
-            } else {
-                match tokio::time::timeout_at(window_end, rx.recv()).await {
-                    Ok(m) => m,
-                    Err(_) => break,
-                }
-            };
-            match msg {
-                Some(WbMsg::Change(c)) => {
-                    let k = c.key();
-                    match index.get(&k) {
-                        Some(&i) => pending[i] = c,
-                        None => {
-                            index.insert(k, pending.len());
-                            pending.push(c);
-                        }
-                    }
-                }
-                Some(WbMsg::Flush(w)) => waiters.push(w),
-                None => closed = true,
+        crate::fastmap::with_capacity(changes.len());
+    let mut out: Vec<BindingChange> = Vec::with_capacity(changes.len());
+    for c in changes {
+        match index.entry(c.key()) {
+            std::collections::hash_map::Entry::Occupied(e) => out[*e.get()] = c,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(out.len());
+                out.push(c);
             }
         }
-        if !pending.is_empty() {
-            let batch_vec = std::mem::take(&mut pending);
-            index.clear();
-            if let Err(e) = store.apply(batch_vec.clone()).await {
-                tracing::error!(error = %e, changes = batch_vec.len(), "binding store write failed; retrying");
-                // Put the batch back, newer changes (none yet) take precedence.
-                for c in batch_vec {
-                    index.insert(c.key(), pending.len());
-                    pending.push(c);
+    }
+    out
+}
+
+async fn run(store: Arc<dyn BindingStore>, shared: Arc<Shared>, interval: Duration) {
+    // A failed batch waits here, ahead of anything queued after it.
+    let mut retry: Vec<BindingChange> = Vec::new();
+    loop {
+        // Sleep until there is something to do.
+        loop {
+            {
+                let q = shared.queued.lock();
+                if !q.changes.is_empty() || !q.flushes.is_empty() || q.closed || !retry.is_empty() {
+                    break;
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            shared.wake.notified().await;
+        }
+        // Collect for one window, unless the batch fills, a flush is asked for, or close.
+        let window_end = tokio::time::Instant::now() + interval;
+        loop {
+            {
+                let q = shared.queued.lock();
+                if q.changes.len() >= shared.batch || !q.flushes.is_empty() || q.closed {
+                    break;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(window_end) => break,
+                _ = shared.wake.notified() => {}
+            }
+        }
+        let (changes, flushes, closed) = {
+            let mut q = shared.queued.lock();
+            (
+                std::mem::take(&mut q.changes),
+                std::mem::take(&mut q.flushes),
+                q.closed,
+            )
+        };
+        shared.room.notify_waiters();
+        let mut batch = std::mem::take(&mut retry);
+        batch.extend(changes);
+        let batch = coalesce(batch);
+        if !batch.is_empty() {
+            if let Err(e) = store.apply(batch.clone()).await {
+                tracing::error!(error = %e, changes = batch.len(), "binding store write failed; retrying");
                 if closed {
                     // Give up on shutdown after one retry rather than hang.
-                    let _ = store.apply(std::mem::take(&mut pending)).await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let _ = store.apply(batch).await;
+                } else {
+                    // Newer changes queued meanwhile take precedence when coalesced.
+                    retry = batch;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         }
-        if pending.is_empty() || closed {
-            for w in waiters.drain(..) {
+        // A flush is answered once what was queued before it is written (or given up).
+        if retry.is_empty() || closed {
+            for w in flushes {
                 let _ = w.send(());
             }
+        } else {
+            shared.queued.lock().flushes.extend(flushes);
         }
-        if closed {
+        if closed && shared.queued.lock().changes.is_empty() {
             return;
         }
     }
@@ -285,5 +364,72 @@ mod tests {
         wb.push(BindingChange::Upsert(binding("a", 1))).await;
         wb.flush().await;
         assert_eq!(store.inner.bindings.lock().len(), 1);
+    }
+
+    /// Holds every batch until released.
+    struct Gate {
+        inner: MemoryStore,
+        open: tokio::sync::Semaphore,
+    }
+
+    impl BindingStore for Gate {
+        fn load_all(&self) -> BoxFuture<'_, Result<Vec<Binding>, StoreError>> {
+            self.inner.load_all()
+        }
+        fn apply(&self, batch: Vec<BindingChange>) -> BoxFuture<'_, Result<(), StoreError>> {
+            Box::pin(async move {
+                self.open.acquire().await.expect("open").forget();
+                self.inner.apply(batch).await
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_holds_pushers_until_the_writer_drains_it() {
+        let store = Arc::new(Gate {
+            inner: MemoryStore::default(),
+            open: tokio::sync::Semaphore::new(0),
+        });
+        let wb = WriteBehind::start(store.clone(), 100, Duration::from_millis(10), 2);
+        wb.push(BindingChange::Upsert(binding("a", 1))).await;
+        // The writer takes "a" after its window and waits at the gate.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        wb.push(BindingChange::Upsert(binding("b", 1))).await;
+        wb.push(BindingChange::Upsert(binding("c", 1))).await;
+        let wb2 = wb.clone();
+        let blocked = tokio::spawn(async move {
+            wb2.push(BindingChange::Upsert(binding("d", 1))).await;
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !blocked.is_finished(),
+            "a push beyond the queue's capacity waits"
+        );
+        store.open.add_permits(10);
+        blocked.await.unwrap();
+        wb.flush().await;
+        assert_eq!(store.inner.bindings.lock().len(), 4);
+        assert_eq!(store.inner.batches.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_last_handle_writes_what_is_queued() {
+        let store = Arc::new(MemoryStore::default());
+        let wb = WriteBehind::start(store.clone(), 100, Duration::from_secs(60), 1000);
+        wb.push(BindingChange::Upsert(binding("a", 1))).await;
+        drop(wb);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(store.bindings.lock().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_batch_is_written_before_the_window_ends() {
+        let store = Arc::new(MemoryStore::default());
+        let wb = WriteBehind::start(store.clone(), 3, Duration::from_secs(60), 1000);
+        for aor in ["a", "b", "c"] {
+            wb.push(BindingChange::Upsert(binding(aor, 1))).await;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(store.bindings.lock().len(), 3);
     }
 }

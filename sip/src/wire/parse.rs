@@ -67,7 +67,7 @@ pub fn parse_raw(raw: &RawMessage<'_>) -> Result<SipMessage, WireError> {
     match raw.start {
         StartLine::Request { method, uri, .. } => {
             let method = parse_method(method)?;
-            let uri = Uri::try_from(uri).map_err(|_| WireError::BadUri)?;
+            let uri = request_uri(uri)?;
             Ok(SipMessage::Request(Request {
                 method,
                 uri,
@@ -89,6 +89,55 @@ pub fn parse_raw(raw: &RawMessage<'_>) -> Result<SipMessage, WireError> {
             }))
         }
     }
+}
+
+/// The Request-URI. The common `sip:host[:port]` (what phones put in a REGISTER) is built
+/// here: rsip's tokenizer tries a user part first and, failing, formats an error message,
+/// which was a visible share of a registration's CPU. Everything else is rsip's.
+fn request_uri(s: &str) -> Result<Uri, WireError> {
+    match plain_host_uri(s) {
+        Some(uri) => Ok(uri),
+        None => Uri::try_from(s).map_err(|_| WireError::BadUri),
+    }
+}
+
+/// `sip:` or `sips:`, a host of letters, digits, dots and dashes, an optional port; nothing
+/// else. The result is what rsip builds from the same text (tested below).
+fn plain_host_uri(s: &str) -> Option<Uri> {
+    use rsip::common::uri::{HostWithPort, Scheme};
+    let (scheme, rest) = if let Some(r) = s.strip_prefix("sip:") {
+        (Scheme::Sip, r)
+    } else {
+        (Scheme::Sips, s.strip_prefix("sips:")?)
+    };
+    let (host, port) = match rest.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (rest, None),
+    };
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-')
+    {
+        return None;
+    }
+    let port = match port {
+        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|c| c.is_ascii_digit()) => {
+            Some(p.parse::<u16>().ok()?)
+        }
+        Some(_) => return None,
+        None => None,
+    };
+    Some(Uri {
+        scheme: Some(scheme),
+        auth: None,
+        host_with_port: HostWithPort {
+            host: host.into(),
+            port: port.map(Into::into),
+        },
+        params: Vec::new(),
+        headers: Vec::new(),
+    })
 }
 
 /// Method names are case-sensitive (RFC 3261 §7.1); an unknown one is a 501, not a 400.
@@ -169,6 +218,46 @@ pub fn parse_bytes(buf: &[u8]) -> Result<SipMessage, WireError> {
 mod tests {
     use super::*;
     use crate::headers::MessageExt;
+
+    #[test]
+    fn plain_host_uris_are_what_rsip_builds() {
+        for s in [
+            "sip:127.0.0.1:25091",
+            "sip:127.0.0.1",
+            "sips:pbx.example.com:5061",
+            "sip:a-b.example",
+            "sip:1.2.3",
+            "sip:999.1.1.1:0",
+            "sip:h:65535",
+        ] {
+            let fast = plain_host_uri(s).unwrap_or_else(|| panic!("{s} not on the fast path"));
+            assert_eq!(Some(&fast), Uri::try_from(s).ok().as_ref(), "{s}");
+            assert_eq!(fast.to_string(), s);
+        }
+        for s in [
+            "sip:1000@127.0.0.1",
+            "sip:h;transport=tcp",
+            "sip:[::1]:5060",
+            "sip:h:65536",
+            "sip:h:",
+            "sip:",
+            "SIP:h",
+            "tel:+123",
+            "sip:h?x=y",
+        ] {
+            assert!(plain_host_uri(s).is_none(), "{s}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn plain_host_uris_match_rsip(host in "[a-zA-Z0-9.-]{1,24}", port in proptest::option::of(0u32..70000), sips: bool) {
+            let s = format!("{}:{host}{}", if sips { "sips" } else { "sip" }, port.map(|p| format!(":{p}")).unwrap_or_default());
+            if let Some(fast) = plain_host_uri(&s) {
+                proptest::prop_assert_eq!(Some(fast), Uri::try_from(s.as_str()).ok());
+            }
+        }
+    }
 
     #[test]
     fn content_length_disagreeing_is_400() {
