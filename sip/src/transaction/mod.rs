@@ -81,7 +81,8 @@ impl TransactionLayer {
     }
 
     /// `max_server_transactions` bounds the non-INVITE server transactions remembered for
-    /// retransmission absorption (about 0.6 KB each with the response kept).
+    /// retransmission absorption (about 0.25 KB each for a response to REGISTER, kept without
+    /// the headers copied from the request).
     pub fn with_limit(
         transmit: Arc<dyn Transmit>,
         timers: Timers,

@@ -94,7 +94,7 @@ pub struct NonInviteServerTable {
 }
 
 /// Default bound on remembered non-INVITE server transactions (two generations): about
-/// 1 GB. Timer J (32 s) at 30 000 REGISTER/s needs up to 1.9 M; above that rate the
+/// 0.5 GB with responses to REGISTER. Timer J (32 s) at 30 000 REGISTER/s needs up to 1.9 M; above that rate the
 /// absorption window shortens rather than memory growing.
 pub const DEFAULT_MAX_TRANSACTIONS: usize = 2_000_000;
 
