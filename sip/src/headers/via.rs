@@ -186,22 +186,7 @@ mod tests {
     }
 
     #[test]
-    fn hand_written_numbers_match_the_standard_formatter() {
-        for ip in [
-            "0.0.0.0",
-            "255.255.255.255",
-            "10.0.0.1",
-            "192.168.100.9",
-            "2001:db8::1",
-        ] {
-            let ip: IpAddr = ip.parse().unwrap();
-            assert_eq!(ip_text(ip), ip.to_string());
-        }
-        for port in [0u16, 7, 10, 99, 100, 5060, 65535] {
-            let mut s = String::new();
-            push_u16(&mut s, port);
-            assert_eq!(s, port.to_string());
-        }
+    fn quoted_parameters_print_escaped() {
         let v = Via::parse(r#"SIP/2.0/TLS h;branch=z9hG4bK1;x="a \"b\"";y"#).unwrap();
         assert_eq!(
             v.to_string(),

@@ -6,16 +6,21 @@ use rsip::{Header, Request, Response};
 
 use crate::headers::name_value;
 
+/// Appends one header line; a Content-Length in the model is skipped (it is recomputed).
+fn put_line(out: &mut BytesMut, h: &Header) {
+    if matches!(h, Header::ContentLength(_)) {
+        return;
+    }
+    let (n, v) = name_value(h);
+    out.put_slice(n.as_bytes());
+    out.put_slice(b": ");
+    out.put_slice(v.as_bytes());
+    out.put_slice(b"\r\n");
+}
+
 fn put_headers(out: &mut BytesMut, headers: &rsip::Headers, body: &[u8]) {
     for h in headers.iter() {
-        if matches!(h, Header::ContentLength(_)) {
-            continue;
-        }
-        let (n, v) = name_value(h);
-        out.put_slice(n.as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(v.as_bytes());
-        out.put_slice(b"\r\n");
+        put_line(out, h);
     }
     out.put_slice(b"Content-Length: ");
     out.put_slice(body.len().to_string().as_bytes());
@@ -40,11 +45,7 @@ fn encoded_len(headers: &rsip::Headers, body: &[u8]) -> usize {
 /// Appends header lines (`Name: value\r\n`), in order.
 pub fn put_header_lines(out: &mut BytesMut, headers: &[Header]) {
     for h in headers {
-        let (n, v) = name_value(h);
-        out.put_slice(n.as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(v.as_bytes());
-        out.put_slice(b"\r\n");
+        put_line(out, h);
     }
 }
 
@@ -61,14 +62,7 @@ pub fn encode_response_marked(r: &Response, lead: usize) -> (Bytes, usize, usize
         if i == lead {
             lead_end = out.len();
         }
-        if matches!(h, Header::ContentLength(_)) {
-            continue;
-        }
-        let (n, v) = name_value(h);
-        out.put_slice(n.as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(v.as_bytes());
-        out.put_slice(b"\r\n");
+        put_line(&mut out, h);
     }
     if lead >= r.headers.iter().count() {
         lead_end = out.len();
