@@ -147,6 +147,11 @@ pub struct SipConfig {
     /// that name a host; empty: the system's (`/etc/resolv.conf`).
     #[serde(default)]
     pub dns_servers: Vec<SocketAddr>,
+    /// Threads reading each UDP listen address; each handles what it reads to the end
+    /// (0: one per core but one, at least one). One thread carries tens of thousands of
+    /// messages a second.
+    #[serde(default)]
+    pub udp_threads: usize,
 }
 
 fn d_trunk_options_interval() -> u64 {
@@ -196,6 +201,7 @@ impl Default for SipConfig {
             tls_cert: None,
             tls_key: None,
             dns_servers: Vec::new(),
+            udp_threads: 0,
         }
     }
 }

@@ -24,8 +24,8 @@ use crate::registrar::{Binding, BindingStore, Registrar, RegistrarConfig, StoreE
 use crate::stats::Stats;
 use crate::transaction::{RequestDisposition, Timers, TransactionLayer, TsxError, TsxKey};
 use crate::transport::{
-    EventSenders, Flow, Protocol, Transmit, Transport, TransportConfig, TransportError,
-    TransportEvent,
+    DatagramHandler, EventSenders, Flow, Protocol, Transmit, Transport, TransportConfig,
+    TransportError, TransportEvent,
 };
 use crate::wire::{self, normalise, RawMessage, WireError};
 
@@ -40,8 +40,9 @@ pub struct EndpointConfig {
     /// Host (and port) put in the Via of requests we send, when the listen address is a
     /// wildcard or behind NAT. Defaults to the bound address.
     pub advertised_host: Option<String>,
-    /// Dispatcher tasks (parse, transaction matching, inline handling); default: one per
-    /// core.
+    /// Dispatcher tasks for TCP and TLS messages (parse, transaction matching, inline
+    /// handling); default: one per core. UDP datagrams are handled on the transport's
+    /// receiver threads instead ([`TransportConfig::udp_threads`]).
     pub dispatchers: Option<usize>,
     /// Bound on non-INVITE server transactions kept for retransmission absorption.
     pub max_server_transactions: usize,
@@ -135,7 +136,7 @@ impl Endpoint {
         let guard = Arc::new(DigestGuard::new(cfg.auth.clone(), authenticator));
         let registrar =
             Registrar::start(cfg.registrar.clone(), store, guard.clone(), stats.clone()).await?;
-        // One dispatcher per core: parsing and most REGISTER handling happen on them.
+        // One stream dispatcher per core.
         let n = cfg
             .dispatchers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -173,6 +174,9 @@ impl Endpoint {
             .into_iter()
             .map(|rx| tokio::spawn(dispatch(inner.clone(), rx)))
             .collect();
+        inner
+            .transport
+            .start_udp(Arc::new(Datagrams(Arc::downgrade(&inner))))?;
         for a in inner.transport.local_addrs() {
             tracing::info!(addr = %a, "SIP listening on UDP and TCP");
         }
@@ -396,6 +400,7 @@ impl Endpoint {
         for h in self.inner.dispatchers.lock().drain(..) {
             h.abort();
         }
+        self.inner.transport.join_receivers().await;
         if tokio::time::timeout(Duration::from_secs(30), self.inner.registrar.flush())
             .await
             .is_err()
@@ -427,6 +432,22 @@ pub fn contact_address(uri: &str) -> Option<(Protocol, SocketAddr)> {
     }
     let default_port = if proto == Protocol::Tls { 5061 } else { 5060 };
     Some((proto, SocketAddr::new(ip, port.unwrap_or(default_port))))
+}
+
+/// The endpoint as the UDP receiver threads see it. Weak, so that an endpoint dropped without
+/// [`Endpoint::shutdown`] (tests) still ends its receivers and closes its sockets.
+struct Datagrams(std::sync::Weak<Inner>);
+
+impl DatagramHandler for Datagrams {
+    fn on_datagram(&self, data: Bytes, flow: Flow) {
+        if let Some(inner) = self.0.upgrade() {
+            on_message(&inner, data, flow, true);
+        }
+    }
+
+    fn alive(&self) -> bool {
+        self.0.strong_count() > 0
+    }
 }
 
 async fn dispatch(inner: Arc<Inner>, mut rx: mpsc::Receiver<TransportEvent>) {

@@ -45,6 +45,7 @@ pub async fn start(
 ) -> Result<Endpoint, SipStartError> {
     let mut cfg = EndpointConfig::default();
     cfg.transport.listen = config.server.sip.clone();
+    cfg.transport.udp_threads = config.sip.udp_threads;
     if !config.sip.tls_listen.is_empty() {
         // Config::validate guarantees a certificate pair when tls-listen is set.
         if let Some((cert, key)) = config.sip_tls_files() {

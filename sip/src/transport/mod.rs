@@ -4,14 +4,16 @@
 //! * [`flow`] — [`Flow`] (which socket/connection a message used) and the table of live TCP
 //!   and TLS connections, so a request to a registered contact goes down the flow its
 //!   REGISTER used;
-//! * [`udp`] — datagram receive loop;
+//! * [`udp`] — sockets and their receiver threads, which hand each datagram to a
+//!   [`DatagramHandler`] on the thread that read it;
 //! * [`stream`] — one established stream connection: reader with Content-Length framing and
 //!   writer, generic over the byte stream;
 //! * [`tcp`] — TCP accept loop and outgoing connections;
 //! * [`tls`] — TLS accept loop and handshake (server side only; see there).
 //!
-//! The transport holds no transaction state: it reports upward with [`TransportEvent`]s on a
-//! channel and sends what it is given ([`Transmit`]). Memory per peer is bounded by the
+//! The transport holds no transaction state: it hands datagrams to a [`DatagramHandler`],
+//! reports stream traffic upward with [`TransportEvent`]s on a channel, and sends what it is
+//! given ([`Transmit`]). Memory per peer is bounded by the
 //! message size limit, the per-connection buffer limit and the writer queue length.
 
 pub mod flow;
@@ -21,15 +23,17 @@ pub mod tls;
 pub mod udp;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 pub use flow::{Flow, FlowTable, Protocol};
 pub use tls::TlsConfig;
+pub use udp::DatagramHandler;
 
 use crate::stats::Stats;
 use crate::wire::WireError;
@@ -55,10 +59,13 @@ pub struct TransportConfig {
     pub tcp_idle_timeout: Duration,
     /// SO_RCVBUF / SO_SNDBUF for UDP sockets (high rates need large buffers).
     pub udp_buffer: usize,
-    /// Events queued towards the endpoint before datagrams are dropped (and counted). Kept
-    /// short on purpose: a long queue under overload only adds latency, which makes UDP
-    /// clients retransmit and turns overload into collapse.
+    /// Stream events queued towards each endpoint dispatcher before the reader waits.
     pub event_queue: usize,
+    /// Receiver threads per UDP socket (0: one per core but one, and at least one). Each
+    /// handles what it reads to the end, so one thread carries tens of thousands of messages
+    /// a second; the core left over serves the store writer, HTTP and timers, which the
+    /// UDP threads otherwise preempt (measured in BENCHMARKS.md).
+    pub udp_threads: usize,
 }
 
 impl Default for TransportConfig {
@@ -73,6 +80,7 @@ impl Default for TransportConfig {
             tcp_idle_timeout: Duration::from_secs(3600),
             udp_buffer: 8 << 20,
             event_queue: 4096,
+            udp_threads: 0,
         }
     }
 }
@@ -110,7 +118,7 @@ impl TransportError {
 /// What the transport reports upward.
 #[derive(Debug)]
 pub enum TransportEvent {
-    /// One framed message (not yet parsed).
+    /// One framed message from a stream (not yet parsed).
     Message { data: Bytes, flow: Flow },
     /// A stream could not be framed; `head` holds what was buffered so a 400/513 can be tried.
     /// The connection is closed shortly after.
@@ -142,7 +150,7 @@ pub trait Transmit: Send + Sync + 'static {
 
 /// The running transports.
 pub struct Transport {
-    udp: Vec<Arc<UdpSocket>>,
+    udp: Vec<udp::UdpSock>,
     /// `udp[i]`'s bound address, read once: asking the socket (`getsockname`) on every send
     /// was one extra system call per response.
     udp_addrs: Vec<SocketAddr>,
@@ -152,11 +160,14 @@ pub struct Transport {
     events: EventSenders,
     stats: Arc<Stats>,
     shutdown: watch::Sender<bool>,
+    /// Tells the UDP receiver threads to stop.
+    udp_stop: Arc<AtomicBool>,
+    udp_receivers: parking_lot::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
-/// The upward channels: one per endpoint dispatcher. A peer's messages always use the same
-/// channel (chosen by its address), so they are handled in the order they arrived while
-/// different peers are handled in parallel.
+/// The upward channels for stream traffic: one per endpoint dispatcher. A connection's
+/// messages always use the same channel (chosen by its peer's address), so they are handled
+/// in the order they arrived while different peers are handled in parallel.
 #[derive(Clone, Debug)]
 pub struct EventSenders(Arc<Vec<mpsc::Sender<TransportEvent>>>);
 
@@ -164,26 +175,6 @@ impl EventSenders {
     pub fn new(senders: Vec<mpsc::Sender<TransportEvent>>) -> Self {
         assert!(!senders.is_empty(), "at least one event channel");
         EventSenders(Arc::new(senders))
-    }
-
-    /// The dispatcher for one datagram: by its Call-ID, so that the messages of one call or
-    /// transaction stay in order on one dispatcher while the calls of a single busy peer (an
-    /// SBC, a proxy carrying a whole site, a load generator) spread over all of them. Falls
-    /// back to the peer when no Call-ID is found in the head.
-    pub fn for_datagram(&self, data: &[u8], remote: SocketAddr) -> &mpsc::Sender<TransportEvent> {
-        let n = self.0.len();
-        if n == 1 {
-            return &self.0[0];
-        }
-        match call_id_of(data) {
-            Some(id) => {
-                let h = id.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                    (h ^ *b as u64).wrapping_mul(0x100_0000_01b3)
-                });
-                &self.0[(h >> 32) as usize % n]
-            }
-            None => self.for_peer(remote),
-        }
     }
 
     pub fn for_peer(&self, remote: SocketAddr) -> &mpsc::Sender<TransportEvent> {
@@ -200,37 +191,9 @@ impl EventSenders {
     }
 }
 
-/// The Call-ID value of a raw message (full `Call-ID:` or compact `i:` form, any case), without
-/// parsing the message: a scan of the header lines that stops at the Call-ID or the blank line.
-/// It runs for every datagram before anything else, so lines that cannot be a Call-ID are
-/// skipped on their first byte.
-fn call_id_of(data: &[u8]) -> Option<&[u8]> {
-    let mut rest = data;
-    while !rest.is_empty() {
-        let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
-        let line = &rest[..end];
-        rest = &rest[(end + 1).min(rest.len())..];
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(&first) = line.first() else {
-            return None; // the blank line: end of the head
-        };
-        if !matches!(first | 0x20, b'c' | b'i') {
-            continue;
-        }
-        let Some(colon) = memchr::memchr(b':', line) else {
-            continue;
-        };
-        let name = line[..colon].trim_ascii();
-        if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
-            let value = line[colon + 1..].trim_ascii();
-            return (!value.is_empty()).then_some(value);
-        }
-    }
-    None
-}
-
 impl Transport {
-    /// Binds every listen address and starts the receive loops.
+    /// Binds every listen address and starts accepting stream connections. Datagrams are
+    /// read once [`Transport::start_udp`] names their handler.
     pub async fn bind(
         cfg: TransportConfig,
         events: EventSenders,
@@ -242,11 +205,12 @@ impl Transport {
         let mut listeners = Vec::new();
         for addr in &cfg.listen {
             let (sock, listener) = bind_pair(*addr, cfg.udp_buffer)?;
-            udp_addrs.push(sock.local_addr().map_err(|source| TransportError::Bind {
+            let sock = udp::UdpSock::new(sock).map_err(|source| TransportError::Bind {
                 addr: *addr,
                 source,
-            })?);
-            udp.push(Arc::new(sock));
+            })?;
+            udp_addrs.push(sock.local);
+            udp.push(sock);
             listeners.push(listener);
         }
         let mut tls_listeners = Vec::new();
@@ -265,16 +229,9 @@ impl Transport {
             events,
             stats,
             shutdown,
+            udp_stop: Arc::new(AtomicBool::new(false)),
+            udp_receivers: Default::default(),
         });
-        for sock in &t.udp {
-            tokio::spawn(udp::receive_loop(
-                sock.clone(),
-                t.events.clone(),
-                t.cfg.max_message_size,
-                t.stats.clone(),
-                shutdown_rx.clone(),
-            ));
-        }
         for l in listeners {
             tokio::spawn(tcp::accept_loop(t.clone(), l, shutdown_rx.clone()));
         }
@@ -289,6 +246,44 @@ impl Transport {
             }
         }
         Ok(t)
+    }
+
+    /// Starts the receiver threads of every UDP socket, which hand datagrams to `handler`.
+    /// Call once; must run inside the tokio runtime the handler uses.
+    pub fn start_udp(&self, handler: Arc<dyn DatagramHandler>) -> Result<(), TransportError> {
+        let threads = match self.cfg.udp_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1)),
+            n => n,
+        }
+        .max(1);
+        for sock in &self.udp {
+            let handles = sock
+                .spawn_receivers(
+                    threads,
+                    handler.clone(),
+                    self.cfg.max_message_size,
+                    self.stats.clone(),
+                    self.udp_stop.clone(),
+                )
+                .map_err(|source| TransportError::Bind {
+                    addr: sock.local,
+                    source,
+                })?;
+            self.udp_receivers.lock().extend(handles);
+        }
+        Ok(())
+    }
+
+    /// Waits for the UDP receiver threads to end after [`Transport::shutdown`]: each finishes
+    /// the datagram in hand first, so whatever it changed is there to be flushed.
+    pub async fn join_receivers(&self) {
+        let handles = std::mem::take(&mut *self.udp_receivers.lock());
+        let _ = tokio::task::spawn_blocking(move || {
+            for h in handles {
+                let _ = h.join();
+            }
+        })
+        .await;
     }
 
     /// The bound UDP addresses (TCP listens on the same ones).
@@ -312,6 +307,7 @@ impl Transport {
     /// Stops accepting and receiving; open connections close as their tasks notice.
     pub fn shutdown(&self) {
         let _ = self.shutdown.send(true);
+        self.udp_stop.store(true, Ordering::Relaxed);
         self.flows.close_all();
     }
 
@@ -321,7 +317,7 @@ impl Transport {
         &self,
         local: Option<SocketAddr>,
         remote: SocketAddr,
-    ) -> Option<(&Arc<UdpSocket>, SocketAddr)> {
+    ) -> Option<(&udp::UdpSock, SocketAddr)> {
         let by_local = local.and_then(|l| self.udp_addrs.iter().position(|a| *a == l));
         let i = by_local.or_else(|| {
             self.udp_addrs
@@ -472,7 +468,7 @@ fn bind_stream(addr: SocketAddr) -> Result<TcpListener, TransportError> {
 fn bind_pair(
     addr: SocketAddr,
     udp_buffer: usize,
-) -> Result<(UdpSocket, TcpListener), TransportError> {
+) -> Result<(std::net::UdpSocket, TcpListener), TransportError> {
     use socket2::{Domain, Socket, Type};
     let mut last_err = None;
     for _ in 0..16 {
@@ -503,7 +499,7 @@ fn bind_pair(
         ts.set_nonblocking(true).map_err(mk_err)?;
         match ts.bind(&bound.into()).and_then(|_| ts.listen(1024)) {
             Ok(()) => {
-                let udp = UdpSocket::from_std(us.into()).map_err(mk_err)?;
+                let udp: std::net::UdpSocket = us.into();
                 let tcp = TcpListener::from_std(ts.into()).map_err(mk_err)?;
                 return Ok((udp, tcp));
             }
@@ -515,26 +511,4 @@ fn bind_pair(
         addr,
         source: last_err.unwrap_or_else(|| std::io::Error::other("no port")),
     })
-}
-
-#[cfg(test)]
-mod call_id_tests {
-    use super::call_id_of;
-
-    #[test]
-    fn finds_full_and_compact_call_ids() {
-        assert_eq!(
-            call_id_of(b"REGISTER sip:x SIP/2.0\r\nVia: a\r\nCall-ID: abc@h\r\n\r\n"),
-            Some(&b"abc@h"[..])
-        );
-        assert_eq!(
-            call_id_of(b"SIP/2.0 200 OK\r\ni:  x1 \r\n\r\n"),
-            Some(&b"x1"[..])
-        );
-        assert_eq!(
-            call_id_of(b"OPTIONS sip:x SIP/2.0\r\nVia: a\r\n\r\nCall-ID: in-body\r\n"),
-            None
-        );
-        assert_eq!(call_id_of(b"garbage"), None);
-    }
 }

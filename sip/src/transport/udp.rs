@@ -1,50 +1,245 @@
-//! UDP receive loop: one datagram is one message.
+//! UDP: one datagram is one message.
+//!
+//! Each UDP socket is read by a few receiver threads of its own (one per core by default),
+//! which hand each datagram to the endpoint on the thread that read it: parsing, transaction
+//! matching and most REGISTERs finish there, and the response leaves from there too. This is
+//! the model of Kamailio's UDP workers, for the same reason: handing every datagram from a
+//! reader to another task or thread cost a wake-up and a context switch per message, which
+//! under a registration storm was a larger share of the CPU than the registration itself.
+//!
+//! The threads wait for the socket in an epoll set of their own with `EPOLLEXCLUSIVE`, so a
+//! datagram arriving at an idle socket wakes one of them, not all. The socket is not
+//! registered with tokio at all while things go well: a registration wakes a runtime worker
+//! per datagram received, and one for write space per datagram sent. Only a send that finds
+//! the buffer full registers a descriptor of it, for write space, until it is through.
+//!
+//! UDP never promised order, so two datagrams of one call may be handled at once on two
+//! threads; the transaction tables match atomically, which is what absorbs a retransmission
+//! racing its original.
 
-use std::sync::atomic::Ordering;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
-use super::{EventSenders, Flow, TransportEvent};
+use super::Flow;
 use crate::stats::Stats;
 
-pub async fn receive_loop(
-    sock: Arc<UdpSocket>,
-    events: EventSenders,
+/// Receives the datagrams read by the receiver threads.
+pub trait DatagramHandler: Send + Sync + 'static {
+    /// One received datagram, not yet parsed. Runs on a receiver thread, inside the tokio
+    /// runtime's context (it may spawn tasks), and must not block.
+    fn on_datagram(&self, data: Bytes, flow: Flow);
+    /// False once nothing is left to hand datagrams to: the receivers then stop.
+    fn alive(&self) -> bool;
+}
+
+/// A bound UDP socket: read by the receiver threads, written by whoever sends.
+pub(crate) struct UdpSock {
+    sock: std::net::UdpSocket,
+    pub(crate) local: SocketAddr,
+}
+
+impl UdpSock {
+    /// Wraps a bound, non-blocking socket.
+    pub(crate) fn new(sock: std::net::UdpSocket) -> io::Result<UdpSock> {
+        let local = sock.local_addr()?;
+        Ok(UdpSock { sock, local })
+    }
+
+    /// Sends without waiting; `WouldBlock` when the send buffer is full.
+    pub(crate) fn try_send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.sock.send_to(data, to)
+    }
+
+    /// Sends, waiting for buffer room if need be. Must run inside a tokio runtime.
+    pub(crate) async fn send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+        match self.sock.send_to(data, to) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            r => return r,
+        }
+        // SAFETY: a std socket owns its descriptor, keeps it open until dropped and always
+        // reports the same one, which is what registering it asks.
+        let full =
+            unsafe { AsyncFd::register_with_interest(self.sock.try_clone()?, Interest::WRITABLE) }
+                .map_err(|e| e.into_parts().1)?;
+        loop {
+            let mut guard = full.writable().await?;
+            if let Ok(r) = guard.try_io(|s| s.get_ref().send_to(data, to)) {
+                return r;
+            }
+        }
+    }
+
+    /// Starts `threads` receiver threads (at least one). They stop when `stop` is set (after
+    /// the datagram in hand) or the handler is gone, within [`IDLE_CHECK_MS`] when idle.
+    pub(crate) fn spawn_receivers(
+        &self,
+        threads: usize,
+        handler: Arc<dyn DatagramHandler>,
+        max_message: usize,
+        stats: Arc<Stats>,
+        stop: Arc<AtomicBool>,
+    ) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
+        let runtime = tokio::runtime::Handle::current();
+        let mut handles = Vec::new();
+        for i in 0..threads.max(1) {
+            let receiver = Receiver {
+                sock: self.sock.try_clone()?,
+                wait: wait::Exclusive::new(&self.sock)?,
+                local: self.local,
+                handler: handler.clone(),
+                max_message,
+                stats: stats.clone(),
+                stop: stop.clone(),
+            };
+            let runtime = runtime.clone();
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("sip-udp-{i}"))
+                    .spawn(move || {
+                        let _context = runtime.enter();
+                        receiver.run();
+                    })?,
+            );
+        }
+        Ok(handles)
+    }
+}
+
+/// How often an idle receiver looks at its stop conditions.
+const IDLE_CHECK_MS: i32 = 50;
+
+struct Receiver {
+    sock: std::net::UdpSocket,
+    wait: wait::Exclusive,
+    local: SocketAddr,
+    handler: Arc<dyn DatagramHandler>,
     max_message: usize,
     stats: Arc<Stats>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let Ok(local) = sock.local_addr() else { return };
-    // One byte more than the limit, so an oversize datagram is seen as such (513), not cut.
-    let mut buf = vec![0u8; max_message.saturating_add(1).min(65_536)];
-    loop {
-        let (n, remote) = tokio::select! {
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(x) => x,
+    stop: Arc<AtomicBool>,
+}
+
+impl Receiver {
+    fn run(self) {
+        // One byte more than the limit, so an oversize datagram is seen as such (513), not cut.
+        let mut buf = vec![0u8; self.max_message.saturating_add(1).min(65_536)];
+        while !self.stop.load(Ordering::Relaxed) {
+            match self.sock.recv_from(&mut buf) {
+                Ok((n, remote)) => {
+                    let data = &buf[..n];
+                    // CRLF keep-alives (and empty datagrams) carry no message.
+                    if data.iter().all(|b| b.is_ascii_whitespace()) {
+                        continue;
+                    }
+                    self.stats.received.fetch_add(1, Ordering::Relaxed);
+                    self.handler
+                        .on_datagram(Bytes::copy_from_slice(data), Flow::udp(self.local, remote));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !self.handler.alive() {
+                        return;
+                    }
+                    if let Err(e) = self.wait.readable(IDLE_CHECK_MS) {
+                        tracing::error!(local = %self.local, error = %e, "udp wait failed");
+                        return;
+                    }
+                }
                 Err(e) => {
                     // ICMP port unreachable and the like surface here on some platforms.
-                    tracing::trace!(%local, error = %e, "udp receive error");
-                    continue;
+                    tracing::trace!(local = %self.local, error = %e, "udp receive error");
                 }
-            },
-            _ = shutdown.changed() => return,
-        };
-        let data = &buf[..n];
-        // CRLF keep-alives (and empty datagrams) carry no message.
-        if data.iter().all(|b| b.is_ascii_whitespace()) {
-            continue;
+            }
         }
-        stats.received.fetch_add(1, Ordering::Relaxed);
-        let target = events.for_datagram(data, remote);
-        let ev = TransportEvent::Message {
-            data: Bytes::copy_from_slice(data),
-            flow: Flow::udp(local, remote),
-        };
-        if target.try_send(ev).is_err() {
-            stats.dropped_overload.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Waiting for a socket to become readable, waking one waiter per event where the system
+/// allows it.
+mod wait {
+    use std::io;
+    #[cfg(target_os = "linux")]
+    use std::os::fd::FromRawFd;
+    use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+    pub(super) struct Exclusive {
+        #[cfg(target_os = "linux")]
+        epoll: OwnedFd,
+        #[cfg(not(target_os = "linux"))]
+        fd: OwnedFd,
+    }
+
+    #[cfg(target_os = "linux")]
+    impl Exclusive {
+        pub(super) fn new(sock: &impl AsFd) -> io::Result<Exclusive> {
+            // SAFETY: plain system calls on descriptors we own; the result is checked.
+            let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+            if epoll < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: `epoll` is a fresh descriptor that nothing else owns.
+            let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
+            let mut ev = libc::epoll_event {
+                events: (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
+                u64: 0,
+            };
+            // SAFETY: both descriptors are open for the duration of the call.
+            let r = unsafe {
+                libc::epoll_ctl(
+                    epoll.as_raw_fd(),
+                    libc::EPOLL_CTL_ADD,
+                    sock.as_fd().as_raw_fd(),
+                    &mut ev,
+                )
+            };
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(Exclusive { epoll })
+        }
+
+        /// Waits until the socket is readable or `timeout_ms` passes.
+        pub(super) fn readable(&self, timeout_ms: i32) -> io::Result<()> {
+            let mut ev = libc::epoll_event { events: 0, u64: 0 };
+            // SAFETY: `ev` is a valid buffer of one event; the descriptor is open.
+            let r = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), &mut ev, 1, timeout_ms) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            Ok(())
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    impl Exclusive {
+        pub(super) fn new(sock: &impl AsFd) -> io::Result<Exclusive> {
+            Ok(Exclusive {
+                fd: sock.as_fd().try_clone_to_owned()?,
+            })
+        }
+
+        pub(super) fn readable(&self, timeout_ms: i32) -> io::Result<()> {
+            let mut p = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: `p` is a valid array of one entry; the descriptor is open.
+            let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            Ok(())
         }
     }
 }
