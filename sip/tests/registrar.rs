@@ -735,3 +735,78 @@ async fn shared_aor_holds_many_phones_and_lists_only_the_requesters_binding() {
     );
     ep.shutdown().await;
 }
+
+/// Several UDP receiver threads read one socket, so copies of one request can be handled at
+/// the same moment on different threads: each REGISTER must still be processed once, and
+/// every copy that gets an answer gets the same bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_racing_on_several_udp_threads_are_processed_once() {
+    let store = Arc::new(MemoryStore::default());
+    let ep = start_cfg(store, false, |c| c.transport.udp_threads = 4).await;
+    let phone = Phone::new(ep.local_addr()).await;
+    const AORS: usize = 50;
+    const COPIES: usize = 8;
+    let mut answers: HashMap<String, Vec<String>> = HashMap::new();
+    // In groups, so that the answers fit the phone's receive buffer.
+    for group in (0..AORS).collect::<Vec<_>>().chunks(10) {
+        for i in group {
+            let user = format!("{}", 3000 + i);
+            let msg = register(&user, phone.addr(), "UDP", &format!("race{i}"), 1, "");
+            for _ in 0..COPIES {
+                phone.send(&msg).await;
+            }
+        }
+        let mut buf = vec![0u8; 65536];
+        while let Ok(Ok((n, _))) =
+            tokio::time::timeout(Duration::from_millis(300), phone.sock.recv_from(&mut buf)).await
+        {
+            let r = String::from_utf8_lossy(&buf[..n]).into_owned();
+            assert!(r.starts_with("SIP/2.0 200 "), "{r}");
+            let call_id = header(&r, "Call-ID")[0].to_string();
+            answers.entry(call_id).or_default().push(r);
+        }
+    }
+    assert_eq!(answers.len(), AORS, "every REGISTER answered");
+    for copies in answers.values() {
+        assert!(
+            copies.iter().all(|c| c == &copies[0]),
+            "one response per transaction"
+        );
+    }
+    let s = ep.stats().snapshot();
+    assert_eq!(s.registrations_ok, AORS as u64);
+    assert_eq!(s.retransmissions_absorbed, (AORS * (COPIES - 1)) as u64);
+    for i in 0..AORS {
+        assert_eq!(ep.registrar().bindings(&format!("{}", 3000 + i)).len(), 1);
+    }
+    ep.shutdown().await;
+}
+
+/// An endpoint whose runtime goes away without a shutdown (a test that ends, a process
+/// tearing down) still ends its UDP receiver threads, which hold descriptors of the socket:
+/// its port becomes free again.
+#[test]
+fn udp_receivers_end_with_their_endpoint() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let addr = rt.block_on(async {
+        let ep = start_cfg(Arc::new(MemoryStore::default()), false, |c| {
+            c.transport.udp_threads = 3
+        })
+        .await;
+        let phone = Phone::new(ep.local_addr()).await;
+        let r = phone
+            .transact(&register("3100", phone.addr(), "UDP", "gone", 1, ""))
+            .await;
+        assert!(r.starts_with("SIP/2.0 200 "), "{r}");
+        ep.local_addr()
+    });
+    drop(rt);
+    let rebound = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        std::net::UdpSocket::bind(addr).is_ok()
+    });
+    assert!(
+        rebound,
+        "{addr} still held after the endpoint's runtime ended"
+    );
+}
