@@ -137,8 +137,17 @@ impl Receiver {
                         continue;
                     }
                     self.stats.received.fetch_add(1, Ordering::Relaxed);
-                    self.handler
-                        .on_datagram(Bytes::copy_from_slice(data), Flow::udp(self.local, remote));
+                    let flow = Flow::udp(self.local, remote);
+                    let data = Bytes::copy_from_slice(data);
+                    // A bug that panics on one message must not silence the socket: with one
+                    // receiver thread that would be every phone's registrar gone.
+                    let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        self.handler.on_datagram(data, flow)
+                    }));
+                    if handled.is_err() {
+                        self.stats.malformed_dropped.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(%remote, "a datagram's handling panicked; dropped");
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if !self.handler.alive() {
@@ -150,8 +159,11 @@ impl Receiver {
                     }
                 }
                 Err(e) => {
-                    // ICMP port unreachable and the like surface here on some platforms.
+                    // ICMP port unreachable and the like surface here on some platforms. The
+                    // wait returns at once when a datagram is queued, and keeps an error that
+                    // does not clear from spinning.
                     tracing::trace!(local = %self.local, error = %e, "udp receive error");
+                    let _ = self.wait.readable(IDLE_CHECK_MS);
                 }
             }
         }
