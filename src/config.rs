@@ -154,6 +154,10 @@ pub struct SipConfig {
     pub udp_threads: usize,
 }
 
+/// More UDP receiver threads than this is a typo, not a tuning: each one is an OS thread
+/// per listen address.
+const MAX_UDP_THREADS: usize = 256;
+
 fn d_trunk_options_interval() -> u64 {
     5000
 }
@@ -586,6 +590,12 @@ impl Config {
                 ));
             }
         }
+        if self.sip.udp_threads > MAX_UDP_THREADS {
+            return Err(format!(
+                "sip: udp-threads {} is more than {MAX_UDP_THREADS} (0 picks one per core but one)",
+                self.sip.udp_threads
+            ));
+        }
         if self.sip.min_expires > self.sip.max_expires {
             return Err(format!(
                 "sip: min-expires {} exceeds max-expires {}",
@@ -652,6 +662,19 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c.store.url, "sqlite://sipdm.db");
         assert_eq!(c.ivr.number, "8800");
+    }
+
+    #[test]
+    fn udp_threads_default_and_bound() {
+        assert_eq!(parse("").unwrap().sip.udp_threads, 0);
+        assert_eq!(
+            parse("[sip]\nudp-threads = 3\n").unwrap().sip.udp_threads,
+            3
+        );
+        let err = parse("[sip]\nudp-threads = 5000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("udp-threads 5000 is more than 256"), "{err}");
     }
 
     #[test]
