@@ -150,10 +150,9 @@ pub trait Transmit: Send + Sync + 'static {
 
 /// The running transports.
 pub struct Transport {
+    /// Each with its bound address, read once: asking the socket (`getsockname`) on every
+    /// send was one extra system call per response.
     udp: Vec<udp::UdpSock>,
-    /// `udp[i]`'s bound address, read once: asking the socket (`getsockname`) on every send
-    /// was one extra system call per response.
-    udp_addrs: Vec<SocketAddr>,
     tls_addrs: Vec<SocketAddr>,
     flows: Arc<FlowTable>,
     cfg: TransportConfig,
@@ -201,7 +200,6 @@ impl Transport {
     ) -> Result<Arc<Transport>, TransportError> {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut udp = Vec::new();
-        let mut udp_addrs = Vec::new();
         let mut listeners = Vec::new();
         for addr in &cfg.listen {
             let (sock, listener) = bind_pair(*addr, cfg.udp_buffer)?;
@@ -209,7 +207,6 @@ impl Transport {
                 addr: *addr,
                 source,
             })?;
-            udp_addrs.push(sock.local);
             udp.push(sock);
             listeners.push(listener);
         }
@@ -222,7 +219,6 @@ impl Transport {
         }
         let t = Arc::new(Transport {
             udp,
-            udp_addrs,
             tls_addrs,
             flows: Arc::new(FlowTable::default()),
             cfg,
@@ -288,7 +284,7 @@ impl Transport {
 
     /// The bound UDP addresses (TCP listens on the same ones).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.udp_addrs.clone()
+        self.udp.iter().map(|s| s.local).collect()
     }
 
     /// The bound TLS addresses (empty when TLS is off).
@@ -311,20 +307,14 @@ impl Transport {
         self.flows.close_all();
     }
 
-    /// The UDP socket bound to `local`, else the first of `remote`'s address family, with
-    /// its bound address.
-    fn udp_for(
-        &self,
-        local: Option<SocketAddr>,
-        remote: SocketAddr,
-    ) -> Option<(&udp::UdpSock, SocketAddr)> {
-        let by_local = local.and_then(|l| self.udp_addrs.iter().position(|a| *a == l));
-        let i = by_local.or_else(|| {
-            self.udp_addrs
+    /// The UDP socket bound to `local`, else the first of `remote`'s address family.
+    fn udp_for(&self, local: Option<SocketAddr>, remote: SocketAddr) -> Option<&udp::UdpSock> {
+        let by_local = local.and_then(|l| self.udp.iter().find(|s| s.local == l));
+        by_local.or_else(|| {
+            self.udp
                 .iter()
-                .position(|a| a.is_ipv4() == remote.is_ipv4())
-        })?;
-        Some((&self.udp[i], self.udp_addrs[i]))
+                .find(|s| s.local.is_ipv4() == remote.is_ipv4())
+        })
     }
 
     /// Sends to `remote` over `protocol`, reusing a live TCP or TLS connection to it if there
@@ -363,7 +353,7 @@ impl Transport {
         match flow.protocol {
             Protocol::Udp => {
                 let local = (flow.local.port() != 0).then_some(flow.local);
-                let (sock, local) = self
+                let sock = self
                     .udp_for(local, flow.remote)
                     .ok_or(TransportError::NoRoute(Protocol::Udp, flow.remote))?;
                 sock.send_to(&data, flow.remote)
@@ -372,7 +362,7 @@ impl Transport {
                         addr: flow.remote,
                         source,
                     })?;
-                Ok(Flow::udp(local, flow.remote))
+                Ok(Flow::udp(sock.local, flow.remote))
             }
             Protocol::Tls => {
                 let conn = self
@@ -411,7 +401,7 @@ impl Transmit for Arc<Transport> {
         match flow.protocol {
             Protocol::Udp => {
                 let local = (flow.local.port() != 0).then_some(flow.local);
-                let Some((sock, _)) = self.udp_for(local, flow.remote) else {
+                let Some(sock) = self.udp_for(local, flow.remote) else {
                     return Err(data);
                 };
                 match sock.try_send_to(&data, flow.remote) {

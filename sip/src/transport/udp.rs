@@ -76,7 +76,7 @@ impl UdpSock {
         }
     }
 
-    /// Starts `threads` receiver threads (at least one). They stop when `stop` is set (after
+    /// Starts `threads` receiver threads. They stop when `stop` is set (after
     /// the datagram in hand) or the handler is gone, within [`IDLE_CHECK_MS`] when idle.
     pub(crate) fn spawn_receivers(
         &self,
@@ -88,7 +88,7 @@ impl UdpSock {
     ) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
         let runtime = tokio::runtime::Handle::current();
         let mut handles = Vec::new();
-        for i in 0..threads.max(1) {
+        for i in 0..threads {
             let receiver = Receiver {
                 sock: self.sock.try_clone()?,
                 wait: wait::Exclusive::new(&self.sock)?,
@@ -179,6 +179,18 @@ mod wait {
     use std::os::fd::FromRawFd;
     use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
+    /// A system call's result: negative is the thread's last OS error, except an interrupted
+    /// wait, which is as good as a timeout (the caller checks its conditions and waits again).
+    fn checked(r: libc::c_int) -> io::Result<()> {
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     pub(super) struct Exclusive {
         #[cfg(target_os = "linux")]
         epoll: OwnedFd,
@@ -219,14 +231,7 @@ mod wait {
         pub(super) fn readable(&self, timeout_ms: i32) -> io::Result<()> {
             let mut ev = libc::epoll_event { events: 0, u64: 0 };
             // SAFETY: `ev` is a valid buffer of one event; the descriptor is open.
-            let r = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), &mut ev, 1, timeout_ms) };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-            Ok(())
+            checked(unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), &mut ev, 1, timeout_ms) })
         }
     }
 
@@ -245,14 +250,7 @@ mod wait {
                 revents: 0,
             };
             // SAFETY: `p` is a valid array of one entry; the descriptor is open.
-            let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-            Ok(())
+            checked(unsafe { libc::poll(&mut p, 1, timeout_ms) })
         }
     }
 }
