@@ -309,22 +309,31 @@ impl Default for StoreConfig {
 #[serde(deny_unknown_fields)]
 pub struct DmConfig {
     /// Base URL written into rendered files (`http://fs1:8080/fs`); a site's own `fs_url`
-    /// overrides it for that site's phones.
-    #[serde(default = "default_fs_url")]
-    pub fs_url: String,
+    /// overrides it for that site's phones. Unset: the URL the phone itself used (scheme, host
+    /// and port of its request), so that a phone that follows its file re-fetches from where
+    /// it fetched, whatever DHCP told it.
+    #[serde(default)]
+    pub fs_url: Option<String>,
     /// SIP server(s) for phones of no site (host or host:port).
     #[serde(default, rename = "sip-servers")]
     pub sip_servers: Vec<String>,
 }
 
-fn default_fs_url() -> String {
-    "http://127.0.0.1:8080/fs".into()
+impl ServerConfig {
+    /// The scheme provisioning is served over: HTTPS once a certificate and key are both set.
+    pub fn http_scheme(&self) -> &'static str {
+        if self.tls_cert.is_some() && self.tls_key.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
 }
 
 impl Default for DmConfig {
     fn default() -> Self {
         DmConfig {
-            fs_url: default_fs_url(),
+            fs_url: None,
             sip_servers: Vec::new(),
         }
     }

@@ -76,6 +76,9 @@ pub struct Requester {
     pub user_agent: Option<String>,
     /// Host the phone used to reach us (without port), the registrar of last resort.
     pub host: Option<String>,
+    /// `scheme://host[:port]` as the phone used it: where its file sends it back when no
+    /// `fs_url` is configured.
+    pub base_url: Option<String>,
 }
 
 #[derive(Hash, PartialEq, Eq, Clone)]
@@ -86,6 +89,7 @@ struct CacheKey {
     /// The vendor the User-Agent named, if any: the same file name may render per vendor.
     ua_vendor: Option<String>,
     host: Option<String>,
+    base_url: Option<String>,
 }
 
 struct CachedFile {
@@ -181,6 +185,8 @@ impl Dm {
                 hw_code,
             } => {
                 let mut ctx = self.base_context(who)?;
+                // Served to anyone: no device, so `device.mac` stays empty (the templates that
+                // share a file with a per-phone kind tell the two apart by it).
                 ctx.device.vendor = vendor.clone();
                 ctx.params
                     .insert("hw_code".into(), hw_code.unwrap_or_default());
@@ -201,6 +207,7 @@ impl Dm {
                     host: who.host.clone(),
                 };
                 let now = store::now_ms();
+                    base_url: who.base_url.clone(),
                 let sighting = || Sighting {
                     mac: mac.to_string(),
                     ip: who.ip.clone(),
@@ -368,7 +375,11 @@ impl Dm {
 
     /// What every file shares: the IVR, the provisioning URL, the registrar of last resort.
     fn base_context(&self, who: &Requester) -> Result<RenderContext> {
-        let fs_url = self.config.dm.fs_url.trim_end_matches('/').to_owned();
+        let fs_url = match (&self.config.dm.fs_url, &who.base_url) {
+            (Some(configured), _) => configured.trim_end_matches('/').to_owned(),
+            (None, Some(base)) => format!("{}/fs", base.trim_end_matches('/')),
+            (None, None) => format!("{}/fs", self.own_base_url()),
+        };
         Ok(RenderContext {
             device: DeviceCtx {
                 mac: String::new(),
@@ -384,7 +395,7 @@ impl Dm {
                 assigned: false,
             },
             sip_servers: self.servers(&self.config.dm.sip_servers, who),
-            prov_url: format!("{fs_url}/dm/prov"),
+            prov_url: self.prov_url(&fs_url),
             fs_url,
             ivr: IvrCtx {
                 number: self.config.ivr.number.clone(),
@@ -400,6 +411,28 @@ impl Dm {
         let mut out: Vec<SipServerCtx> = list.iter().filter_map(|s| parse_server(s)).collect();
         if out.is_empty() {
             // The port actually bound (the configuration may say 0).
+    /// The directory phones fetch from under `fs_url`, with the URL key when one is set (a
+    /// phone that re-fetches without it would get 404).
+    fn prov_url(&self, fs_url: &str) -> String {
+        match self.config.prov_security.url_key.as_deref() {
+            Some(key) if !key.is_empty() => format!("{fs_url}/dm/prov/{key}"),
+            _ => format!("{fs_url}/dm/prov"),
+        }
+    }
+
+    /// Our own HTTP address, for files rendered without a request to follow (the console's
+    /// preview): the configured listen address, loopback for a wildcard.
+    fn own_base_url(&self) -> String {
+        let scheme = self.config.server.http_scheme();
+        let addr = self.config.server.http;
+        let host = match addr.ip() {
+            ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            v4 => v4.to_string(),
+        };
+        format!("{scheme}://{host}:{}", addr.port())
+    }
+
             let port = self
                 .sip
                 .get()
@@ -521,7 +554,7 @@ impl Dm {
         ctx.sip_servers = self.servers(&servers, who);
         if let Some(url) = site.and_then(|s| s.fs_url) {
             let url = url.trim_end_matches('/').to_owned();
-            ctx.prov_url = format!("{url}/dm/prov");
+            ctx.prov_url = self.prov_url(&url);
             ctx.fs_url = url;
         }
         Ok(ctx)

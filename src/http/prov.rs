@@ -70,17 +70,20 @@ pub async fn serve_file(
             return res;
         }
     }
+    // The authority the phone used; a Host that is not a plain host[:port] is not written
+    // into anybody's file.
+    let authority = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| is_authority(h));
     let who = Requester {
         ip: peer.ip().to_string(),
         user_agent: headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(String::from),
-        host: headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(host_without_port)
-            .filter(|h| !h.is_empty()),
+        host: authority.map(host_without_port).filter(|h| !h.is_empty()),
+        base_url: authority.map(|a| format!("{}://{a}", dm.config.server.http_scheme())),
     };
     match dm.provision(&file, &who).await {
         Ok(served) => {
@@ -184,9 +187,35 @@ fn served_counter() -> &'static metrics::Counter {
     C.get_or_init(|| metrics::counter!("sipdm_prov_requests_total", "status" => "200"))
 }
 
+/// `host`, `host:port` or `[v6]:port`, nothing else (no user info, path, spaces or quotes).
+fn is_authority(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']'))
+}
+
 fn host_without_port(h: &str) -> String {
     if let Some(rest) = h.strip_prefix('[') {
         return rest.split(']').next().unwrap_or("").to_owned();
     }
     h.rsplit_once(':').map(|(a, _)| a).unwrap_or(h).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{host_without_port, is_authority};
+
+    #[test]
+    fn authorities() {
+        assert!(is_authority("10.1.2.3:8081"));
+        assert!(is_authority("fs1"));
+        assert!(is_authority("[::1]:8080"));
+        assert!(!is_authority(""));
+        assert!(!is_authority("evil\"/><x"));
+        assert!(!is_authority("a b"));
+        assert!(!is_authority("user@host"));
+        assert_eq!(host_without_port("10.1.2.3:8081"), "10.1.2.3");
+        assert_eq!(host_without_port("[::1]:8080"), "::1");
+    }
 }
