@@ -22,6 +22,7 @@ use crate::headers::params::split_top_level;
 use crate::headers::{MessageExt, NameAddr, Via, ACCEPT, ALLOW};
 use crate::registrar::{Binding, BindingStore, Registrar, RegistrarConfig, StoreError};
 use crate::stats::Stats;
+use crate::transaction::client::StartedClient;
 use crate::transaction::{RequestDisposition, Timers, TransactionLayer, TsxError, TsxKey};
 use crate::transport::{
     DatagramHandler, EventSenders, Flow, Protocol, Transmit, Transport, TransportConfig,
@@ -238,12 +239,24 @@ impl Endpoint {
     /// Sends an out-of-dialog request (e.g. NOTIFY check-sync) in a client transaction and
     /// returns the final response. The caller builds the request (Request-URI, From, To,
     /// Call-ID, CSeq, …); the top Via is added here. A 401/407 is returned as is (the caller
-    /// may retry with credentials).
-    pub async fn send_request(
+    /// may retry with credentials). [`crate::uac`] builds on [`Endpoint::start_request`] for
+    /// provisionals, CANCEL and the ACK of a 2xx.
+    pub async fn send_request(&self, req: Request, target: Target) -> Result<Response, SendError> {
+        Ok(self
+            .start_request(req, target, None, None)?
+            .final_response()
+            .await?)
+    }
+
+    /// Starts a client transaction for `req` towards `target` without waiting for its answer
+    /// (see [`TransactionLayer::start_request`] for `branch` and `observer`).
+    pub fn start_request(
         &self,
         mut req: Request,
         target: Target,
-    ) -> Result<Response, SendError> {
+        branch: Option<String>,
+        observer: Option<mpsc::UnboundedSender<Response>>,
+    ) -> Result<StartedClient, SendError> {
         if let Target::Binding(b) = &target {
             // RFC 3327: a binding registered through proxies is reached through them.
             if !b.path.is_empty() && req.header_value("Route").is_none() {
@@ -257,7 +270,47 @@ impl Endpoint {
             }
         }
         let flow = self.resolve(&target)?;
-        let sent_by = match &self.inner.cfg.advertised_host {
+        let sent_by = self.sent_by(&flow);
+        Ok(self
+            .inner
+            .tsx
+            .start_request(req, flow, &sent_by, branch, observer)?)
+    }
+
+    /// Sends a request outside any transaction: the ACK of a 2xx (RFC 3261 §13.2.2.4, §17.1.1.3:
+    /// "the ACK for a 2xx is sent by the UAC core"), with a top Via of a new branch. Returns the
+    /// request as sent (to be sent again for a retransmitted 2xx).
+    pub async fn send_stateless(&self, req: Request, target: Target) -> Result<Request, SendError> {
+        let flow = self.resolve(&target)?;
+        let via = format!(
+            "SIP/2.0/{} {};branch={};rport",
+            flow.protocol.as_str(),
+            self.sent_by(&flow),
+            crate::headers::new_branch()
+        );
+        let mut headers: Vec<Header> = Vec::with_capacity(req.headers.iter().count() + 1);
+        headers.push(Header::Via(rsip::headers::Via::new(via)));
+        headers.extend(req.headers.iter().cloned());
+        let mut sent = req;
+        sent.headers = headers.into();
+        self.resend_stateless(&sent, &target).await?;
+        Ok(sent)
+    }
+
+    /// Sends again a request [`Endpoint::send_stateless`] returned, unchanged.
+    pub async fn resend_stateless(&self, sent: &Request, target: &Target) -> Result<(), SendError> {
+        let flow = self.resolve(target)?;
+        self.inner
+            .transport
+            .send(flow, wire::encode_request(sent))
+            .await
+            .map_err(|e| SendError::Transaction(TsxError::Transport(e)))?;
+        Ok(())
+    }
+
+    /// The sent-by of our Via on `flow`.
+    fn sent_by(&self, flow: &Flow) -> String {
+        match &self.inner.cfg.advertised_host {
             Some(h) => h.clone(),
             None => {
                 let local = if flow.local.port() != 0 {
@@ -267,13 +320,13 @@ impl Endpoint {
                 };
                 local.to_string()
             }
-        };
-        Ok(self.inner.tsx.send_request(req, flow, &sent_by).await?)
+        }
     }
 
     /// [`Endpoint::send_request`], answering one 401/407 challenge with `username` and
     /// `password` (phones that validate NOTIFY by digest, e.g. Cisco SPA). The retry gets the
-    /// next CSeq and a new branch; the final response of the retry is returned.
+    /// next CSeq and a new branch ([`crate::auth::authorized_retry`]); the final response of
+    /// the retry is returned.
     pub async fn send_request_authenticated(
         &self,
         req: Request,
@@ -282,63 +335,10 @@ impl Endpoint {
         password: &str,
     ) -> Result<Response, SendError> {
         let first = self.send_request(req.clone(), target.clone()).await?;
-        let code = first.status_code.code();
-        if code != 401 && code != 407 {
-            return Ok(first);
+        match crate::auth::authorized_retry(&req, &first, username, password) {
+            Some(retry) => self.send_request(retry, target).await,
+            None => Ok(first),
         }
-        let challenge_name = if code == 401 {
-            "WWW-Authenticate"
-        } else {
-            "Proxy-Authenticate"
-        };
-        // Prefer a challenge we can answer (the first one whose algorithm we know).
-        let Some(challenge) = first
-            .header_values(challenge_name)
-            .filter_map(|v| crate::auth::DigestChallenge::parse(v).ok())
-            .find(|c| {
-                c.algorithm
-                    .as_deref()
-                    .is_none_or(|a| crate::auth::Algorithm::parse(a).is_some())
-            })
-        else {
-            return Ok(first);
-        };
-        let uri = req.uri.to_string();
-        let cnonce = crate::headers::new_tag();
-        let Ok(answer) = challenge.answer(
-            &req.method.to_string(),
-            &uri,
-            username,
-            password,
-            1,
-            &cnonce,
-        ) else {
-            return Ok(first);
-        };
-        let mut retry = req;
-        let mut headers: Vec<Header> = Vec::with_capacity(retry.headers.iter().count() + 1);
-        for h in retry.headers.iter() {
-            match h {
-                Header::CSeq(c) => {
-                    let mut parts = c.value().split_whitespace();
-                    let n: u32 = parts.next().and_then(|n| n.parse().ok()).unwrap_or(1);
-                    let m = parts.next().unwrap_or("");
-                    headers.push(Header::CSeq(rsip::headers::CSeq::new(format!(
-                        "{} {m}",
-                        n.saturating_add(1)
-                    ))));
-                }
-                Header::Authorization(_) | Header::ProxyAuthorization(_) => {}
-                other => headers.push(other.clone()),
-            }
-        }
-        headers.push(if code == 401 {
-            Header::Authorization(rsip::headers::Authorization::new(answer))
-        } else {
-            Header::ProxyAuthorization(rsip::headers::ProxyAuthorization::new(answer))
-        });
-        retry.headers = headers.into();
-        self.send_request(retry, target).await
     }
 
     fn local_for(&self, remote: SocketAddr) -> SocketAddr {

@@ -12,9 +12,14 @@
 //! * [`handler`] — [`IncomingRequest`] and the [`RequestHandler`] chain;
 //! * [`auth`] — digest challenge and verification, stateless nonces, throttling;
 //! * [`registrar`] — RFC 3261 §10 bindings, expiry, events, the [`registrar::BindingStore`] trait;
-//! * [`endpoint`] — transport → transactions → handlers, and the public start/stop API.
+//! * [`endpoint`] — transport → transactions → handlers, and the public start/stop API;
+//! * [`dialog`] — dialogs (§12): route sets, in-dialog requests, the UAS 2xx that copies
+//!   Record-Route, and out-of-dialog request building;
+//! * [`uac`] — client transactions a caller drives: provisionals, one authenticated retry,
+//!   CANCEL, the ACK of a 2xx.
 
 pub mod auth;
+pub mod dialog;
 pub mod endpoint;
 pub mod fastmap;
 pub mod handler;
@@ -24,6 +29,7 @@ pub mod stats;
 pub mod text;
 pub mod transaction;
 pub mod transport;
+pub mod uac;
 pub mod wire;
 
 pub use endpoint::{Endpoint, EndpointConfig, StartError, Target};

@@ -4,17 +4,20 @@
 //! * [`nonce`] — stateless nonces (HMAC of a timestamp with a shared secret, so instances that
 //!   share the secret accept each other's nonces) and bounded `nc` replay memory;
 //! * [`throttle`] — per-source failure throttling, logged once per window;
-//! * [`guard`] — [`DigestGuard`]: check a request, or say how to challenge it.
+//! * [`guard`] — [`DigestGuard`]: check a request, or say how to challenge it;
+//! * [`retry`] — the client side: a challenged request sent again with credentials.
 //!
 //! Credentials and the per-user policy come from the server crate through [`Authenticator`].
 
 pub mod digest;
 pub mod guard;
 pub mod nonce;
+pub mod retry;
 pub mod throttle;
 
 pub use digest::{Algorithm, DigestChallenge, DigestResponse};
 pub use guard::{AuthConfig, AuthOutcome, DigestGuard};
+pub use retry::authorized_retry;
 
 use crate::BoxFuture;
 

@@ -41,16 +41,59 @@ impl TsxError {
     }
 }
 
+/// A client transaction under way, as [`TransactionLayer::start_request`] left it: the
+/// request as sent (with our top Via, which a CANCEL must repeat, §9.1) and its final
+/// response to come.
+#[must_use = "a client transaction's final response should be awaited"]
+pub struct StartedClient {
+    /// The request with the top Via this transaction added.
+    pub request: Request,
+    /// The branch of that Via.
+    pub branch: String,
+    done: oneshot::Receiver<Result<Response, TsxError>>,
+}
+
+impl StartedClient {
+    /// The final response (or the timeout / transport error that stands for one).
+    pub async fn final_response(mut self) -> Result<Response, TsxError> {
+        self.wait_final().await
+    }
+
+    /// [`StartedClient::final_response`] without giving the handle up (for `select!`); once
+    /// it has returned, a further call returns [`TsxError::Stopped`].
+    pub async fn wait_final(&mut self) -> Result<Response, TsxError> {
+        (&mut self.done).await.unwrap_or(Err(TsxError::Stopped))
+    }
+}
+
 impl TransactionLayer {
     /// Sends `req` down `flow` as a new client transaction and returns the final response.
     /// A top Via `SIP/2.0/<transport> <sent_by>;branch=…;rport` is added here.
     pub async fn send_request(
         self: &Arc<Self>,
-        mut req: Request,
+        req: Request,
         flow: Flow,
         sent_by: &str,
     ) -> Result<Response, TsxError> {
-        let branch = new_branch();
+        self.start_request(req, flow, sent_by, None, None)?
+            .final_response()
+            .await
+    }
+
+    /// Starts a client transaction without waiting for its answer. `branch`: the Via branch
+    /// to use (a CANCEL repeats its INVITE's, §9.1); new when `None`. `observer` receives the
+    /// provisional responses and, for an INVITE answered 2xx, the further 2xx responses that
+    /// arrive for 64·T1 (RFC 6026 §8.4, Timer M: retransmissions the UAC core must re-ACK, and
+    /// 2xx from other forks).
+    pub fn start_request(
+        self: &Arc<Self>,
+        mut req: Request,
+        flow: Flow,
+        sent_by: &str,
+        branch: Option<String>,
+        observer: Option<mpsc::UnboundedSender<Response>>,
+    ) -> Result<StartedClient, TsxError> {
+        let branch = branch.unwrap_or_else(new_branch);
         let via = format!(
             "SIP/2.0/{} {};branch={};rport",
             flow.protocol.as_str(),
@@ -68,8 +111,20 @@ impl TransactionLayer {
         let (tx, rx) = mpsc::unbounded_channel();
         self.clients.lock().insert(key.clone(), tx);
         let (done_tx, done_rx) = oneshot::channel();
-        tokio::spawn(run_client(self.clone(), key, req, flow, rx, done_tx));
-        done_rx.await.unwrap_or(Err(TsxError::Stopped))
+        tokio::spawn(run_client(
+            self.clone(),
+            key,
+            req.clone(),
+            flow,
+            rx,
+            done_tx,
+            observer,
+        ));
+        Ok(StartedClient {
+            request: req,
+            branch,
+            done: done_rx,
+        })
     }
 
     /// Delivers a response to its client transaction; false if none matched (stray).
@@ -96,6 +151,7 @@ async fn run_client(
     mut flow: Flow,
     mut rx: mpsc::UnboundedReceiver<Response>,
     done: oneshot::Sender<Result<Response, TsxError>>,
+    observer: Option<mpsc::UnboundedSender<Response>>,
 ) {
     let t = layer.timers;
     let invite = req.method == Method::Invite;
@@ -122,6 +178,9 @@ async fn run_client(
                 let Some(resp) = r else { break None };
                 let code = resp.status_code.code();
                 if code < 200 {
+                    if let Some(o) = &observer {
+                        let _ = o.send(resp);
+                    }
                     if invite {
                         next_retransmit = None; // Proceeding: no more INVITE retransmits
                     } else if next_retransmit.is_some() {
@@ -156,6 +215,8 @@ async fn run_client(
         let linger = if invite {
             if code >= 300 {
                 t.d(flow.protocol)
+            } else if observer.is_some() {
+                t.m()
             } else {
                 std::time::Duration::ZERO
             }
@@ -163,9 +224,13 @@ async fn run_client(
             t.k(flow.protocol)
         };
         let until = Instant::now() + linger;
-        while let Ok(Some(_again)) = tokio::time::timeout_at(until, rx.recv()).await {
+        while let Ok(Some(again)) = tokio::time::timeout_at(until, rx.recv()).await {
             if let Some(ack) = &ack {
                 let _ = layer.transmit.transmit(flow, ack.clone()).await;
+            } else if let (true, Some(o)) =
+                (invite && again.status_code.code() / 100 == 2, &observer)
+            {
+                let _ = o.send(again);
             }
         }
     }

@@ -99,4 +99,9 @@ impl Timers {
             self.t4c()
         }
     }
+    /// M (RFC 6026 §8.4): an INVITE client transaction answered 2xx stays Accepted this
+    /// long, passing retransmitted 2xx (and 2xx from other forks) to the UAC core.
+    pub fn m(&self) -> Duration {
+        self.t1c() * 64
+    }
 }
