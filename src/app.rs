@@ -111,6 +111,17 @@ pub async fn build_service(
             })
             .await?;
     }
+    // What the switches authenticate phones with (`switch_subscriber`), for every realm.
+    store
+        .sync_switch_credentials(
+            &config
+                .switches
+                .iter()
+                .map(|s| (s.name.clone(), s.realm()))
+                .collect::<Vec<_>>(),
+            &crate::credentials::DeviceCredentials::new(secret.as_bytes()),
+        )
+        .await?;
     for (name, kind) in [
         ("default", "default"),
         ("device-management", "device-management"),

@@ -430,6 +430,30 @@ pub struct SwitchConfig {
     /// Business-continuity peer switch (DNs exist on both).
     #[serde(default)]
     pub peer: Option<String>,
+    /// Digest realm this switch challenges phones with; the `switch_subscriber` view carries
+    /// every DN's and every device's HA1 for it. Default: the host part of `address`.
+    #[serde(default)]
+    pub realm: Option<String>,
+}
+
+impl SwitchConfig {
+    /// `realm`, or the host part of `address` (`host`, `host:port`, `[v6]:port`).
+    pub fn realm(&self) -> String {
+        if let Some(r) = self.realm.as_deref().filter(|r| !r.is_empty()) {
+            return r.to_owned();
+        }
+        let a = self.address.trim();
+        let a = a.strip_prefix("sip:").unwrap_or(a);
+        if let Some(rest) = a.strip_prefix('[') {
+            return rest.split(']').next().unwrap_or(rest).to_owned();
+        }
+        match a.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+                host.to_owned()
+            }
+            _ => a.to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -744,6 +768,18 @@ dn-ranges = ["1500-2500"]
             .unwrap_err()
             .to_string();
         assert!(half.contains("go together"), "{half}");
+    }
+
+    #[test]
+    fn switch_realm_defaults_to_address_host() {
+        let c = parse(
+            "[[sites]]\nname=\"s1\"\n[[switches]]\nname=\"A\"\nsite=\"s1\"\naddress=\"sips1.example.test:5060\"\n\
+             [[switches]]\nname=\"B\"\nsite=\"s1\"\naddress=\"10.0.0.2\"\nrealm=\"corp.example\"\n\
+             [[switches]]\nname=\"C\"\nsite=\"s1\"\naddress=\"[2001:db8::1]:5070\"\n",
+        )
+        .unwrap();
+        let realms: Vec<String> = c.switches.iter().map(|s| s.realm()).collect();
+        assert_eq!(realms, ["sips1.example.test", "corp.example", "2001:db8::1"]);
     }
 
     #[test]

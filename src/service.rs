@@ -264,6 +264,10 @@ impl Dm {
                         if self.store.record_sighting(&sighting).await? {
                             tracing::info!(mac = %mac, ip = %who.ip, vendor = %vendor, "first sight of an unknown phone: default profile");
                         }
+                        // The switch must accept its `dm-<mac>` before the file naming it is out.
+                        self.store
+                            .put_device_switch_credentials(&[mac.to_string()], &self.credentials)
+                            .await?;
                         self.store.device(&mac.to_string()).await?
                     }
                 };
@@ -596,6 +600,9 @@ impl Dm {
             self.store.profile(p).await?;
         }
         let out = self.store.create_device(&d, actor).await?;
+        self.store
+            .put_device_switch_credentials(&[out.mac.clone()], &self.credentials)
+            .await?;
         self.invalidate();
         Ok(out)
     }
@@ -666,6 +673,12 @@ impl Dm {
             });
         }
         let report = self.store.import_devices(&lines, actor).await?;
+        if report.imported > 0 {
+            let macs: Vec<String> = lines.iter().map(|l| l.device.mac.clone()).collect();
+            self.store
+                .put_device_switch_credentials(&macs, &self.credentials)
+                .await?;
+        }
         self.invalidate();
         Ok(report)
     }

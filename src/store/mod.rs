@@ -12,6 +12,7 @@ mod bindings;
 mod catalog;
 mod devices;
 pub mod model;
+mod switch_credentials;
 
 use std::sync::Once;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -21,6 +22,7 @@ use sqlx::AnyPool;
 
 pub use bindings::StoredBinding;
 pub use devices::{AssignOutcome, ImportLine, ImportReport};
+pub use switch_credentials::{SwitchSubscriber, SwitchSync};
 
 /// Why a store operation failed; each maps to one HTTP status at the edge.
 #[derive(Debug, thiserror::Error)]
