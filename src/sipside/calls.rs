@@ -18,7 +18,7 @@ use sip::headers::MessageExt;
 use sip::rsip::headers::UntypedHeader;
 use sip::rsip::{self, Method, StatusCode};
 use sip::transport::Flow;
-use sip::{BoxFuture, Endpoint, IncomingRequest, RequestHandler, Target};
+use sip::{BoxFuture, Endpoint, IncomingRequest, RequestHandler};
 
 use super::b2bua::{B2bua, Forwarded};
 use super::trunks::{TrunkError, TrunkTable};
@@ -28,15 +28,12 @@ use crate::ivr::{CallOutcome, CallerIdentity, IvrCall, IvrConfig, IvrControl, Iv
 use crate::provisioning::mac::Mac;
 use crate::service::Dm;
 
-/// What a BYE we send needs to know about a dialog we answered.
+/// A call the IVR answered: its control and the dialog our BYE is sent in.
 struct Dialog {
     control: IvrControl,
-    flow: Flow,
-    /// The caller's Contact (the remote target).
-    remote_target: String,
-    /// Our To (with our tag) and their From (with theirs), as they appear in requests we send.
-    local: String,
-    remote: String,
+    /// The UAS dialog (RFC 3261 §12.1.1): the INVITE's Record-Route as route set, its Contact
+    /// as remote target, our tag and theirs.
+    dialog: sip::dialog::Dialog,
 }
 
 pub struct CallRouter {
@@ -168,7 +165,9 @@ impl CallRouter {
         };
         let call_id = req.request.call_id().unwrap_or_default().to_owned();
         let contact = format!("<sip:ivr@{}>", contact_host(&ep, &req.flow));
-        let mut ok = req.response(StatusCode::OK);
+        // §12.1.1: the 200 copies the INVITE's Record-Route, so that the caller's ACK and
+        // BYE come back through the proxies that asked to stay in the path.
+        let mut ok = sip::dialog::dialog_response(&req, StatusCode::OK);
         ok.headers
             .push(rsip::Header::Contact(rsip::headers::Contact::new(contact)));
         ok.headers
@@ -180,27 +179,20 @@ impl CallRouter {
             "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY".into(),
         ));
         ok.body = answer.into_bytes();
-        let local = ok.header_value("To").unwrap_or_default().to_owned();
-        let remote = req
-            .request
-            .header_value("From")
-            .unwrap_or_default()
-            .to_owned();
-        let remote_target = req
-            .request
-            .header_value("Contact")
-            .and_then(|c| NameAddr::parse(c).ok())
-            .map(|c| c.uri)
-            .unwrap_or_else(|| req.request.uri.to_string());
-        let flow = req.flow;
+        let dialog = match sip::dialog::Dialog::uas(&req.request, &ok, req.flow) {
+            Ok(d) => d,
+            Err(e) => {
+                // §8.1.1.8: an INVITE without a usable Contact cannot be called back.
+                tracing::info!(call_id, error = %e, "INVITE: no dialog can be made from it");
+                handle.control().hang_up();
+                return req.reply(StatusCode::BadRequest);
+            }
+        };
         self.dialogs.lock().insert(
             call_id.clone(),
             Dialog {
                 control: handle.control(),
-                flow,
-                remote_target,
-                local,
-                remote,
+                dialog,
             },
         );
         req.respond(ok);
@@ -210,8 +202,8 @@ impl CallRouter {
             let ended = handle.ended().await;
             metrics::gauge!("sipdm_ivr_calls_active").decrement(1.0);
             let dialog = this.dialogs.lock().remove(&call_id);
-            if let (true, Some(d)) = (ended.send_bye, dialog) {
-                send_bye(&ep, &call_id, &d).await;
+            if let (true, Some(mut d)) = (ended.send_bye, dialog) {
+                send_bye(&ep, &call_id, &mut d.dialog).await;
             }
             tracing::info!(call_id, outcome = ?ended.outcome, "IVR call ended");
             if let (CallOutcome::Assigned(dn), Some(mac)) = (&ended.outcome, device) {
@@ -303,19 +295,21 @@ impl RequestHandler for CallHandler {
     }
 }
 
-async fn send_bye(ep: &Endpoint, call_id: &str, d: &Dialog) {
-    let text = format!(
-        "BYE {target} SIP/2.0\r\nMax-Forwards: 70\r\nFrom: {local}\r\nTo: {remote}\r\nCall-ID: {call_id}\r\nCSeq: 1 BYE\r\n\
-         User-Agent: sipdm\r\nContent-Length: 0\r\n\r\n",
-        target = d.remote_target,
-        local = d.local,
-        remote = d.remote
-    );
-    let req = match rsip::Request::try_from(text.as_str()) {
+/// BYE within the IVR's dialog (§15.1.1, §12.2.1.1): Route headers from the route set, sent
+/// towards the first route (the proxy that record-routed), else down the caller's flow.
+async fn send_bye(ep: &Endpoint, call_id: &str, d: &mut sip::dialog::Dialog) {
+    let mut req = match d.next_request(Method::Bye) {
         Ok(r) => r,
         Err(e) => return tracing::warn!(call_id, error = %e, "could not build BYE"),
     };
-    match ep.send_request(req, Target::Flow(d.flow)).await {
+    req.headers
+        .push(rsip::Header::UserAgent(rsip::headers::UserAgent::new(
+            "sipdm",
+        )));
+    let Some(target) = d.target() else {
+        return tracing::warn!(call_id, "BYE: the dialog names no address to send to");
+    };
+    match sip::uac::request(ep, req, target, None).await {
         Ok(r) if r.status_code.code() < 300 => {}
         Ok(r) => tracing::info!(call_id, status = r.status_code.code(), "BYE refused"),
         Err(e) => tracing::info!(call_id, error = %e, "BYE got no answer"),

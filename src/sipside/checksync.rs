@@ -7,9 +7,10 @@
 
 use std::sync::Arc;
 
-use sip::auth::DigestChallenge;
-use sip::headers::MessageExt;
+use sip::dialog::RequestBuilder;
+use sip::rsip::Method;
 use sip::transport::Protocol;
+use sip::uac::{self, Credentials};
 use sip::{Endpoint, Target};
 
 use crate::assignment::CheckSync;
@@ -359,57 +360,19 @@ async fn notify(
     username: &str,
     password: &str,
 ) -> Result<u16, CheckSyncError> {
-    let local = ep.local_addr();
-    let call_id = format!("{}@sipdm", hex::encode(rand::random::<[u8; 12]>()));
-    let from_tag = hex::encode(rand::random::<[u8; 6]>());
-    let mut authorization: Option<String> = None;
-    for cseq in 1..=2u32 {
-        let mut text = format!(
-            "NOTIFY {uri} SIP/2.0\r\nMax-Forwards: 70\r\nFrom: <sip:sipdm@{local}>;tag={from_tag}\r\nTo: <{uri}>\r\n\
-             Call-ID: {call_id}\r\nCSeq: {cseq} NOTIFY\r\nContact: <sip:sipdm@{local}>\r\nEvent: {event}\r\n\
-             Subscription-State: terminated\r\nUser-Agent: sipdm\r\n",
-            uri = contact
-        );
-        if let Some(a) = &authorization {
-            text.push_str(a);
-        }
-        text.push_str("Content-Length: 0\r\n\r\n");
-        let req = rsip::Request::try_from(text.as_str())
-            .map_err(|e| CheckSyncError::Unreachable(format!("building NOTIFY: {e}")))?;
-        let resp = ep
-            .send_request(req, target.clone())
-            .await
-            .map_err(|e| CheckSyncError::Unreachable(e.to_string()))?;
-        let code = resp.status_code.code();
-        if (code == 401 || code == 407) && authorization.is_none() {
-            let header = if code == 401 {
-                "WWW-Authenticate"
-            } else {
-                "Proxy-Authenticate"
-            };
-            let Some(challenge) = resp
-                .header_values(header)
-                .find_map(|v| DigestChallenge::parse(v).ok())
-            else {
-                return Ok(code);
-            };
-            let cnonce = hex::encode(rand::random::<[u8; 8]>());
-            let answer = challenge
-                .answer("NOTIFY", contact, username, password, 1, &cnonce)
-                .map_err(|e| {
-                    CheckSyncError::Unreachable(format!("answering the phone's challenge: {e}"))
-                })?;
-            let name = if code == 401 {
-                "Authorization"
-            } else {
-                "Proxy-Authorization"
-            };
-            authorization = Some(format!("{name}: {answer}\r\n"));
-            continue;
-        }
-        return Ok(code);
-    }
-    Ok(401)
+    let me = format!("sip:sipdm@{}", ep.local_addr());
+    let req = RequestBuilder::new(Method::Notify, contact)
+        .from(&format!("<{me}>"))
+        .contact(&me)
+        .header("Event", event)
+        .header("Subscription-State", "terminated")
+        .header("User-Agent", "sipdm")
+        .build()
+        .map_err(|e| CheckSyncError::Unreachable(format!("building NOTIFY: {e}")))?;
+    let resp = uac::request(ep, req, target, Some(Credentials::new(username, password)))
+        .await
+        .map_err(|e| CheckSyncError::Unreachable(e.to_string()))?;
+    Ok(resp.status_code.code())
 }
 
 /// The check-sync the IVR assignment uses.
