@@ -152,6 +152,28 @@ pub struct SipConfig {
     /// messages a second.
     #[serde(default)]
     pub udp_threads: usize,
+    /// Switches and SBCs whose word sipdm takes on who is calling (addresses or CIDRs). A
+    /// phone's digest ends at its switch, so an INVITE relayed by a trusted peer names its
+    /// device in `P-Asserted-Identity` (the authenticated `dm-<mac>` user); from anyone else
+    /// that header is ignored (and counted) and the caller must authenticate to sipdm.
+    #[serde(default, deserialize_with = "de_peers")]
+    pub trusted_peers: Vec<ipnet::IpNet>,
+}
+
+/// `10.0.0.5` (one host) or `10.0.0.0/24`.
+fn de_peers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    let raw: Vec<String> = Vec::deserialize(d)?;
+    raw.iter()
+        .map(|r| {
+            r.parse::<ipnet::IpNet>()
+                .or_else(|_| r.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "trusted-peers: `{r}` is not an address or a CIDR"
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// More UDP receiver threads than this is a typo, not a tuning: each one is an OS thread
@@ -206,6 +228,7 @@ impl Default for SipConfig {
             tls_key: None,
             dns_servers: Vec::new(),
             udp_threads: 0,
+            trusted_peers: Vec::new(),
         }
     }
 }
@@ -430,6 +453,11 @@ pub struct SwitchConfig {
     /// Business-continuity peer switch (DNs exist on both).
     #[serde(default)]
     pub peer: Option<String>,
+    /// How a phone registered on this switch is told to re-fetch: `direct` (sipdm is its
+    /// registrar, or reaches its contact itself) or `via-switch` (an out-of-dialog NOTIFY to
+    /// the switch for the phone's AOR, which the switch forwards to the registered contact).
+    #[serde(default)]
+    pub check_sync: CheckSyncRoute,
     /// Digest realm this switch challenges phones with; the `switch_subscriber` view carries
     /// every DN's and every device's HA1 for it. Default: the host part of `address`.
     #[serde(default)]
@@ -448,12 +476,23 @@ impl SwitchConfig {
             return rest.split(']').next().unwrap_or(rest).to_owned();
         }
         match a.rsplit_once(':') {
-            Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            Some((host, port))
+                if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) =>
+            {
                 host.to_owned()
             }
             _ => a.to_owned(),
         }
     }
+}
+
+/// See [`SwitchConfig::check_sync`].
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckSyncRoute {
+    #[default]
+    Direct,
+    ViaSwitch,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -779,7 +818,30 @@ dn-ranges = ["1500-2500"]
         )
         .unwrap();
         let realms: Vec<String> = c.switches.iter().map(|s| s.realm()).collect();
-        assert_eq!(realms, ["sips1.example.test", "corp.example", "2001:db8::1"]);
+        assert_eq!(
+            realms,
+            ["sips1.example.test", "corp.example", "2001:db8::1"]
+        );
+    }
+
+    #[test]
+    fn trusted_peers_and_check_sync_route_parse() {
+        let c = parse(
+            "[sip]\ntrusted-peers = [\"127.0.0.31\", \"10.0.0.0/24\"]\n[[sites]]\nname=\"s1\"\n\
+             [[switches]]\nname=\"A\"\nsite=\"s1\"\naddress=\"127.0.0.31\"\ncheck-sync=\"via-switch\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.sip.trusted_peers.len(), 2);
+        assert!(c.sip.trusted_peers[0].contains(&"127.0.0.31".parse::<std::net::IpAddr>().unwrap()));
+        assert_eq!(c.switches[0].check_sync, CheckSyncRoute::ViaSwitch);
+        let err = parse("[sip]\ntrusted-peers = [\"sips1\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sips1"), "{err}");
+        let err = parse("[[sites]]\nname=\"s1\"\n[[switches]]\nname=\"A\"\nsite=\"s1\"\naddress=\"x\"\ncheck-sync=\"carrier-pigeon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("carrier-pigeon"), "{err}");
     }
 
     #[test]

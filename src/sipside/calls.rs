@@ -21,6 +21,7 @@ use sip::transport::Flow;
 use sip::{BoxFuture, Endpoint, IncomingRequest, RequestHandler};
 
 use super::b2bua::{B2bua, Forwarded};
+use super::identity::{Assertion, TrustedPeers};
 use super::trunks::{TrunkError, TrunkTable};
 use crate::assignment::{CheckSync, IvrAssigner};
 use crate::credentials::DeviceCredentials;
@@ -44,6 +45,8 @@ pub struct CallRouter {
     check_sync: Arc<dyn CheckSync>,
     ivr: IvrConfig,
     dialogs: Mutex<HashMap<String, Dialog>>,
+    /// Switches and SBCs whose P-Asserted-Identity names the calling device.
+    trusted: TrustedPeers,
 }
 
 impl CallRouter {
@@ -69,6 +72,7 @@ impl CallRouter {
             check_sync,
             ivr,
             dialogs: Mutex::new(HashMap::new()),
+            trusted: TrustedPeers::new(sip.trusted_peers.clone()),
         }))
     }
 
@@ -97,27 +101,21 @@ impl CallRouter {
             .header_value("From")
             .and_then(|f| NameAddr::parse(f).ok());
         let from_user = from.as_ref().map(|f| uri_user(&f.uri)).unwrap_or_default();
-        let outcome = match ep
-            .digest_guard()
-            .check(&req.request, req.flow.remote.ip(), &from_user, false)
-            .await
-        {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::error!(error = %e, "INVITE: credential lookup failed");
-                return req.reply(StatusCode::ServerInternalError);
+        // Through a trusted switch the phone's digest ended there: take the switch's word.
+        let device = match self.trusted.assertion(&req.request, req.flow.remote.ip()) {
+            Assertion::Device(mac) => Some(Some(mac)),
+            Assertion::OtherUser(user) => {
+                tracing::info!(asserted = %user, "INVITE from a trusted peer for a user that is no device: nothing to assign");
+                Some(None)
             }
+            Assertion::Absent | Assertion::Untrusted => None,
         };
-        let device = match outcome {
-            AuthOutcome::Challenge { stale } => {
-                let r = ep.digest_guard().challenge_response(&req, stale, false);
-                return req.respond(r);
-            }
-            AuthOutcome::Throttled => return req.reply(StatusCode::Forbidden),
-            AuthOutcome::Authenticated { username } => {
-                DeviceCredentials::mac_of_auth_user(&username).and_then(|m| Mac::parse(m).ok())
-            }
-            AuthOutcome::NotRequired => None,
+        let device = match device {
+            Some(d) => d,
+            None => match self.authenticate(&ep, &req, &from_user).await {
+                Ok(d) => d,
+                Err(res) => return req.respond(res),
+            },
         };
         // Preferred trunk first; the B2BUA hands the call back when the next one in line is
         // the built-in IVR.
@@ -128,6 +126,39 @@ impl CallRouter {
         {
             Forwarded::Done => {}
             Forwarded::BuiltinIvr(req) => self.answer_ivr(ep, req, from, device).await,
+        }
+    }
+
+    /// The caller's own digest (a phone calling sipdm directly): the device its `dm-<mac>`
+    /// user names, none for a DN or where no authentication is required, or the response
+    /// that refuses the INVITE.
+    async fn authenticate(
+        &self,
+        ep: &Endpoint,
+        req: &IncomingRequest,
+        from_user: &str,
+    ) -> Result<Option<Mac>, rsip::Response> {
+        let outcome = match ep
+            .digest_guard()
+            .check(&req.request, req.flow.remote.ip(), from_user, false)
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "INVITE: credential lookup failed");
+                return Err(req.response(StatusCode::ServerInternalError));
+            }
+        };
+        match outcome {
+            AuthOutcome::Challenge { stale } => {
+                Err(ep.digest_guard().challenge_response(req, stale, false))
+            }
+            AuthOutcome::Throttled => Err(req.response(StatusCode::Forbidden)),
+            AuthOutcome::Authenticated { username } => Ok(DeviceCredentials::mac_of_auth_user(
+                &username,
+            )
+            .and_then(|m| Mac::parse(m).ok())),
+            AuthOutcome::NotRequired => Ok(None),
         }
     }
 

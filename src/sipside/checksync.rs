@@ -6,6 +6,7 @@
 //! challenge NOTIFYs (Cisco, snom with `challenge_checksync`) get the device's credentials.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sip::dialog::RequestBuilder;
 use sip::rsip::Method;
@@ -58,13 +59,15 @@ impl CheckSyncError {
 }
 
 /// How the NOTIFY left: down this instance's own flow, handed to the instance that holds the
-/// flow (`crate::cluster`), or straight to the stored contact because that holder is gone.
+/// flow (`crate::cluster`), straight to the stored contact because that holder is gone, or to
+/// the switch the phone is registered on, for its AOR (`check-sync = "via-switch"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Route {
     Local,
     Handover,
     Direct,
+    ViaSwitch,
 }
 
 /// What was sent, for the audit log and the API.
@@ -81,7 +84,7 @@ pub struct CheckSyncReport {
 
 /// Which credentials answer the phone's challenge: the per-device user of an unassigned
 /// phone, or its DN's.
-enum Identity {
+pub(super) enum Identity {
     Device(String),
     Dn(String),
 }
@@ -173,10 +176,11 @@ async fn check_sync_with(
     if !may_hand_over {
         return Err(CheckSyncError::NotRegistered(mac.to_owned()));
     }
-    // Not registered here: another instance sharing the database may hold it.
-    let (row, identity) = stored_binding(dm, &device, &auth_user)
-        .await?
-        .ok_or_else(|| CheckSyncError::NotRegistered(mac.to_owned()))?;
+    // Not registered here: another instance sharing the database may hold it; else the
+    // phone is registered on a switch, which forwards the NOTIFY to it.
+    let Some((row, identity)) = stored_binding(dm, &device, &auth_user).await? else {
+        return super::via_switch::check_sync(dm, ep, &device, actor, &me).await;
+    };
     if let (Some(cluster), Some(holder)) = (dm.cluster.get(), row.holder.as_deref()) {
         if holder != cluster.id() {
             match cluster.hand_over(holder, mac, actor).await {
@@ -292,7 +296,14 @@ async fn send(
 ) -> Result<CheckSyncReport, CheckSyncError> {
     let mac = device.mac.as_str();
     let event = event_for(dm, device).await;
-    let (username, password) = match identity {
+    let (username, password) = credentials_of(dm, mac, identity).await;
+    let status = notify(ep, contact, target, &event, &username, &password).await?;
+    record(dm, device, &event, contact, status, actor, route, me).await
+}
+
+/// The user and password that answer a challenge for `identity`.
+pub(super) async fn credentials_of(dm: &Dm, mac: &str, identity: Identity) -> (String, String) {
+    match identity {
         Identity::Device(user) => (user, dm.credentials.password(mac)),
         Identity::Dn(dn) => {
             let password = dm
@@ -303,11 +314,26 @@ async fn send(
                 .unwrap_or_default();
             (dn, password)
         }
-    };
-    let status = notify(ep, contact, target, &event, &username, &password).await?;
+    }
+}
+
+/// Records a NOTIFY the phone (or the switch for it) answered, in the audit log and the log,
+/// and reports it.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn record(
+    dm: &Dm,
+    device: &crate::store::model::Device,
+    event: &str,
+    contact: &str,
+    status: u16,
+    actor: &str,
+    route: Route,
+    me: &str,
+) -> Result<CheckSyncReport, CheckSyncError> {
+    let mac = device.mac.as_str();
     let report = CheckSyncReport {
         mac: mac.to_owned(),
-        event: event.clone(),
+        event: event.to_owned(),
         contact: contact.to_owned(),
         status,
         route,
@@ -335,7 +361,7 @@ async fn send(
 }
 
 /// The profile's override, else the vendor's re-fetch event.
-async fn event_for(dm: &Dm, device: &crate::store::model::Device) -> String {
+pub(super) async fn event_for(dm: &Dm, device: &crate::store::model::Device) -> String {
     if let Some(p) = &device.profile {
         if let Ok(p) = dm.store.profile(p).await {
             if let Some(e) = p.check_sync_event.filter(|e| !e.trim().is_empty()) {
@@ -352,7 +378,7 @@ async fn event_for(dm: &Dm, device: &crate::store::model::Device) -> String {
 }
 
 /// One out-of-dialog NOTIFY, answering one challenge with the device's credentials.
-async fn notify(
+pub(super) async fn notify(
     ep: &Endpoint,
     contact: &str,
     target: Target,
@@ -378,13 +404,33 @@ async fn notify(
 /// The check-sync the IVR assignment uses.
 pub struct SipCheckSync(pub Arc<Dm>);
 
+/// After an IVR assignment the phone may not be found at once (its switch saw its
+/// registration a moment after sipdm looked, or the switch was restarting): tried again after
+/// these pauses before the failure is reported. The assignment is committed either way; a
+/// phone that is never reached still finds its DN on its next scheduled re-fetch.
+const NOT_REGISTERED_RETRIES: [Duration; 3] = [
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+];
+
 impl CheckSync for SipCheckSync {
     fn check_sync(&self, mac: String) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            check_sync(&self.0, &mac, "ivr")
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            let mut pauses = NOT_REGISTERED_RETRIES.iter();
+            loop {
+                match check_sync(&self.0, &mac, "ivr").await {
+                    Ok(_) => return Ok(()),
+                    Err(CheckSyncError::NotRegistered(_)) => match pauses.next() {
+                        Some(p) => {
+                            tracing::info!(mac, "check-sync: phone not registered anywhere yet; trying again in {p:?}");
+                            tokio::time::sleep(*p).await;
+                        }
+                        None => return Err(CheckSyncError::NotRegistered(mac).to_string()),
+                    },
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
         })
     }
 }

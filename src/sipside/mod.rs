@@ -8,6 +8,8 @@
 //! - [`trunks`]: the trunk table, longest-prefix routing and OPTIONS health checks;
 //! - [`b2bua`]: calls to external trunks, bridged dialog to dialog;
 //! - [`checksync`]: the NOTIFY that makes a phone re-fetch its file;
+//! - [`identity`]: the caller's device as a trusted switch asserts it;
+//! - [`via_switch`]: check-sync through the switch a phone is registered on;
 //! - [`start`]: builds the endpoint from the configuration (UDP and TCP on `[server] sip`, TLS
 //!   on `[sip] tls-listen`).
 
@@ -16,7 +18,9 @@ pub mod bindings;
 pub mod calls;
 pub mod checksync;
 pub mod credentials;
+pub mod identity;
 pub mod trunks;
+pub mod via_switch;
 
 use std::sync::Arc;
 use std::time::Duration;
