@@ -1,6 +1,12 @@
 //! Reading a configuration file the way each phone family reads it, into the few facts the
-//! simulated phone acts on: where to register, as whom, with which password, and which number
-//! the hotline dials.
+//! simulated phone acts on: where to register, as whom, with which password, which number the
+//! hotline dials, where to re-fetch its files from, and what a check-sync makes it do.
+//!
+//! A file that leaves out what a real phone needs (a SIP server, a line user, the provisioning
+//! URL, the hotline of an unassigned line) is an error naming the missing key: the simulated
+//! phone never falls back on something it was told out of band. The files *before* the
+//! settings (Polycom's master, Cisco's `spa$PSN.cfg`) are read by [`polycom_master`] and
+//! [`cisco_profile_rule`]; [`super::chain`] walks them.
 //!
 //! The keys are the vendors' own (shared/VENDORS.md); the parser is checked against the text
 //! sipdm's templates (config/templates/) render, so a template that drifts from what phones read
@@ -40,6 +46,53 @@ pub enum Redundancy {
     Failover,
 }
 
+/// The user an unassigned phone's line registers as; such a line must have a hotline.
+pub const PROVISIONING_USER: &str = "gcti_provisioning";
+
+/// What a check-sync NOTIFY makes the phone do, as its file configures it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckSyncPolicy {
+    /// The event decides: `reboot=true` / `reboot_now` reboot, anything else re-fetches (Yealink
+    /// `sip.notify_reboot_enable = 0`, Cisco, Grandstream, snom).
+    ByEvent,
+    /// Re-fetches, and reboots only when a file changed (Polycom
+    /// `voIpProt.SIP.specialEvent.checkSync.alwaysReboot = 0`, AudioCodes).
+    RebootIfChanged,
+    /// Reboots on every check-sync (Yealink `sip.notify_reboot_enable = 1`, its default;
+    /// Polycom `…alwaysReboot = 1`).
+    AlwaysReboot,
+    /// Ignores check-sync (Yealink `sip.notify_reboot_enable = 2`, Cisco `Resync_From_SIP = No`).
+    Ignore,
+}
+
+/// What the phone did on one check-sync NOTIFY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckSyncAction {
+    /// Fetched its files again and applied them.
+    Refetch,
+    /// Rebooted: fetched its files from the start of its chain and registered again.
+    Reboot,
+    /// Did nothing.
+    Ignore,
+}
+
+impl CheckSyncPolicy {
+    /// What a NOTIFY with `event` (the Event header) does under this policy; `changed` says
+    /// whether the re-fetched files differed.
+    pub fn action(self, event: &str, changed: bool) -> CheckSyncAction {
+        let e = event.to_ascii_lowercase().replace(' ', "");
+        let reboot_asked = e.contains("reboot=true") || e.starts_with("reboot");
+        match self {
+            CheckSyncPolicy::Ignore => CheckSyncAction::Ignore,
+            CheckSyncPolicy::AlwaysReboot => CheckSyncAction::Reboot,
+            CheckSyncPolicy::ByEvent if reboot_asked => CheckSyncAction::Reboot,
+            CheckSyncPolicy::ByEvent => CheckSyncAction::Refetch,
+            CheckSyncPolicy::RebootIfChanged if changed || reboot_asked => CheckSyncAction::Reboot,
+            CheckSyncPolicy::RebootIfChanged => CheckSyncAction::Refetch,
+        }
+    }
+}
+
 /// What the simulated phone needs from its file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhoneConfig {
@@ -54,6 +107,14 @@ pub struct PhoneConfig {
     pub password: String,
     /// Number the phone dials as soon as the handset is lifted (the provisioning IVR).
     pub hotline: Option<String>,
+    /// Where the file tells the phone to fetch from next time, as the file says it: the
+    /// directory of its files (Polycom `device.prov.serverName`, Yealink
+    /// `static.auto_provision.server.url`, AudioCodes `provisioning/configuration/url`,
+    /// Grandstream `P212` + `P237`), or its own file (Cisco `Profile_Rule`, with `$MA` and
+    /// `$PSN` still in it; snom `setting_server`). [`super::chain`] turns it into URLs.
+    pub prov_url: String,
+    /// What a check-sync makes it do.
+    pub check_sync: CheckSyncPolicy,
 }
 
 /// The file does not say what a phone needs to register.
@@ -72,6 +133,20 @@ pub enum ConfigError {
     NoUser(&'static str),
     #[error("bad port {0:?}")]
     BadPort(String),
+    /// A key a real phone needs is missing or empty.
+    #[error("{vendor} file has no {key}")]
+    MissingKey {
+        vendor: &'static str,
+        key: &'static str,
+    },
+    /// A value the phone cannot use.
+    #[error("{vendor} file: {key} = {value:?} {why}")]
+    BadValue {
+        vendor: &'static str,
+        key: &'static str,
+        value: String,
+        why: &'static str,
+    },
 }
 
 /// Parses `text` as `vendor`'s per-phone file.
@@ -226,8 +301,15 @@ fn user_part(s: &str) -> String {
     s.split('@').next().unwrap_or(s).to_string()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn finish(
+/// The keys of one vendor a phone cannot do without, for the error messages.
+struct Keys {
+    vendor: &'static str,
+    prov_url: &'static str,
+    hotline: &'static str,
+}
+
+/// What every parser collected.
+struct Collected {
     registrars: Vec<Registrar>,
     redundancy: Redundancy,
     user: Option<String>,
@@ -235,33 +317,121 @@ fn finish(
     auth_user: Option<String>,
     password: Option<String>,
     hotline: Option<String>,
-    vendor: &'static str,
-) -> Result<PhoneConfig, ConfigError> {
-    if registrars.is_empty() {
+    prov_url: Option<String>,
+    check_sync: CheckSyncPolicy,
+}
+
+fn finish(c: Collected, keys: Keys) -> Result<PhoneConfig, ConfigError> {
+    let vendor = keys.vendor;
+    if c.registrars.is_empty() {
         return Err(ConfigError::NoRegistrar(vendor));
     }
-    let user = user
+    let user = c
+        .user
         .map(|u| user_part(&u))
         .ok_or(ConfigError::NoUser(vendor))?;
+    let prov_url = c.prov_url.ok_or(ConfigError::MissingKey {
+        vendor,
+        key: keys.prov_url,
+    })?;
+    if user == PROVISIONING_USER && c.hotline.is_none() {
+        // An unassigned phone that cannot reach the IVR can never be assigned.
+        return Err(ConfigError::MissingKey {
+            vendor,
+            key: keys.hotline,
+        });
+    }
     Ok(PhoneConfig {
-        registrars,
-        redundancy,
-        display_name: display_name.unwrap_or_default(),
-        auth_user: auth_user.unwrap_or_else(|| user.clone()),
+        registrars: c.registrars,
+        redundancy: c.redundancy,
+        display_name: c.display_name.unwrap_or_default(),
+        auth_user: c.auth_user.unwrap_or_else(|| user.clone()),
         user,
-        password: password.unwrap_or_default(),
-        hotline,
+        password: c.password.unwrap_or_default(),
+        hotline: c.hotline,
+        prov_url,
+        check_sync: c.check_sync,
+    })
+}
+
+/// `url` with a scheme: as is; without one, `scheme://` in front (Polycom's serverName may be a
+/// bare host/path, with `device.prov.serverType` saying how to reach it).
+fn with_scheme(url: &str, scheme: &str) -> String {
+    if url.contains("://") {
+        url.to_string()
+    } else {
+        format!("{scheme}://{url}")
+    }
+}
+
+/// The files a Polycom master (`<APPLICATION … CONFIG_FILES="a.cfg, b.cfg"/>`) names, in its
+/// order (the first file's settings win), `[PHONE_MAC_ADDRESS]` left for the caller.
+pub fn polycom_master(text: &str) -> Result<Vec<String>, ConfigError> {
+    let elems = xml_elements(text)?;
+    check_root(&elems, "APPLICATION")?;
+    let files: Vec<String> = elems[0]
+        .attr("CONFIG_FILES")
+        .unwrap_or_default()
+        .split(',')
+        .map(|f| f.trim().to_string())
+        .filter(|f| !f.is_empty())
+        .collect();
+    if files.is_empty() {
+        return Err(ConfigError::MissingKey {
+            vendor: "polycom",
+            key: "CONFIG_FILES (master file)",
+        });
+    }
+    Ok(files)
+}
+
+/// `Profile_Rule` of a Cisco SPA profile, as written (`$MA`, `$PSN` not substituted); an error
+/// when the profile has none or turns provisioning off.
+pub fn cisco_profile_rule(text: &str) -> Result<String, ConfigError> {
+    let elems = xml_elements(text)?;
+    check_root(&elems, "flat-profile")?;
+    let get = |k: &str| {
+        elems
+            .iter()
+            .rev()
+            .find(|e| e.name == k)
+            .map(|e| e.text.as_str())
+    };
+    if let Some(v) = get("Provision_Enable").map(str::trim) {
+        if v.eq_ignore_ascii_case("no") {
+            return Err(ConfigError::BadValue {
+                vendor: "cisco",
+                key: "Provision_Enable",
+                value: v.to_string(),
+                why: "turns provisioning off",
+            });
+        }
+    }
+    non_empty(get("Profile_Rule")).ok_or(ConfigError::MissingKey {
+        vendor: "cisco",
+        key: "Profile_Rule",
     })
 }
 
 /// Polycom: everything is an attribute of `<polycomConfig …/>` (or of several elements in
 /// hand-written files: all attributes of the document are read).
 fn parse_polycom(text: &str) -> Result<PhoneConfig, ConfigError> {
-    let elems = xml_elements(text)?;
-    let attrs: HashMap<&str, &str> = elems
-        .iter()
-        .flat_map(|e| e.attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .collect();
+    parse_polycom_files(&[text])
+}
+
+/// Polycom settings spread over the files a master names, in the master's order: a setting in
+/// an earlier file wins over the same setting in a later one, as on the phone.
+pub fn parse_polycom_files(texts: &[&str]) -> Result<PhoneConfig, ConfigError> {
+    let mut docs = Vec::with_capacity(texts.len());
+    for t in texts {
+        docs.push(xml_elements(t)?);
+    }
+    let mut attrs: HashMap<&str, &str> = HashMap::new();
+    for e in docs.iter().rev().flatten() {
+        for (k, v) in &e.attrs {
+            attrs.insert(k.as_str(), v.as_str());
+        }
+    }
     if attrs.is_empty() {
         return Err(ConfigError::NoRegistrar("polycom"));
     }
@@ -296,21 +466,52 @@ fn parse_polycom(text: &str) -> Result<PhoneConfig, ConfigError> {
     } else {
         None
     };
+    // The phone stores device.* settings only when device.set and the setting's own .set are 1.
+    let prov_url = (get("device.set").map(str::trim) == Some("1")
+        && get("device.prov.serverName.set").map(str::trim) == Some("1"))
+    .then(|| non_empty(get("device.prov.serverName")))
+    .flatten()
+    .map(|name| {
+        let scheme = match get("device.prov.serverType").map(str::trim) {
+            Some(t) if t.eq_ignore_ascii_case("https") || t == "3" => "https",
+            _ => "http",
+        };
+        with_scheme(&name, scheme)
+    });
+    let check_sync = match get("voIpProt.SIP.specialEvent.checkSync.alwaysReboot").map(str::trim) {
+        Some("1") => CheckSyncPolicy::AlwaysReboot,
+        _ => CheckSyncPolicy::RebootIfChanged,
+    };
     finish(
-        registrars,
-        Redundancy::Concurrent,
-        non_empty(get("reg.1.address")),
-        non_empty(get("reg.1.displayName")),
-        non_empty(get("reg.1.auth.userId")),
-        get("reg.1.auth.password").map(str::to_string),
-        hotline,
-        "polycom",
+        Collected {
+            registrars,
+            redundancy: Redundancy::Concurrent,
+            user: non_empty(get("reg.1.address")),
+            display_name: non_empty(get("reg.1.displayName")),
+            auth_user: non_empty(get("reg.1.auth.userId")),
+            password: get("reg.1.auth.password").map(str::to_string),
+            hotline,
+            prov_url,
+            check_sync,
+        },
+        Keys {
+            vendor: "polycom",
+            prov_url: "device.prov.serverName (with device.set and device.prov.serverName.set = 1)",
+            hotline: "call.autoOffHook.1.contact (enabled)",
+        },
     )
 }
 
 /// Yealink: `#!version:1.0.0.1` then `key = value`.
 fn parse_yealink(text: &str) -> Result<PhoneConfig, ConfigError> {
-    let kv = kv_lines(text);
+    parse_yealink_files(None, text)
+}
+
+/// Yealink's common file (`y0000000000XX.cfg`, when there was one) then its own `{mac}.cfg`:
+/// the phone's own file wins.
+pub fn parse_yealink_files(common: Option<&str>, own: &str) -> Result<PhoneConfig, ConfigError> {
+    let mut kv = common.map(kv_lines).unwrap_or_default();
+    kv.extend(kv_lines(own));
     let get = |k: &str| kv.get(k).map(String::as_str);
     let mut registrars = Vec::new();
     for i in 1..=2 {
@@ -339,15 +540,29 @@ fn parse_yealink(text: &str) -> Result<PhoneConfig, ConfigError> {
     } else {
         Redundancy::Concurrent
     };
+    let check_sync = match get("sip.notify_reboot_enable").map(str::trim) {
+        Some("0") => CheckSyncPolicy::ByEvent,
+        Some("2") => CheckSyncPolicy::Ignore,
+        // 1, and the default when the file does not say.
+        _ => CheckSyncPolicy::AlwaysReboot,
+    };
     finish(
-        registrars,
-        redundancy,
-        non_empty(get("account.1.user_name")),
-        non_empty(get("account.1.display_name")),
-        non_empty(get("account.1.auth_name")),
-        get("account.1.password").map(str::to_string),
-        non_empty(get("features.hotline_number")),
-        "yealink",
+        Collected {
+            registrars,
+            redundancy,
+            user: non_empty(get("account.1.user_name")),
+            display_name: non_empty(get("account.1.display_name")),
+            auth_user: non_empty(get("account.1.auth_name")),
+            password: get("account.1.password").map(str::to_string),
+            hotline: non_empty(get("features.hotline_number")),
+            prov_url: non_empty(get("static.auto_provision.server.url")),
+            check_sync,
+        },
+        Keys {
+            vendor: "yealink",
+            prov_url: "static.auto_provision.server.url",
+            hotline: "features.hotline_number",
+        },
     )
 }
 
@@ -406,15 +621,31 @@ fn parse_cisco(text: &str) -> Result<PhoneConfig, ConfigError> {
     } else {
         None
     };
+    let check_sync = match get("Resync_From_SIP").map(str::trim) {
+        Some(v) if v.eq_ignore_ascii_case("no") => CheckSyncPolicy::Ignore,
+        _ => CheckSyncPolicy::ByEvent,
+    };
+    let prov_url = match get("Provision_Enable").map(str::trim) {
+        Some(v) if v.eq_ignore_ascii_case("no") => None,
+        _ => non_empty(get("Profile_Rule")),
+    };
     finish(
-        registrars,
-        Redundancy::Concurrent,
-        user,
-        non_empty(get("Display_Name_1_")),
-        auth_user,
-        get("Password_1_").map(str::to_string),
-        get("Dial_Plan_1_").and_then(cisco_hotline),
-        "cisco",
+        Collected {
+            registrars,
+            redundancy: Redundancy::Concurrent,
+            user,
+            display_name: non_empty(get("Display_Name_1_")),
+            auth_user,
+            password: get("Password_1_").map(str::to_string),
+            hotline: get("Dial_Plan_1_").and_then(cisco_hotline),
+            prov_url,
+            check_sync,
+        },
+        Keys {
+            vendor: "cisco",
+            prov_url: "Profile_Rule (with Provision_Enable = Yes)",
+            hotline: "Dial_Plan_1_ ( S0 <:number> )",
+        },
     )
 }
 
@@ -451,15 +682,42 @@ fn parse_grandstream(text: &str) -> Result<PhoneConfig, ConfigError> {
             }
         }
     }
+    // P237 is host[:port]/path without a scheme; P212 says how to reach it.
+    let prov_url = match non_empty(get("P237")) {
+        Some(path) => {
+            let scheme = match get("P212").map(str::trim) {
+                Some("2") => "https",
+                Some("1") | None => "http",
+                Some(other) => {
+                    return Err(ConfigError::BadValue {
+                        vendor: "grandstream",
+                        key: "P212",
+                        value: other.to_string(),
+                        why: "is not 1 (HTTP) or 2 (HTTPS)",
+                    })
+                }
+            };
+            Some(with_scheme(&path, scheme))
+        }
+        None => None,
+    };
     finish(
-        registrars,
-        Redundancy::Concurrent,
-        non_empty(get("P35")),
-        non_empty(get("P3")),
-        non_empty(get("P36")),
-        get("P34").map(str::to_string),
-        non_empty(get("P71")),
-        "grandstream",
+        Collected {
+            registrars,
+            redundancy: Redundancy::Concurrent,
+            user: non_empty(get("P35")),
+            display_name: non_empty(get("P3")),
+            auth_user: non_empty(get("P36")),
+            password: get("P34").map(str::to_string),
+            hotline: non_empty(get("P71")),
+            prov_url,
+            check_sync: CheckSyncPolicy::ByEvent,
+        },
+        Keys {
+            vendor: "grandstream",
+            prov_url: "P237",
+            hotline: "P71",
+        },
     )
 }
 
@@ -510,14 +768,22 @@ fn parse_snom(text: &str) -> Result<PhoneConfig, ConfigError> {
         Some(_) => non_empty(get("auto_dial_target", 1)).map(|t| user_part(&t)),
     };
     finish(
-        registrars,
-        Redundancy::Concurrent,
-        non_empty(get("user_name", 1)),
-        non_empty(get("user_realname", 1)),
-        non_empty(get("user_pname", 1)),
-        get("user_pass", 1).map(str::to_string),
-        hotline,
-        "snom",
+        Collected {
+            registrars,
+            redundancy: Redundancy::Concurrent,
+            user: non_empty(get("user_name", 1)),
+            display_name: non_empty(get("user_realname", 1)),
+            auth_user: non_empty(get("user_pname", 1)),
+            password: get("user_pass", 1).map(str::to_string),
+            hotline,
+            prov_url: non_empty(get("setting_server", 1)),
+            check_sync: CheckSyncPolicy::ByEvent,
+        },
+        Keys {
+            vendor: "snom",
+            prov_url: "setting_server",
+            hotline: "auto_dial + auto_dial_target",
+        },
     )
 }
 
@@ -567,14 +833,22 @@ fn parse_audiocodes(text: &str) -> Result<PhoneConfig, ConfigError> {
         None
     };
     finish(
-        registrars,
-        Redundancy::Failover,
-        non_empty(get("voip/line/0/id")),
-        non_empty(get("voip/line/0/description")),
-        non_empty(get("voip/line/0/auth_name")),
-        get("voip/line/0/auth_password").map(str::to_string),
-        hotline,
-        "audiocodes",
+        Collected {
+            registrars,
+            redundancy: Redundancy::Failover,
+            user: non_empty(get("voip/line/0/id")),
+            display_name: non_empty(get("voip/line/0/description")),
+            auth_user: non_empty(get("voip/line/0/auth_name")),
+            password: get("voip/line/0/auth_password").map(str::to_string),
+            hotline,
+            prov_url: non_empty(get("provisioning/configuration/url")),
+            check_sync: CheckSyncPolicy::RebootIfChanged,
+        },
+        Keys {
+            vendor: "audiocodes",
+            prov_url: "provisioning/configuration/url",
+            hotline: "voip/line/0/auto_dial/dest (enabled)",
+        },
     )
 }
 

@@ -1,7 +1,13 @@
 //! A simulated desk phone that does what a real one does in sipdm's provisioning flows.
 //!
-//! Zero touch: fetch the file named after its MAC from the provisioning URL (DHCP option 66),
-//! parse it, REGISTER. IVR provisioning: the same as `gcti_provisioning`, then lift the handset
+//! The phone obeys only its files: from the provisioning URL DHCP gave it (option 66) it walks
+//! its vendor's chain of files as the firmware does ([`chain`]: Polycom's master and the files it
+//! names, Yealink's common file then its own, Cisco's `spa$PSN.cfg` then wherever `Profile_Rule`
+//! points…); every later fetch goes where the files said (their provisioning URL), never back
+//! to the DHCP URL; SIP servers, credentials, hotline and what a check-sync does all come from
+//! the files, and a file that leaves out one of them is an error naming the key.
+//!
+//! Zero touch: walk the chain, parse, REGISTER. IVR provisioning: the same as `gcti_provisioning`, then lift the handset
 //! (the hotline dials the IVR), key the extension as RFC 4733 events (or SIP INFO) once the
 //! prompt plays, hang up, answer the check-sync NOTIFY, re-fetch, unregister the provisioning
 //! identity and register the new DN.
@@ -26,6 +32,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod chain;
 pub mod config_parse;
 pub mod digest;
 pub mod http;
@@ -35,13 +42,17 @@ pub mod sip_msg;
 pub mod sip_ua;
 pub mod vendor;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 
-pub use config_parse::{ConfigError, PhoneConfig, Redundancy, Registrar, Transport};
+pub use chain::ChainError;
+pub use config_parse::{
+    CheckSyncAction, CheckSyncPolicy, ConfigError, PhoneConfig, Redundancy, Registrar, Transport,
+};
 pub use http::{Fetched, HttpError};
 pub use rtp::{DtmfShape, MediaStats, RtpError};
 pub use sdp::SdpError;
@@ -53,7 +64,8 @@ pub use vendor::{Mac, Vendor};
 pub struct PhoneSpec {
     pub mac: Mac,
     pub vendor: Vendor,
-    /// The provisioning URL as DHCP option 66 gives it, e.g. `http://127.0.0.1:8080/fs/dm/prov`.
+    /// The provisioning URL as DHCP option 66 gives it, e.g. `http://127.0.0.1:8080/fs/dm/prov`:
+    /// where the first walk down the file chain starts. Later fetches go where the files say.
     pub prov_url: String,
     /// Other nodes serving the same files (a pair behind one name, `fs1` resolving to both):
     /// tried in order when the current one does not answer, as a phone moves to the next
@@ -171,6 +183,10 @@ pub enum PhoneError {
     NotModified,
     #[error("configuration file: {0}")]
     Config(#[from] ConfigError),
+    #[error("file chain: {0}")]
+    Chain(#[from] ChainError),
+    #[error("the file says to ignore check-sync ({0}): the phone would not re-fetch")]
+    CheckSyncIgnored(String),
     #[error(transparent)]
     Sip(#[from] UaError),
     #[error("no registrar accepted the registration: {0}")]
@@ -224,6 +240,9 @@ pub struct Provisioned {
     pub call: Option<CallReport>,
     /// Events of the NOTIFYs answered during the flow.
     pub notifies: Vec<String>,
+    /// What each check-sync the phone acted on made it do (its file's policy applied to the
+    /// event), in order: `(event, action)`.
+    pub check_sync_actions: Vec<(String, CheckSyncAction)>,
 }
 
 /// A flow that stopped at `step`.
@@ -244,8 +263,12 @@ pub struct Phone {
     options: PhoneOptions,
     ua: UserAgent,
     http: reqwest::Client,
-    etag: Option<String>,
+    /// URL → (ETag, body) of every file of the chain last fetched: conditional GETs, and the
+    /// copy a 304 stands for.
+    files: HashMap<String, (Option<String>, String)>,
     config: Option<PhoneConfig>,
+    /// What each check-sync made it do.
+    actions: Vec<(String, CheckSyncAction)>,
     /// Where the current identity is registered, for the unregister.
     bindings: Vec<Binding>,
     /// Index in [`Phone::prov_urls`] of the provisioning server that answered last.
@@ -336,8 +359,9 @@ impl Phone {
             options,
             ua,
             http,
-            etag: None,
+            files: HashMap::new(),
             config: None,
+            actions: Vec::new(),
             bindings: Vec::new(),
             prov_index: 0,
         })
@@ -357,11 +381,26 @@ impl Phone {
         self.config.as_ref()
     }
 
-    /// The URL the phone fetches: the provisioning URL in use + the vendor's file name.
+    /// The first URL of the next walk: from where its files said once it has them, else from
+    /// the DHCP URL in use.
     pub fn file_url(&self) -> String {
-        let urls = self.prov_urls();
-        let base = urls.get(self.prov_index).unwrap_or(&urls[0]);
-        http::file_url(base, &self.spec.vendor.file_name(&self.spec.mac))
+        let mut walk = match &self.config {
+            Some(c) => chain::Walk::refetch(self.spec.vendor, self.spec.mac, &c.prov_url),
+            None => {
+                let urls = self.prov_urls();
+                let base = urls.get(self.prov_index).unwrap_or(&urls[0]);
+                chain::Walk::boot(self.spec.vendor, self.spec.mac, base)
+            }
+        };
+        match walk.next() {
+            chain::Next::Fetch { url, .. } => url,
+            chain::Next::Done(_) => String::new(),
+        }
+    }
+
+    /// What each check-sync so far made the phone do, `(event, action)`.
+    pub fn check_sync_actions(&self) -> &[(String, CheckSyncAction)] {
+        &self.actions
     }
 
     /// The provisioning URL first, then the fallbacks.
@@ -390,34 +429,88 @@ impl Phone {
         self.ua.shutdown();
     }
 
-    /// GETs the file (conditionally after the first time) and parses it. `Ok(None)`: 304.
-    /// A server that does not answer (refused, timed out, 5xx) is left for the next
-    /// provisioning URL, starting from the one that answered last.
+    /// Walks the file chain (conditional GETs after the first time) and parses it. `Ok(None)`:
+    /// every file answered 304 (or came back the same). The first walk starts from the DHCP URL
+    /// and its fallbacks; every later one from the provisioning URL of the files, then from
+    /// the same path on the other addresses of that server (when it is one of the DHCP URLs'
+    /// servers). A server that does not answer (refused, timed out, 5xx) is left for the next.
     pub async fn fetch_config(&mut self) -> Result<Option<PhoneConfig>, PhoneError> {
-        let ua = self.spec.vendor.http_user_agent(&self.spec.mac);
-        let n = self.prov_urls().len();
+        let (vendor, mac) = (self.spec.vendor, self.spec.mac);
+        let starts: Vec<(Option<usize>, chain::Walk)> = match &self.config {
+            Some(c) => {
+                let known = self.prov_urls();
+                std::iter::once(c.prov_url.clone())
+                    .chain(chain::alternates(&c.prov_url, &known))
+                    .map(|u| (None, chain::Walk::refetch(vendor, mac, &u)))
+                    .collect()
+            }
+            None => {
+                let urls = self.prov_urls();
+                let n = urls.len();
+                (0..n)
+                    .map(|k| (self.prov_index + k) % n)
+                    .map(|i| (Some(i), chain::Walk::boot(vendor, mac, urls[i])))
+                    .collect()
+            }
+        };
+        let n = starts.len();
         let mut last = None;
-        for k in 0..n {
-            let i = (self.prov_index + k) % n;
-            self.prov_index = i;
-            let url = self.file_url();
-            match http::fetch(&self.http, &url, &ua, self.etag.as_deref()).await {
-                Ok(Fetched::NotModified) => return Ok(None),
-                Ok(Fetched::File { body, etag }) => {
-                    let cfg = config_parse::parse(self.spec.vendor, &body)?;
-                    self.etag = etag;
-                    self.config = Some(cfg.clone());
-                    return Ok(Some(cfg));
+        for (k, (index, walk)) in starts.into_iter().enumerate() {
+            if let Some(i) = index {
+                self.prov_index = i;
+            }
+            match self.walk(walk).await {
+                Ok(r) => return Ok(r),
+                Err(PhoneError::Http(e @ HttpError::Transport { .. })) => last = Some(e),
+                Err(PhoneError::Http(e @ HttpError::Status { status, .. })) if status >= 500 => {
+                    last = Some(e)
                 }
-                Err(e @ HttpError::Transport { .. }) => last = Some(e),
-                Err(e @ HttpError::Status { status, .. }) if status >= 500 => last = Some(e),
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
             if k + 1 < n {
                 tracing::info!(mac = %self.spec.mac, "provisioning server did not answer, trying the next: {}", last.as_ref().map(|e| e.to_string()).unwrap_or_default());
             }
         }
         Err(last.map(PhoneError::from).unwrap_or(PhoneError::NoConfig))
+    }
+
+    /// One walk down the chain: GETs what it asks for, conditionally when a copy is held.
+    async fn walk(&mut self, mut walk: chain::Walk) -> Result<Option<PhoneConfig>, PhoneError> {
+        let ua = self.spec.vendor.http_user_agent(&self.spec.mac);
+        let mut changed = false;
+        let mut next = walk.next();
+        loop {
+            let (url, optional) = match next {
+                chain::Next::Done(cfg) => {
+                    tracing::debug!(mac = %self.spec.mac, files = ?walk.urls(), changed, "file chain walked");
+                    if !changed && self.config.is_some() {
+                        return Ok(None);
+                    }
+                    self.config = Some(cfg.clone());
+                    return Ok(Some(cfg));
+                }
+                chain::Next::Fetch { url, optional } => (url, optional),
+            };
+            let held = self.files.get(&url);
+            let etag = held.and_then(|(e, _)| e.as_deref());
+            let body = match http::fetch(&self.http, &url, &ua, etag).await {
+                Ok(Fetched::NotModified) => match held {
+                    Some((_, body)) => Some(body.clone()),
+                    None => return Err(PhoneError::NotModified),
+                },
+                Ok(Fetched::File { body, etag }) => {
+                    changed |= held.map(|(_, b)| b != &body).unwrap_or(true);
+                    self.files.insert(url.clone(), (etag, body.clone()));
+                    Some(body)
+                }
+                Err(HttpError::Status { status: 404, .. }) if optional => {
+                    changed |= self.files.remove(&url).is_some();
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            };
+            next = walk.fetched(&url, body.as_deref())?;
+        }
     }
 
     /// REGISTERs the line of `cfg`: to every registrar at once ([`Redundancy::Concurrent`]),
@@ -695,6 +788,7 @@ impl Phone {
             timings: clock.timings,
             call: None,
             notifies: self.notifies().into_iter().map(|n| n.event).collect(),
+            check_sync_actions: self.actions.clone(),
         })
     }
 
@@ -715,7 +809,7 @@ impl Phone {
                 Ok(p) => return Ok(p),
                 Err(e) if attempt < attempts => {
                     tracing::info!(mac = %self.spec.mac, dn, attempt, "IVR provisioning failed at {e}; starting over");
-                    self.etag = None;
+                    self.files.clear();
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -788,6 +882,7 @@ impl Phone {
                 timings: clock.timings,
                 call: None,
                 notifies: self.notifies().into_iter().map(|n| n.event).collect(),
+                check_sync_actions: self.actions.clone(),
             });
         }
         if cfg.hotline.is_none() {
@@ -819,6 +914,17 @@ impl Phone {
             .await
             .map_err(|e| clock.fail(Step::Notify, e))?;
         tracing::debug!(event = %n.event, "check-sync received");
+        // What the file says a check-sync does: nothing, a reboot (the whole chain again, as
+        // after power-up, from where the files said), or a re-fetch.
+        match cfg.check_sync.action(&n.event, false) {
+            CheckSyncAction::Ignore => {
+                self.actions
+                    .push((n.event.clone(), CheckSyncAction::Ignore));
+                return Err(clock.fail(Step::Notify, PhoneError::CheckSyncIgnored(n.event)));
+            }
+            CheckSyncAction::Reboot => self.files.clear(),
+            CheckSyncAction::Refetch => {}
+        }
         done!(Step::Notify);
 
         let new = match self.fetch_config().await {
@@ -826,6 +932,9 @@ impl Phone {
             Ok(None) => return Err(clock.fail(Step::Refetch, PhoneError::NotModified)),
             Err(e) => return Err(clock.fail(Step::Refetch, e)),
         };
+        let action = cfg.check_sync.action(&n.event, true);
+        tracing::debug!(mac = %self.spec.mac, event = %n.event, ?action, "check-sync applied");
+        self.actions.push((n.event.clone(), action));
         if new.user != dn {
             let e = PhoneError::WrongIdentity {
                 expected: dn.to_string(),
@@ -855,6 +964,7 @@ impl Phone {
             timings: clock.timings,
             call: Some(call),
             notifies: self.notifies().into_iter().map(|n| n.event).collect(),
+            check_sync_actions: self.actions.clone(),
         })
     }
 }

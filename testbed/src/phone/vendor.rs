@@ -54,7 +54,8 @@ impl Vendor {
         }
     }
 
-    /// The per-phone file this family asks for first. `mac` is 12 lowercase hex digits.
+    /// The phone's own file (the last of its chain, see [`super::chain`]). `mac` is 12
+    /// lowercase hex digits.
     pub fn file_name(self, mac: &Mac) -> String {
         let m = mac.plain();
         match self {
@@ -62,6 +63,36 @@ impl Vendor {
             Vendor::Cisco => format!("spa{m}.xml"),
             Vendor::Grandstream => format!("cfg{m}.xml"),
             Vendor::Snom => format!("{m}.xml"),
+        }
+    }
+
+    /// The model the simulator impersonates (the one its User-Agents name).
+    pub fn model(self) -> &'static str {
+        match self {
+            Vendor::Polycom => "VVX_450",
+            Vendor::Yealink => "T46S",
+            Vendor::Cisco => "SPA504G",
+            Vendor::Grandstream => "GXP2170",
+            Vendor::Snom => "snomD785",
+            Vendor::AudioCodes => "445HD",
+        }
+    }
+
+    /// Cisco's `$PSN` (product series number) of the simulated model: `504G`, the name of the
+    /// factory profile `spa504G.cfg`. Empty for the other families.
+    pub fn cisco_psn(self) -> &'static str {
+        match self {
+            Vendor::Cisco => "504G",
+            _ => "",
+        }
+    }
+
+    /// Yealink's hardware code of the simulated model (T46S: 66), the `XX` of its common file
+    /// `y0000000000XX.cfg`. Empty for the other families.
+    pub fn yealink_hw_code(self) -> &'static str {
+        match self {
+            Vendor::Yealink => "66",
+            _ => "",
         }
     }
 
