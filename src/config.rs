@@ -115,9 +115,15 @@ pub struct SipConfig {
     pub max_expires: u32,
     #[serde(default = "d_default_expires")]
     pub default_expires: u32,
-    /// Failed digest attempts per source per minute before it is refused (0: never).
+    /// Failed digest attempts per source and user per minute before that user is refused
+    /// from that source (0: never). Phones sharing a NAT address do not share this count.
     #[serde(default = "d_auth_failures")]
     pub auth_failures_per_minute: u32,
+    /// Failed digest attempts per source per minute, whatever the users, before the source
+    /// is refused (0: no such ceiling); never applied to `trusted-peers`. Size it for the
+    /// most phones behind one NAT address.
+    #[serde(default = "d_auth_failures_per_source")]
+    pub auth_failures_per_source_per_minute: u32,
     /// Host[:port] written in the Via of requests sipdm sends, when it listens on a wildcard
     /// address or behind NAT.
     #[serde(default)]
@@ -209,6 +215,9 @@ fn d_default_expires() -> u32 {
 fn d_auth_failures() -> u32 {
     20
 }
+fn d_auth_failures_per_source() -> u32 {
+    200
+}
 
 impl Default for SipConfig {
     fn default() -> Self {
@@ -220,6 +229,7 @@ impl Default for SipConfig {
             max_expires: d_max_expires(),
             default_expires: d_default_expires(),
             auth_failures_per_minute: d_auth_failures(),
+            auth_failures_per_source_per_minute: d_auth_failures_per_source(),
             advertised_host: None,
             digest_algorithms: d_algorithms(),
             trunk_options_interval_ms: d_trunk_options_interval(),

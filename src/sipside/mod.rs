@@ -81,6 +81,9 @@ pub async fn start(
     // Instances of a deployment share the server secret, so they accept each other's nonces.
     cfg.auth.secret = dm.credentials.derive_key("sip-nonce");
     cfg.auth.throttle.max_failures = config.sip.auth_failures_per_minute;
+    cfg.auth.throttle.max_failures_per_source = config.sip.auth_failures_per_source_per_minute;
+    // All phones behind a switch or SBC share its address: never lock it out as a whole.
+    cfg.auth.throttle.trusted = config.sip.trusted_peers.clone();
     cfg.advertised_host = config.sip.advertised_host.clone();
     // Each binding row names this instance, so that the others can hand it check-syncs.
     let holder = dm

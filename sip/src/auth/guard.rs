@@ -68,7 +68,8 @@ pub enum AuthOutcome {
     Authenticated { username: String },
     /// Answer 401 (or 407) with [`DigestGuard::challenge`].
     Challenge { stale: bool },
-    /// Source throttled after repeated failures: answer 403.
+    /// This user from this source (or this source as a whole) throttled after repeated
+    /// failures: answer 403.
     Throttled,
 }
 
@@ -85,7 +86,7 @@ impl DigestGuard {
         DigestGuard {
             nonces: NonceFactory::new(&cfg.secret, cfg.nonce_lifetime),
             nc: NcTracker::new(cfg.nc_capacity),
-            throttle: Throttle::new(cfg.throttle),
+            throttle: Throttle::new(cfg.throttle.clone()),
             cfg,
             authenticator,
         }
@@ -110,9 +111,6 @@ impl DigestGuard {
         {
             return Ok(AuthOutcome::NotRequired);
         }
-        if self.throttle.is_blocked(source) {
-            return Ok(AuthOutcome::Throttled);
-        }
         let header = if proxy {
             "Proxy-Authorization"
         } else {
@@ -126,15 +124,20 @@ impl DigestGuard {
         else {
             return Ok(AuthOutcome::Challenge { stale: false });
         };
+        // Counted per (source, digest user): the phones behind one NAT or switch are not
+        // punished for one of them.
+        if self.throttle.is_blocked(source, &d.username) {
+            return Ok(AuthOutcome::Throttled);
+        }
         let Ok(alg) = d.algorithm() else {
-            self.throttle.record_failure(source);
+            self.throttle.record_failure(source, &d.username);
             return Ok(AuthOutcome::Challenge { stale: false });
         };
         match self.nonces.check(&d.nonce, &self.cfg.realm) {
             NonceCheck::Valid => {}
             NonceCheck::Stale => return Ok(AuthOutcome::Challenge { stale: true }),
             NonceCheck::Invalid => {
-                self.throttle.record_failure(source);
+                self.throttle.record_failure(source, &d.username);
                 return Ok(AuthOutcome::Challenge { stale: false });
             }
         }
@@ -144,7 +147,7 @@ impl DigestGuard {
             .await?
         else {
             tracing::debug!(username = %d.username, aor_user, "unknown digest user or not allowed for AOR");
-            self.throttle.record_failure(source);
+            self.throttle.record_failure(source, &d.username);
             return Ok(AuthOutcome::Challenge { stale: false });
         };
         let ha1 = match cred {
@@ -162,7 +165,7 @@ impl DigestGuard {
             .unwrap_or(false);
         if !ok {
             tracing::debug!(username = %d.username, %source, "digest response mismatch");
-            self.throttle.record_failure(source);
+            self.throttle.record_failure(source, &d.username);
             return Ok(AuthOutcome::Challenge { stale: false });
         }
         if d.qop.is_some() {
