@@ -22,6 +22,9 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
 command -v jq >/dev/null 2>&1 || need+=(jq)
 command -v stunnel >/dev/null 2>&1 || need+=(stunnel4)
+# Kamailio as the site's switch (tests/switch_kamailio.rs), with its PostgreSQL modules.
+[ -x /usr/sbin/kamailio ] || need+=(kamailio)
+ls /usr/lib/*/kamailio/modules/db_postgres.so >/dev/null 2>&1 || need+=(kamailio-postgres-modules)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
     as_root apt-get update -qq

@@ -1,0 +1,359 @@
+//! Kamailio as the site's switch, with the shipped configuration
+//! (`config/switch/kamailio/kamailio.cfg`), authenticating phones from sipdm's store through
+//! the `switch_subscriber` view: a DN registers with its password; an unassigned phone
+//! registers as `gcti_provisioning` with its own `dm-<mac>` credentials and gets an AOR of its
+//! own, which a NOTIFY from sipdm's address reaches.
+//!
+//! sipdm's trusted address is, here, a UDP socket of the test's own standing in for sipdm's SIP
+//! side, so that the test writes the NOTIFY and reads the answers itself.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::kamailio::{request, Kamailio, KamailioParams, SwitchDb};
+use common::trunk::{device_credentials, MAC};
+use common::{free_port, hex_id, sipp, TestServer};
+use serde_json::json;
+
+const REALM: &str = "sips1.test";
+
+fn config(switch_port: u16) -> String {
+    format!(
+        r#"
+[server]
+http = "127.0.0.1:0"
+sip = ["127.0.0.1:0"]
+admin-token = "test-token"
+secret = "test-secret"
+
+[ivr]
+number = "8800"
+
+[[sites]]
+name = "site1"
+fs_url = "http://fs1:8080/fs"
+sip-servers = ["127.0.0.1:{switch_port}"]
+
+[[switches]]
+name = "SIPS1"
+site = "site1"
+address = "127.0.0.1:{switch_port}"
+realm = "{REALM}"
+dn-ranges = ["1000-1999"]
+
+[[trunks]]
+name = "ivr"
+prefix = "88"
+contact = "builtin:ivr"
+"#
+    )
+}
+
+/// sipdm and Kamailio on one fresh database; `sipdm` is the address Kamailio trusts.
+struct Site {
+    kamailio: Kamailio,
+    ts: TestServer,
+    sipdm: UdpSocket,
+    db: SwitchDb,
+    scenarios: tempfile::TempDir,
+}
+
+impl Site {
+    async fn start() -> Site {
+        let db = SwitchDb::create().await;
+        let port = free_port();
+        let ts = db.start_sipdm(&config(port)).await;
+        let sipdm = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let kamailio = Kamailio::start(
+            &db,
+            &KamailioParams {
+                realm: REALM.into(),
+                sipdm: sipdm.local_addr().expect("addr"),
+                ivr_prefix: "88".into(),
+                port,
+            },
+        );
+        let scenarios = tempfile::tempdir().expect("temp dir");
+        for (name, text) in [
+            ("register.xml", REGISTER),
+            ("register_wait.xml", REGISTER_WAIT),
+            ("notify_ooc.xml", NOTIFY_OOC),
+        ] {
+            std::fs::write(scenarios.path().join(name), text).expect("scenario");
+        }
+        Site {
+            kamailio,
+            ts,
+            sipdm,
+            db,
+            scenarios,
+        }
+    }
+
+    fn scenario(&self, name: &str) -> String {
+        let p: PathBuf = self.scenarios.path().join(name);
+        p.to_str().expect("utf-8").to_owned()
+    }
+
+    /// sipp registers `to_user` with auth user `au` and password `pw`: whether it got a 200.
+    async fn register(&self, to_user: &str, au: &str, pw: &str) -> (bool, String) {
+        let (target, scenario) = (self.kamailio.addr, self.scenario("register.xml"));
+        let args: Vec<String> = ["-s", to_user, "-au", au, "-ap", pw]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            sipp(target, &scenario, "u1", &args)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// The NOTIFY (check-sync) sipdm sends through the switch to `user`'s AOR: the final
+    /// status.
+    fn notify(&self, user: &str) -> Option<u16> {
+        let me = self.sipdm.local_addr().expect("addr");
+        let id = hex_id();
+        let text = format!(
+            "NOTIFY sip:{user}@{kam} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {me};branch=z9hG4bK{id};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:sipdm@{me}>;tag={id}\r\n\
+             To: <sip:{user}@{kam}>\r\n\
+             Call-ID: {id}@sipdm\r\n\
+             CSeq: 1 NOTIFY\r\n\
+             Event: check-sync\r\n\
+             Subscription-State: terminated\r\n\
+             Content-Length: 0\r\n\r\n",
+            kam = self.kamailio.addr
+        );
+        request(
+            &self.sipdm,
+            self.kamailio.addr,
+            &text,
+            Duration::from_secs(8),
+        )
+        .map(|(c, _)| c)
+    }
+
+    async fn stop(self) {
+        drop(self.kamailio);
+        self.ts.stop().await;
+        drop(self.db);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dn_registers_to_kamailio_with_its_password() {
+    let site = Site::start().await;
+    let r = site
+        .ts
+        .post("/dns", json!({"number": "1000", "password": "pw1000"}))
+        .await;
+    assert!(r.status().is_success(), "create DN: {}", r.status());
+
+    // A wrong password: challenged again, never bound.
+    let (ok, out) = site.register("1000", "1000", "wrong").await;
+    assert!(!ok, "a wrong password registered:\n{out}");
+    assert!(
+        site.db.locations().await.iter().all(|(u, _)| u != "1000"),
+        "a binding after a wrong password"
+    );
+
+    // The DN's password: bound, in Kamailio's location table.
+    let (ok, out) = site.register("1000", "1000", "pw1000").await;
+    assert!(
+        ok,
+        "DN 1000 did not register:\n{out}\n{}",
+        site.kamailio.log()
+    );
+    let contacts = site.db.wait_location("1000", Duration::from_secs(3)).await;
+    assert_eq!(contacts.len(), 1, "{:?}", site.db.locations().await);
+
+    // Another DN's auth user cannot register 1000.
+    let r = site
+        .ts
+        .post("/dns", json!({"number": "1001", "password": "pw1001"}))
+        .await;
+    assert!(r.status().is_success());
+    let (ok, out) = site.register("1000", "1001", "pw1001").await;
+    assert!(!ok, "1001's credentials registered 1000:\n{out}");
+    assert!(out.contains("403"), "{out}");
+    site.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unassigned_phone_registers_as_its_own_aor_and_gets_check_sync() {
+    let site = Site::start().await;
+    // Its default file first: that is what puts its dm-<mac> row in the view.
+    let (user, password) = device_credentials(&site.ts).await;
+    assert_eq!(user, format!("dm-{MAC}"));
+
+    // Not registered yet: a NOTIFY from sipdm is 404.
+    assert_eq!(site.notify(&user), Some(404));
+
+    // A provisioning phone must name a device.
+    let r = site
+        .ts
+        .post("/dns", json!({"number": "1000", "password": "pw1000"}))
+        .await;
+    assert!(r.status().is_success());
+    let (ok, out) = site.register("gcti_provisioning", "1000", "pw1000").await;
+    assert!(!ok, "a DN registered as gcti_provisioning:\n{out}");
+    assert!(out.contains("403"), "{out}");
+
+    // Registers as gcti_provisioning with its own credentials, and waits for a NOTIFY.
+    let (target, scenario) = (site.kamailio.addr, site.scenario("register_wait.xml"));
+    let ooc = site.scenario("notify_ooc.xml");
+    let (u, p) = (user.clone(), password.clone());
+    let phone = tokio::task::spawn_blocking(move || {
+        sipp(
+            target,
+            &scenario,
+            "u1",
+            &[
+                "-s",
+                "gcti_provisioning",
+                "-au",
+                &u,
+                "-ap",
+                &p,
+                "-oocsf",
+                &ooc,
+            ],
+        )
+    });
+    let contacts = site.db.wait_location(&user, Duration::from_secs(10)).await;
+    assert_eq!(
+        contacts.len(),
+        1,
+        "no binding for {user}: {:?}\n{}",
+        site.db.locations().await,
+        site.kamailio.log()
+    );
+    assert!(
+        site.db
+            .locations()
+            .await
+            .iter()
+            .all(|(u, _)| u != "gcti_provisioning"),
+        "bound under the shared user"
+    );
+
+    // The check-sync from sipdm's address reaches the phone, whose 200 comes back.
+    assert_eq!(site.notify(&user), Some(200), "{}", site.kamailio.log());
+    let (ok, out) = phone.await.unwrap();
+    assert!(ok, "the phone's registration failed:\n{out}");
+    site.stop().await;
+}
+
+/// REGISTER → 401 → REGISTER with digest → 200.
+const REGISTER: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="register">
+  <send retrans="500">
+    <![CDATA[
+      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:[service]@[remote_ip]>;tag=[pid]SIPpTag[call_number]
+      To: <sip:[service]@[remote_ip]>
+      Call-ID: [call_id]
+      CSeq: 1 REGISTER
+      Contact: <sip:[service]@[local_ip]:[local_port];transport=[transport]>
+      Max-Forwards: 70
+      Expires: 3600
+      User-Agent: sipp
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="401" auth="true"/>
+  <send retrans="500">
+    <![CDATA[
+      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:[service]@[remote_ip]>;tag=[pid]SIPpTag[call_number]
+      To: <sip:[service]@[remote_ip]>
+      Call-ID: [call_id]
+      CSeq: 2 REGISTER
+      Contact: <sip:[service]@[local_ip]:[local_port];transport=[transport]>
+      [authentication]
+      Max-Forwards: 70
+      Expires: 3600
+      User-Agent: sipp
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+</scenario>
+"#;
+
+/// Registers like `REGISTER`, then stays up while `NOTIFY_OOC` answers what comes.
+const REGISTER_WAIT: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="register and stay up">
+  <send retrans="500">
+    <![CDATA[
+      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:[service]@[remote_ip]>;tag=[pid]SIPpTag[call_number]
+      To: <sip:[service]@[remote_ip]>
+      Call-ID: [call_id]
+      CSeq: 1 REGISTER
+      Contact: <sip:[service]@[local_ip]:[local_port];transport=[transport]>
+      Max-Forwards: 70
+      Expires: 3600
+      User-Agent: sipp
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="401" auth="true"/>
+  <send retrans="500">
+    <![CDATA[
+      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:[service]@[remote_ip]>;tag=[pid]SIPpTag[call_number]
+      To: <sip:[service]@[remote_ip]>
+      Call-ID: [call_id]
+      CSeq: 2 REGISTER
+      Contact: <sip:[service]@[local_ip]:[local_port];transport=[transport]>
+      [authentication]
+      Max-Forwards: 70
+      Expires: 3600
+      User-Agent: sipp
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+  <pause milliseconds="6000"/>
+</scenario>
+"#;
+
+/// Out-of-call requests to the registered sipp phone: a check-sync NOTIFY, answered 200.
+const NOTIFY_OOC: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="answer check-sync">
+  <recv request="NOTIFY">
+    <action>
+      <ereg regexp="check-sync" search_in="hdr" header="Event:" check_it="true" assign_to="ev"/>
+    </action>
+  </recv>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]phone[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <Reference variables="ev"/>
+</scenario>
+"#;
