@@ -12,7 +12,9 @@ use testbed::fleet::{run_fleet, FleetSpec, VendorChoice};
 use testbed::phone::digest::{auth_params, Algorithm};
 use testbed::phone::rtp::{build_packet, parse_event_payload, parse_packet, RtpHeader};
 use testbed::phone::sip_msg::{response_to, uri_of, Outgoing, SipMsg, StartLine};
-use testbed::phone::{DtmfMode, Mac, Phone, PhoneOptions, PhoneSpec, Step, Vendor};
+use testbed::phone::{
+    CheckSyncAction, DtmfMode, Mac, Phone, PhoneOptions, PhoneSpec, Step, Vendor,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 
@@ -27,6 +29,10 @@ struct State {
     /// Users with a live binding (AOR user part).
     registered: HashSet<String>,
     notifies_sent: usize,
+    /// Every file name asked for over HTTP, in order.
+    requests: Vec<String>,
+    /// The provisioning URL the files give (default: this server's own).
+    prov_url: Option<String>,
     /// Call-ID → the IVR call's channel for digits that arrive as SIP INFO.
     info: HashMap<String, tokio::sync::mpsc::UnboundedSender<char>>,
 }
@@ -37,8 +43,9 @@ fn password_of(auth_user: &str) -> String {
     format!("pw-{auth_user}")
 }
 
-/// The vendor's file for `mac`: unassigned (gcti_provisioning, hotline) or assigned to `dn`.
-fn render(vendor: Vendor, mac: &str, dn: Option<&str>, sip: SocketAddr) -> String {
+/// The vendor's file for `mac`: unassigned (gcti_provisioning, hotline) or assigned to `dn`;
+/// `prov` is the provisioning URL (directory) it gives the phone.
+fn render(vendor: Vendor, mac: &str, dn: Option<&str>, sip: SocketAddr, prov: &str) -> String {
     let (user, auth, hot) = match dn {
         Some(dn) => (dn.to_string(), dn.to_string(), ""),
         None => ("gcti_provisioning".to_string(), format!("prov-{mac}"), IVR),
@@ -48,36 +55,40 @@ fn render(vendor: Vendor, mac: &str, dn: Option<&str>, sip: SocketAddr) -> Strin
     match vendor {
         Vendor::Polycom => format!(
             r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
-<polycomConfig reg.1.address="{user}" reg.1.displayName="{user}" reg.1.auth.userId="{auth}" reg.1.auth.password="{pw}"
+<polycomConfig device.set="1" device.prov.serverName.set="1" device.prov.serverName="{prov}" reg.1.address="{user}" reg.1.displayName="{user}" reg.1.auth.userId="{auth}" reg.1.auth.password="{pw}"
   reg.1.server.1.address="{h}" reg.1.server.1.port="{p}" reg.1.server.1.transport="UDPOnly" reg.1.server.1.register="1"
   reg.1.server.2.address="" reg.1.server.2.register="0"
   call.autoOffHook.1.enabled="{e}" call.autoOffHook.1.contact="{hot}"/>"#,
             e = if hot.is_empty() { 0 } else { 1 }
         ),
         Vendor::Yealink => format!(
-            "#!version:1.0.0.1\naccount.1.enable = 1\naccount.1.user_name = {user}\naccount.1.auth_name = {auth}\naccount.1.password = {pw}\naccount.1.sip_server.1.address = {h}\naccount.1.sip_server.1.port = {p}\naccount.1.sip_server.1.transport_type = 0\naccount.1.sip_server.2.address = \nfeatures.hotline_number = {hot}\n"
+            "#!version:1.0.0.1\naccount.1.enable = 1\naccount.1.user_name = {user}\naccount.1.auth_name = {auth}\naccount.1.password = {pw}\naccount.1.sip_server.1.address = {h}\naccount.1.sip_server.1.port = {p}\naccount.1.sip_server.1.transport_type = 0\naccount.1.sip_server.2.address = \nfeatures.hotline_number = {hot}\nstatic.auto_provision.server.url = {prov}\nsip.notify_reboot_enable = 0\n"
         ),
         Vendor::Cisco => format!(
-            "<flat-profile><Line_Enable_1_ ua=\"na\">Yes</Line_Enable_1_><Proxy_1_ ua=\"na\">{h}:{p}</Proxy_1_><Register_1_>Yes</Register_1_><User_ID_1_>{user}</User_ID_1_><Use_Auth_ID_1_>Yes</Use_Auth_ID_1_><Auth_ID_1_>{auth}</Auth_ID_1_><Password_1_>{pw}</Password_1_><Dual_Registration_1_>No</Dual_Registration_1_><Dial_Plan_1_>{plan}</Dial_Plan_1_></flat-profile>",
+            "<flat-profile><Provision_Enable>Yes</Provision_Enable><Profile_Rule>{prov}/spa$MA.xml</Profile_Rule><Line_Enable_1_ ua=\"na\">Yes</Line_Enable_1_><Proxy_1_ ua=\"na\">{h}:{p}</Proxy_1_><Register_1_>Yes</Register_1_><User_ID_1_>{user}</User_ID_1_><Use_Auth_ID_1_>Yes</Use_Auth_ID_1_><Auth_ID_1_>{auth}</Auth_ID_1_><Password_1_>{pw}</Password_1_><Dual_Registration_1_>No</Dual_Registration_1_><Dial_Plan_1_>{plan}</Dial_Plan_1_></flat-profile>",
             plan = if hot.is_empty() { "(*xx|xx.)".to_string() } else { format!("( S0 &lt;:{hot}&gt; )") }
         ),
         Vendor::Grandstream => format!(
-            "<gs_provision version=\"1\"><mac>{mac}</mac><config version=\"1\"><P271>1</P271><P47>{h}:{p}</P47><P130>0</P130><P35>{user}</P35><P36>{auth}</P36><P34>{pw}</P34><P2312></P2312><P71>{hot}</P71></config></gs_provision>"
+            "<gs_provision version=\"1\"><mac>{mac}</mac><config version=\"1\"><P271>1</P271><P47>{h}:{p}</P47><P130>0</P130><P35>{user}</P35><P36>{auth}</P36><P34>{pw}</P34><P2312></P2312><P71>{hot}</P71><P212>1</P212><P237>{gs}</P237></config></gs_provision>",
+            gs = prov.trim_start_matches("http://")
         ),
         Vendor::Snom => format!(
-            "<settings><phone-settings><user_active idx=\"1\">on</user_active><user_name idx=\"1\">{user}</user_name><user_pname idx=\"1\">{auth}</user_pname><user_pass idx=\"1\">{pw}</user_pass><user_host idx=\"1\">{h}:{p}</user_host><user_outbound idx=\"1\">{h}:{p};transport=udp</user_outbound><user_failover_identity idx=\"1\">none</user_failover_identity><auto_dial>{ad}</auto_dial><auto_dial_target>{hot}</auto_dial_target></phone-settings></settings>",
+            "<settings><phone-settings><setting_server>{prov}/{mac}.xml</setting_server><user_active idx=\"1\">on</user_active><user_name idx=\"1\">{user}</user_name><user_pname idx=\"1\">{auth}</user_pname><user_pass idx=\"1\">{pw}</user_pass><user_host idx=\"1\">{h}:{p}</user_host><user_outbound idx=\"1\">{h}:{p};transport=udp</user_outbound><user_failover_identity idx=\"1\">none</user_failover_identity><auto_dial>{ad}</auto_dial><auto_dial_target>{hot}</auto_dial_target></phone-settings></settings>",
             ad = if hot.is_empty() { "off" } else { "1" }
         ),
         Vendor::AudioCodes => format!(
-            "voip/line/0/enabled=1\nvoip/line/0/id={user}\nvoip/line/0/auth_name={auth}\nvoip/line/0/auth_password={pw}\nvoip/signalling/sip/sip_registrar/enabled=1\nvoip/signalling/sip/sip_registrar/addr={h}\nvoip/signalling/sip/sip_registrar/port={p}\nvoip/signalling/sip/transport_protocol=UDP\nvoip/line/0/auto_dial/enabled={e}\nvoip/line/0/auto_dial/dest={hot}\n",
+            "voip/line/0/enabled=1\nvoip/line/0/id={user}\nvoip/line/0/auth_name={auth}\nvoip/line/0/auth_password={pw}\nvoip/signalling/sip/sip_registrar/enabled=1\nvoip/signalling/sip/sip_registrar/addr={h}\nvoip/signalling/sip/sip_registrar/port={p}\nvoip/signalling/sip/transport_protocol=UDP\nvoip/line/0/auto_dial/enabled={e}\nvoip/line/0/auto_dial/dest={hot}\nprovisioning/configuration/url={prov}/\n",
             e = if hot.is_empty() { 0 } else { 1 }
         ),
     }
 }
 
-/// Vendor and MAC from a requested file name.
+/// Vendor and MAC from a requested file name (of the last file of a chain).
 fn file_owner(file: &str) -> Option<(Vendor, String)> {
     let (stem, ext) = file.rsplit_once('.')?;
+    if let Some(m) = stem.strip_suffix("-phone") {
+        return Some((Vendor::Polycom, m.to_string()));
+    }
     let (vendor, mac) = if let Some(m) = stem.strip_prefix("spa") {
         (Vendor::Cisco, m)
     } else if let Some(m) = stem.strip_prefix("cfg") {
@@ -94,12 +105,29 @@ fn file_owner(file: &str) -> Option<(Vendor, String)> {
     Some((vendor, mac.to_string()))
 }
 
+/// The files before a phone's own: Polycom's per-MAC master, Cisco's factory profile.
+/// Yealink's common file is not served (404: the phone carries on with its own).
+fn chain_file(file: &str, prov: &str) -> Option<String> {
+    if file == "spa504G.cfg" {
+        return Some(format!(
+            "<flat-profile><Provision_Enable>Yes</Provision_Enable><Resync_From_SIP>Yes</Resync_From_SIP><Profile_Rule>{prov}/spa$MA.xml</Profile_Rule></flat-profile>"
+        ));
+    }
+    let stem = file.strip_suffix(".cfg")?;
+    let polycom = hex::encode(Vendor::Polycom.oui());
+    (stem.len() == 12 && stem.starts_with(&polycom)).then(|| {
+        format!(r#"<APPLICATION APP_FILE_PATH="sip.ld" CONFIG_FILES="{stem}-phone.cfg"/>"#)
+    })
+}
+
 async fn http_server(listener: TcpListener, state: Shared, sip: SocketAddr) {
+    let own = format!("http://{}/fs/dm/prov", listener.local_addr().unwrap());
     loop {
         let Ok((mut conn, _)) = listener.accept().await else {
             return;
         };
         let state = Arc::clone(&state);
+        let own = own.clone();
         tokio::spawn(async move {
             let mut buf = Vec::new();
             let mut chunk = [0u8; 4096];
@@ -122,14 +150,23 @@ async fn http_server(listener: TcpListener, state: Shared, sip: SocketAddr) {
                 .lines()
                 .any(|l| l.to_ascii_lowercase().starts_with("user-agent: "));
             let file = path.rsplit('/').next().unwrap_or_default();
-            let resp = match (ua_ok, file_owner(file)) {
-                (true, Some((vendor, mac))) => {
+            let prov = {
+                let mut s = state.lock().unwrap();
+                s.requests.push(file.to_string());
+                s.prov_url.clone().unwrap_or_else(|| own.clone())
+            };
+            let resp = match (ua_ok, chain_file(file, &prov), file_owner(file)) {
+                (true, Some(body), _) => format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                ),
+                (true, None, Some((vendor, mac))) => {
                     let dn = state.lock().unwrap().assigned.get(&mac).cloned();
                     let etag = format!("\"{}\"", dn.as_deref().unwrap_or("default"));
                     if inm.as_deref() == Some(etag.as_str()) {
                         "HTTP/1.1 304 Not Modified\r\nConnection: close\r\n\r\n".to_string()
                     } else {
-                        let body = render(vendor, &mac, dn.as_deref(), sip);
+                        let body = render(vendor, &mac, dn.as_deref(), sip, &prov);
                         format!("HTTP/1.1 200 OK\r\nETag: {etag}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
                     }
                 }
@@ -448,6 +485,17 @@ async fn every_vendor_is_ivr_provisioned() {
         assert!(call.provisional.contains(&100));
         assert_eq!(phone.check_sync_count(), 1, "{vendor}");
         assert_eq!(p.notifies, vec!["check-sync".to_string()]);
+        // What the file says a check-sync does: Polycom (alwaysReboot unset = 0) and AudioCodes
+        // reboot because the file changed; the others re-fetch.
+        let action = match vendor {
+            Vendor::Polycom | Vendor::AudioCodes => CheckSyncAction::Reboot,
+            _ => CheckSyncAction::Refetch,
+        };
+        assert_eq!(
+            p.check_sync_actions,
+            vec![("check-sync".to_string(), action)],
+            "{vendor}"
+        );
         let s = state.lock().unwrap();
         assert_eq!(s.assigned.get(&mac.plain()), Some(&dn), "{vendor}");
         assert!(
@@ -485,6 +533,71 @@ async fn zero_touch_after_assignment_and_conditional_refetch() {
     assert_eq!(p.registered[0].expires, 300);
     // Unchanged file: the conditional GET gets a 304.
     assert_eq!(phone.fetch_config().await.unwrap(), None);
+    // The chain: Yealink's common file (404 here), then its own.
+    let asked = state.lock().unwrap().requests.clone();
+    let own = format!("{}.cfg", mac.plain());
+    assert_eq!(
+        asked,
+        [
+            "y000000000066.cfg",
+            own.as_str(),
+            "y000000000066.cfg",
+            own.as_str()
+        ]
+    );
+}
+
+/// After the first walk (from DHCP), every fetch goes where the files said, for every vendor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refetch_goes_where_the_file_says_not_to_dhcp() {
+    let (dhcp, first) = start_fake().await;
+    let (elsewhere, second) = start_fake().await;
+    first.lock().unwrap().prov_url = Some(elsewhere.clone());
+    for (i, vendor) in Vendor::ALL.into_iter().enumerate() {
+        let mac = Mac::generated(vendor, 200 + i as u32);
+        let spec = PhoneSpec {
+            mac,
+            vendor,
+            prov_url: dhcp.clone(),
+            fallback_prov_urls: Vec::new(),
+            local_ip: "127.0.0.1".parse().unwrap(),
+        };
+        let mut phone = Phone::new(spec).await.unwrap();
+        first.lock().unwrap().requests.clear();
+        second.lock().unwrap().requests.clear();
+        let cfg = phone.fetch_config().await.unwrap().unwrap();
+        assert_eq!(cfg.user, "gcti_provisioning", "{vendor}");
+        assert!(
+            cfg.prov_url.starts_with(&elsewhere),
+            "{vendor}: {}",
+            cfg.prov_url
+        );
+        assert!(phone.file_url().starts_with(&elsewhere), "{vendor}");
+        let booted = first.lock().unwrap().requests.clone();
+        assert!(!booted.is_empty(), "{vendor}: booted from DHCP");
+        // The second server serves the same phone (its files name their own URL). Cisco's
+        // factory profile already sent it there in the first walk: a 304 this time.
+        second.lock().unwrap().requests.clear();
+        let again = phone.fetch_config().await.unwrap();
+        assert_eq!(again.is_none(), vendor == Vendor::Cisco, "{vendor}");
+        assert_eq!(
+            first.lock().unwrap().requests,
+            booted,
+            "{vendor}: not back to DHCP"
+        );
+        let refetched = second.lock().unwrap().requests.clone();
+        assert!(
+            !refetched.is_empty(),
+            "{vendor}: re-fetched from the file's URL"
+        );
+        let own = vendor.file_name(&mac).replace("spa", "");
+        assert!(
+            refetched
+                .iter()
+                .any(|f| f.ends_with(&own) || f.contains(&mac.plain())),
+            "{vendor}: {refetched:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
