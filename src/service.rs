@@ -183,11 +183,13 @@ impl Dm {
                 vendor,
                 kind,
                 hw_code,
+                model,
             } => {
-                let mut ctx = self.base_context(who)?;
                 // Served to anyone: no device, so `device.mac` stays empty (the templates that
                 // share a file with a per-phone kind tell the two apart by it).
+                let mut ctx = self.base_context(who)?;
                 ctx.device.vendor = vendor.clone();
+                ctx.device.model = model;
                 ctx.params
                     .insert("hw_code".into(), hw_code.unwrap_or_default());
                 self.render(&vendor, &kind, &ctx)

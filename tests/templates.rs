@@ -180,10 +180,14 @@ fn every_template_renders_well_formed_with_what_the_phone_needs() {
     let mut failures = Vec::new();
     for (vendor, kind) in &templates {
         let v = table.get(vendor).unwrap();
-        let format = v.template(kind).unwrap().format;
         let per_phone = v.phone_files.iter().any(|f| &f.kind == kind);
         for case in [Case::Assigned, Case::Default, Case::DisasterRecovery] {
-            let ctx = context(vendor, case);
+            let mut ctx = context(vendor, case);
+            if !per_phone {
+                // As sipdm renders a common file: for nobody in particular.
+                ctx.device.mac.clear();
+                ctx.device.mac_colon.clear();
+            }
             let label = format!("{vendor}/{kind} {case:?}");
             let out = match renderer.render(vendor, kind, &ctx) {
                 Ok(out) => out,
@@ -192,6 +196,19 @@ fn every_template_renders_well_formed_with_what_the_phone_needs() {
                     continue;
                 }
             };
+            // A Polycom master names the files that carry the settings: check those, as the
+            // phone reads them.
+            let (kind, out) = match polycom_master(&out) {
+                Some(files) if per_phone => match follow_master(&renderer, &table, &ctx, &files) {
+                    Ok(followed) => followed,
+                    Err(e) => {
+                        failures.push(format!("{label}: master: {e}\n{out}"));
+                        continue;
+                    }
+                },
+                _ => (kind.clone(), out),
+            };
+            let format = v.template(&kind).unwrap().format;
             let values = match values_of(format, &out) {
                 Ok(v) => v,
                 Err(e) => {
@@ -212,9 +229,17 @@ fn every_template_renders_well_formed_with_what_the_phone_needs() {
                     !out.contains("p&ss") && !out.contains("p&amp;ss"),
                     "common file leaks the password",
                 );
+                need(!contains(DN), "common file names a DN");
                 continue;
             }
             need(contains(PROV_HOSTPATH), "provisioning URL missing");
+            match prov_url_key(vendor) {
+                Some((key, want)) => need(
+                    setting(format, &out, key).as_deref() == Some(want.as_str()),
+                    &format!("provisioning URL key {key} is not {want:?}"),
+                ),
+                None => need(false, "no provisioning URL key known for this vendor"),
+            }
             need(has(&ctx.line.user), "user (DN) missing");
             need(has(&ctx.line.auth_user), "auth user missing");
             need(has(PASSWORD), "password missing or mis-escaped");
@@ -323,12 +348,233 @@ fn plain_mac_cfg_for_each_candidate_vendor() {
     };
     assert_eq!(candidates, ["polycom", "yealink", "audiocodes"]);
     for vendor in candidates {
-        let out = renderer
-            .render(&vendor, &kind, &context(&vendor, Case::Assigned))
-            .unwrap();
+        let ctx = context(&vendor, Case::Assigned);
+        let mut out = renderer.render(&vendor, &kind, &ctx).unwrap();
+        if vendor == "polycom" {
+            // Polycom reads MAC.cfg as its master; the settings are in the file it names.
+            let files = polycom_master(&out).unwrap_or_else(|| panic!("not a master:\n{out}"));
+            assert_eq!(files, ["0004f2abcdef-phone.cfg"]);
+            out = follow_master(&renderer, &table, &ctx, &files).unwrap().1;
+        }
         assert!(
             out.contains(DN) && out.contains(PREFERRED),
             "{vendor}\n{out}"
         );
     }
+}
+
+/// The provisioning-URL key each vendor's per-phone file must carry, with the value it must
+/// have for the sample context (`http://{PROV_HOSTPATH}`, MAC 0004f2abcdef).
+fn prov_url_key(vendor: &str) -> Option<(&'static str, String)> {
+    let url = format!("http://{PROV_HOSTPATH}");
+    Some(match vendor {
+        "polycom" => ("device.prov.serverName", url),
+        "yealink" => ("static.auto_provision.server.url", url),
+        "cisco" => ("Profile_Rule", format!("{url}/spa$MA.xml")),
+        "grandstream" => ("P237", PROV_HOSTPATH.to_string()),
+        "snom" => ("setting_server", format!("{url}/0004f2abcdef.xml")),
+        "audiocodes" => ("provisioning/configuration/url", format!("{url}/")),
+        _ => return None,
+    })
+}
+
+/// The value of one setting: an XML attribute or element of that name, or a `key = value` key.
+fn setting(format: TemplateFormat, doc: &str, key: &str) -> Option<String> {
+    match format {
+        TemplateFormat::Kv => doc.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (!l.trim_start().starts_with('#') && k.trim() == key).then(|| v.trim().to_string())
+        }),
+        TemplateFormat::Xml => {
+            let mut reader = Reader::from_str(doc);
+            let mut in_key = false;
+            loop {
+                match reader.read_event().ok()? {
+                    Event::Start(ref e) | Event::Empty(ref e) => {
+                        for a in e.attributes().flatten() {
+                            if a.key.as_ref() == key.as_bytes() {
+                                return Some(a.unescape_value().ok()?.into_owned());
+                            }
+                        }
+                        in_key = e.name().as_ref() == key.as_bytes();
+                    }
+                    Event::Text(t) if in_key => return Some(t.unescape().ok()?.trim().to_string()),
+                    Event::End(_) => in_key = false,
+                    Event::Eof => return None,
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// `CONFIG_FILES` of a Polycom master file (`<APPLICATION …/>`), split; `None` for any other
+/// document.
+fn polycom_master(doc: &str) -> Option<Vec<String>> {
+    let mut reader = Reader::from_str(doc);
+    loop {
+        match reader.read_event().ok()? {
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                if e.name().as_ref() != b"APPLICATION" {
+                    return None;
+                }
+                let files = e
+                    .attributes()
+                    .flatten()
+                    .find(|a| a.key.as_ref() == b"CONFIG_FILES")?
+                    .unescape_value()
+                    .ok()?
+                    .into_owned();
+                return Some(
+                    files
+                        .split(',')
+                        .map(|f| f.trim().to_string())
+                        .filter(|f| !f.is_empty())
+                        .collect(),
+                );
+            }
+            Event::Eof => return None,
+            _ => {}
+        }
+    }
+}
+
+/// Renders what a Polycom master names, as sipdm serves each name: `[PHONE_MAC_ADDRESS]`
+/// becomes the phone's MAC, and each name must be this phone's per-phone file of a settings
+/// kind. Returns that kind and the settings (one file: what our masters name).
+fn follow_master(
+    renderer: &Renderer,
+    table: &VendorTable,
+    ctx: &RenderContext,
+    files: &[String],
+) -> Result<(String, String), String> {
+    let [name] = files else {
+        return Err(format!("expected one settings file, got {files:?}"));
+    };
+    let name = name.replace("[PHONE_MAC_ADDRESS]", &ctx.device.mac);
+    match sipdm::provisioning::filename::parse_file_name(&name, table) {
+        Ok(sipdm::provisioning::filename::FileRequest::PerPhone {
+            mac,
+            kind,
+            vendor_hint,
+            ..
+        }) => {
+            if mac.to_string() != ctx.device.mac || vendor_hint.as_deref() != Some("polycom") {
+                return Err(format!("{name} is not this Polycom's file"));
+            }
+            if polycom_master(&renderer.render("polycom", &kind, ctx).unwrap_or_default()).is_some()
+            {
+                return Err(format!("{name} is a master again"));
+            }
+            let out = renderer
+                .render("polycom", &kind, ctx)
+                .map_err(|e| format!("{name}: {e}"))?;
+            Ok((kind, out))
+        }
+        other => Err(format!("{name}: {other:?}")),
+    }
+}
+
+/// The files a factory phone walks before its own: Polycom's common master, Cisco's
+/// `spa$PSN.cfg`, Yealink's `y0000000000XX.cfg`, each as sipdm serves it (no device), and
+/// snom's `{model}-{mac}.htm` naming itself.
+#[test]
+fn common_files_send_the_phone_on_to_its_own() {
+    use sipdm::provisioning::filename::{parse_file_name, FileRequest};
+    let table = VendorTable::builtin();
+    let renderer = Renderer::new(None, &table).unwrap();
+    let url = format!("http://{PROV_HOSTPATH}");
+    let common = |name: &str| -> String {
+        let Ok(FileRequest::Common {
+            vendor,
+            kind,
+            model,
+            ..
+        }) = parse_file_name(name, &table)
+        else {
+            panic!("{name} is not a common file");
+        };
+        let mut ctx = context(&vendor, Case::Default);
+        ctx.device.mac.clear();
+        ctx.device.mac_colon.clear();
+        ctx.device.model = model;
+        let out = renderer.render(&vendor, &kind, &ctx).unwrap();
+        assert!(
+            !out.contains("p&ss") && !out.contains("p&amp;ss") && !out.contains("dm-"),
+            "{name} carries credentials:\n{out}"
+        );
+        out
+    };
+
+    // Polycom: the common master names the phone's settings by its MAC.
+    let master = common("000000000000.cfg");
+    let files = polycom_master(&master).expect("an APPLICATION master");
+    assert_eq!(files, ["[PHONE_MAC_ADDRESS]-phone.cfg"]);
+    let ctx = context("polycom", Case::Default);
+    let (kind, settings) = follow_master(&renderer, &table, &ctx, &files).unwrap();
+    assert_eq!(kind, "settings");
+    for (key, want) in [
+        ("device.set", "1"),
+        ("device.prov.serverName.set", "1"),
+        ("device.prov.serverName", url.as_str()),
+    ] {
+        assert_eq!(
+            setting(TemplateFormat::Xml, &settings, key).as_deref(),
+            Some(want),
+            "{key}\n{settings}"
+        );
+    }
+
+    // Cisco: spa$PSN.cfg sends the phone on to spa$MA.xml, and keeps it resyncing from SIP.
+    for name in ["spa504G.cfg", "spa525G2.cfg"] {
+        let out = common(name);
+        xml_values(&out).unwrap_or_else(|e| panic!("{name}: {e}\n{out}"));
+        let get = |k| setting(TemplateFormat::Xml, &out, k);
+        assert_eq!(
+            get("Profile_Rule"),
+            Some(format!("{url}/spa$MA.xml")),
+            "{out}"
+        );
+        assert_eq!(get("Provision_Enable").as_deref(), Some("Yes"));
+        assert_eq!(get("Resync_From_SIP").as_deref(), Some("Yes"));
+        assert_eq!(
+            get("Proxy_1_"),
+            None,
+            "no line settings in the factory file"
+        );
+        assert_eq!(get("User_ID_1_"), None);
+    }
+    // … and the per-MAC file keeps the same rule, so resyncs keep going there.
+    let per_mac = renderer
+        .render("cisco", "phone", &context("cisco", Case::Assigned))
+        .unwrap();
+    assert_eq!(
+        setting(TemplateFormat::Xml, &per_mac, "Profile_Rule"),
+        Some(format!("{url}/spa$MA.xml"))
+    );
+    assert_eq!(
+        setting(TemplateFormat::Xml, &per_mac, "Resync_From_SIP").as_deref(),
+        Some("Yes")
+    );
+
+    // Yealink: the common file carries the provisioning URL as well.
+    let out = common("y000000000066.cfg");
+    assert_eq!(
+        setting(TemplateFormat::Kv, &out, "static.auto_provision.server.url"),
+        Some(url.clone())
+    );
+
+    // snom: the .htm names itself when the model is known, {mac}.xml otherwise.
+    let mut ctx = context("snom", Case::Assigned);
+    ctx.device.model = Some("snomD785".into());
+    let out = renderer.render("snom", "phone-htm", &ctx).unwrap();
+    assert_eq!(
+        setting(TemplateFormat::Xml, &out, "setting_server"),
+        Some(format!("{url}/snomD785-0004f2abcdef.htm"))
+    );
+    let out = renderer.render("snom", "phone", &ctx).unwrap();
+    assert_eq!(
+        setting(TemplateFormat::Xml, &out, "setting_server"),
+        Some(format!("{url}/0004f2abcdef.xml"))
+    );
 }

@@ -2,8 +2,9 @@
 //!
 //! A phone tells us who it is mostly through the name of the file it asks for: `0004f2abcdef.cfg`,
 //! `spa001122aabbcc.xml`, `snomD785-000413aabbcc.htm`, or a vendor's common file such as Polycom's
-//! `000000000000.cfg`. The patterns come from the vendor table (data), so this module knows no
-//! vendor by name; it only matches `{mac}` / `{model}` / `{hw}` placeholders.
+//! `000000000000.cfg` or a factory Cisco SPA's `spa504G.cfg` (`spa$PSN.cfg`). The patterns come
+//! from the vendor table (data), so this module knows no vendor by name; it only matches `{mac}` /
+//! `{model}` / `{hw}` placeholders.
 //!
 //! Two failure classes are kept apart because the route answers them differently: a name that
 //! tries to leave the provisioning directory (`..`, separators, NUL, also after one more round of
@@ -32,13 +33,17 @@ pub enum FileRequest {
         /// The model when the file name carries one (`{model}-{mac}.htm`), as the phone spelled it.
         model: Option<String>,
     },
-    /// A vendor's common/master file (Polycom 000000000000.cfg, Yealink y0000000000XX.cfg).
+    /// A vendor's common/master file (Polycom 000000000000.cfg, Yealink y0000000000XX.cfg,
+    /// Cisco SPA's factory `spa{model}.cfg`): served to anyone, never per-phone data.
     Common {
         vendor: String,
         kind: String,
         /// Yealink's hardware code (2 or 3 digits; `00` for the all-models file), when the
         /// pattern has `{hw}`.
         hw_code: Option<String>,
+        /// The model as the file name spells it, when the pattern has `{model}` (Cisco's
+        /// `$PSN`: `504G` in `spa504G.cfg`).
+        model: Option<String>,
     },
 }
 
@@ -84,14 +89,19 @@ pub fn parse_file_name(
     }
 
     // Common files first: they are literal names (or nearly), and `000000000000.cfg` must never
-    // fall through to a `{mac}.cfg` pattern (Mac refuses it anyway).
+    // fall through to a `{mac}.cfg` pattern (Mac refuses it anyway). A `{model}` that is spelled
+    // like a MAC (`spa0004f2abcdef.cfg`) is the per-phone file, not a model's common file.
     for v in table.vendors() {
         for f in &v.common_files {
             if let Some(c) = f.compiled.matches(name) {
+                if c.model.as_deref().is_some_and(looks_like_mac) {
+                    continue;
+                }
                 return Ok(FileRequest::Common {
                     vendor: v.name.clone(),
                     kind: f.kind.clone(),
                     hw_code: c.hw,
+                    model: c.model,
                 });
             }
         }
@@ -133,6 +143,11 @@ pub fn parse_file_name(
     })
 }
 
+/// Twelve hex digits: what a bare MAC looks like in a file name.
+fn looks_like_mac(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// True when the name, or the name percent-decoded once more (double encoding such as
 /// `%252e%252e` arrives here as `%2e%2e`), contains a path separator, a `..`, or a NUL.
 /// No vendor file name contains any of these, so refusing them costs nothing.
@@ -169,7 +184,7 @@ pub(crate) struct Captures {
 
 impl Pattern {
     /// Compiles a pattern. Per-phone patterns (`common == false`) need exactly one `{mac}` and no
-    /// `{hw}`; common patterns may have one `{hw}` and neither `{mac}` nor `{model}`.
+    /// `{hw}`; common patterns have no `{mac}`, and at most one `{hw}` and one `{model}`.
     pub fn parse(pattern: &str, common: bool) -> Result<Pattern, String> {
         if is_traversal(pattern) || pattern.is_empty() {
             return Err("must be a plain file name".into());
@@ -213,8 +228,10 @@ impl Pattern {
             count(&Segment::Hw),
         );
         if common {
-            if macs > 0 || models > 0 || hws > 1 {
-                return Err("a common file has no {mac} or {model} and at most one {hw}".into());
+            if macs > 0 || models > 1 || hws > 1 {
+                return Err(
+                    "a common file has no {mac}, at most one {model} and at most one {hw}".into(),
+                );
             }
         } else if macs != 1 || models > 1 || hws > 0 {
             return Err(
@@ -335,8 +352,8 @@ mod tests {
     #[test]
     fn every_vendor_file_name_form() {
         let cases: &[(&str, &str, Option<&str>, Option<&str>)] = &[
-            ("0004f2abcdef-phone.cfg", "phone", Some("polycom"), None),
-            ("0004F2ABCDEF-PHONE.cfg", "phone", Some("polycom"), None),
+            ("0004f2abcdef-phone.cfg", "settings", Some("polycom"), None),
+            ("0004F2ABCDEF-PHONE.cfg", "settings", Some("polycom"), None),
             ("spa0004f2abcdef.cfg", "phone", Some("cisco"), None),
             ("SPA0004F2ABCDEF.xml", "phone", Some("cisco"), None),
             ("spa00:04:f2:ab:cd:ef.xml", "phone", Some("cisco"), None),
@@ -372,43 +389,59 @@ mod tests {
         }
     }
 
+    fn common(vendor: &str, kind: &str, hw: Option<&str>, model: Option<&str>) -> FileRequest {
+        FileRequest::Common {
+            vendor: vendor.into(),
+            kind: kind.into(),
+            hw_code: hw.map(Into::into),
+            model: model.map(Into::into),
+        }
+    }
+
     #[test]
     fn common_files() {
         assert_eq!(
             parse("000000000000.cfg"),
-            Ok(FileRequest::Common {
-                vendor: "polycom".into(),
-                kind: "master".into(),
-                hw_code: None
-            })
+            Ok(common("polycom", "master", None, None))
         );
         assert_eq!(
             parse("y000000000066.cfg"),
-            Ok(FileRequest::Common {
-                vendor: "yealink".into(),
-                kind: "common".into(),
-                hw_code: Some("66".into())
-            })
+            Ok(common("yealink", "common", Some("66"), None))
         );
         for (name, hw) in [("y000000000124.cfg", "124"), ("y000000000000.cfg", "00")] {
             assert_eq!(
                 parse(name),
-                Ok(FileRequest::Common {
-                    vendor: "yealink".into(),
-                    kind: "common".into(),
-                    hw_code: Some(hw.into())
-                }),
+                Ok(common("yealink", "common", Some(hw), None)),
                 "{name}"
             );
         }
         assert_eq!(
             parse("Y000000000028.CFG"),
-            Ok(FileRequest::Common {
-                vendor: "yealink".into(),
-                kind: "common".into(),
-                hw_code: Some("28".into())
-            })
+            Ok(common("yealink", "common", Some("28"), None))
         );
+    }
+
+    /// A factory SPA asks for `spa$PSN.cfg`; a name whose "model" is spelled like a MAC is the
+    /// per-phone file instead.
+    #[test]
+    fn cisco_factory_file_by_model() {
+        for (name, model) in [
+            ("spa504G.cfg", "504G"),
+            ("spa525G2.cfg", "525G2"),
+            ("SPA942.cfg", "942"),
+        ] {
+            assert_eq!(
+                parse(name),
+                Ok(common("cisco", "factory", None, Some(model))),
+                "{name}"
+            );
+        }
+        let (m, kind, hint, ..) = per_phone("spa0004f2abcdef.cfg");
+        assert_eq!(
+            (m, kind.as_str(), hint.as_deref()),
+            (mac(), "phone", Some("cisco"))
+        );
+        assert_eq!(parse("spa504G.xml"), Err(FileNameError::Unknown));
     }
 
     #[test]
@@ -479,6 +512,7 @@ mod tests {
         assert!(Pattern::parse("{mac}.cfg", false).is_ok());
         assert!(Pattern::parse("{model}-{mac}.htm", false).is_ok());
         assert!(Pattern::parse("y{hw}.cfg", true).is_ok());
+        assert!(Pattern::parse("spa{model}.cfg", true).is_ok());
         for (p, common) in [
             ("", false),
             ("plain.cfg", false),
@@ -489,6 +523,7 @@ mod tests {
             ("mac}.cfg{mac}", false),
             ("{hw}{mac}.cfg", false),
             ("{mac}.cfg", true),
+            ("{model}-{model}.cfg", true),
             ("../{mac}.cfg", false),
             ("a/{mac}.cfg", false),
         ] {
