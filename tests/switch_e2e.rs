@@ -1,0 +1,166 @@
+//! Single site behind a real switch (Kamailio with the shipped configuration, on PostgreSQL):
+//! phone simulators of each of the six vendors, unknown to sipdm, follow only their files.
+//! Each fetches its default file, registers to Kamailio as its `dm-<mac>` user, lifts the
+//! handset (the hotline dials the IVR number); Kamailio routes the call over its IVR trunk to
+//! sipdm, asserting the caller's identity; the keyed DN is assigned; the check-sync NOTIFY
+//! goes to Kamailio, which delivers it to the phone; the phone re-fetches from the URL in its
+//! file and registers to Kamailio as its DN. Checked in Kamailio's `location` table and in
+//! sipdm's audit log.
+
+mod common;
+
+use std::time::Duration;
+
+use common::kamailio::{Kamailio, KamailioParams, SwitchDb};
+use serde_json::json;
+use testbed::phone::{Mac, Phone, PhoneOptions, PhoneSpec, Vendor};
+
+const REALM: &str = "sips1.test";
+
+fn sipdm_config(sipdm_port: u16, switch: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+[server]
+http = "127.0.0.1:0"
+sip = ["127.0.0.1:{sipdm_port}"]
+admin-token = "test-token"
+secret = "test-secret"
+
+[sip]
+# Kamailio (and sipdm itself); the phones live on 127.0.0.2.
+trusted-peers = ["127.0.0.1/32"]
+
+[dm]
+sip-servers = ["{switch}"]
+
+[ivr]
+number = "8800"
+
+[[sites]]
+name = "site1"
+sip-servers = ["{switch}"]
+
+[[switches]]
+name = "SIPS1"
+site = "site1"
+address = "{switch}"
+realm = "{REALM}"
+dn-ranges = ["1000-1999"]
+check-sync = "via-switch"
+
+[[trunks]]
+name = "ivr"
+prefix = "88"
+contact = "builtin:ivr"
+group = "gcti_provisioning"
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_vendors_provisioned_through_kamailio() {
+    let db = SwitchDb::create().await;
+    let sipdm_port = common::free_port();
+    let kamailio = Kamailio::start(
+        &db,
+        &KamailioParams {
+            realm: REALM.into(),
+            sipdm: ([127, 0, 0, 1], sipdm_port).into(),
+            ivr_prefix: "88".into(),
+            port: common::free_port(),
+        },
+    );
+    let ts = db
+        .start_sipdm(&sipdm_config(sipdm_port, kamailio.addr))
+        .await;
+    let dns: Vec<String> = (0..Vendor::ALL.len())
+        .map(|i| (1001 + i).to_string())
+        .collect();
+    for dn in &dns {
+        let r = ts
+            .post("/dns", json!({"number": dn, "password": format!("pw-{dn}")}))
+            .await;
+        assert_eq!(r.status(), 201);
+    }
+    // What DHCP option 66 gives the phones: sipdm's own address as they reach it.
+    let prov_url = format!("{}/fs/dm/prov", ts.base);
+    let mut set = tokio::task::JoinSet::new();
+    for (i, vendor) in Vendor::ALL.into_iter().enumerate() {
+        let spec = PhoneSpec {
+            mac: Mac::generated(vendor, 0x51 + i as u32),
+            vendor,
+            prov_url: prov_url.clone(),
+            fallback_prov_urls: Vec::new(),
+            local_ip: [127, 0, 0, 2].into(),
+        };
+        let dn = dns[i].clone();
+        set.spawn(async move {
+            let options = PhoneOptions {
+                overall_timeout: Duration::from_secs(90),
+                notify_timeout: Duration::from_secs(40),
+                ..PhoneOptions::default()
+            };
+            let mut phone = Phone::with_options(spec.clone(), options)
+                .await
+                .expect("phone starts");
+            let result = phone.run_ivr_provisioning(&dn).await;
+            phone.shutdown();
+            (spec, dn, result.map_err(|e| e.to_string()))
+        });
+    }
+    let mut failures = Vec::new();
+    let mut provisioned = Vec::new();
+    while let Some(done) = set.join_next().await {
+        let (spec, dn, result) = done.expect("phone task");
+        match result {
+            Ok(p) => provisioned.push((spec, dn, p)),
+            Err(e) => failures.push(format!("{} {} → {dn}: {e}", spec.vendor.name(), spec.mac)),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "phones that did not make it:\n{}\n--- Kamailio's log (tail) ---\n{}",
+        failures.join("\n"),
+        tail(&kamailio.log(), 60)
+    );
+    for (spec, dn, p) in &provisioned {
+        // The phone registered where its new file told it: Kamailio, as the DN.
+        assert_eq!(p.config.user, *dn, "{}", spec.vendor.name());
+        let contacts = db.wait_location(dn, Duration::from_secs(5)).await;
+        assert!(
+            !contacts.is_empty(),
+            "{} {}: DN {dn} is not in Kamailio's location table: {:?}",
+            spec.vendor.name(),
+            spec.mac,
+            db.locations().await
+        );
+        let mac = spec.mac.plain();
+        let (_, device) = ts.get_json(&format!("/devices/{mac}")).await;
+        assert_eq!(device["dn"], dn.as_str(), "{device}");
+        let (_, audit) = ts.get_json(&format!("/devices/{mac}/audit")).await;
+        let audit = audit.to_string();
+        assert!(
+            audit.contains("\"assign"),
+            "{mac}: no assignment audited: {audit}"
+        );
+        assert!(
+            audit.contains("via switch SIPS1"),
+            "{mac}: the check-sync did not go through the switch: {audit}"
+        );
+    }
+    // The provisioning identities are gone from the switch: every phone unregistered them.
+    let left: Vec<_> = db
+        .locations()
+        .await
+        .into_iter()
+        .filter(|(u, _)| u.starts_with("dm-"))
+        .collect();
+    assert!(left.is_empty(), "provisioning registrations left: {left:?}");
+    ts.stop().await;
+    drop(kamailio);
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
