@@ -78,7 +78,10 @@ async fn six_vendors_provisioned_through_kamailio() {
         .collect();
     for dn in &dns {
         let r = ts
-            .post("/dns", json!({"number": dn, "password": format!("pw-{dn}")}))
+            .post(
+                "/dns",
+                json!({"number": dn, "password": format!("pw-{dn}")}),
+            )
             .await;
         assert_eq!(r.status(), 201);
     }
@@ -163,4 +166,77 @@ async fn six_vendors_provisioned_through_kamailio() {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A real softphone configured only from values read out of a rendered file (the keys a
+/// Yealink reads) registers to Kamailio with its DN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_from_a_rendered_file_registers_to_kamailio() {
+    let db = SwitchDb::create().await;
+    let sipdm_port = common::free_port();
+    let kamailio = Kamailio::start(
+        &db,
+        &KamailioParams {
+            realm: REALM.into(),
+            sipdm: ([127, 0, 0, 1], sipdm_port).into(),
+            ivr_prefix: "88".into(),
+            port: common::free_port(),
+        },
+    );
+    let ts = db
+        .start_sipdm(&sipdm_config(sipdm_port, kamailio.addr))
+        .await;
+    let r = ts
+        .post("/dns", json!({"number": "1010", "password": "pw-1010"}))
+        .await;
+    assert_eq!(r.status(), 201);
+    let mac = "001565000101";
+    let r = ts
+        .post(
+            "/devices",
+            json!({"mac": mac, "model": "T46S", "dn": "1010"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let file = ts
+        .fetch(
+            &format!("{mac}.cfg"),
+            Some("Yealink SIP-T46S 66.86.0.15 00:15:65:00:01:01"),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let cfg = testbed::phone::config_parse::parse(Vendor::Yealink, &file)
+        .unwrap_or_else(|e| panic!("the rendered file does not configure a phone: {e}\n{file}"));
+    let server = &cfg.registrars[0];
+    assert_eq!(
+        format!("{}:{}", server.host, server.port),
+        kamailio.addr.to_string(),
+        "the file's SIP server is not the switch:\n{file}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let account = format!(
+        "<sip:{user}@{host}:{port}>;auth_user={auth};auth_pass={password};regint=600",
+        user = cfg.user,
+        host = server.host,
+        port = server.port,
+        auth = cfg.auth_user,
+        password = cfg.password,
+    );
+    let baresip = common::baresip::Baresip::start(dir.path(), &account, common::free_port(), "");
+    let contacts = db.wait_location("1010", Duration::from_secs(10)).await;
+    let out = if contacts.is_empty() {
+        baresip.stop().await
+    } else {
+        drop(baresip);
+        String::new()
+    };
+    assert!(
+        !contacts.is_empty(),
+        "baresip did not register 1010 to Kamailio; baresip said:\n{out}\n--- Kamailio ---\n{}",
+        tail(&kamailio.log(), 30)
+    );
+    ts.stop().await;
+    drop(kamailio);
 }
