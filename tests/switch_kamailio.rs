@@ -2,7 +2,8 @@
 //! (`config/switch/kamailio/kamailio.cfg`), authenticating phones from sipdm's store through
 //! the `switch_subscriber` view: a DN registers with its password; an unassigned phone
 //! registers as `gcti_provisioning` with its own `dm-<mac>` credentials and gets an AOR of its
-//! own, which a NOTIFY from sipdm's address reaches.
+//! own, which a NOTIFY from sipdm's address reaches; its call to the IVR reaches sipdm with
+//! its authenticated identity asserted and a forged one removed.
 //!
 //! sipdm's trusted address is, here, a UDP socket of the test's own standing in for sipdm's SIP
 //! side, so that the test writes the NOTIFY and reads the answers itself.
@@ -81,6 +82,7 @@ impl Site {
             ("register.xml", REGISTER),
             ("register_wait.xml", REGISTER_WAIT),
             ("notify_ooc.xml", NOTIFY_OOC),
+            ("ivr_call.xml", IVR_CALL),
         ] {
             std::fs::write(scenarios.path().join(name), text).expect("scenario");
         }
@@ -251,6 +253,71 @@ async fn an_unassigned_phone_registers_as_its_own_aor_and_gets_check_sync() {
     site.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ivr_call_reaches_sipdm_with_the_authenticated_identity_asserted() {
+    let site = Site::start().await;
+    let (user, password) = device_credentials(&site.ts).await;
+    // The phone calls 8800 as gcti_provisioning with its own credentials, and a forged
+    // P-Asserted-Identity of its own.
+    let (target, scenario) = (site.kamailio.addr, site.scenario("ivr_call.xml"));
+    let caller = tokio::task::spawn_blocking(move || {
+        sipp(
+            target,
+            &scenario,
+            "u1",
+            &["-s", "8800", "-au", &user, "-ap", &password],
+        )
+    });
+    // sipdm's side: the relayed INVITE, answered 480.
+    let mut buf = vec![0u8; 65536];
+    site.sipdm
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let (len, from) = site
+        .sipdm
+        .recv_from(&mut buf)
+        .unwrap_or_else(|e| panic!("no INVITE at sipdm ({e}):\n{}", site.kamailio.log()));
+    let invite = String::from_utf8_lossy(&buf[..len]).into_owned();
+    assert!(invite.starts_with("INVITE sip:8800@"), "{invite}");
+    let pai: Vec<&str> = invite
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("p-asserted-identity:"))
+        .collect();
+    assert_eq!(
+        pai,
+        [format!("P-Asserted-Identity: <sip:dm-{MAC}@{REALM}>").as_str()],
+        "{invite}"
+    );
+    assert!(
+        invite.lines().any(|l| l.starts_with("Record-Route:")),
+        "{invite}"
+    );
+    let copy =
+        |name: &str| -> Vec<&str> { invite.lines().filter(|l| l.starts_with(name)).collect() };
+    let mut reply = String::from("SIP/2.0 480 Temporarily Unavailable\r\n");
+    for l in copy("Via:")
+        .into_iter()
+        .chain(copy("From:"))
+        .chain(copy("Call-ID:"))
+        .chain(copy("CSeq:"))
+    {
+        reply.push_str(l.trim_end());
+        reply.push_str("\r\n");
+    }
+    for l in copy("To:") {
+        reply.push_str(&format!("{};tag=ivr\r\n", l.trim_end()));
+    }
+    reply.push_str("Content-Length: 0\r\n\r\n");
+    site.sipdm.send_to(reply.as_bytes(), from).expect("send");
+    let (ok, out) = caller.await.unwrap();
+    assert!(
+        ok,
+        "the caller did not get sipdm's 480:\n{out}\n{}",
+        site.kamailio.log()
+    );
+    site.stop().await;
+}
+
 /// REGISTER → 401 → REGISTER with digest → 200.
 const REGISTER: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="register">
@@ -355,5 +422,73 @@ const NOTIFY_OOC: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
     ]]>
   </send>
   <Reference variables="ev"/>
+</scenario>
+"#;
+
+/// The phone calls the IVR through the switch with digest (407 from a proxy), carrying a
+/// forged P-Asserted-Identity; sipdm's stand-in answers 480.
+const IVR_CALL: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="IVR call through the switch">
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:gcti_provisioning@[remote_ip]>;tag=[pid]SIPpTag[call_number]
+      To: <sip:[service]@[remote_ip]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:gcti_provisioning@[local_ip]:[local_port]>
+      P-Asserted-Identity: <sip:dm-0004f2ffffff@forged.example>
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="407" auth="true"/>
+  <send>
+    <![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      [last_Via:]
+      From: <sip:gcti_provisioning@[remote_ip]>;tag=[pid]SIPpTag[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:gcti_provisioning@[remote_ip]>;tag=[pid]SIPpTag[call_number]
+      To: <sip:[service]@[remote_ip]>
+      Call-ID: [call_id]
+      CSeq: 2 INVITE
+      Contact: <sip:gcti_provisioning@[local_ip]:[local_port]>
+      P-Asserted-Identity: <sip:dm-0004f2ffffff@forged.example>
+      [authentication]
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="480"/>
+  <send>
+    <![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      [last_Via:]
+      From: <sip:gcti_provisioning@[remote_ip]>;tag=[pid]SIPpTag[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 2 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
 </scenario>
 "#;
