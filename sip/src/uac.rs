@@ -238,11 +238,8 @@ impl ClientTsx {
     /// of a provisional response"), with the INVITE's branch, to the same target.
     pub async fn cancel(&mut self) -> Result<Response, SendError> {
         if !self.saw_provisional {
-            loop {
-                match self.next().await {
-                    Progress::Provisional(_) => break,
-                    Progress::Final(r) => return r,
-                }
+            if let Progress::Final(r) = self.next().await {
+                return r;
             }
         }
         let cancel = self.cancel_request();
