@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::kamailio::{request, Kamailio, KamailioParams, SwitchDb};
-use common::trunk::{device_credentials, MAC};
+use common::trunk::MAC;
 use common::{free_port, hex_id, sipp, TestServer};
 use serde_json::json;
 
@@ -51,6 +51,34 @@ prefix = "88"
 contact = "builtin:ivr"
 "#
     )
+}
+
+/// The `dm-<mac>` credentials phone [`MAC`] finds in its default files, fetched as a Polycom
+/// would: its `{mac}.cfg` first (which makes it a known device), then the settings file that
+/// names them when that is a separate file.
+async fn device_credentials(ts: &TestServer) -> (String, String) {
+    const UA: &str = "PolycomVVX-VVX_450-UA/6.3.0.14929";
+    let attr = |file: &str, name: &str| {
+        let at = file.find(&format!("{name}=\""))?;
+        let rest = &file[at + name.len() + 2..];
+        Some(rest[..rest.find('"')?].to_owned())
+    };
+    let mut seen = String::new();
+    for file in [format!("{MAC}.cfg"), format!("{MAC}-phone.cfg")] {
+        let r = ts.fetch(&file, Some(UA)).await;
+        if !r.status().is_success() {
+            continue;
+        }
+        let text = r.text().await.unwrap();
+        if let (Some(user), Some(pw)) = (
+            attr(&text, "reg.1.auth.userId"),
+            attr(&text, "reg.1.auth.password"),
+        ) {
+            return (user, pw);
+        }
+        seen.push_str(&text);
+    }
+    panic!("no reg.1.auth.userId/password in the default files:\n{seen}");
 }
 
 /// sipdm and Kamailio on one fresh database; `sipdm` is the address Kamailio trusts.
