@@ -265,7 +265,10 @@ async fn crud(db: Db) {
     )
     .await;
     let body = ts
-        .fetch("0004f2000001.cfg", Some("PolycomVVX-VVX_450-UA/6.3.0"))
+        .fetch(
+            "0004f2000001-phone.cfg",
+            Some("PolycomVVX-VVX_450-UA/6.3.0"),
+        )
         .await
         .text()
         .await

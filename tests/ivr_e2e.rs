@@ -201,7 +201,7 @@ async fn sipp_phone_through_the_ivr() {
     let mac = "0004f2000abc";
     let file = ts
         .fetch(
-            &format!("{mac}.cfg"),
+            &format!("{mac}-phone.cfg"),
             Some("PolycomVVX-VVX_450-UA/6.3.0.14929"),
         )
         .await

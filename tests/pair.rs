@@ -174,7 +174,7 @@ async fn assignment_through_one_instance_renders_on_the_other() {
     let mac = "0004f2000abd";
     let ua = Some("PolycomVVX-VVX_450-UA/6.3.0.14929");
     let before = b
-        .fetch(&format!("{mac}.cfg"), ua)
+        .fetch(&format!("{mac}-phone.cfg"), ua)
         .await
         .text()
         .await
@@ -192,7 +192,7 @@ async fn assignment_through_one_instance_renders_on_the_other() {
     let mut last = String::new();
     for _ in 0..100 {
         last = b
-            .fetch(&format!("{mac}.cfg"), ua)
+            .fetch(&format!("{mac}-phone.cfg"), ua)
             .await
             .text()
             .await
