@@ -374,7 +374,8 @@ mod tests {
         let kinds = r.templates();
         assert!(kinds.contains(&("polycom".into(), "phone".into())));
         assert!(kinds.contains(&("snom".into(), "phone-htm".into())));
-        let out = r.render("polycom", "phone", &ctx()).unwrap();
+        // Polycom's settings file ("phone" is its master, which names it)
+        let out = r.render("polycom", "settings", &ctx()).unwrap();
         assert!(
             out.contains("A &lt;b&gt; &amp; &quot;c&quot; &apos;d&apos;"),
             "{out}"
@@ -420,7 +421,7 @@ mod tests {
         );
         // others still come from the binary
         assert!(r
-            .render("polycom", "phone", &ctx())
+            .render("polycom", "settings", &ctx())
             .unwrap()
             .contains("polycomConfig"));
 
