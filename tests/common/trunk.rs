@@ -94,7 +94,8 @@ impl Drop for SippUas {
 pub async fn device_credentials(ts: &TestServer) -> (String, String) {
     let file = ts
         .fetch(
-            &format!("{MAC}.cfg"),
+            // Polycom's settings ({MAC}.cfg is the master that names this file)
+            &format!("{MAC}-phone.cfg"),
             Some("PolycomVVX-VVX_450-UA/6.3.0.14929"),
         )
         .await
