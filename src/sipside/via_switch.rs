@@ -37,6 +37,11 @@ static DOWN: LazyLock<Mutex<HashMap<SocketAddr, Instant>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// Sends the check-sync through the switches the device may be registered on.
+///
+/// The AORs are tried in turn: `dm-<mac>` on the switches unassigned phones register to
+/// (`[dm] sip-servers` first), then the DN on its own switch and that switch's peer first.
+/// 404/480 from a switch means "not registered here"; any other refusal (the switch does not
+/// trust this node, the phone refused) is kept as the answer unless a later switch delivers.
 pub async fn check_sync(
     dm: &Dm,
     ep: &Endpoint,
@@ -44,58 +49,50 @@ pub async fn check_sync(
     actor: &str,
     me: &str,
 ) -> Result<CheckSyncReport, CheckSyncError> {
-    let switches = switches_for(dm, device).await;
-    if switches.is_empty() {
+    let via: Vec<&SwitchConfig> = dm
+        .config
+        .switches
+        .iter()
+        .filter(|s| s.check_sync == CheckSyncRoute::ViaSwitch)
+        .collect();
+    if via.is_empty() {
         return Err(CheckSyncError::NotRegistered(device.mac.clone()));
     }
-    let event = event_for(dm, device).await;
-    let mut aors = vec![Identity::Device(dm.credentials.auth_user(&device.mac))];
-    if let Some(dn) = &device.dn {
-        aors.push(Identity::Dn(dn.clone()));
-    }
-    let mut credentials = Vec::with_capacity(aors.len());
-    for id in aors {
-        credentials.push(credentials_of(dm, &device.mac, id).await);
-    }
+    let mut resolved = Vec::new();
     let mut unanswered = Vec::new();
-    let mut targets = Vec::new();
-    for sw in &switches {
+    for sw in via {
         match resolve(sw).await {
-            Some(t) => targets.push((sw, t)),
+            Some(t) => resolved.push((sw, t)),
             None => unanswered.push(format!("{}: address does not resolve", sw.name)),
         }
     }
-    // Switches that answered lately first; one that is down is still tried, last.
-    let now = Instant::now();
-    let down_since = |addr: &SocketAddr| {
-        DOWN.lock()
-            .get(addr)
-            .filter(|t| now.duration_since(**t) < DOWN_WINDOW)
-            .is_some()
-    };
-    targets.sort_by_key(|(_, (addr, _, _))| down_since(addr));
-    for (sw, (addr, protocol, host_port)) in targets {
-        for (user, password) in &credentials {
+    let event = event_for(dm, device).await;
+    let mut attempts = vec![(
+        Identity::Device(dm.credentials.auth_user(&device.mac)),
+        provisioning_order(dm, &resolved),
+    )];
+    if let Some(dn) = &device.dn {
+        attempts.push((Identity::Dn(dn.clone()), dn_order(dm, dn, &resolved).await));
+    }
+    let mut silent: Vec<SocketAddr> = Vec::new();
+    let mut refused: Option<(String, u16)> = None;
+    for (identity, order) in attempts {
+        let (user, password) = credentials_of(dm, &device.mac, identity).await;
+        for i in order {
+            let (sw, (addr, protocol, host_port)) = &resolved[i];
+            if silent.contains(addr) {
+                continue;
+            }
             let uri = format!("sip:{user}@{host_port}");
+            let target = Target::Address(*protocol, *addr);
             let sent = tokio::time::timeout(
                 SWITCH_WAIT,
-                notify(
-                    ep,
-                    &uri,
-                    Target::Address(protocol, addr),
-                    &event,
-                    user,
-                    password,
-                ),
+                notify(ep, &uri, target, &event, &user, &password),
             )
             .await;
             match sent {
-                Ok(Ok(status)) if status == 404 || status == 480 => {
-                    tracing::debug!(mac = %device.mac, switch = %sw.name, aor = %uri, status, "not registered on this switch");
-                    continue;
-                }
-                Ok(Ok(status)) => {
-                    DOWN.lock().remove(&addr);
+                Ok(Ok(status)) if (200..300).contains(&status) => {
+                    DOWN.lock().remove(addr);
                     return record(
                         dm,
                         device,
@@ -108,18 +105,38 @@ pub async fn check_sync(
                     )
                     .await;
                 }
+                Ok(Ok(status)) if status == 404 || status == 480 => {
+                    tracing::debug!(mac = %device.mac, switch = %sw.name, aor = %uri, status, "not registered on this switch");
+                }
+                Ok(Ok(status)) => {
+                    tracing::info!(mac = %device.mac, switch = %sw.name, aor = %uri, status, "check-sync refused through this switch");
+                    refused.get_or_insert((uri, status));
+                }
                 Ok(Err(e)) => {
-                    switch_down(sw, addr, &e.to_string());
+                    switch_down(sw, *addr, &e.to_string());
                     unanswered.push(format!("{}: {e}", sw.name));
-                    break;
+                    silent.push(*addr);
                 }
                 Err(_) => {
-                    switch_down(sw, addr, "no answer");
+                    switch_down(sw, *addr, "no answer");
                     unanswered.push(format!("{}: no answer in {SWITCH_WAIT:?}", sw.name));
-                    break;
+                    silent.push(*addr);
                 }
             }
         }
+    }
+    if let Some((uri, status)) = refused {
+        return record(
+            dm,
+            device,
+            &event,
+            &uri,
+            status,
+            &format!("{actor}, via switch"),
+            Route::ViaSwitch,
+            me,
+        )
+        .await;
     }
     if unanswered.is_empty() {
         tracing::info!(mac = %device.mac, "check-sync: not registered on any switch");
@@ -127,6 +144,67 @@ pub async fn check_sync(
     } else {
         Err(CheckSyncError::Unreachable(unanswered.join("; ")))
     }
+}
+
+type Resolved<'a> = (&'a SwitchConfig, (SocketAddr, Protocol, String));
+
+/// Indices of `resolved` for the provisioning identity: the switches unassigned phones are
+/// told to register to (`[dm] sip-servers`) first, then the others; a switch that did not
+/// answer lately goes last.
+fn provisioning_order(dm: &Dm, resolved: &[Resolved<'_>]) -> Vec<usize> {
+    let listed = |sw: &SwitchConfig| {
+        dm.config
+            .dm
+            .sip_servers
+            .iter()
+            .position(|s| same_server(s, &sw.address))
+            .unwrap_or(usize::MAX)
+    };
+    let mut order: Vec<usize> = (0..resolved.len()).collect();
+    order.sort_by_key(|&i| (is_down(&resolved[i].1 .0), listed(resolved[i].0)));
+    order
+}
+
+/// Indices of `resolved` for the DN: its switch, that switch's business-continuity peer, then
+/// the rest; a switch that did not answer lately goes last.
+async fn dn_order(dm: &Dm, dn: &str, resolved: &[Resolved<'_>]) -> Vec<usize> {
+    let home = match dm.store.dn(dn).await.ok().and_then(|d| d.switch) {
+        Some(name) => Some(name),
+        None => dm.config.switch_for_dn(dn).map(|s| s.name.clone()),
+    };
+    let peer = home.as_ref().and_then(|h| {
+        dm.config
+            .switches
+            .iter()
+            .find(|s| &s.name == h)
+            .and_then(|s| s.peer.clone())
+    });
+    let rank = |sw: &SwitchConfig| {
+        if home.as_deref() == Some(sw.name.as_str()) {
+            0
+        } else if peer.as_deref() == Some(sw.name.as_str()) {
+            1
+        } else {
+            2
+        }
+    };
+    let mut order: Vec<usize> = (0..resolved.len()).collect();
+    order.sort_by_key(|&i| (is_down(&resolved[i].1 .0), rank(resolved[i].0)));
+    order
+}
+
+/// Two spellings of one server (`host`, `host:5060`, `sip:host;transport=udp`).
+fn same_server(a: &str, b: &str) -> bool {
+    match (parse_server(a), parse_server(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn is_down(addr: &SocketAddr) -> bool {
+    DOWN.lock()
+        .get(addr)
+        .is_some_and(|t| t.elapsed() < DOWN_WINDOW)
 }
 
 /// Logs a switch that did not answer once per window.
@@ -140,43 +218,6 @@ fn switch_down(sw: &SwitchConfig, addr: SocketAddr, why: &str) {
         down.insert(addr, now);
         tracing::warn!(switch = %sw.name, %addr, why, "check-sync: switch does not answer; trying the next route (logged once per {DOWN_WINDOW:?})");
     }
-}
-
-/// The switches with `check-sync = "via-switch"` in the order the phone is likeliest on: its
-/// DN's switch, that switch's business-continuity peer, then the rest as configured.
-async fn switches_for<'a>(dm: &'a Dm, device: &Device) -> Vec<&'a SwitchConfig> {
-    let mut out: Vec<&SwitchConfig> = dm
-        .config
-        .switches
-        .iter()
-        .filter(|s| s.check_sync == CheckSyncRoute::ViaSwitch)
-        .collect();
-    let home = match &device.dn {
-        Some(dn) => match dm.store.dn(dn).await.ok().and_then(|d| d.switch) {
-            Some(name) => Some(name),
-            None => dm.config.switch_for_dn(dn).map(|s| s.name.clone()),
-        },
-        None => None,
-    };
-    if let Some(home) = home {
-        let peer = dm
-            .config
-            .switches
-            .iter()
-            .find(|s| s.name == home)
-            .and_then(|s| s.peer.clone());
-        let rank = |s: &SwitchConfig| {
-            if s.name == home {
-                0
-            } else if peer.as_deref() == Some(s.name.as_str()) {
-                1
-            } else {
-                2
-            }
-        };
-        out.sort_by_key(|s| rank(s));
-    }
-    out
 }
 
 /// The switch's address to send to, its transport, and `host:port` for the Request-URI.

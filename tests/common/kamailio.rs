@@ -171,6 +171,11 @@ impl Kamailio {
     /// Starts Kamailio on `db` and waits until it answers OPTIONS; panics with its log when
     /// it does not.
     pub fn start(db: &SwitchDb, p: &KamailioParams) -> Kamailio {
+        Self::start_with(db, p, &[])
+    }
+
+    /// [`Kamailio::start`] with more `-A` defines (`SIPDM_PEERS=…`, `LOCDBURL="…"`).
+    pub fn start_with(db: &SwitchDb, p: &KamailioParams, defines: &[String]) -> Kamailio {
         use std::os::unix::process::CommandExt;
         assert!(
             Path::new(KAMAILIO).exists(),
@@ -197,6 +202,7 @@ impl Kamailio {
             .args(["-A", &format!("SIPDM={}", p.sipdm)])
             .args(["-A", &format!("IVR_PREFIX={}", p.ivr_prefix)])
             .args(["-A", "WITH_DEBUG"])
+            .args(defines.iter().flat_map(|d| ["-A", d.as_str()]))
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log file"))

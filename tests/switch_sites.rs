@@ -1,0 +1,234 @@
+//! The guide's multi-site walkthrough with two real switches: SIPS1 (site 1, DNs 1000–1999)
+//! and SIPS2 (site 2, DNs 2000–2999) are Kamailio instances with the shipped configuration;
+//! FS1 and FS2 are sipdm nodes of site 1 and site 2 on one PostgreSQL. An unknown phone boots
+//! from site 1's node, registers to SIPS1, keys 2000 into the IVR (reached through SIPS1's
+//! trunk) and ends registered on SIPS2, re-fetching from site 2's node as its new file says.
+//! A phone assigned 1000 beforehand ends on SIPS1 by zero-touch.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::kamailio::{Kamailio, KamailioParams, SwitchDb};
+use common::TestServer;
+use serde_json::json;
+use testbed::phone::{Mac, Phone, PhoneOptions, PhoneSpec, Vendor};
+
+fn loopback(port: u16) -> SocketAddr {
+    ([127, 0, 0, 1], port).into()
+}
+
+/// Site `site`'s node: both switches and both sites are known to every node; the node's own
+/// site decides where its unassigned phones register (`[dm] sip-servers`).
+fn node_config(
+    sip: SocketAddr,
+    http: SocketAddr,
+    own_switch: SocketAddr,
+    sips1: SocketAddr,
+    sips2: SocketAddr,
+    fs1: SocketAddr,
+    fs2: SocketAddr,
+) -> String {
+    format!(
+        r#"
+[server]
+http = "{http}"
+sip = ["{sip}"]
+admin-token = "test-token"
+secret = "test-secret"
+
+[sip]
+trusted-peers = ["127.0.0.1/32"]
+
+[dm]
+sip-servers = ["{own_switch}"]
+
+[ivr]
+number = "8800"
+
+[[sites]]
+name = "site1"
+fs_url = "http://{fs1}/fs"
+sip-servers = ["{sips1}"]
+
+[[sites]]
+name = "site2"
+fs_url = "http://{fs2}/fs"
+sip-servers = ["{sips2}"]
+
+[[switches]]
+name = "SIPS1"
+site = "site1"
+address = "{sips1}"
+realm = "sips1.test"
+dn-ranges = ["1000-1999"]
+check-sync = "via-switch"
+
+[[switches]]
+name = "SIPS2"
+site = "site2"
+address = "{sips2}"
+realm = "sips2.test"
+dn-ranges = ["2000-2999"]
+check-sync = "via-switch"
+
+[[trunks]]
+name = "ivr"
+prefix = "88"
+contact = "builtin:ivr"
+group = "gcti_provisioning"
+"#
+    )
+}
+
+/// `(username, socket)` of Kamailio's location rows: the socket names the switch that took
+/// the registration.
+async fn where_registered(db: &SwitchDb, user: &str) -> Vec<String> {
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT socket FROM location WHERE username = $1 ORDER BY socket")
+            .bind(user)
+            .fetch_all(&pool)
+            .await
+            .expect("read location");
+    pool.close().await;
+    rows.into_iter().map(|(s,)| s).collect()
+}
+
+struct Sites {
+    db: SwitchDb,
+    sips1: Kamailio,
+    sips2: Kamailio,
+    fs1: TestServer,
+    fs2: TestServer,
+}
+
+async fn bring_up() -> Sites {
+    let db = SwitchDb::create().await;
+    let (fs1_sip, fs2_sip) = (loopback(common::free_port()), loopback(common::free_port()));
+    let (fs1_http, fs2_http) = (loopback(common::free_port()), loopback(common::free_port()));
+    // Each switch takes check-syncs from either site's node (both on 127.0.0.1 here).
+    let peers = vec![r"SIPDM_PEERS=^127\.0\.0\.1:".to_owned()];
+    let sips1 = Kamailio::start_with(
+        &db,
+        &KamailioParams {
+            realm: "sips1.test".into(),
+            sipdm: fs1_sip,
+            ivr_prefix: "88".into(),
+            port: common::free_port(),
+        },
+        &peers,
+    );
+    let sips2 = Kamailio::start_with(
+        &db,
+        &KamailioParams {
+            realm: "sips2.test".into(),
+            sipdm: fs2_sip,
+            ivr_prefix: "88".into(),
+            port: common::free_port(),
+        },
+        &peers,
+    );
+    let fs1 = db
+        .start_sipdm(&node_config(
+            fs1_sip, fs1_http, sips1.addr, sips1.addr, sips2.addr, fs1_http, fs2_http,
+        ))
+        .await;
+    let fs2 = db
+        .start_sipdm(&node_config(
+            fs2_sip, fs2_http, sips2.addr, sips1.addr, sips2.addr, fs1_http, fs2_http,
+        ))
+        .await;
+    Sites {
+        db,
+        sips1,
+        sips2,
+        fs1,
+        fs2,
+    }
+}
+
+fn phone_options() -> PhoneOptions {
+    PhoneOptions {
+        overall_timeout: Duration::from_secs(60),
+        notify_timeout: Duration::from_secs(30),
+        ..PhoneOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dn_2000_keyed_on_site_1_ends_registered_on_sips2() {
+    let s = bring_up().await;
+    for (dn, pw) in [("1000", "pw-1000"), ("2000", "pw-2000")] {
+        let r = s
+            .fs1
+            .post("/dns", json!({"number": dn, "password": pw}))
+            .await;
+        assert_eq!(r.status(), 201);
+    }
+    // Zero-touch: a phone the operator assigned 1000.
+    let zt = Mac::generated(Vendor::Yealink, 0x71);
+    let r = s
+        .fs1
+        .post(
+            "/devices",
+            json!({"mac": zt.plain(), "model": "T46S", "dn": "1000"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let spec = |mac: Mac, vendor: Vendor| PhoneSpec {
+        mac,
+        vendor,
+        // DHCP's option 66: site 1's node.
+        prov_url: format!("{}/fs/dm/prov", s.fs1.base),
+        fallback_prov_urls: Vec::new(),
+        local_ip: [127, 0, 0, 2].into(),
+    };
+    let mut zt_phone = Phone::with_options(spec(zt, Vendor::Yealink), phone_options())
+        .await
+        .unwrap();
+    let p = zt_phone
+        .run_zero_touch()
+        .await
+        .unwrap_or_else(|e| panic!("zero-touch 1000: {e}\n{}", s.sips1.log()));
+    assert_eq!(p.config.user, "1000");
+    // IVR: an unknown phone keys 2000.
+    let ivr = Mac::generated(Vendor::Snom, 0x72);
+    let mut ivr_phone = Phone::with_options(spec(ivr, Vendor::Snom), phone_options())
+        .await
+        .unwrap();
+    let p = ivr_phone
+        .run_ivr_provisioning("2000")
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "IVR to 2000: {e}\n--- SIPS1 ---\n{}\n--- SIPS2 ---\n{}",
+                s.sips1.log(),
+                s.sips2.log()
+            )
+        });
+    assert_eq!(p.config.user, "2000");
+    assert_eq!(
+        p.config.registrars[0].port,
+        s.sips2.addr.port(),
+        "DN 2000's file names SIPS2"
+    );
+    let sips1 = format!("udp:{}", s.sips1.addr);
+    let sips2 = format!("udp:{}", s.sips2.addr);
+    assert_eq!(where_registered(&s.db, "1000").await, vec![sips1.clone()]);
+    assert_eq!(where_registered(&s.db, "2000").await, vec![sips2.clone()]);
+    // Its file now sends it to site 2's node for every re-fetch.
+    assert!(
+        p.config.prov_url.starts_with(&s.fs2.base),
+        "DN 2000's file re-fetches from {}, not site 2's node {}",
+        p.config.prov_url,
+        s.fs2.base
+    );
+    zt_phone.shutdown();
+    ivr_phone.shutdown();
+    s.fs1.stop().await;
+    s.fs2.stop().await;
+    drop(s.sips1);
+    drop(s.sips2);
+}
