@@ -207,9 +207,9 @@ impl Dm {
                     kind: kind.clone(),
                     ua_vendor: ua.as_ref().map(|u| u.vendor.clone()),
                     host: who.host.clone(),
+                    base_url: who.base_url.clone(),
                 };
                 let now = store::now_ms();
-                    base_url: who.base_url.clone(),
                 let sighting = || Sighting {
                     mac: mac.to_string(),
                     ip: who.ip.clone(),
@@ -411,12 +411,6 @@ impl Dm {
         })
     }
 
-    /// Parses `host[:port][;transport=x]` lists; with none configured, phones register to the
-    /// host they fetched their file from, on our first SIP port.
-    fn servers(&self, list: &[String], who: &Requester) -> Vec<SipServerCtx> {
-        let mut out: Vec<SipServerCtx> = list.iter().filter_map(|s| parse_server(s)).collect();
-        if out.is_empty() {
-            // The port actually bound (the configuration may say 0).
     /// The directory phones fetch from under `fs_url`, with the URL key when one is set (a
     /// phone that re-fetches without it would get 404).
     fn prov_url(&self, fs_url: &str) -> String {
@@ -439,6 +433,12 @@ impl Dm {
         format!("{scheme}://{host}:{}", addr.port())
     }
 
+    /// Parses `host[:port][;transport=x]` lists; with none configured, phones register to the
+    /// host they fetched their file from, on our first SIP port.
+    fn servers(&self, list: &[String], who: &Requester) -> Vec<SipServerCtx> {
+        let mut out: Vec<SipServerCtx> = list.iter().filter_map(|s| parse_server(s)).collect();
+        if out.is_empty() {
+            // The port actually bound (the configuration may say 0).
             let port = self
                 .sip
                 .get()
