@@ -522,6 +522,45 @@ pub struct TrunkConfig {
     pub group: Option<String>,
 }
 
+/// `authenticate-requests` checked and written one way: `register,invite`, `register`,
+/// `invite` or empty (in any case and order, spaces allowed); anything else (an unknown
+/// method, one named twice) is an error that names the valid values.
+pub fn normalize_authenticate_requests(value: &str) -> Result<String, String> {
+    let bad = || {
+        format!(
+            "authenticate-requests `{value}`: want `register,invite`, `register`, `invite` \
+             or empty"
+        )
+    };
+    let (mut register, mut invite) = (false, false);
+    for m in value.split(',').map(str::trim) {
+        let seen = match m.to_ascii_lowercase().as_str() {
+            "register" => &mut register,
+            "invite" => &mut invite,
+            "" if value.trim().is_empty() => continue,
+            _ => return Err(bad()),
+        };
+        if *seen {
+            return Err(bad());
+        }
+        *seen = true;
+    }
+    Ok(match (register, invite) {
+        (true, true) => "register,invite",
+        (true, false) => "register",
+        (false, true) => "invite",
+        (false, false) => "",
+    }
+    .to_owned())
+}
+
+impl AuthConfig {
+    /// The policy of a new DN: `given` checked and normalised, or the configured default.
+    pub fn for_new_dn(&self, given: Option<&str>) -> Result<String, String> {
+        normalize_authenticate_requests(given.unwrap_or(&self.authenticate_requests))
+    }
+}
+
 fn default_max_forwards() -> u8 {
     70
 }
@@ -635,17 +674,8 @@ impl Config {
                 ));
             }
         }
-        for a in self
-            .auth
-            .authenticate_requests
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
-            if !matches!(a.to_ascii_lowercase().as_str(), "register" | "invite") {
-                return Err(format!("authenticate-requests: unknown method `{a}`"));
-            }
-        }
+        normalize_authenticate_requests(&self.auth.authenticate_requests)
+            .map_err(|e| format!("auth: {e}"))?;
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err("server: tls-cert and tls-key go together".into());
         }
@@ -852,6 +882,42 @@ dn-ranges = ["1500-2500"]
             .unwrap_err()
             .to_string();
         assert!(err.contains("carrier-pigeon"), "{err}");
+    }
+
+    #[test]
+    fn authenticate_requests_values() {
+        for (given, want) in [
+            ("register,invite", "register,invite"),
+            ("Invite , REGISTER", "register,invite"),
+            ("register", "register"),
+            ("invite", "invite"),
+            ("", ""),
+            ("  ", ""),
+        ] {
+            assert_eq!(normalize_authenticate_requests(given).as_deref(), Ok(want));
+        }
+        for bad in [
+            "options",
+            "register;invite",
+            "invite,invite",
+            "register,",
+            ",invite",
+        ] {
+            let err = normalize_authenticate_requests(bad).unwrap_err();
+            assert!(
+                err.contains(bad) && err.contains("register,invite"),
+                "{err}"
+            );
+        }
+        let auth = AuthConfig {
+            authenticate_requests: "register".into(),
+        };
+        assert_eq!(auth.for_new_dn(None).as_deref(), Ok("register"));
+        assert_eq!(auth.for_new_dn(Some("")).as_deref(), Ok(""));
+        let err = parse("[auth]\nauthenticate-requests = \"bye\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bye"), "{err}");
     }
 
     #[test]

@@ -91,8 +91,10 @@ enum DnCmd {
         password: String,
         #[arg(long)]
         switch: Option<String>,
-        #[arg(long, default_value = "register,invite")]
-        authenticate_requests: String,
+        /// `register,invite`, `register`, `invite` or empty; default: `[auth]
+        /// authenticate-requests` of the configuration.
+        #[arg(long)]
+        authenticate_requests: Option<String>,
         #[arg(long)]
         display_name: Option<String>,
     },
@@ -227,7 +229,12 @@ async fn main() -> anyhow::Result<()> {
                     display_name,
                 },
         } => {
-            let dm = service(load_config(cli.config.as_ref())?).await?;
+            let config = load_config(cli.config.as_ref())?;
+            let authenticate_requests = config
+                .auth
+                .for_new_dn(authenticate_requests.as_deref())
+                .map_err(|e| anyhow::anyhow!("--{e}"))?;
+            let dm = service(config).await?;
             let dn = dm
                 .add_dn(Dn {
                     number,

@@ -376,3 +376,67 @@ async fn crud(db: Db) {
     ts.stop().await;
 }
 on_both_backends!(crud_and_audit, crud);
+
+/// A DN made through the API without `authenticate_requests` takes `[auth]
+/// authenticate-requests`; an explicit value is one of `register,invite`, `register`,
+/// `invite` or empty, and anything else is 422 naming it.
+async fn dn_auth_policy(db: Db) {
+    let toml = format!(
+        "{}\n[auth]\nauthenticate-requests = \"register\"\n",
+        common::SINGLE_SITE
+    );
+    let ts = TestServer::start_with(db, &toml).await;
+    let r = ts
+        .post("/dns", json!({"number": "1000", "password": "pw"}))
+        .await;
+    assert_eq!(r.status(), 201);
+    let created: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(created["authenticate_requests"], "register");
+    assert_eq!(
+        ts.get_json("/dns/1000").await.1["authenticate_requests"],
+        "register",
+        "the configured default, not a built-in one"
+    );
+    for (n, given, stored) in [
+        ("1001", "register,invite", "register,invite"),
+        ("1002", "invite", "invite"),
+        ("1003", "", ""),
+        ("1004", "INVITE, Register", "register,invite"),
+    ] {
+        let r = ts
+            .post(
+                "/dns",
+                json!({"number": n, "password": "pw", "authenticate_requests": given}),
+            )
+            .await;
+        assert_eq!(r.status(), 201, "{given:?}");
+        assert_eq!(
+            ts.get_json(&format!("/dns/{n}")).await.1["authenticate_requests"],
+            stored,
+            "{given:?}"
+        );
+    }
+    for bad in ["subscribe", "register;invite", "register,register"] {
+        let r = ts
+            .post(
+                "/dns",
+                json!({"number": "1010", "password": "pw", "authenticate_requests": bad}),
+            )
+            .await;
+        assert_eq!(r.status(), 422, "{bad:?}");
+        let err = r.json::<serde_json::Value>().await.unwrap()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            err.contains("authenticate-requests") && err.contains("register,invite"),
+            "{bad:?}: {err}"
+        );
+    }
+    assert_eq!(ts.get_json("/dns/1010").await.0, 404);
+    ts.stop().await;
+}
+on_both_backends!(
+    dn_authenticate_requests_default_and_validation,
+    dn_auth_policy
+);

@@ -80,3 +80,82 @@ fn device_lifecycle_and_import() {
     assert!(ok, "{err}");
     assert!(out.contains("imported 2"), "{out}");
 }
+
+/// `sipdm dn add` without `--authenticate-requests` gives the DN `[auth]
+/// authenticate-requests`; an explicit value is checked, and a wrong one is an error that
+/// names the valid values and writes nothing.
+#[test]
+fn dn_add_takes_the_configured_authenticate_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sipdm.toml");
+    let db = dir.path().join("s.db");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"sqlite://{}\"\n[auth]\nauthenticate-requests = \"invite\"\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = sipdm(&config, &["dn", "add", "1000", "--password", "pw"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = sipdm(
+        &config,
+        &[
+            "dn",
+            "add",
+            "1001",
+            "--password",
+            "pw",
+            "--authenticate-requests",
+            "register",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = sipdm(
+        &config,
+        &["dn", "add", "1002", "--password", "pw", "--authenticate-requests", ""],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = sipdm(
+        &config,
+        &[
+            "dn",
+            "add",
+            "1003",
+            "--password",
+            "pw",
+            "--authenticate-requests",
+            "options",
+        ],
+    );
+    assert!(!ok, "options accepted");
+    assert!(
+        err.contains("authenticate-requests") && err.contains("options"),
+        "{err}"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let got: Vec<(String, String)> = rt.block_on(async {
+        let store = sipdm::store::Store::open(&format!("sqlite://{}", db.display()), 1)
+            .await
+            .unwrap();
+        store
+            .dns()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.number, d.authenticate_requests))
+            .collect()
+    });
+    assert_eq!(
+        got,
+        [
+            ("1000".to_owned(), "invite".to_owned()),
+            ("1001".to_owned(), "register".to_owned()),
+            ("1002".to_owned(), String::new()),
+        ]
+    );
+}

@@ -56,11 +56,45 @@ async fn list_dns(State(st): State<AdminState>) -> Result<Response, ApiError> {
     Ok(Json(st.dm.store.dns().await?).into_response())
 }
 
+/// A DN as a client writes it: `authenticate_requests` may be left out, and then the DN gets
+/// `[auth] authenticate-requests` (a `Dn` would default to a built-in value instead).
+#[derive(serde::Deserialize)]
+struct DnBody {
+    number: String,
+    password: String,
+    #[serde(default)]
+    switch: Option<String>,
+    #[serde(default)]
+    authenticate_requests: Option<String>,
+    #[serde(default)]
+    display_name: Option<String>,
+}
+
+impl DnBody {
+    /// The DN to write: its policy checked and normalised, or the configured default.
+    fn into_dn(self, st: &AdminState) -> Result<Dn, ApiError> {
+        let authenticate_requests = st
+            .dm
+            .config
+            .auth
+            .for_new_dn(self.authenticate_requests.as_deref())
+            .map_err(|e| ApiError::Dm(crate::service::DmError::Invalid(e)))?;
+        Ok(Dn {
+            number: self.number,
+            password: self.password,
+            switch: self.switch,
+            authenticate_requests,
+            display_name: self.display_name,
+        })
+    }
+}
+
 async fn create_dn(
     State(st): State<AdminState>,
-    j: Result<Json<Dn>, JsonRejection>,
+    j: Result<Json<DnBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let dn = st.dm.add_dn(body(j)?).await.map_err(ApiError::from)?;
+    let dn = body(j)?.into_dn(&st)?;
+    let dn = st.dm.add_dn(dn).await.map_err(ApiError::from)?;
     Ok((StatusCode::CREATED, Json(dn)).into_response())
 }
 
@@ -85,9 +119,9 @@ async fn read_dn(
 async fn update_dn(
     State(st): State<AdminState>,
     Path(n): Path<String>,
-    j: Result<Json<Dn>, JsonRejection>,
+    j: Result<Json<DnBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let dn = body(j)?;
+    let dn = body(j)?.into_dn(&st)?;
     same_key(&n, &dn.number)?;
     st.dm.store.update_dn(&dn).await?;
     st.dm.invalidate();
