@@ -513,14 +513,27 @@ pub struct TrunkConfig {
     pub prefix: String,
     /// Where the call goes: `sip:host:port`, or `builtin:ivr`.
     pub contact: String,
+    /// Max-Forwards of the trunk's OPTIONS probes (1: an SBC answers for itself instead of
+    /// passing the probe on).
     #[serde(default = "default_max_forwards")]
     pub oos_options_max_forwards: u8,
+    /// Only `false` is accepted: see [`OOSP_TRANSFER_REFUSED`].
     #[serde(default)]
     pub oosp_transfer_enabled: bool,
-    /// Trunk group, e.g. `gcti_provisioning`.
+    /// Trunk group, e.g. `gcti_provisioning`: trunks of one group are one route, each failing
+    /// over to the others (see `sipside::trunks`), and the group labels the trunk's state.
     #[serde(default)]
     pub group: Option<String>,
 }
+
+/// Why `oosp-transfer-enabled = true` is refused. On a SIP Server it hands an SBC trunk's
+/// out-of-service state on to the DNs (phones) behind that SBC; sipdm routes calls to
+/// trunks, never to phones, so there is nothing to hand it to.
+pub const OOSP_TRANSFER_REFUSED: &str = "oosp-transfer-enabled = true is not supported: \
+     on a SIP Server it marks the phones behind an out-of-service SBC out of service, and \
+     sipdm routes calls to trunks, not to phones. sipdm probes this trunk with OPTIONS \
+     (Max-Forwards = oos-options-max-forwards) and skips it while it is out of service. \
+     Set it on the switch's trunk DN and remove it here";
 
 /// `authenticate-requests` checked and written one way: `register,invite`, `register`,
 /// `invite` or empty (in any case and order, spaces allowed); anything else (an unknown
@@ -671,6 +684,15 @@ impl Config {
                 return Err(format!(
                     "trunk `{}`: contact `{}` must be a sip: URI or builtin:ivr",
                     t.name, t.contact
+                ));
+            }
+            if t.oosp_transfer_enabled {
+                return Err(format!("trunk `{}`: {OOSP_TRANSFER_REFUSED}", t.name));
+            }
+            if t.group.as_deref().is_some_and(|g| g.trim().is_empty()) {
+                return Err(format!(
+                    "trunk `{}`: group is empty (leave it out for no group)",
+                    t.name
                 ));
             }
         }
@@ -882,6 +904,28 @@ dn-ranges = ["1500-2500"]
             .unwrap_err()
             .to_string();
         assert!(err.contains("carrier-pigeon"), "{err}");
+    }
+
+    #[test]
+    fn oosp_transfer_enabled_true_is_refused_with_what_sipdm_does() {
+        let sbc =
+            "[[trunks]]\nname = \"sbc\"\nprefix = \"9\"\ncontact = \"sip:sbc.example.test\"\n\
+                   oos-options-max-forwards = 1\n";
+        let c = parse(&format!("{sbc}oosp-transfer-enabled = false\n")).unwrap();
+        assert_eq!(c.trunks[0].oos_options_max_forwards, 1);
+        let err = parse(&format!("{sbc}oosp-transfer-enabled = true\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("trunk `sbc`")
+                && err.contains("oosp-transfer-enabled = true is not supported")
+                && err.contains("OPTIONS"),
+            "{err}"
+        );
+        let err = parse(&format!("{sbc}group = \" \"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("group is empty"), "{err}");
     }
 
     #[test]

@@ -35,7 +35,6 @@ name = "sbc"
 prefix = "9"
 contact = "sip:127.0.0.41:{silent}"
 oos-options-max-forwards = 1
-oosp-transfer-enabled = true
 "#,
         db = dir.path().join("sipdm.db").display(),
         silent = free_port(),

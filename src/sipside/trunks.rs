@@ -4,6 +4,12 @@
 //! * Routing: the trunks whose `prefix` is the longest prefix of the Request-URI user carry
 //!   the call; among trunks with that same prefix, configuration order is preference (the
 //!   business-continuity "preferred, then peer").
+//! * Groups: trunks that name the same `group` (`gcti_provisioning`) are one route, hunted in
+//!   order: a call that one of them carries may fail over to every other member, whatever
+//!   its prefix, after the longest-prefix trunks (members first in configuration order,
+//!   then the rest). So a group of an IVR media server on `8800` and the built-in IVR on
+//!   `88` sends 8800 to the media server and, while it is out of service or refuses, to the
+//!   built-in IVR. A trunk with no group fails over only to trunks of its own prefix.
 //! * Addresses: a contact naming a host is resolved per RFC 3263 ([`crate::dns`]): a
 //!   contact without port or transport (`sip:ivr.example.test`) through NAPTR and SRV, so
 //!   that one trunk may have several records (addresses), tried in the order DNS gives them.
@@ -19,8 +25,8 @@
 //!   would drop a trunk whose other records are fine). A contact that does not resolve puts
 //!   the trunk out of service; the error is logged at most once per probe interval, not per
 //!   call. `builtin:ivr` is always in service.
-//! * The states are exported as `sipdm_trunk_in_service{trunk="…"}` (1 or 0) and through
-//!   [`TrunkTable::states`] for the admin API.
+//! * The states are exported as `sipdm_trunk_in_service{trunk="…",group="…"}` (1 or 0; `group`
+//!   empty for a trunk of none) and through [`TrunkTable::states`] for the admin API.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -201,7 +207,12 @@ impl Trunk {
 
     fn publish(&self) {
         let v = if self.in_service() { 1.0 } else { 0.0 };
-        metrics::gauge!("sipdm_trunk_in_service", "trunk" => self.config.name.clone()).set(v);
+        metrics::gauge!(
+            "sipdm_trunk_in_service",
+            "trunk" => self.config.name.clone(),
+            "group" => self.config.group.clone().unwrap_or_default()
+        )
+        .set(v);
     }
 
     /// The trunk's records now (RFC 3263 order), less those whose last probe failed, unless
@@ -357,7 +368,8 @@ impl TrunkTable {
     }
 
     /// The trunks that may carry a call to `user`, preferred first: those with the longest
-    /// matching prefix, in configuration order. Empty: no trunk matches (404).
+    /// matching prefix, in configuration order, then the other members of their groups, in
+    /// configuration order. Empty: no trunk matches (404).
     pub fn candidates(&self, user: &str) -> Vec<Arc<Trunk>> {
         let Some(best) = self
             .trunks
@@ -368,11 +380,20 @@ impl TrunkTable {
         else {
             return Vec::new();
         };
-        self.trunks
+        let mut out: Vec<Arc<Trunk>> = self
+            .trunks
             .iter()
             .filter(|t| t.config.prefix.len() == best && user.starts_with(&t.config.prefix))
             .cloned()
-            .collect()
+            .collect();
+        let groups: Vec<String> = out.iter().filter_map(|t| t.config.group.clone()).collect();
+        for t in &self.trunks {
+            let member = t.config.group.as_ref().is_some_and(|g| groups.contains(g));
+            if member && !out.iter().any(|o| Arc::ptr_eq(o, t)) {
+                out.push(t.clone());
+            }
+        }
+        out
     }
 
     pub fn states(&self) -> Vec<TrunkState> {
@@ -520,6 +541,47 @@ mod tests {
         assert!(SipTarget::parse("sip:host:port").is_err());
         assert!(SipTarget::parse("sip:host;transport=sctp").is_err());
         assert!(SipTarget::parse("http://x").is_err());
+    }
+
+    fn grouped(name: &str, prefix: &str, contact: &str, group: &str) -> TrunkConfig {
+        TrunkConfig {
+            group: Some(group.into()),
+            ..trunk(name, prefix, contact)
+        }
+    }
+
+    #[test]
+    fn a_group_fails_over_to_its_other_members() {
+        let resolver = Arc::new(SipResolver::new(&["127.0.0.1:9".parse().unwrap()]));
+        let table = TrunkTable::new(
+            &[
+                grouped("ms", "8800", "sip:10.0.0.1", "gcti_provisioning"),
+                trunk("sbc", "9", "sip:10.0.0.2"),
+                grouped("ms-peer", "8800", "sip:10.0.0.3", "gcti_provisioning"),
+                trunk("other", "88", "sip:10.0.0.4"),
+                grouped("ivr", "88", BUILTIN_IVR, "gcti_provisioning"),
+                grouped("sbc2", "7", "sip:10.0.0.5", "phones"),
+            ],
+            resolver,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let names = |u: &str| {
+            table
+                .candidates(u)
+                .iter()
+                .map(|t| t.config.name.clone())
+                .collect::<Vec<_>>()
+        };
+        // The longest prefix first, then the rest of its group (not `other`: no group).
+        assert_eq!(names("8800"), ["ms", "ms-peer", "ivr"]);
+        // 8812 is the 88 trunks' own; `ivr` brings its group along.
+        assert_eq!(names("8812"), ["other", "ivr", "ms", "ms-peer"]);
+        assert_eq!(names("9000"), ["sbc"]);
+        assert_eq!(names("7000"), ["sbc2"]);
+        let states = table.states();
+        assert_eq!(states[0].group.as_deref(), Some("gcti_provisioning"));
+        assert_eq!(states[1].group, None);
     }
 
     #[test]
