@@ -378,8 +378,15 @@ pub struct IvrConfig {
     /// The number an unassigned phone's hotline dials.
     #[serde(default = "default_ivr_number")]
     pub number: String,
+    /// The VoiceXML application a media server runs for the IVR number
+    /// (`http://FS-DM:8080/fs/dm/ivr`): the absolute base of the pages' `<submit>`/`<goto>`
+    /// targets, and the `voicexml` Request-URI parameter (RFC 5552) for a media server
+    /// (`crate::ivr::app_url`).
     #[serde(default)]
     pub initial_page_url: Option<String>,
+    /// The same application on the other node (`http://FS-VM:8080/fs/dm/ivr`): where a page
+    /// goes, once, when its next step cannot be fetched (`error.badfetch`), and the targets
+    /// of pages served from this host.
     #[serde(default)]
     pub alternatevoicexml: Option<String>,
     /// Networks whose media servers may post VoiceXML assignments. A post names the device it
@@ -698,6 +705,14 @@ impl Config {
         }
         normalize_authenticate_requests(&self.auth.authenticate_requests)
             .map_err(|e| format!("auth: {e}"))?;
+        for (key, url) in [
+            ("initial-page-url", &self.ivr.initial_page_url),
+            ("alternatevoicexml", &self.ivr.alternatevoicexml),
+        ] {
+            if let Some(url) = url {
+                crate::ivr::app_url::check(url).map_err(|e| format!("ivr: {key}: {e}"))?;
+            }
+        }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err("server: tls-cert and tls-key go together".into());
         }

@@ -143,3 +143,73 @@ async fn voicexml_only_from_media_server_networks() {
     assert_eq!(r.status(), 200);
     ts.stop().await;
 }
+
+/// `[ivr] initial-page-url` and `alternatevoicexml` are the application the pages link to:
+/// the `<submit>`/`<goto>` targets are the application that served the page (by its Host),
+/// and a target that cannot be fetched (`error.badfetch`) goes once to the other one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_urls_are_the_pages_targets_and_fallback() {
+    let toml = config("\"127.0.0.0/8\"").replace(
+        "[ivr]\nnumber = \"8800\"",
+        "[ivr]\nnumber = \"8800\"\ninitial-page-url = \"http://FS-DM:8080/fs/dm/ivr\"\n\
+         alternatevoicexml = \"http://FS-VM:8080/fs/dm/ivr\"",
+    );
+    let ts = TestServer::start_with(Db::Sqlite, &toml).await;
+    let page = |host: &'static str, path: &'static str| {
+        let ts = &ts;
+        async move {
+            let r = ts
+                .http
+                .get(format!("{}{path}", ts.base))
+                .header("host", host)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        }
+    };
+    let doc = page("FS-DM:8080", "/fs/dm/ivr").await;
+    assert!(
+        doc.contains(r#"<submit next="http://FS-DM:8080/fs/dm/ivr/assign" namelist="dn caller device attempt" method="post"/>"#),
+        "{doc}"
+    );
+    assert!(
+        doc.contains(r#"<catch event="error.badfetch">"#)
+            && doc.contains(r#"<submit next="http://FS-VM:8080/fs/dm/ivr/assign""#),
+        "{doc}"
+    );
+    // The page as the alternate served it links to the alternate, falls back to the initial.
+    let doc = page("fs-vm:8080", "/fs/dm/ivr").await;
+    assert!(
+        doc.contains(r#"<submit next="http://FS-VM:8080/fs/dm/ivr/assign" namelist"#)
+            && doc.contains(r#"<submit next="http://FS-DM:8080/fs/dm/ivr/assign" namelist"#),
+        "{doc}"
+    );
+    // A wrong entry: the next attempt's page, in this application, else in the other.
+    let r = ts
+        .http
+        .post(format!("{}/fs/dm/ivr/assign", ts.base))
+        .header("host", "FS-DM:8080")
+        .form(&[("dn", "12ab"), ("attempt", "1")])
+        .send()
+        .await
+        .unwrap();
+    let doc = r.text().await.unwrap();
+    assert!(
+        doc.contains(r#"<goto next="http://FS-DM:8080/fs/dm/ivr?attempt=2"/>"#)
+            && doc.contains(r#"<goto next="http://FS-VM:8080/fs/dm/ivr?attempt=2"/>"#),
+        "{doc}"
+    );
+    ts.stop().await;
+
+    // Not a URL: refused at start, naming the key.
+    let bad = config("\"127.0.0.0/8\"").replace(
+        "[ivr]\nnumber = \"8800\"",
+        "[ivr]\nnumber = \"8800\"\ninitial-page-url = \"FS-DM/fs/dm/ivr\"",
+    );
+    let err = sipdm::config::Config::parse(&bad, std::path::Path::new("t.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("initial-page-url"), "{err}");
+}

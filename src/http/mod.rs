@@ -21,7 +21,13 @@ use crate::service::Dm;
 pub fn router(dm: Arc<Dm>, admin_token: Arc<str>, assigner: Arc<IvrAssigner>) -> Router {
     let dm_for_metrics = dm.clone();
     let allowed: Arc<[ipnet::IpNet]> = dm.config.ivr.vxml_allowed_networks.clone().into();
-    let vxml = crate::ivr::vxml::routes(assigner).layer(axum::middleware::from_fn_with_state(
+    let vxml = crate::ivr::vxml::routes_for_apps(
+        assigner,
+        crate::ivr::IvrConfig::default(),
+        dm.config.ivr.initial_page_url.clone(),
+        dm.config.ivr.alternatevoicexml.clone(),
+    )
+    .layer(axum::middleware::from_fn_with_state(
         allowed,
         media_servers_only,
     ));

@@ -11,6 +11,7 @@
 //! [`assign::Assigner`], which the service layer implements. This module knows nothing of SIP
 //! (the SIP layer hands it the offer and BYE/INFO events) nor of SQL.
 
+pub mod app_url;
 pub mod assign;
 pub mod call;
 pub mod config;

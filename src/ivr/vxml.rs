@@ -2,6 +2,12 @@
 //! `initial-page-url = http://FS-DM/fs/dm/ivr` (and `alternatevoicexml` for the peer) runs the
 //! same dialogue as the built-in IVR.
 //!
+//! With `[ivr] initial-page-url` / `alternatevoicexml` set, the pages' `<submit>` and `<goto>`
+//! targets are absolute URLs of the application that served the page, and each page catches
+//! `error.badfetch` by going once to the same place in the other application
+//! ([`super::app_url`]); without them the targets are the paths below and a failed fetch ends
+//! the call with "Goodbye".
+//!
 //! * `GET /fs/dm/ivr[?attempt=N][&device=MAC]`: collect the DN: a `<field>` with the builtin
 //!   `digits` grammar (VoiceXML 2.0 Appendix P, `maxlength` = the longest DN), the properties
 //!   `termchar` `#`, `timeout` and `interdigittimeout` (VoiceXML 2.0 §6.3.3; `termchar` is a
@@ -37,6 +43,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
+use super::app_url::AppUrls;
 use super::assign::{AssignRefusal, Assigner, CallerIdentity};
 use super::config::IvrConfig;
 use super::prompts::{Prompt, PromptLibrary};
@@ -93,16 +100,30 @@ fn document(body: &str) -> String {
     )
 }
 
-fn page_url(attempt: u32, device: Option<Mac>) -> String {
-    match device {
-        Some(m) => format!("{PAGE_PATH}?attempt={attempt}&device={m}"),
-        None => format!("{PAGE_PATH}?attempt={attempt}"),
+/// A document-level `error.badfetch` handler: the first time, `fallback` (the same step in
+/// the other application); after that, or with no other application, "Goodbye".
+fn badfetch_catch(fallback: Option<String>) -> String {
+    let goodbye = format!("{}<disconnect/>", prompt(&[Prompt::Goodbye]));
+    match fallback {
+        Some(step) => format!(
+            "<var name=\"fellback\" expr=\"false\"/>\n\
+             <catch event=\"error.badfetch\">\n\
+             <if cond=\"fellback\">{goodbye}\n\
+             <else/><assign name=\"fellback\" expr=\"true\"/>{step}</if>\n\
+             </catch>\n"
+        ),
+        None => format!("<catch event=\"error.badfetch\">{goodbye}</catch>\n"),
     }
 }
 
 /// The page that collects the DN, for attempt `attempt` (1-based) of `cfg.max_attempts`.
-/// `device` is a MAC the page URL carried, if any.
-pub fn collect_document(cfg: &IvrConfig, attempt: u32, device: Option<Mac>) -> String {
+/// `device` is a MAC the page URL carried, if any; `apps` says where its links go.
+pub fn collect_document(
+    cfg: &IvrConfig,
+    apps: &AppUrls,
+    attempt: u32,
+    device: Option<Mac>,
+) -> String {
     let max = cfg.max_attempts.max(1);
     let attempt = attempt.clamp(1, max);
     // Failed entries this page may still absorb before "Goodbye".
@@ -115,8 +136,14 @@ pub fn collect_document(cfg: &IvrConfig, attempt: u32, device: Option<Mac>) -> S
         goodbye = prompt(&[Prompt::Goodbye]),
         again = prompt(&[Prompt::TryAgain]),
     );
+    let catch = badfetch_catch(apps.fallback_assign().map(|a| {
+        format!(
+            "<submit next=\"{}\" namelist=\"dn caller device attempt\" method=\"post\"/>",
+            escape(&a)
+        )
+    }));
     let body = format!(
-        r##"<var name="attempt" expr="{attempt}"/>
+        r##"{catch}<var name="attempt" expr="{attempt}"/>
 <var name="failures" expr="0"/>
 <var name="caller" expr="''"/>
 <var name="device" expr="'{device}'"/>
@@ -144,7 +171,7 @@ if (device == '') {{ device = sipdmHeader('{header}'); }}
 <noinput>{retry}</noinput>
 <nomatch>{retry}</nomatch>
 <filled>
-<submit next="{ASSIGN_PATH}" namelist="dn caller device attempt" method="post"/>
+<submit next="{assign}" namelist="dn caller device attempt" method="post"/>
 </filled>
 </field>
 </form>
@@ -154,6 +181,7 @@ if (device == '') {{ device = sipdmHeader('{header}'); }}
         timeout = cfg.first_digit_timeout.as_millis(),
         inter = cfg.inter_digit_timeout.as_millis(),
         enter = prompt(&[Prompt::EnterExtension]),
+        assign = escape(&apps.assign()),
     );
     document(&body)
 }
@@ -170,36 +198,59 @@ pub fn assigned_document(dn: &str) -> String {
 
 /// "That extension is not available." then the page again for `next_attempt`, or
 /// "Goodbye." when that would exceed the attempts.
-pub fn not_available_document(cfg: &IvrConfig, next_attempt: u32, device: Option<Mac>) -> String {
-    let tail = if next_attempt > cfg.max_attempts.max(1) {
-        format!("{}<disconnect/>", prompt(&[Prompt::Goodbye]))
+pub fn not_available_document(
+    cfg: &IvrConfig,
+    apps: &AppUrls,
+    next_attempt: u32,
+    device: Option<Mac>,
+) -> String {
+    again_document(
+        cfg,
+        apps,
+        next_attempt,
+        device,
+        "not_available",
+        Prompt::NotAvailable,
+    )
+}
+
+/// `clip`, then the page again for `next_attempt` (or goodbye), in the application that
+/// served this document, else in the other one.
+fn again_document(
+    cfg: &IvrConfig,
+    apps: &AppUrls,
+    next_attempt: u32,
+    device: Option<Mac>,
+    id: &str,
+    clip: Prompt,
+) -> String {
+    let goto = |url: String| format!("<goto next=\"{}\"/>", escape(&url));
+    let (catch, tail) = if next_attempt > cfg.max_attempts.max(1) {
+        (
+            String::new(),
+            format!("{}<disconnect/>", prompt(&[Prompt::Goodbye])),
+        )
     } else {
-        format!(
-            "<goto next=\"{}\"/>",
-            escape(&page_url(next_attempt, device))
+        (
+            badfetch_catch(apps.fallback_page(next_attempt, device).map(goto)),
+            goto(apps.page(next_attempt, device)),
         )
     };
     document(&format!(
-        "<form id=\"not_available\">\n<block>{}{tail}</block>\n</form>\n",
-        prompt(&[Prompt::NotAvailable])
+        "{catch}<form id=\"{id}\">\n<block>{}{tail}</block>\n</form>\n",
+        prompt(&[clip])
     ))
 }
 
 /// "Try again", then the page again for `next_attempt` (or goodbye): for an entry that is not
 /// a DN at all (non-digits, too long), which the digits grammar should already have refused.
-pub fn retry_document(cfg: &IvrConfig, next_attempt: u32, device: Option<Mac>) -> String {
-    let tail = if next_attempt > cfg.max_attempts.max(1) {
-        format!("{}<disconnect/>", prompt(&[Prompt::Goodbye]))
-    } else {
-        format!(
-            "<goto next=\"{}\"/>",
-            escape(&page_url(next_attempt, device))
-        )
-    };
-    document(&format!(
-        "<form id=\"retry\">\n<block>{}{tail}</block>\n</form>\n",
-        prompt(&[Prompt::TryAgain])
-    ))
+pub fn retry_document(
+    cfg: &IvrConfig,
+    apps: &AppUrls,
+    next_attempt: u32,
+    device: Option<Mac>,
+) -> String {
+    again_document(cfg, apps, next_attempt, device, "retry", Prompt::TryAgain)
 }
 
 /// "Goodbye." then hang up (refused for good, or a request we cannot read).
@@ -248,6 +299,17 @@ struct VxmlState<A> {
     assigner: Arc<A>,
     cfg: IvrConfig,
     prompts: PromptLibrary,
+    /// `[ivr] initial-page-url` and `alternatevoicexml`.
+    initial: Option<String>,
+    alternate: Option<String>,
+}
+
+impl<A> VxmlState<A> {
+    /// The applications as a page requested with these headers sees them.
+    fn apps(&self, headers: &axum::http::HeaderMap) -> AppUrls {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        AppUrls::for_request(self.initial.as_deref(), self.alternate.as_deref(), host)
+    }
 }
 
 /// The VoiceXML routes with the default [`IvrConfig`].
@@ -258,11 +320,24 @@ pub fn routes<A: Assigner + 'static>(assigner: Arc<A>) -> Router {
 /// The VoiceXML routes: `GET /fs/dm/ivr`, `POST /fs/dm/ivr/assign`,
 /// `GET /fs/dm/ivr/prompts/{name}.wav`.
 pub fn routes_with_config<A: Assigner + 'static>(assigner: Arc<A>, cfg: IvrConfig) -> Router {
+    routes_for_apps(assigner, cfg, None, None)
+}
+
+/// The VoiceXML routes of the application `initial` (`[ivr] initial-page-url`), with
+/// `alternate` (`[ivr] alternatevoicexml`) as its fallback.
+pub fn routes_for_apps<A: Assigner + 'static>(
+    assigner: Arc<A>,
+    cfg: IvrConfig,
+    initial: Option<String>,
+    alternate: Option<String>,
+) -> Router {
     let prompts = cfg.prompts.clone();
     let state = Arc::new(VxmlState {
         assigner,
         cfg,
         prompts,
+        initial,
+        alternate,
     });
     Router::new()
         .route(PAGE_PATH, get(page::<A>))
@@ -311,6 +386,7 @@ fn parse_device(s: Option<&str>) -> Option<Mac> {
 
 async fn page<A: Assigner + 'static>(
     State(st): State<Arc<VxmlState<A>>>,
+    headers: axum::http::HeaderMap,
     q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let (attempt, device) = match &q {
@@ -320,13 +396,19 @@ async fn page<A: Assigner + 'static>(
         ),
         Err(_) => (1, None),
     };
-    vxml(StatusCode::OK, collect_document(&st.cfg, attempt, device))
+    let apps = st.apps(&headers);
+    vxml(
+        StatusCode::OK,
+        collect_document(&st.cfg, &apps, attempt, device),
+    )
 }
 
 async fn assign<A: Assigner + 'static>(
     State(st): State<Arc<VxmlState<A>>>,
+    headers: axum::http::HeaderMap,
     form: Result<Form<AssignForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    let apps = st.apps(&headers);
     let Ok(Form(f)) = form else {
         tracing::warn!("VoiceXML assign: unreadable form body");
         return vxml(StatusCode::BAD_REQUEST, goodbye_document(false));
@@ -338,7 +420,10 @@ async fn assign<A: Assigner + 'static>(
     if dn.is_empty() || dn.len() > cfg.max_digits.max(1) || !dn.bytes().all(|b| b.is_ascii_digit())
     {
         tracing::info!(attempt, "VoiceXML assign: entry is not a DN");
-        return vxml(StatusCode::OK, retry_document(cfg, attempt + 1, device));
+        return vxml(
+            StatusCode::OK,
+            retry_document(cfg, &apps, attempt + 1, device),
+        );
     }
     let remote_uri: String = f
         .caller
@@ -354,7 +439,7 @@ async fn assign<A: Assigner + 'static>(
         Ok(dn) => vxml(StatusCode::OK, assigned_document(&dn)),
         Err(r) if r.retryable() => vxml(
             StatusCode::OK,
-            not_available_document(cfg, attempt + 1, device),
+            not_available_document(cfg, &apps, attempt + 1, device),
         ),
         Err(AssignRefusal::Internal(e)) => {
             tracing::warn!(error = %e, "VoiceXML assignment failed");
@@ -417,7 +502,7 @@ mod tests {
     #[test]
     fn collect_page() {
         let mac = Mac::parse("00:04:F2:AB:CD:EF").ok();
-        let doc = collect_document(&cfg(), 1, mac);
+        let doc = collect_document(&cfg(), &AppUrls::default(), 1, mac);
         let names = well_formed(&doc);
         assert_eq!(names[0], "vxml");
         for n in [
@@ -435,7 +520,7 @@ mod tests {
         assert!(doc.contains(r#"<property name="timeout" value="10000ms"/>"#));
         assert!(doc.contains("failures &gt;= 3"));
         // Last attempt: one failure ends the call.
-        let last = collect_document(&cfg(), 99, None);
+        let last = collect_document(&cfg(), &AppUrls::default(), 99, None);
         well_formed(&last);
         assert!(last.contains("failures &gt;= 1"));
         assert!(last.contains(r#"<var name="device" expr="''"/>"#));
@@ -449,20 +534,60 @@ mod tests {
         assert_eq!(doc.matches("/fs/dm/ivr/prompts/digit_1.wav").count(), 2);
         assert!(doc.contains("<disconnect/>"));
 
-        let doc = not_available_document(&cfg(), 2, Mac::parse("0004f2abcdef").ok());
+        let doc = not_available_document(
+            &cfg(),
+            &AppUrls::default(),
+            2,
+            Mac::parse("0004f2abcdef").ok(),
+        );
         well_formed(&doc);
         assert!(
             doc.contains(r#"<goto next="/fs/dm/ivr?attempt=2&amp;device=0004f2abcdef"/>"#),
             "{doc}"
         );
-        let doc = not_available_document(&cfg(), 4, None);
+        let doc = not_available_document(&cfg(), &AppUrls::default(), 4, None);
         well_formed(&doc);
         assert!(
             !doc.contains("<goto") && doc.contains("goodbye.wav") && doc.contains("<disconnect/>")
         );
-        well_formed(&retry_document(&cfg(), 2, None));
+        well_formed(&retry_document(&cfg(), &AppUrls::default(), 2, None));
         well_formed(&goodbye_document(true));
         well_formed(&goodbye_document(false));
+    }
+
+    #[test]
+    fn application_urls_and_fallback() {
+        let apps = AppUrls::for_request(
+            Some("http://FS-DM:8080/fs/dm/ivr"),
+            Some("http://FS-VM:8080/fs/dm/ivr"),
+            Some("FS-DM:8080"),
+        );
+        let doc = collect_document(&cfg(), &apps, 1, None);
+        well_formed(&doc);
+        assert!(doc.contains(r#"<submit next="http://FS-DM:8080/fs/dm/ivr/assign" namelist="dn caller device attempt" method="post"/>"#), "{doc}");
+        assert!(doc.contains(r#"<catch event="error.badfetch">"#), "{doc}");
+        assert!(
+            doc.contains(r#"<submit next="http://FS-VM:8080/fs/dm/ivr/assign""#),
+            "{doc}"
+        );
+        let doc = not_available_document(&cfg(), &apps, 2, None);
+        well_formed(&doc);
+        assert!(
+            doc.contains(r#"<goto next="http://FS-DM:8080/fs/dm/ivr?attempt=2"/>"#),
+            "{doc}"
+        );
+        assert!(
+            doc.contains(r#"<goto next="http://FS-VM:8080/fs/dm/ivr?attempt=2"/>"#),
+            "{doc}"
+        );
+        // No alternate: a failed fetch says goodbye.
+        let alone = AppUrls::for_request(Some("http://FS-DM:8080/fs/dm/ivr"), None, None);
+        let doc = retry_document(&cfg(), &alone, 2, None);
+        well_formed(&doc);
+        assert!(
+            !doc.contains("fellback") && doc.contains("error.badfetch"),
+            "{doc}"
+        );
     }
 
     #[test]
