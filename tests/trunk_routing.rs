@@ -230,3 +230,99 @@ async fn invite_without_credentials_is_challenged() {
     );
     ts.stop().await;
 }
+
+/// Starts sipdm with one trunk played by sipp running `scenario`, in service.
+async fn one_trunk(scenario: &str, sipp_args: &[&str]) -> (SippUas, TestServer) {
+    let port = common::free_port();
+    let uas = SippUas::start_with_args(port, scenario, sipp_args);
+    let ts = TestServer::start_with(
+        Db::Sqlite,
+        &config(&[("ms", format!("sip:127.0.0.1:{port}"))]),
+    )
+    .await;
+    wait_for_trunk(&ts, "ms", |s| s.last_probe.as_deref() == Some("200")).await;
+    (uas, ts)
+}
+
+/// The trunk's messages of one kind (`"ACK sip:"`, `"CANCEL sip:"`) it received.
+fn received_count(uas: &SippUas, start: &str) -> usize {
+    uas.received().iter().filter(|m| m.contains(start)).count()
+}
+
+/// The trunk rings (180), then sends early media (183 with SDP), then answers: the caller
+/// sees the 180 and the 183 with the trunk's SDP before the 200 (trunk_uac_early.xml requires
+/// them in that order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ringing_and_early_media_reach_the_caller() {
+    let (uas, ts) = one_trunk("trunk_uas_early.xml", &[]).await;
+    let (ok, out) = call_with(&ts, "trunk_uac_early.xml").await;
+    assert!(ok, "sipp phone:\n{out}\ntrunk saw:\n{}", uas.messages());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(received_count(&uas, "BYE sip:ms@"), 1, "{}", uas.messages());
+    ts.stop().await;
+}
+
+/// The caller gives up while the trunk rings: the trunk gets a CANCEL of its INVITE (and
+/// sipdm ACKs its 487), the caller gets 487.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_cancel_cancels_the_trunk_leg() {
+    let (uas, ts) = one_trunk("trunk_uas_cancel.xml", &[]).await;
+    let (ok, out) = call_with(&ts, "trunk_uac_cancel.xml").await;
+    assert!(ok, "sipp phone:\n{out}\ntrunk saw:\n{}", uas.messages());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = uas.received();
+    let invite = received
+        .iter()
+        .find(|m| m.contains("INVITE sip:8800@"))
+        .unwrap_or_else(|| panic!("no INVITE:\n{}", uas.messages()));
+    let cancel = received
+        .iter()
+        .find(|m| m.contains("CANCEL sip:8800@"))
+        .unwrap_or_else(|| panic!("no CANCEL:\n{}", uas.messages()));
+    // §9.1: the CANCEL repeats the INVITE's branch.
+    let branch = |m: &str| {
+        let at = m.find("branch=").expect("a branch");
+        m[at..]
+            .split(|c: char| c == ';' || c.is_whitespace())
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(branch(invite), branch(cancel), "{}", uas.messages());
+    assert_eq!(
+        received_count(&uas, "ACK sip:8800@"),
+        1,
+        "the 487 ACKed:\n{}",
+        uas.messages()
+    );
+    ts.stop().await;
+}
+
+/// The trunk challenges the call: the caller gets the 407 with the trunk's
+/// Proxy-Authenticate, not a 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trunk_challenge_reaches_the_caller() {
+    let (uas, ts) = one_trunk("trunk_uas_407.xml", &[]).await;
+    let (ok, out) = call_with(&ts, "trunk_uac_407.xml").await;
+    assert!(ok, "sipp phone:\n{out}\ntrunk saw:\n{}", uas.messages());
+    assert!(uas.saw_invite(), "trunk saw:\n{}", uas.messages());
+    ts.stop().await;
+}
+
+/// The trunk's copy of our ACK is lost, so it sends its 200 again: sipdm ACKs it again
+/// (the trunk scenario requires the second ACK before the BYE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retransmitted_200_is_acked_again() {
+    let (uas, ts) = one_trunk("trunk_uas_reack.xml", &["-nr"]).await;
+    let (ok, out) = call_with(&ts, "trunk_uac.xml").await;
+    assert!(ok, "sipp phone:\n{out}\ntrunk saw:\n{}", uas.messages());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        received_count(&uas, "ACK sip:ms@"),
+        2,
+        "trunk saw:\n{}",
+        uas.messages()
+    );
+    assert_eq!(received_count(&uas, "BYE sip:ms@"), 1, "{}", uas.messages());
+    ts.stop().await;
+}

@@ -33,6 +33,13 @@ impl SippUas {
     }
 
     pub fn start_scenario(port: u16, scenario: &str) -> SippUas {
+        Self::start_with_args(port, scenario, &[])
+    }
+
+    /// [`SippUas::start_scenario`] with further sipp options (`-nr`: no retransmission
+    /// handling, so that a repeated request — a re-sent ACK — reaches the scenario instead of
+    /// making sipp repeat its last message).
+    pub fn start_with_args(port: u16, scenario: &str, args: &[&str]) -> SippUas {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("uas_messages.log");
         let media = super::free_port().to_string();
@@ -43,6 +50,7 @@ impl SippUas {
             ])
             .args(["-p", &port.to_string(), "-i", "127.0.0.1", "-mp", &media])
             .args(["-nostdin", "-trace_msg"])
+            .args(args)
             .args(["-message_file", log.to_str().expect("utf-8 path")])
             .current_dir(dir.path())
             .stdin(Stdio::null())
