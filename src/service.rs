@@ -659,6 +659,9 @@ impl Dm {
                 .map(|s| s.name.clone());
         }
         self.store.create_dn(&dn).await?;
+        self.store
+            .put_dn_switch_credentials(&[(dn.number.clone(), dn.password.clone())])
+            .await?;
         self.invalidate();
         Ok(dn)
     }
@@ -731,6 +734,13 @@ impl Dm {
             });
         }
         let report = self.store.import_dns(&lines).await?;
+        if report.imported > 0 {
+            let dns: Vec<(String, String)> = lines
+                .iter()
+                .map(|(_, d)| (d.number.clone(), d.password.clone()))
+                .collect();
+            self.store.put_dn_switch_credentials(&dns).await?;
+        }
         self.invalidate();
         Ok(report)
     }

@@ -232,3 +232,184 @@ async fn dn_2000_keyed_on_site_1_ends_registered_on_sips2() {
     drop(s.sips1);
     drop(s.sips2);
 }
+
+/// Business continuity: SIPS1 and SIPS2 are a BC pair (the DNs on both); unassigned phones and
+/// DN 2000 register to both. With SIPS1 stopped, an unknown phone registers to SIPS2 only,
+/// its IVR call goes through SIPS2 to site 2's node, the check-sync reaches it through SIPS2,
+/// and DN 2000 registers to SIPS2; when SIPS1 is back, the phone's next registration puts
+/// 2000 on both.
+fn bc_config(
+    sip: SocketAddr,
+    http: SocketAddr,
+    sips1: SocketAddr,
+    sips2: SocketAddr,
+    fs1: SocketAddr,
+    fs2: SocketAddr,
+) -> String {
+    format!(
+        r#"
+[server]
+http = "{http}"
+sip = ["{sip}"]
+admin-token = "test-token"
+secret = "test-secret"
+
+[sip]
+trusted-peers = ["127.0.0.1/32"]
+
+[dm]
+sip-servers = ["{sips1}", "{sips2}"]
+
+[ivr]
+number = "8800"
+
+[[sites]]
+name = "site1"
+fs_url = "http://{fs1}/fs"
+sip-servers = ["{sips1}", "{sips2}"]
+
+[[sites]]
+name = "site2"
+fs_url = "http://{fs2}/fs"
+sip-servers = ["{sips2}", "{sips1}"]
+
+[[switches]]
+name = "SIPS1"
+site = "site1"
+address = "{sips1}"
+realm = "sips1.test"
+dn-ranges = ["1000-2999"]
+peer = "SIPS2"
+check-sync = "via-switch"
+
+[[switches]]
+name = "SIPS2"
+site = "site2"
+address = "{sips2}"
+realm = "sips2.test"
+dn-ranges = ["1000-2999"]
+peer = "SIPS1"
+check-sync = "via-switch"
+
+[[trunks]]
+name = "ivr"
+prefix = "88"
+contact = "builtin:ivr"
+group = "gcti_provisioning"
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sips1_down_ivr_provisioning_completes_through_the_peer() {
+    let db = SwitchDb::create().await;
+    // SIPS2 keeps its registrations apart from SIPS1's (each loads its table at start).
+    let sips2_locations = SwitchDb::create().await;
+    let (fs1_sip, fs2_sip) = (loopback(common::free_port()), loopback(common::free_port()));
+    let (fs1_http, fs2_http) = (loopback(common::free_port()), loopback(common::free_port()));
+    let peers = r"SIPDM_PEERS=^127\.0\.0\.1:".to_owned();
+    let sips1_params = KamailioParams {
+        realm: "sips1.test".into(),
+        sipdm: fs1_sip,
+        ivr_prefix: "88".into(),
+        port: common::free_port(),
+    };
+    let sips1 = Kamailio::start_with(&db, &sips1_params, &[peers.clone()]);
+    let sips1_addr = sips1.addr;
+    let sips2 = Kamailio::start_with(
+        &db,
+        &KamailioParams {
+            realm: "sips2.test".into(),
+            sipdm: fs2_sip,
+            ivr_prefix: "88".into(),
+            port: common::free_port(),
+        },
+        &[
+            peers.clone(),
+            format!("LOCDBURL=\"{}\"", sips2_locations.url),
+        ],
+    );
+    let fs1 = db
+        .start_sipdm(&bc_config(
+            fs1_sip, fs1_http, sips1.addr, sips2.addr, fs1_http, fs2_http,
+        ))
+        .await;
+    let fs2 = db
+        .start_sipdm(&bc_config(
+            fs2_sip, fs2_http, sips1.addr, sips2.addr, fs1_http, fs2_http,
+        ))
+        .await;
+    let r = fs1
+        .post("/dns", json!({"number": "2000", "password": "pw-2000"}))
+        .await;
+    assert_eq!(r.status(), 201);
+    // Site 1's switch goes down.
+    drop(sips1);
+    let mac = Mac::generated(Vendor::Yealink, 0x81);
+    let spec = PhoneSpec {
+        mac,
+        vendor: Vendor::Yealink,
+        prov_url: format!("{}/fs/dm/prov", fs1.base),
+        fallback_prov_urls: Vec::new(),
+        local_ip: [127, 0, 0, 2].into(),
+    };
+    let options = PhoneOptions {
+        // A silent server costs the phone 64·T1 = 3.2 s per request.
+        timers: testbed::phone::SipTimers {
+            t1: Duration::from_millis(50),
+            ..testbed::phone::SipTimers::default()
+        },
+        ..phone_options()
+    };
+    let mut phone = Phone::with_options(spec, options).await.unwrap();
+    let p = phone
+        .run_ivr_provisioning("2000")
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "IVR to 2000 with SIPS1 down: {e}\n--- SIPS2 ---\n{}",
+                tail(&sips2.log(), 40)
+            )
+        });
+    assert_eq!(p.config.user, "2000");
+    let ports: Vec<u16> = p.config.registrars.iter().map(|r| r.port).collect();
+    assert_eq!(
+        ports,
+        vec![sips1_addr.port(), sips2.addr.port()],
+        "DN 2000's file names the preferred switch and its peer"
+    );
+    let on_sips2 = format!("udp:{}", sips2.addr);
+    assert_eq!(
+        where_registered(&sips2_locations, "2000").await,
+        vec![on_sips2.clone()]
+    );
+    assert!(where_registered(&db, "2000").await.is_empty());
+    let (_, audit) = fs2
+        .get_json(&format!("/devices/{}/audit", mac.plain()))
+        .await;
+    assert!(
+        audit.to_string().contains("via switch SIPS2"),
+        "the check-sync did not go through the peer: {audit}"
+    );
+    // SIPS1 is back: the phone's next registration (its refresh) reaches both.
+    let sips1 = Kamailio::start_with(&db, &sips1_params, &[peers]);
+    phone.register(&p.config).await.expect("re-registration");
+    assert_eq!(
+        where_registered(&db, "2000").await,
+        vec![format!("udp:{}", sips1.addr)]
+    );
+    assert_eq!(
+        where_registered(&sips2_locations, "2000").await,
+        vec![on_sips2]
+    );
+    phone.shutdown();
+    fs1.stop().await;
+    fs2.stop().await;
+    drop(sips1);
+    drop(sips2);
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

@@ -190,3 +190,42 @@ async fn view_returns_ha1_for_dns_and_devices(db: Db) {
     tdb.drop_schema().await;
 }
 on_both_backends!(view_returns_ha1, view_returns_ha1_for_dns_and_devices);
+
+/// A DN made through the service's doors (the API, its CSV import) is on the switch at once,
+/// on both backends (on SQLite sipdm writes its row; PostgreSQL's view computes it).
+async fn dns_made_through_the_api_reach_the_switch(db: Db) {
+    let ts = common::TestServer::start(db).await;
+    let r = ts
+        .post(
+            "/dns",
+            serde_json::json!({"number": "1500", "password": "pw1500"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let r = ts
+        .http
+        .post(ts.api("/dns/import"))
+        .bearer_auth(&ts.token)
+        .body("1501,pw1501\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let store = Store::open(&ts.db.url, 2).await.expect("store opens");
+    // SINGLE_SITE's switch SIPS1 at sips1.example.test: its realm is that host.
+    for (dn, pw) in [("1500", "pw1500"), ("1501", "pw1501")] {
+        let row = store
+            .switch_subscriber(dn, "sips1.example.test")
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{dn} is not in switch_subscriber"));
+        assert_eq!(row, SwitchSubscriber::compute(dn, "sips1.example.test", pw));
+    }
+    store.close().await;
+    ts.stop().await;
+}
+
+on_both_backends!(
+    dns_through_the_api,
+    dns_made_through_the_api_reach_the_switch
+);

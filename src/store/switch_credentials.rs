@@ -155,6 +155,26 @@ impl Store {
         Ok(())
     }
 
+    /// Writes the rows of these DNs (`(number, password)`) for every realm where sipdm owns
+    /// them (SQLite, which has no `md5()` for the view to compute them with); nothing to do on
+    /// PostgreSQL.
+    pub async fn put_dn_switch_credentials(&self, dns: &[(String, String)]) -> Result<()> {
+        if dns.is_empty() || self.backend != Backend::Sqlite {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        let realms = realms(&mut tx).await?;
+        let mut rows = Vec::with_capacity(dns.len() * realms.len());
+        for (number, password) in dns {
+            for realm in &realms {
+                rows.push(("dn", SwitchSubscriber::compute(number, realm, password)));
+            }
+        }
+        upsert(&mut tx, &rows).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// The switch's row for `username` at `realm`, read through the view as the switch reads
     /// it.
     pub async fn switch_subscriber(
