@@ -131,14 +131,25 @@ on_both_backends!(dn_2000_points_at_site_2, walkthrough);
 
 /// The guide's multi-site walkthrough with real registrations: SIPS1 and SIPS2 are stand-ins
 /// (sipdm instances acting as the sites' registrars, on the deployment's shared store so that
-/// the DNs' passwords are theirs too), FS1 and FS2 the sites' provisioning nodes. A phone
-/// assigned DN 1000 fetches its file from any node (here site 2's) and registers on SIPS1;
-/// unknown phones go through FS1's IVR, key 2000…, and end registered on SIPS2.
-fn sites_config(sip: &str, sips1: SocketAddr, sips2: SocketAddr, fs_url: &str) -> String {
+/// the DNs' passwords are theirs too), FS1 and FS2 the sites' provisioning nodes (site 1's
+/// `fs_url` is FS1's address, site 2's is FS2's). A phone assigned DN 1000 fetches its first
+/// file from any node (here site 2's), registers on SIPS1 and is sent to site 1's node for
+/// later fetches; unknown phones go through FS1's IVR, key 2000…, end registered on SIPS2 and
+/// are sent to site 2's node. `http` is where this instance listens for HTTP, `fs_url` its
+/// `[dm] fs_url` (what an unassigned phone's file names).
+fn sites_config(
+    http: &str,
+    sip: &str,
+    sips1: SocketAddr,
+    sips2: SocketAddr,
+    fs_url: &str,
+    site_urls: (&str, &str),
+) -> String {
+    let (site1_url, site2_url) = site_urls;
     format!(
         r#"
 [server]
-http = "127.0.0.1:0"
+http = "{http}"
 sip = ["{sip}"]
 admin-token = "test-token"
 secret = "test-secret"
@@ -151,12 +162,12 @@ number = "8800"
 
 [[sites]]
 name = "site1"
-fs_url = "http://fs2:8080/fs"
+fs_url = "{site1_url}"
 sip-servers = ["{sips1}"]
 
 [[sites]]
 name = "site2"
-fs_url = "http://fs3:8080/fs"
+fs_url = "{site2_url}"
 sip-servers = ["{sips2}"]
 
 [[switches]]
@@ -184,33 +195,53 @@ group = "gcti_provisioning"
 async fn dn_1000_registers_on_sips1_and_dn_2000_on_sips2() {
     let sips1: SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
     let sips2: SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
+    // The provisioning nodes on fixed ports, so that the sites' fs_url (written into the
+    // files, which the phones follow) are addresses they can reach.
+    let (fs1_http, fs2_http) = (common::free_port(), common::free_port());
+    let fs1_url = format!("http://127.0.0.1:{fs1_http}/fs");
+    let fs2_url = format!("http://127.0.0.1:{fs2_http}/fs");
+    let sites = (fs1_url.as_str(), fs2_url.as_str());
+    let any = "127.0.0.1:0";
     let fs1 = TestServer::start_with(
         Db::Postgres,
-        &sites_config("127.0.0.1:0", sips1, sips2, "http://fs2:8080/fs"),
+        &sites_config(
+            &format!("127.0.0.1:{fs1_http}"),
+            any,
+            sips1,
+            sips2,
+            &fs1_url,
+            sites,
+        ),
     )
     .await;
     let fs2 = fs1
         .start_peer(&sites_config(
-            "127.0.0.1:0",
+            &format!("127.0.0.1:{fs2_http}"),
+            any,
             sips1,
             sips2,
-            "http://fs3:8080/fs",
+            &fs2_url,
+            sites,
         ))
         .await;
     let s1 = fs1
         .start_peer(&sites_config(
+            any,
             &sips1.to_string(),
             sips1,
             sips2,
-            "http://fs2:8080/fs",
+            &fs1_url,
+            sites,
         ))
         .await;
     let s2 = fs1
         .start_peer(&sites_config(
+            any,
             &sips2.to_string(),
             sips1,
             sips2,
-            "http://fs3:8080/fs",
+            &fs2_url,
+            sites,
         ))
         .await;
     let vendors = Vendor::ALL;
@@ -251,7 +282,10 @@ async fn dn_1000_registers_on_sips1_and_dn_2000_on_sips2() {
             (
                 vendor,
                 dn,
-                r.map(|p| p.registered.iter().map(|r| r.registrar).collect::<Vec<_>>()),
+                r.map(|p| {
+                    let at = p.registered.iter().map(|r| r.registrar).collect::<Vec<_>>();
+                    (at, p.config.prov_url)
+                }),
             )
         });
     }
@@ -275,15 +309,27 @@ async fn dn_1000_registers_on_sips1_and_dn_2000_on_sips2() {
             (
                 vendor,
                 dn,
-                r.map(|p| p.registered.iter().map(|r| r.registrar).collect::<Vec<_>>()),
+                r.map(|p| {
+                    let at = p.registered.iter().map(|r| r.registrar).collect::<Vec<_>>();
+                    (at, p.config.prov_url)
+                }),
             )
         });
     }
     while let Some(j) = set.join_next().await {
         let (vendor, dn, r) = j.unwrap();
-        let at = r.unwrap_or_else(|e| panic!("{vendor} {dn}: {e}"));
-        let expected = if dn.starts_with('1') { sips1 } else { sips2 };
+        let (at, prov_url) = r.unwrap_or_else(|e| panic!("{vendor} {dn}: {e}"));
+        let (expected, site_url) = if dn.starts_with('1') {
+            (sips1, &fs1_url)
+        } else {
+            (sips2, &fs2_url)
+        };
         assert_eq!(at, vec![expected], "{vendor} {dn} registered at");
+        // The file the phone ended on sends it to its site's node.
+        assert!(
+            prov_url.starts_with(&format!("{site_url}/dm/prov")),
+            "{vendor} {dn}: site's fs_url {site_url} expected, the file says {prov_url}"
+        );
     }
     for i in 0..vendors.len() {
         let (one, two) = ((1000 + i).to_string(), (2000 + i).to_string());
