@@ -16,19 +16,44 @@ use std::time::Duration;
 use common::{Db, TestServer};
 use testbed::phone::{Mac, Phone, PhoneConfig, PhoneOptions, PhoneSpec, SipTimers, Vendor};
 
-/// The guide's BC configuration with the stand-ins' addresses; `sip` is where this instance
-/// listens, `extra` is appended (a stand-in's own trunk or timers).
-fn bc_config(sip: &str, sips1: SocketAddr, sips2: SocketAddr, extra: &str) -> String {
+/// Where the phones fetch their files: the one provisioning node of these tests, on a fixed
+/// port so that the `fs_url` written into the files (which the phones follow) reaches it.
+struct Fs {
+    http: SocketAddr,
+}
+
+impl Fs {
+    fn new() -> Fs {
+        Fs { http: addr() }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/fs", self.http)
+    }
+}
+
+/// The guide's BC configuration with the stand-ins' addresses; `http` and `sip` are where
+/// this instance listens, every `fs_url` (the deployment's and both sites') is `fs`'s
+/// address, `extra` is appended (a stand-in's own trunk or timers).
+fn bc_config(
+    http: &str,
+    sip: &str,
+    fs: &Fs,
+    sips1: SocketAddr,
+    sips2: SocketAddr,
+    extra: &str,
+) -> String {
+    let fs_url = fs.url();
     format!(
         r#"
 [server]
-http = "127.0.0.1:0"
+http = "{http}"
 sip = ["{sip}"]
 admin-token = "test-token"
 secret = "test-secret"
 
 [dm]
-fs_url = "http://fs2:8080/fs"
+fs_url = "{fs_url}"
 sip-servers = ["{sips1}", "{sips2}"]
 
 [ivr]
@@ -36,12 +61,12 @@ number = "8800"
 
 [[sites]]
 name = "site1"
-fs_url = "http://fs2:8080/fs"
+fs_url = "{fs_url}"
 sip-servers = ["{sips1}", "{sips2}"]
 
 [[sites]]
 name = "site2"
-fs_url = "http://fs3:8080/fs"
+fs_url = "{fs_url}"
 sip-servers = ["{sips2}", "{sips1}"]
 
 [[switches]]
@@ -81,6 +106,9 @@ fn options() -> PhoneOptions {
         ..PhoneOptions::default()
     }
 }
+
+/// An instance's address left to the system (its HTTP when phones do not fetch from it).
+const ANY: &str = "127.0.0.1:0";
 
 fn addr() -> SocketAddr {
     ([127, 0, 0, 1], common::free_port()).into()
@@ -146,13 +174,28 @@ fn bound(ts: &TestServer, dn: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preferred_server_down_ivr_through_the_peer_then_registered_to_both() {
     let (sips1, sips2) = (addr(), addr());
+    let node = Fs::new();
     let fs = TestServer::start_with(
         Db::Postgres,
-        &bc_config("127.0.0.1:0", sips1, sips2, BUILTIN_IVR),
+        &bc_config(
+            &node.http.to_string(),
+            ANY,
+            &node,
+            sips1,
+            sips2,
+            BUILTIN_IVR,
+        ),
     )
     .await;
     let s2 = fs
-        .start_peer(&bc_config(&sips2.to_string(), sips1, sips2, BUILTIN_IVR))
+        .start_peer(&bc_config(
+            ANY,
+            &sips2.to_string(),
+            &node,
+            sips1,
+            sips2,
+            BUILTIN_IVR,
+        ))
         .await;
     // SIPS1: its address is in every file, nothing answers there.
     let phones = provision(&fs).await;
@@ -170,7 +213,14 @@ async fn preferred_server_down_ivr_through_the_peer_then_registered_to_both() {
 
     // SIPS1 recovers; each phone's registration refresh reaches it.
     let s1 = fs
-        .start_peer(&bc_config(&sips1.to_string(), sips1, sips2, BUILTIN_IVR))
+        .start_peer(&bc_config(
+            ANY,
+            &sips1.to_string(),
+            &node,
+            sips1,
+            sips2,
+            BUILTIN_IVR,
+        ))
         .await;
     for (mut phone, cfg) in phones {
         let r = phone.register(&cfg).await.expect("refresh");
@@ -197,13 +247,28 @@ async fn preferred_server_down_ivr_through_the_peer_then_registered_to_both() {
 async fn preferred_ivr_route_out_of_service_503_then_peer() {
     let (sips1, sips2) = (addr(), addr());
     let dead_media = addr();
+    let node = Fs::new();
     let fs = TestServer::start_with(
         Db::Postgres,
-        &bc_config("127.0.0.1:0", sips1, sips2, BUILTIN_IVR),
+        &bc_config(
+            &node.http.to_string(),
+            ANY,
+            &node,
+            sips1,
+            sips2,
+            BUILTIN_IVR,
+        ),
     )
     .await;
     let s2 = fs
-        .start_peer(&bc_config(&sips2.to_string(), sips1, sips2, BUILTIN_IVR))
+        .start_peer(&bc_config(
+            ANY,
+            &sips2.to_string(),
+            &node,
+            sips1,
+            sips2,
+            BUILTIN_IVR,
+        ))
         .await;
     let oos = format!(
         r#"
@@ -219,7 +284,14 @@ group = "gcti_provisioning"
 "#
     );
     let s1 = fs
-        .start_peer(&bc_config(&sips1.to_string(), sips1, sips2, &oos))
+        .start_peer(&bc_config(
+            ANY,
+            &sips1.to_string(),
+            &node,
+            sips1,
+            sips2,
+            &oos,
+        ))
         .await;
     // SIPS1's OPTIONS probes find its media server silent (bounded wait).
     let mut oos = false;
@@ -250,16 +322,38 @@ group = "gcti_provisioning"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dr_profile_registers_to_preferred_and_peer() {
     let (sips1, sips2) = (addr(), addr());
+    let node = Fs::new();
     let fs = TestServer::start_with(
         Db::Postgres,
-        &bc_config("127.0.0.1:0", sips1, sips2, BUILTIN_IVR),
+        &bc_config(
+            &node.http.to_string(),
+            ANY,
+            &node,
+            sips1,
+            sips2,
+            BUILTIN_IVR,
+        ),
     )
     .await;
     let s1 = fs
-        .start_peer(&bc_config(&sips1.to_string(), sips1, sips2, BUILTIN_IVR))
+        .start_peer(&bc_config(
+            ANY,
+            &sips1.to_string(),
+            &node,
+            sips1,
+            sips2,
+            BUILTIN_IVR,
+        ))
         .await;
     let s2 = fs
-        .start_peer(&bc_config(&sips2.to_string(), sips1, sips2, BUILTIN_IVR))
+        .start_peer(&bc_config(
+            ANY,
+            &sips2.to_string(),
+            &node,
+            sips1,
+            sips2,
+            BUILTIN_IVR,
+        ))
         .await;
     let dr = serde_json::json!({"name": "dr-site2", "kind": "disaster-recovery",
         "preferred_server": sips2.to_string(), "peer_server": sips1.to_string(), "params": "{}"});
