@@ -6,7 +6,7 @@
 //! timeout; the fleet as a whole is bounded too, so a run always ends by itself.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,10 @@ pub struct FleetSpec {
     /// name that resolves to every node.
     pub spread: bool,
     pub local_ip: IpAddr,
+    /// The DNS server the phones' DHCP lease names (option 6), `ip:port`: host names in the
+    /// provisioning URLs their files give are resolved there. `None`: `options.dns` (by
+    /// default the system's resolver).
+    pub dns: Option<SocketAddr>,
     pub dn_start: u32,
     /// Phones in flight at once.
     pub concurrency: usize,
@@ -87,6 +91,7 @@ impl FleetSpec {
             fallback_prov_urls: Vec::new(),
             spread: false,
             local_ip: IpAddr::from([127, 0, 0, 1]),
+            dns: None,
             dn_start: 1000,
             concurrency: 64,
             vendor: VendorChoice::Mix,
@@ -251,7 +256,8 @@ pub async fn run_fleet(spec: FleetSpec) -> FleetReport {
             fallback_prov_urls: urls,
             local_ip: spec.local_ip,
         };
-        let options = spec.options.clone();
+        let mut options = spec.options.clone();
+        options.dns = spec.dns.or(options.dns);
         let mode = spec.mode;
         let sem = Arc::clone(&sem);
         set.spawn(async move {

@@ -8,9 +8,11 @@
 //! ```
 //!
 //! `--prov-url` may be given several times (the nodes of a pair): a phone moves to the next
-//! when the one it uses does not answer.
+//! when the one it uses does not answer. `--dns 127.0.0.2:5353` is the DNS server of the
+//! phones' DHCP lease (option 6): names in the provisioning URLs their files give (`fs2`,
+//! `fs3`) are resolved there instead of by the system's resolver.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -79,6 +81,10 @@ struct Common {
     /// Address the phones' sockets bind.
     #[arg(long, default_value = "127.0.0.1")]
     local_ip: IpAddr,
+    /// DNS server (`ip:port`) of the phones' DHCP lease (option 6): host names in
+    /// provisioning URLs are resolved there; without it, by the system's resolver.
+    #[arg(long)]
+    dns: Option<SocketAddr>,
     /// How keys reach the IVR.
     #[arg(long, value_enum, default_value = "rfc4733")]
     dtmf: Dtmf,
@@ -151,6 +157,7 @@ fn options(c: &Common) -> PhoneOptions {
         },
         overall_timeout: Duration::from_secs(c.timeout),
         flow_attempts: c.attempts,
+        dns: c.dns,
         notify_timeout: Duration::from_secs(c.notify_timeout),
         timers: testbed::phone::SipTimers {
             t1: Duration::from_millis(c.t1_ms),
@@ -255,6 +262,7 @@ async fn fleet(args: FleetArgs) -> Result<(), String> {
         fallback_prov_urls: urls,
         spread: args.spread,
         local_ip: args.common.local_ip,
+        dns: args.common.dns,
         dn_start: args.dn_start,
         concurrency: args.concurrency,
         vendor,

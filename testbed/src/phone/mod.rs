@@ -94,6 +94,9 @@ pub struct PhoneOptions {
     pub register_expires: u32,
     /// Per-fetch HTTP timeout.
     pub http_timeout: Duration,
+    /// The DNS server (`ip:port`) DHCP option 6 gave the phone: host names in provisioning
+    /// URLs are asked of it. `None`: the system's resolver.
+    pub dns: Option<SocketAddr>,
     /// RTP packets of the prompt to hear before keying (a user waits for the voice).
     pub prompt_packets: u64,
     /// How long to wait for the prompt to start.
@@ -119,6 +122,7 @@ impl Default for PhoneOptions {
             dtmf_shape: DtmfShape::default(),
             register_expires: 3600,
             http_timeout: Duration::from_secs(10),
+            dns: None,
             prompt_packets: 5,
             prompt_timeout: Duration::from_secs(10),
             bye_timeout: Duration::from_secs(15),
@@ -353,7 +357,8 @@ impl Phone {
             options.timers,
         )
         .await?;
-        let http = http::client(options.http_timeout).map_err(PhoneError::HttpClient)?;
+        let http =
+            http::client(options.http_timeout, options.dns).map_err(PhoneError::HttpClient)?;
         Ok(Phone {
             spec,
             options,
