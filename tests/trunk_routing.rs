@@ -326,3 +326,33 @@ async fn a_retransmitted_200_is_acked_again() {
     assert_eq!(received_count(&uas, "BYE sip:ms@"), 1, "{}", uas.messages());
     ts.stop().await;
 }
+
+/// With `[ivr] initial-page-url`, a call to the IVR number bridged to a media server names the
+/// device-management VoiceXML application and the calling device in its Request-URI
+/// (RFC 5552), so the media server needs no configuration of its own to run it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_media_server_is_told_the_voicexml_application() {
+    let port = common::free_port();
+    let uas = SippUas::start(port);
+    let toml = config(&[("ms", format!("sip:127.0.0.1:{port}"))]).replace(
+        "[ivr]\nnumber = \"8800\"\n",
+        "[ivr]\nnumber = \"8800\"\ninitial-page-url = \"http://fs-dm.example.test:8080/fs/dm/ivr\"\n",
+    );
+    let ts = TestServer::start_with(Db::Sqlite, &toml).await;
+    wait_for_trunk(&ts, "ms", |s| s.in_service).await;
+    let (ok, out) = call_through(&ts).await;
+    assert!(ok, "sipp phone:\n{out}\ntrunk saw:\n{}", uas.messages());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let received = uas.received();
+    let request_line = received
+        .iter()
+        .flat_map(|m| m.lines())
+        .find(|l| l.starts_with("INVITE sip:"))
+        .unwrap_or_else(|| panic!("no INVITE:\n{}", uas.messages()));
+    assert!(
+        request_line.contains(";voicexml=http%3A%2F%2Ffs-dm.example.test%3A8080%2Ffs%2Fdm%2Fivr")
+            && request_line.contains(MAC),
+        "the Request-URI does not name the application and the device: {request_line}"
+    );
+    ts.stop().await;
+}

@@ -151,10 +151,14 @@ pub fn voicexml_request_uri(
 }
 
 /// RFC 3261 §25.1 `paramchar`: unreserved, param-unreserved, or `%HH`.
+/// A URI parameter value (RFC 3261 `paramchar`): unreserved characters as they are, all
+/// others escaped. `paramchar` also allows `[]/:&+$` unescaped, but the SIP message model
+/// (rsip) cuts a parameter value at the first of them, and an escaped character means the same
+/// to the media server reading the value.
 fn escape_param(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
     for b in s.bytes() {
-        let keep = b.is_ascii_alphanumeric() || b"-_.!~*'()[]/:&+$".contains(&b);
+        let keep = b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b);
         if keep {
             out.push(b as char);
         } else {
@@ -209,11 +213,11 @@ mod tests {
         let mac = Mac::parse("0004f2abcdef").ok();
         assert_eq!(
             voicexml_request_uri("sip:8800@10.0.0.9:5070;transport=tcp", "8800", "8800", Some(DM), mac),
-            "sip:8800@10.0.0.9:5070;transport=tcp;voicexml=http://FS-DM:8080/fs/dm/ivr%3Fdevice%3D0004f2abcdef"
+            "sip:8800@10.0.0.9:5070;transport=tcp;voicexml=http%3A%2F%2FFS-DM%3A8080%2Ffs%2Fdm%2Fivr%3Fdevice%3D0004f2abcdef"
         );
         assert_eq!(
             voicexml_request_uri("sip:8800@ms", "8800", "8800", Some(DM), None),
-            "sip:8800@ms;voicexml=http://FS-DM:8080/fs/dm/ivr"
+            "sip:8800@ms;voicexml=http%3A%2F%2FFS-DM%3A8080%2Ffs%2Fdm%2Fivr"
         );
         assert_eq!(
             voicexml_request_uri("sip:9123@sbc", "9123", "8800", Some(DM), mac),

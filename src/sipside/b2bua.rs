@@ -164,6 +164,10 @@ fn step(result: &Result<rsip::Response, SendError>) -> Step {
 pub struct B2bua {
     /// Both Call-IDs of every bridged call, each with the side it names.
     calls: Mutex<HashMap<String, (Arc<Bridge>, Side)>>,
+    /// The IVR number and the VoiceXML application (`[ivr] initial-page-url`) a media server
+    /// runs for it: a call to that number names the application and the calling device in
+    /// its Request-URI (RFC 5552).
+    ivr_application: Option<(String, String)>,
 }
 
 impl Default for B2bua {
@@ -176,6 +180,16 @@ impl B2bua {
     pub fn new() -> Self {
         B2bua {
             calls: Mutex::new(HashMap::new()),
+            ivr_application: None,
+        }
+    }
+
+    /// Calls to `ivr_number` bridged to a media server name the device-management
+    /// application `initial_page_url` (when set) and the calling device.
+    pub fn with_ivr_application(ivr_number: &str, initial_page_url: Option<&str>) -> Self {
+        B2bua {
+            calls: Mutex::new(HashMap::new()),
+            ivr_application: initial_page_url.map(|u| (ivr_number.to_owned(), u.to_owned())),
         }
     }
 
@@ -271,7 +285,16 @@ impl B2bua {
                 }
             };
             for record in records {
-                let request_uri = target.uri(dialled);
+                let request_uri = match &self.ivr_application {
+                    Some((number, initial)) => crate::ivr::app_url::voicexml_request_uri(
+                        &target.uri(dialled),
+                        dialled,
+                        number,
+                        Some(initial),
+                        device,
+                    ),
+                    None => target.uri(dialled),
+                };
                 let invite = match b_leg_invite(&caller, &request_uri, &b_leg_contact(ep, record)) {
                     Ok(i) => i,
                     Err(e) => {

@@ -67,7 +67,10 @@ impl CallRouter {
         Ok(Arc::new(CallRouter {
             ep: OnceLock::new(),
             trunks,
-            b2bua: Arc::new(B2bua::new()),
+            b2bua: Arc::new(B2bua::with_ivr_application(
+                &dm.config.ivr.number,
+                dm.config.ivr.initial_page_url.as_deref(),
+            )),
             assigner,
             check_sync,
             ivr,
@@ -154,10 +157,9 @@ impl CallRouter {
                 Err(ep.digest_guard().challenge_response(req, stale, false))
             }
             AuthOutcome::Throttled => Err(req.response(StatusCode::Forbidden)),
-            AuthOutcome::Authenticated { username } => Ok(DeviceCredentials::mac_of_auth_user(
-                &username,
-            )
-            .and_then(|m| Mac::parse(m).ok())),
+            AuthOutcome::Authenticated { username } => {
+                Ok(DeviceCredentials::mac_of_auth_user(&username).and_then(|m| Mac::parse(m).ok()))
+            }
             AuthOutcome::NotRequired => Ok(None),
         }
     }
