@@ -28,7 +28,9 @@ const KILL_AFTER: usize = 80;
 
 /// Each node lists itself first among the SIP servers of the files it renders: a phone
 /// registers to both and dials the IVR through the node that gave it its file, through the
-/// other when that one does not answer.
+/// other when that one does not answer. Its `fs_url` is its own address: a phone re-fetches
+/// from the node that gave it its file, and from the other of its DHCP URLs when that one
+/// does not answer (the other address of the pair's provisioning name).
 fn config(store: &str, http: SocketAddr, me: SocketAddr, other: SocketAddr) -> String {
     format!(
         r#"
@@ -43,7 +45,7 @@ url = "{store}"
 max-connections = 8
 
 [dm]
-fs_url = "http://fs1:8080/fs"
+fs_url = "http://{http}/fs"
 sip-servers = ["{me}", "{other}"]
 
 [ivr]
