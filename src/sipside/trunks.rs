@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::Serialize;
-use sip::headers::new_tag;
+use sip::dialog::RequestBuilder;
 use sip::rsip;
 use sip::transport::Protocol;
 use sip::{Endpoint, Target};
@@ -483,17 +483,15 @@ async fn probe_once(
     record: Candidate,
     timeout: Duration,
 ) -> Result<u16, String> {
-    // Each probe is a request of its own (new Call-ID, §8.1.1.4), not a dialog.
-    let call_id = format!("{}@sipdm-options", new_tag());
-    let from_tag = new_tag();
+    // Each probe is a request of its own (new Call-ID and tag, §8.1.1.4), not a dialog; its
+    // Max-Forwards is the trunk's `oos-options-max-forwards` (1: an SBC answers itself).
     let uri = target.uri("");
-    let local = ep.local_addr();
-    let text = format!(
-        "OPTIONS {uri} SIP/2.0\r\nMax-Forwards: {mf}\r\nFrom: <sip:sipdm@{local}>;tag={from_tag}\r\nTo: <{uri}>\r\n\
-         Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nAccept: application/sdp\r\nUser-Agent: sipdm\r\nContent-Length: 0\r\n\r\n",
-        mf = trunk.config.oos_options_max_forwards,
-    );
-    let req = rsip::Request::try_from(text.as_str())
+    let req = RequestBuilder::new(rsip::Method::Options, &uri)
+        .from(&format!("<sip:sipdm@{}>", ep.local_addr()))
+        .max_forwards(u32::from(trunk.config.oos_options_max_forwards))
+        .header("Accept", "application/sdp")
+        .header("User-Agent", "sipdm")
+        .build()
         .map_err(|e| format!("could not build OPTIONS: {e}"))?;
     let send = ep.send_request(req, Target::Address(record.protocol, record.addr));
     match tokio::time::timeout(timeout, send).await {
