@@ -141,7 +141,38 @@ async fn downloads_need_the_phones_credentials_when_auth_is_on() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.text().await.unwrap().contains("gcti_provisioning"));
+    // {mac}.cfg is the phone's master: it names the settings file, protected the same way.
+    let master = r.text().await.unwrap();
+    assert!(
+        master.contains("CONFIG_FILES=\"0004f2000001-phone.cfg\""),
+        "{master}"
+    );
+    let settings = ts.prov("0004f2000001-phone.cfg");
+    let r = ts.http.get(&settings).send().await.unwrap();
+    assert_eq!(r.status(), 401, "the settings file without credentials");
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Basic"));
+    let r = ts
+        .http
+        .get(&settings)
+        .basic_auth(other["user"].as_str().unwrap(), other["password"].as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "the settings file with another phone's");
+    let r = ts
+        .http
+        .get(&settings)
+        .basic_auth(&user, Some(&password))
+        .header("User-Agent", "PolycomVVX-VVX_450-UA/6.3.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("gcti_provisioning"), "{body}");
     // Common files carry no secrets and need none.
     assert_eq!(
         ts.http
