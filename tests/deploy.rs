@@ -1,9 +1,11 @@
-//! `testbed/deploy pair` brings the sample pair up on loopback (two nodes, a SIPS1 stand-in,
-//! the DNS zone, a database of its own), drives its phone fleets to the end, and `--down`
-//! stops every process it started. Uses 127.0.0.2, .11, .12 and .31 (ports 5353, 28080,
+//! `testbed/deploy pair` brings the sample pair up on loopback (two nodes, Kamailio as SIPS1
+//! with the shipped recipe, the DNS zone, a database of its own), drives its phone fleets to
+//! the end, and `--down` stops every process it started. Where the phones ended registered is
+//! read from Kamailio's `location` table. Uses 127.0.0.2, .11, .12 and .31 (ports 5353, 28080,
 //! 25060: not the guide's 8080/5060, which other tests' sipp may hold on 0.0.0.0) and the
 //! shared PostgreSQL's database `sipdm_deploy_pair`, so no other run of the script may overlap
-//! it.
+//! it. Needs Kamailio (packages kamailio, kamailio-postgres-modules; the script installs them
+//! when missing and it may).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -56,6 +58,7 @@ fn deploy(
         .env("DNS_ZONE_BIN", &bins.1)
         .env("DEPLOY_HTTP_PORT", "28080")
         .env("DEPLOY_SIP_PORT", "25060")
+        .env("DEPLOY_PG", PG)
         .stdin(Stdio::null())
         .stdout(out.try_clone().expect("output"))
         .stderr(out)
@@ -75,6 +78,32 @@ fn deploy(
     }
     let text = std::fs::read_to_string(&out_path).unwrap_or_default();
     (status.is_some_and(|s| s.success()), text)
+}
+
+/// The shared PostgreSQL server the script uses (its `DEPLOY_PG`).
+const PG: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// `username` of every row of Kamailio's `location` table in database `db`, sorted.
+fn locations(db: &str) -> Vec<String> {
+    let out = Command::new("psql")
+        .arg(format!("{PG}/{db}"))
+        .args([
+            "-qtA",
+            "-c",
+            "SELECT username FROM location ORDER BY username",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "reading {db}'s location table: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 fn alive(pid: &str) -> bool {
@@ -121,8 +150,19 @@ fn deploy_pair_up_and_down() {
     );
     assert!(out.contains("summary (pair): 30 devices assigned"), "{out}");
     assert!(
-        out.contains("SIPS1 (127.0.0.31): 30 DN registrations"),
+        out.contains("SIPS1 (127.0.0.31, Kamailio): 30 DN registrations"),
         "{out}"
+    );
+    // Kamailio's location table: the 10 zero-touch DNs and the 20 keyed through the IVR, each
+    // registered once, and no provisioning identity (dm-<mac>) left behind.
+    let expected: Vec<String> = (1000..1010)
+        .chain(1500..1520)
+        .map(|d| d.to_string())
+        .collect();
+    assert_eq!(
+        locations("sipdm_deploy_pair"),
+        expected,
+        "Kamailio's location table:\n{out}"
     );
     assert!(down_ok, "--down:\n{down_out}");
     for (name, pid) in &pids {
