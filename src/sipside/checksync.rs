@@ -1,9 +1,13 @@
 //! NOTIFY check-sync: tell a phone to re-fetch its file.
 //!
-//! The NOTIFY goes to the exact contact of the device's own binding — never to the AOR, since
-//! every unassigned phone shares `gcti_provisioning` — down the flow it registered on, in a
-//! client transaction (so it is retransmitted over UDP), with the vendor's Event. Phones that
-//! challenge NOTIFYs (Cisco, snom with `challenge_checksync`) get the device's credentials.
+//! One home for every way a NOTIFY reaches a phone, tried in order (`Delivery`): a binding
+//! this instance holds (down its flow), a binding another instance stored (handed over to
+//! that instance, or straight to the contact when it is gone), then the switch the phone is
+//! registered on ([`super::via_switch`]). Where sipdm holds the binding, the NOTIFY goes to
+//! the exact contact of the device's own binding — never to the AOR, since every unassigned
+//! phone shares `gcti_provisioning` — in a client transaction (retransmitted over UDP), with
+//! the vendor's Event. Phones that challenge NOTIFYs (Cisco, snom with `challenge_checksync`)
+//! get the device's credentials, answered once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,7 +106,7 @@ pub async fn check_sync(
     mac: &str,
     actor: &str,
 ) -> Result<CheckSyncReport, CheckSyncError> {
-    check_sync_with(dm, mac, actor, true).await
+    check_sync_with(dm, mac, actor, &DELIVERIES).await
 }
 
 /// Check-sync down this instance's own registrations only: what a holder runs for another
@@ -112,14 +116,50 @@ pub async fn check_sync_here(
     mac: &str,
     actor: &str,
 ) -> Result<CheckSyncReport, CheckSyncError> {
-    check_sync_with(dm, mac, actor, false).await
+    check_sync_with(dm, mac, actor, &[Delivery::OwnBinding]).await
+}
+
+/// The ways a NOTIFY can reach a phone, tried in [`DELIVERIES`] order; the first that applies
+/// decides (as wazo-provd tries its synchronize strategies one after the other).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// A binding this instance holds: down its flow — or, when the binding was restored from
+    /// a row that another live instance wrote last, handed over to that instance, which holds
+    /// the flow.
+    OwnBinding,
+    /// A binding another instance stored: handed over to that instance, or, when it is gone,
+    /// sent to the stored contact directly.
+    StoredBinding,
+    /// The phone is registered on a switch (`check-sync = "via-switch"`): a NOTIFY to the
+    /// switch for its AOR, which the switch forwards.
+    ViaSwitch,
+}
+
+const DELIVERIES: [Delivery; 3] = [
+    Delivery::OwnBinding,
+    Delivery::StoredBinding,
+    Delivery::ViaSwitch,
+];
+
+/// What every delivery needs to know.
+struct Attempt<'a> {
+    dm: &'a Dm,
+    ep: &'a Endpoint,
+    device: crate::store::model::Device,
+    /// The device's `dm-<mac>` user.
+    auth_user: String,
+    actor: &'a str,
+    /// This instance's id.
+    me: String,
+    /// Hand-overs allowed (not when running one for another instance).
+    may_hand_over: bool,
 }
 
 async fn check_sync_with(
     dm: &Dm,
     mac: &str,
     actor: &str,
-    may_hand_over: bool,
+    deliveries: &[Delivery],
 ) -> Result<CheckSyncReport, CheckSyncError> {
     let ep = dm.sip.get().ok_or(CheckSyncError::NoSip)?;
     let device = dm
@@ -127,98 +167,139 @@ async fn check_sync_with(
         .device(mac)
         .await
         .map_err(|e| CheckSyncError::Device(e.to_string()))?;
-    // The device's own identity: its per-device user while on the default profile, its DN's
-    // binding (authenticated as the DN) once assigned and re-registered.
-    let auth_user = dm.credentials.auth_user(mac);
-    let local = match ep.registrar().binding_of_device(&auth_user) {
-        Some(b) if is_provisioning_aor(&b.aor) => Some((b, Identity::Device(auth_user.clone()))),
-        _ => device.dn.as_ref().and_then(|dn| {
-            ep.registrar()
-                .binding_of_device(dn)
-                .or_else(|| ep.registrar().bindings(dn).into_iter().next())
-                .map(|b| (b, Identity::Dn(dn.clone())))
-        }),
-    };
-    let me = instance_id(dm);
-    if let (Some((binding, _)), true) = (&local, may_hand_over) {
-        // A binding restored from the store at start (a restart loses none) may be one that
-        // another live instance registered and whose flow it holds: the row names the
-        // instance that took the REGISTER last.
-        if let Some(holder) = restored_from_peer(dm, &device, &auth_user, binding, &me).await {
-            if let Some(cluster) = dm.cluster.get() {
-                match cluster.hand_over(&holder, mac, actor).await {
-                    Handover::Done(result) => {
-                        return result.map(|mut r| {
-                            r.route = Route::Handover;
-                            r
-                        })
-                    }
-                    Handover::HolderGone => {}
-                }
-            }
-        }
-    }
-    if let Some((binding, identity)) = local {
-        let target = Target::Binding(binding.clone());
-        return send(
-            dm,
-            ep,
-            &device,
-            &binding.contact,
-            target,
-            identity,
-            actor,
-            Route::Local,
-            &me,
-        )
-        .await;
-    }
-    if !may_hand_over {
-        return Err(CheckSyncError::NotRegistered(mac.to_owned()));
-    }
-    // Not registered here: another instance sharing the database may hold it; else the
-    // phone is registered on a switch, which forwards the NOTIFY to it.
-    let Some((row, identity)) = stored_binding(dm, &device, &auth_user).await? else {
-        return super::via_switch::check_sync(dm, ep, &device, actor, &me).await;
-    };
-    if let (Some(cluster), Some(holder)) = (dm.cluster.get(), row.holder.as_deref()) {
-        if holder != cluster.id() {
-            match cluster.hand_over(holder, mac, actor).await {
-                Handover::Done(result) => {
-                    return result.map(|mut r| {
-                        r.route = Route::Handover;
-                        r
-                    })
-                }
-                Handover::HolderGone => tracing::info!(
-                    mac,
-                    holder,
-                    "the holder of the flow is gone; sending to the contact directly"
-                ),
-            }
-        }
-    }
-    let mut binding = from_row(&row).ok_or_else(|| {
-        CheckSyncError::Store(format!("unreadable stored binding {}", row.contact))
-    })?;
-    // Another instance's flow cannot be used from here. Over UDP the phone is reached where its
-    // REGISTER came from (the NAT binding), else at its contact URI (through its Path if any).
-    let target = match binding.flow.take() {
-        Some(f) if f.protocol == Protocol::Udp => Target::Address(Protocol::Udp, f.remote),
-        _ => Target::Binding(Arc::new(binding.clone())),
-    };
-    send(
+    let attempt = Attempt {
         dm,
         ep,
-        &device,
-        &binding.contact,
-        target,
-        identity,
-        &format!("{actor}, direct to contact"),
-        Route::Direct,
-        &me,
-    )
-    .await
+        device,
+        auth_user: dm.credentials.auth_user(mac),
+        actor,
+        me: instance_id(dm),
+        may_hand_over: deliveries.contains(&Delivery::StoredBinding),
+    };
+    for delivery in deliveries {
+        let outcome = match delivery {
+            Delivery::OwnBinding => attempt.own_binding().await,
+            Delivery::StoredBinding => attempt.stored_binding().await,
+            Delivery::ViaSwitch => attempt.via_switch().await,
+        };
+        if let Some(result) = outcome {
+            return result;
+        }
+    }
+    Err(CheckSyncError::NotRegistered(mac.to_owned()))
+}
+
+/// `None`: this delivery does not apply, try the next.
+type Outcome = Option<Result<CheckSyncReport, CheckSyncError>>;
+
+impl Attempt<'_> {
+    async fn own_binding(&self) -> Outcome {
+        let (dm, ep, mac) = (self.dm, self.ep, self.device.mac.as_str());
+        // The device's own identity: its per-device user while on the default profile, its
+        // DN's binding (authenticated as the DN) once assigned and re-registered.
+        let (binding, identity) = match ep.registrar().binding_of_device(&self.auth_user) {
+            Some(b) if is_provisioning_aor(&b.aor) => (b, Identity::Device(self.auth_user.clone())),
+            _ => self.device.dn.as_ref().and_then(|dn| {
+                ep.registrar()
+                    .binding_of_device(dn)
+                    .or_else(|| ep.registrar().bindings(dn).into_iter().next())
+                    .map(|b| (b, Identity::Dn(dn.clone())))
+            })?,
+        };
+        if self.may_hand_over {
+            // A binding restored from the store at start (a restart loses none) may be one
+            // that another live instance registered and whose flow it holds: the row names
+            // the instance that took the REGISTER last.
+            let holder =
+                restored_from_peer(dm, &self.device, &self.auth_user, &binding, &self.me).await;
+            if let (Some(holder), Some(cluster)) = (holder, dm.cluster.get()) {
+                if let Handover::Done(result) = cluster.hand_over(&holder, mac, self.actor).await {
+                    return Some(handed_over(result));
+                }
+            }
+        }
+        let target = Target::Binding(binding.clone());
+        Some(
+            send(
+                dm,
+                ep,
+                &self.device,
+                &binding.contact,
+                target,
+                identity,
+                self.actor,
+                Route::Local,
+                &self.me,
+            )
+            .await,
+        )
+    }
+
+    async fn stored_binding(&self) -> Outcome {
+        let (dm, mac) = (self.dm, self.device.mac.as_str());
+        let (row, identity) = match stored_binding(dm, &self.device, &self.auth_user).await {
+            Ok(found) => found?,
+            Err(e) => return Some(Err(e)),
+        };
+        if let (Some(cluster), Some(holder)) = (dm.cluster.get(), row.holder.as_deref()) {
+            if holder != cluster.id() {
+                match cluster.hand_over(holder, mac, self.actor).await {
+                    Handover::Done(result) => return Some(handed_over(result)),
+                    Handover::HolderGone => tracing::info!(
+                        mac,
+                        holder,
+                        "the holder of the flow is gone; sending to the contact directly"
+                    ),
+                }
+            }
+        }
+        let Some(mut binding) = from_row(&row) else {
+            return Some(Err(CheckSyncError::Store(format!(
+                "unreadable stored binding {}",
+                row.contact
+            ))));
+        };
+        // Another instance's flow cannot be used from here. Over UDP the phone is reached
+        // where its REGISTER came from (the NAT binding), else at its contact URI (through its
+        // Path if any).
+        let target = match binding.flow.take() {
+            Some(f) if f.protocol == Protocol::Udp => Target::Address(Protocol::Udp, f.remote),
+            _ => Target::Binding(Arc::new(binding.clone())),
+        };
+        Some(
+            send(
+                dm,
+                self.ep,
+                &self.device,
+                &binding.contact,
+                target,
+                identity,
+                &format!("{}, direct to contact", self.actor),
+                Route::Direct,
+                &self.me,
+            )
+            .await,
+        )
+    }
+
+    async fn via_switch(&self) -> Outcome {
+        match super::via_switch::check_sync(self.dm, self.ep, &self.device, self.actor, &self.me)
+            .await
+        {
+            Err(CheckSyncError::NotRegistered(_)) => None,
+            other => Some(other),
+        }
+    }
+}
+
+/// The holder's report, marked as handed over.
+fn handed_over(
+    result: Result<CheckSyncReport, CheckSyncError>,
+) -> Result<CheckSyncReport, CheckSyncError> {
+    result.map(|mut r| {
+        r.route = Route::Handover;
+        r
+    })
 }
 
 /// This instance's id (`crate::cluster`), or empty before the cluster is set up.
