@@ -333,11 +333,16 @@ impl Dm {
         let ctx = self
             .device_context(&device, &vendor, &Requester::default())
             .await?;
-        let kind = self
-            .profile_of(&device)
-            .await?
-            .and_then(|p| p.template)
-            .unwrap_or_else(|| "phone".into());
+        // A profile's own template replaces kind "phone"; without one the operator sees the
+        // file that carries the line's settings (Polycom's master only names it).
+        let kind = match self.profile_of(&device).await?.and_then(|p| p.template) {
+            Some(template) => template,
+            None => self
+                .vendors
+                .get(&vendor)
+                .map(|v| v.settings_kind.clone())
+                .unwrap_or_else(|| "phone".into()),
+        };
         self.render(&vendor, &kind, &ctx)
     }
 

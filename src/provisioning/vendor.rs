@@ -87,6 +87,9 @@ pub struct Vendor {
     pub phone_files: Vec<FilePattern>,
     pub common_files: Vec<FilePattern>,
     pub templates: BTreeMap<String, TemplateSpec>,
+    /// The kind of per-phone file that carries the line's settings: what the console shows
+    /// an operator as "the phone's file" (Polycom's `{mac}.cfg` is only a master naming it).
+    pub settings_kind: String,
     ua_lower: Vec<String>,
     ua_regex: Vec<Regex>,
 }
@@ -168,6 +171,8 @@ struct RawVendor {
     common_files: Vec<RawFile>,
     #[serde(default)]
     templates: BTreeMap<String, TemplateSpec>,
+    #[serde(default)]
+    settings_kind: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -436,6 +441,15 @@ impl Vendor {
             };
         let phone_files = compile(r.phone_files, false)?;
         let common_files = compile(r.common_files, true)?;
+        if let Some(kind) = &r.settings_kind {
+            if !phone_files.iter().any(|f| &f.kind == kind) {
+                return Err(invalid(
+                    &name,
+                    &format!("settings_kind {kind:?} is not the kind of any phone file"),
+                ));
+            }
+        }
+        let settings_kind = r.settings_kind.unwrap_or_else(|| "phone".to_owned());
         Ok(Vendor {
             ua_lower: r
                 .user_agents
@@ -452,6 +466,7 @@ impl Vendor {
             phone_files,
             common_files,
             templates: r.templates,
+            settings_kind,
             ua_regex,
         })
     }
