@@ -74,9 +74,21 @@ pub struct ProvSecurityConfig {
     /// `GET /devices/{mac}/http-credentials` tells it). `none` (default) asks nothing.
     #[serde(default)]
     pub http_auth: HttpAuth,
-    /// Failed credentials from one source within `window-seconds` before it is locked out.
+    /// Failed credentials for one phone's files (one MAC) from one source within
+    /// `window-seconds` before that source is refused that phone's files (0: never). The other
+    /// phones behind the same NAT address are not affected.
     #[serde(default = "d_auth_failures_prov")]
     pub max_auth_failures: u32,
+    /// Failed credentials from one source, whatever the MACs, within `window-seconds` before
+    /// the whole source is locked out (0: no such ceiling). Size it for the most phones behind
+    /// one NAT address.
+    #[serde(default = "d_auth_failures_prov_source")]
+    pub max_auth_failures_per_source: u32,
+    /// Sources never locked out as a whole (neither by `max-files-per-source` nor by
+    /// `max-auth-failures-per-source`): an HTTP proxy or a NAT in front of a whole site, whose
+    /// one address every phone shares. Their phones are still refused one by one.
+    #[serde(default)]
+    pub trusted_networks: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -89,6 +101,10 @@ pub enum HttpAuth {
 
 fn d_auth_failures_prov() -> u32 {
     10
+}
+
+fn d_auth_failures_prov_source() -> u32 {
+    100
 }
 
 fn d_scan_window() -> u64 {

@@ -211,6 +211,73 @@ async fn downloads_need_the_phones_credentials_when_auth_is_on() {
     ts.stop().await;
 }
 
+/// Wrong credentials count per (source, MAC): the phone guessed at is refused from that
+/// address, its neighbours behind the same NAT are not; many MACs guessed from one address
+/// lock the address out; a trusted network never is as a whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_lock_out_the_phone_not_its_neighbours() {
+    async fn status(ts: &TestServer, mac: &str, user: &str, password: &str) -> u16 {
+        ts.http
+            .get(ts.prov(&format!("{mac}.cfg")))
+            .basic_auth(user, Some(password))
+            .header("User-Agent", "PolycomVVX-VVX_450-UA/6.3.0")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+    async fn own(ts: &TestServer, mac: &str) -> (String, String) {
+        let (_, c) = ts
+            .get_json(&format!("/devices/{mac}/http-credentials"))
+            .await;
+        (
+            c["user"].as_str().unwrap().to_owned(),
+            c["password"].as_str().unwrap().to_owned(),
+        )
+    }
+    for trusted in [false, true] {
+        let extra =
+            format!(
+            "http-auth = \"basic\"\nmax-auth-failures = 3\nmax-auth-failures-per-source = 6\n{}",
+            if trusted { "trusted-networks = [\"127.0.0.0/8\"]\n" } else { "" }
+        );
+        let ts = TestServer::start_with(Db::Sqlite, &config(&extra)).await;
+        let (u1, _) = own(&ts, "0004f2000001").await;
+        for i in 0..3 {
+            assert_eq!(
+                status(&ts, "0004f2000001", &u1, &format!("guess{i}")).await,
+                401
+            );
+        }
+        let (u1, p1) = own(&ts, "0004f2000001").await;
+        assert_eq!(
+            status(&ts, "0004f2000001", &u1, &p1).await,
+            429,
+            "the guessed phone"
+        );
+        let (u2, p2) = own(&ts, "0004f2000002").await;
+        assert_eq!(
+            status(&ts, "0004f2000002", &u2, &p2).await,
+            200,
+            "its neighbour"
+        );
+        // Three more phones guessed at once each: six failures from this address in all.
+        for n in 3..6 {
+            let mac = format!("0004f200000{n}");
+            let (u, _) = own(&ts, &mac).await;
+            status(&ts, &mac, &u, "guess").await;
+        }
+        let expected = if trusted { 200 } else { 429 };
+        assert_eq!(
+            status(&ts, "0004f2000002", &u2, &p2).await,
+            expected,
+            "after failures for many phones (trusted network: {trusted})"
+        );
+        ts.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn url_key_hides_the_files() {
     let ts = TestServer::start_with(Db::Sqlite, &config("url-key = \"k3y\"")).await;

@@ -136,6 +136,16 @@ fn check_basic(
     let Ok(FileRequest::PerPhone { mac, .. }) = parse_file_name(file, &dm.vendors) else {
         return Ok(()); // common files, or names the provisioning answer refuses anyway
     };
+    // Refused this phone's files from this source after repeated wrong credentials; its
+    // neighbours behind the same address are not.
+    if let Some(retry_after) = guard.auth_locked(peer.ip(), &mac.to_string()) {
+        metrics::counter!("sipdm_prov_requests_total", "status" => "429").increment(1);
+        let mut res = (StatusCode::TOO_MANY_REQUESTS, "locked out\n").into_response();
+        if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return Err(res);
+    }
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -161,7 +171,7 @@ fn check_basic(
         return Ok(());
     }
     if given.is_some() {
-        guard.auth_failed(peer.ip());
+        guard.auth_failed(peer.ip(), &mac.to_string());
         tracing::info!(peer = %peer, mac = %mac, "provisioning: wrong credentials");
     }
     metrics::counter!("sipdm_prov_requests_total", "status" => "401").increment(1);
