@@ -24,7 +24,7 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -354,7 +354,7 @@ impl Default for StoreConfig {
 }
 
 /// The `[dm]` section of the feature server: where phones fetch their files.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DmConfig {
     /// Base URL written into rendered files (`http://fs1:8080/fs`); a site's own `fs_url`
@@ -375,15 +375,6 @@ impl ServerConfig {
             "https"
         } else {
             "http"
-        }
-    }
-}
-
-impl Default for DmConfig {
-    fn default() -> Self {
-        DmConfig {
-            fs_url: None,
-            sip_servers: Vec::new(),
         }
     }
 }
@@ -599,23 +590,6 @@ impl AuthConfig {
 
 fn default_max_forwards() -> u8 {
     70
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            store: StoreConfig::default(),
-            dm: DmConfig::default(),
-            ivr: IvrConfig::default(),
-            auth: AuthConfig::default(),
-            sites: Vec::new(),
-            switches: Vec::new(),
-            trunks: Vec::new(),
-            sip: SipConfig::default(),
-            prov_security: ProvSecurityConfig::default(),
-        }
-    }
 }
 
 impl Config {

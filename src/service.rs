@@ -608,7 +608,7 @@ impl Dm {
         }
         let out = self.store.create_device(&d, actor).await?;
         self.store
-            .put_device_switch_credentials(&[out.mac.clone()], &self.credentials)
+            .put_device_switch_credentials(std::slice::from_ref(&out.mac), &self.credentials)
             .await?;
         self.invalidate();
         Ok(out)

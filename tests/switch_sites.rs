@@ -314,7 +314,7 @@ async fn with_sips1_down_ivr_provisioning_completes_through_the_peer() {
         ivr_prefix: "88".into(),
         port: common::free_port(),
     };
-    let sips1 = Kamailio::start_with(&db, &sips1_params, &[peers.clone()]);
+    let sips1 = Kamailio::start_with(&db, &sips1_params, std::slice::from_ref(&peers));
     let sips1_addr = sips1.addr;
     let sips2 = Kamailio::start_with(
         &db,

@@ -67,7 +67,7 @@ pub async fn serve_file(
     }
     if dm.config.prov_security.http_auth == HttpAuth::Basic {
         if let Err(res) = check_basic(&dm, &guard, &peer, &headers, &file) {
-            return res;
+            return *res;
         }
     }
     // The authority the phone used; a Host that is not a plain host[:port] is not written
@@ -132,7 +132,7 @@ fn check_basic(
     peer: &SocketAddr,
     headers: &HeaderMap,
     file: &str,
-) -> Result<(), Response> {
+) -> Result<(), Box<Response>> {
     let Ok(FileRequest::PerPhone { mac, .. }) = parse_file_name(file, &dm.vendors) else {
         return Ok(()); // common files, or names the provisioning answer refuses anyway
     };
@@ -144,7 +144,7 @@ fn check_basic(
         if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
             res.headers_mut().insert(header::RETRY_AFTER, v);
         }
-        return Err(res);
+        return Err(Box::new(res));
     }
     let given = headers
         .get(header::AUTHORIZATION)
@@ -180,7 +180,7 @@ fn check_basic(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Basic realm=\"sipdm provisioning\""),
     );
-    Err(res)
+    Err(Box::new(res))
 }
 
 fn refuse(status: StatusCode, peer: &SocketAddr, file: &str, why: &str) -> Response {

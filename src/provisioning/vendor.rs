@@ -445,7 +445,7 @@ impl Vendor {
             if !phone_files.iter().any(|f| &f.kind == kind) {
                 return Err(invalid(
                     &name,
-                    &format!("settings_kind {kind:?} is not the kind of any phone file"),
+                    format!("settings_kind {kind:?} is not the kind of any phone file"),
                 ));
             }
         }

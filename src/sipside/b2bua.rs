@@ -77,7 +77,7 @@ pub enum Forwarded {
     /// Answered (or handed to a task that will answer it).
     Done,
     /// The next trunk in line is the built-in IVR: the caller answers the INVITE itself.
-    BuiltinIvr(IncomingRequest),
+    BuiltinIvr(Box<IncomingRequest>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,7 +260,7 @@ impl B2bua {
         let mut last_status: u16 = 503;
         for trunk in candidates {
             let target = match &trunk.target {
-                TrunkTarget::BuiltinIvr => return Forwarded::BuiltinIvr(req),
+                TrunkTarget::BuiltinIvr => return Forwarded::BuiltinIvr(Box::new(req)),
                 TrunkTarget::Sip(t) => t.clone(),
             };
             // §8.1.1.8: an INVITE without a usable Contact makes no dialog we could call

@@ -128,7 +128,7 @@ impl CallRouter {
             .await
         {
             Forwarded::Done => {}
-            Forwarded::BuiltinIvr(req) => self.answer_ivr(ep, req, from, device).await,
+            Forwarded::BuiltinIvr(req) => self.answer_ivr(ep, *req, from, device).await,
         }
     }
 

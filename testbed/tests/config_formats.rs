@@ -481,7 +481,7 @@ fn run(
     mut walk: Walk,
     files: &HashMap<String, String>,
 ) -> (Result<PhoneConfig, ChainError>, Vec<String>) {
-    let mut next = walk.next();
+    let mut next = walk.next_step();
     let mut asked = Vec::new();
     for _ in 0..10 {
         match next {
@@ -788,7 +788,7 @@ fn grandstream_snom_audiocodes_refetch_where_their_file_says() {
     );
     let mut w = Walk::refetch(Vendor::Grandstream, gs, &c.prov_url);
     assert_eq!(
-        w.next(),
+        w.next_step(),
         Next::Fetch {
             url: format!("{DIR}/cfg000b82000004.xml"),
             optional: false
@@ -804,7 +804,7 @@ fn grandstream_snom_audiocodes_refetch_where_their_file_says() {
     assert_eq!(c.prov_url, format!("{DIR}/000413000005.xml"));
     let mut w = Walk::refetch(Vendor::Snom, snom, &c.prov_url);
     assert_eq!(
-        w.next(),
+        w.next_step(),
         Next::Fetch {
             url: format!("{DIR}/000413000005.xml"),
             optional: false
@@ -822,7 +822,7 @@ fn grandstream_snom_audiocodes_refetch_where_their_file_says() {
     assert_eq!(c.check_sync, CheckSyncPolicy::RebootIfChanged);
     let mut w = Walk::refetch(Vendor::AudioCodes, ac, &c.prov_url);
     assert_eq!(
-        w.next(),
+        w.next_step(),
         Next::Fetch {
             url: format!("{DIR}/00908f000006.cfg"),
             optional: false

@@ -107,10 +107,10 @@ impl Node {
 
     /// Whether the process has exited (reaped here, so a zombie does not count as running).
     pub fn exited(&mut self) -> bool {
-        match self.child.as_mut().map(|c| c.try_wait()) {
-            Some(Ok(Some(_))) | None => true,
-            _ => false,
-        }
+        matches!(
+            self.child.as_mut().map(|c| c.try_wait()),
+            Some(Ok(Some(_))) | None
+        )
     }
 
     /// SIGTERM: a clean stop.

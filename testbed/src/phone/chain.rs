@@ -151,7 +151,7 @@ impl Walk {
     }
 
     /// What to do next.
-    pub fn next(&mut self) -> Next {
+    pub fn next_step(&mut self) -> Next {
         let fetch = |url: &str, optional| Next::Fetch {
             url: url.to_string(),
             optional,
@@ -197,7 +197,7 @@ impl Walk {
                 State::YealinkCommon { dir } => State::YealinkOwn { dir, common: None },
                 _ => return Err(ChainError::NotFound(url.to_string())),
             };
-            return Ok(self.next());
+            return Ok(self.next_step());
         };
         self.state = match state {
             State::PolycomMaster { dir, .. } => {
@@ -257,7 +257,7 @@ impl Walk {
             }
             State::Finished => unreachable!("fetched() after the walk finished"),
         };
-        Ok(self.next())
+        Ok(self.next_step())
     }
 }
 

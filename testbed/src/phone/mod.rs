@@ -397,7 +397,7 @@ impl Phone {
                 chain::Walk::boot(self.spec.vendor, self.spec.mac, base)
             }
         };
-        match walk.next() {
+        match walk.next_step() {
             chain::Next::Fetch { url, .. } => url,
             chain::Next::Done(_) => String::new(),
         }
@@ -483,7 +483,7 @@ impl Phone {
     async fn walk(&mut self, mut walk: chain::Walk) -> Result<Option<PhoneConfig>, PhoneError> {
         let ua = self.spec.vendor.http_user_agent(&self.spec.mac);
         let mut changed = false;
-        let mut next = walk.next();
+        let mut next = walk.next_step();
         loop {
             let (url, optional) = match next {
                 chain::Next::Done(cfg) => {
