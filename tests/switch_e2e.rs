@@ -57,8 +57,8 @@ group = "gcti_provisioning"
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn six_vendors_provisioned_through_kamailio() {
+/// The database both share, Kamailio as SIPS1, and sipdm next to it.
+async fn single_site() -> (SwitchDb, Kamailio, common::TestServer) {
     let db = SwitchDb::create().await;
     let sipdm_port = common::free_port();
     let kamailio = Kamailio::start(
@@ -73,6 +73,12 @@ async fn six_vendors_provisioned_through_kamailio() {
     let ts = db
         .start_sipdm(&sipdm_config(sipdm_port, kamailio.addr))
         .await;
+    (db, kamailio, ts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_vendors_provisioned_through_kamailio() {
+    let (db, kamailio, ts) = single_site().await;
     let dns: Vec<String> = (0..Vendor::ALL.len())
         .map(|i| (1001 + i).to_string())
         .collect();
@@ -124,7 +130,7 @@ async fn six_vendors_provisioned_through_kamailio() {
         failures.is_empty(),
         "phones that did not make it:\n{}\n--- Kamailio's log (tail) ---\n{}",
         failures.join("\n"),
-        tail(&kamailio.log(), 60)
+        kamailio.log_tail(60)
     );
     for (spec, dn, p) in &provisioned {
         // The phone registered where its new file told it: Kamailio, as the DN.
@@ -163,29 +169,11 @@ async fn six_vendors_provisioned_through_kamailio() {
     drop(kamailio);
 }
 
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
 /// A real softphone configured only from values read out of a rendered file (the keys a
 /// Yealink reads) registers to Kamailio with its DN.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_from_a_rendered_file_registers_to_kamailio() {
-    let db = SwitchDb::create().await;
-    let sipdm_port = common::free_port();
-    let kamailio = Kamailio::start(
-        &db,
-        &KamailioParams {
-            realm: REALM.into(),
-            sipdm: ([127, 0, 0, 1], sipdm_port).into(),
-            ivr_prefix: "88".into(),
-            port: common::free_port(),
-        },
-    );
-    let ts = db
-        .start_sipdm(&sipdm_config(sipdm_port, kamailio.addr))
-        .await;
+    let (db, kamailio, ts) = single_site().await;
     let r = ts
         .post("/dns", json!({"number": "1010", "password": "pw-1010"}))
         .await;
@@ -235,7 +223,7 @@ async fn baresip_from_a_rendered_file_registers_to_kamailio() {
     assert!(
         !contacts.is_empty(),
         "baresip did not register 1010 to Kamailio; baresip said:\n{out}\n--- Kamailio ---\n{}",
-        tail(&kamailio.log(), 30)
+        kamailio.log_tail(30)
     );
     ts.stop().await;
     drop(kamailio);

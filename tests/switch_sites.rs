@@ -19,17 +19,52 @@ fn loopback(port: u16) -> SocketAddr {
     ([127, 0, 0, 1], port).into()
 }
 
-/// Site `site`'s node: both switches and both sites are known to every node; the node's own
-/// site decides where its unassigned phones register (`[dm] sip-servers`).
-fn node_config(
+/// How the two switches relate: two sites each with its own switch and DNs (multi-site), or
+/// a business-continuity pair with the DNs on both.
+#[derive(Clone, Copy, PartialEq)]
+enum Topology {
+    MultiSite,
+    Continuity,
+}
+
+/// Where one node listens and what it knows: both switches and both sites are known to every
+/// node. Multi-site: the node's own switch takes its unassigned phones; business continuity:
+/// they register to both.
+struct Node {
     sip: SocketAddr,
     http: SocketAddr,
     own_switch: SocketAddr,
+}
+
+fn node_config(
+    topology: Topology,
+    node: Node,
     sips1: SocketAddr,
     sips2: SocketAddr,
     fs1: SocketAddr,
     fs2: SocketAddr,
 ) -> String {
+    let Node {
+        sip,
+        http,
+        own_switch,
+    } = node;
+    let (dm_servers, site1_servers, site2_servers, ranges, peers) = match topology {
+        Topology::MultiSite => (
+            format!("\"{own_switch}\""),
+            format!("\"{sips1}\""),
+            format!("\"{sips2}\""),
+            ("1000-1999", "2000-2999"),
+            ("", ""),
+        ),
+        Topology::Continuity => (
+            format!("\"{sips1}\", \"{sips2}\""),
+            format!("\"{sips1}\", \"{sips2}\""),
+            format!("\"{sips2}\", \"{sips1}\""),
+            ("1000-2999", "1000-2999"),
+            ("peer = \"SIPS2\"", "peer = \"SIPS1\""),
+        ),
+    };
     format!(
         r#"
 [server]
@@ -42,7 +77,7 @@ secret = "test-secret"
 trusted-peers = ["127.0.0.1/32"]
 
 [dm]
-sip-servers = ["{own_switch}"]
+sip-servers = [{dm_servers}]
 
 [ivr]
 number = "8800"
@@ -50,35 +85,41 @@ number = "8800"
 [[sites]]
 name = "site1"
 fs_url = "http://{fs1}/fs"
-sip-servers = ["{sips1}"]
+sip-servers = [{site1_servers}]
 
 [[sites]]
 name = "site2"
 fs_url = "http://{fs2}/fs"
-sip-servers = ["{sips2}"]
+sip-servers = [{site2_servers}]
 
 [[switches]]
 name = "SIPS1"
 site = "site1"
 address = "{sips1}"
 realm = "sips1.test"
-dn-ranges = ["1000-1999"]
+dn-ranges = ["{range1}"]
 check-sync = "via-switch"
+{peer1}
 
 [[switches]]
 name = "SIPS2"
 site = "site2"
 address = "{sips2}"
 realm = "sips2.test"
-dn-ranges = ["2000-2999"]
+dn-ranges = ["{range2}"]
 check-sync = "via-switch"
+{peer2}
 
 [[trunks]]
 name = "ivr"
 prefix = "88"
 contact = "builtin:ivr"
 group = "gcti_provisioning"
-"#
+"#,
+        range1 = ranges.0,
+        range2 = ranges.1,
+        peer1 = peers.0,
+        peer2 = peers.1,
     )
 }
 
@@ -132,12 +173,30 @@ async fn bring_up() -> Sites {
     );
     let fs1 = db
         .start_sipdm(&node_config(
-            fs1_sip, fs1_http, sips1.addr, sips1.addr, sips2.addr, fs1_http, fs2_http,
+            Topology::MultiSite,
+            Node {
+                sip: fs1_sip,
+                http: fs1_http,
+                own_switch: sips1.addr,
+            },
+            sips1.addr,
+            sips2.addr,
+            fs1_http,
+            fs2_http,
         ))
         .await;
     let fs2 = db
         .start_sipdm(&node_config(
-            fs2_sip, fs2_http, sips2.addr, sips1.addr, sips2.addr, fs1_http, fs2_http,
+            Topology::MultiSite,
+            Node {
+                sip: fs2_sip,
+                http: fs2_http,
+                own_switch: sips2.addr,
+            },
+            sips1.addr,
+            sips2.addr,
+            fs1_http,
+            fs2_http,
         ))
         .await;
     Sites {
@@ -238,68 +297,6 @@ async fn dn_2000_keyed_on_site_1_ends_registered_on_sips2() {
 /// its IVR call goes through SIPS2 to site 2's node, the check-sync reaches it through SIPS2,
 /// and DN 2000 registers to SIPS2; when SIPS1 is back, the phone's next registration puts
 /// 2000 on both.
-fn bc_config(
-    sip: SocketAddr,
-    http: SocketAddr,
-    sips1: SocketAddr,
-    sips2: SocketAddr,
-    fs1: SocketAddr,
-    fs2: SocketAddr,
-) -> String {
-    format!(
-        r#"
-[server]
-http = "{http}"
-sip = ["{sip}"]
-admin-token = "test-token"
-secret = "test-secret"
-
-[sip]
-trusted-peers = ["127.0.0.1/32"]
-
-[dm]
-sip-servers = ["{sips1}", "{sips2}"]
-
-[ivr]
-number = "8800"
-
-[[sites]]
-name = "site1"
-fs_url = "http://{fs1}/fs"
-sip-servers = ["{sips1}", "{sips2}"]
-
-[[sites]]
-name = "site2"
-fs_url = "http://{fs2}/fs"
-sip-servers = ["{sips2}", "{sips1}"]
-
-[[switches]]
-name = "SIPS1"
-site = "site1"
-address = "{sips1}"
-realm = "sips1.test"
-dn-ranges = ["1000-2999"]
-peer = "SIPS2"
-check-sync = "via-switch"
-
-[[switches]]
-name = "SIPS2"
-site = "site2"
-address = "{sips2}"
-realm = "sips2.test"
-dn-ranges = ["1000-2999"]
-peer = "SIPS1"
-check-sync = "via-switch"
-
-[[trunks]]
-name = "ivr"
-prefix = "88"
-contact = "builtin:ivr"
-group = "gcti_provisioning"
-"#
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_sips1_down_ivr_provisioning_completes_through_the_peer() {
     let db = SwitchDb::create().await;
@@ -330,13 +327,31 @@ async fn with_sips1_down_ivr_provisioning_completes_through_the_peer() {
         ],
     );
     let fs1 = db
-        .start_sipdm(&bc_config(
-            fs1_sip, fs1_http, sips1.addr, sips2.addr, fs1_http, fs2_http,
+        .start_sipdm(&node_config(
+            Topology::Continuity,
+            Node {
+                sip: fs1_sip,
+                http: fs1_http,
+                own_switch: sips1.addr,
+            },
+            sips1.addr,
+            sips2.addr,
+            fs1_http,
+            fs2_http,
         ))
         .await;
     let fs2 = db
-        .start_sipdm(&bc_config(
-            fs2_sip, fs2_http, sips1.addr, sips2.addr, fs1_http, fs2_http,
+        .start_sipdm(&node_config(
+            Topology::Continuity,
+            Node {
+                sip: fs2_sip,
+                http: fs2_http,
+                own_switch: sips2.addr,
+            },
+            sips1.addr,
+            sips2.addr,
+            fs1_http,
+            fs2_http,
         ))
         .await;
     let r = fs1
@@ -368,7 +383,7 @@ async fn with_sips1_down_ivr_provisioning_completes_through_the_peer() {
         .unwrap_or_else(|e| {
             panic!(
                 "IVR to 2000 with SIPS1 down: {e}\n--- SIPS2 ---\n{}",
-                tail(&sips2.log(), 40)
+                sips2.log_tail(40)
             )
         });
     assert_eq!(p.config.user, "2000");
@@ -407,9 +422,4 @@ async fn with_sips1_down_ivr_provisioning_completes_through_the_peer() {
     fs2.stop().await;
     drop(sips1);
     drop(sips2);
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
