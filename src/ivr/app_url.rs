@@ -10,11 +10,19 @@
 //! * In the INVITE to a media server (RFC 5552 §2.1): the Request-URI names the application
 //!   in its `voicexml` parameter, with the calling device in the page URL's `device` query
 //!   parameter, which the page reads first: [`voicexml_request_uri`].
+//! * The paths of the application ([`PAGE_PATH`], [`ASSIGN_PATH`], [`PROMPTS_PATH`]), which the
+//!   VoiceXML router serves and the links above extend.
 //!
 //! Pure functions, no I/O.
 
-use super::vxml::{ASSIGN_PATH, PAGE_PATH};
 use crate::provisioning::mac::Mac;
+
+/// Path of the collecting page.
+pub const PAGE_PATH: &str = "/fs/dm/ivr";
+/// Path the page posts to.
+pub const ASSIGN_PATH: &str = "/fs/dm/ivr/assign";
+/// Prefix of the prompt audio URLs.
+pub const PROMPTS_PATH: &str = "/fs/dm/ivr/prompts";
 
 /// The two applications as one page sees them: where its links go, and where they go when
 /// that fails.

@@ -5,7 +5,8 @@
 //! With `[ivr] initial-page-url` / `alternatevoicexml` set, the pages' `<submit>` and `<goto>`
 //! targets are absolute URLs of the application that served the page, and each page catches
 //! `error.badfetch` by going once to the same place in the other application
-//! ([`super::app_url`]); without them the targets are the paths below and a failed fetch ends
+//! ([`super::app_url`]); without them the targets are the application's paths alone
+//! ([`super::app_url::PAGE_PATH`], [`super::app_url::ASSIGN_PATH`]) and a failed fetch ends
 //! the call with "Goodbye".
 //!
 //! * `GET /fs/dm/ivr[?attempt=N][&device=MAC]`: collect the DN: a `<field>` with the builtin
@@ -43,7 +44,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
-use super::app_url::AppUrls;
+use super::app_url::{AppUrls, ASSIGN_PATH, PAGE_PATH, PROMPTS_PATH};
 use super::assign::{AssignRefusal, Assigner, CallerIdentity};
 use super::config::IvrConfig;
 use super::prompts::{Prompt, PromptLibrary};
@@ -51,12 +52,6 @@ use crate::provisioning::mac::Mac;
 
 /// The media type of VoiceXML documents (RFC 4267).
 pub const CONTENT_TYPE: &str = "application/voicexml+xml";
-/// Path of the collecting page.
-pub const PAGE_PATH: &str = "/fs/dm/ivr";
-/// Path the page posts to.
-pub const ASSIGN_PATH: &str = "/fs/dm/ivr/assign";
-/// Prefix of the prompt audio URLs.
-pub const PROMPTS_PATH: &str = "/fs/dm/ivr/prompts";
 /// The header sipdm adds to INVITEs it routes to a media server, naming the calling device.
 pub const DEVICE_HEADER: &str = "X-Sipdm-Device";
 /// Longest caller URI passed to the assigner.
