@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::filename::Pattern;
+use super::file_pattern::Pattern;
 use super::mac::Mac;
 
 /// The table shipped with sipdm.
