@@ -256,7 +256,10 @@ impl B2bua {
                 .collect(),
         };
         // Our Contact in the A leg: the remote target of the caller's ACK and BYE.
-        let a_contact = format!("<sip:b2bua@{}>", super::calls::contact_host(ep, &req.flow));
+        let a_contact = format!(
+            "<sip:b2bua@{}>",
+            super::local_addr::contact_host(ep, &req.flow)
+        );
         let mut last_status: u16 = 503;
         for trunk in candidates {
             let target = match &trunk.target {
@@ -547,7 +550,7 @@ fn b_leg_invite(
 /// Our Contact in the B leg: the address the trunk reaches us at, with the transport it
 /// uses (UDP needs no parameter).
 fn b_leg_contact(ep: &Endpoint, record: Candidate) -> String {
-    let local = super::calls::local_ip_for(ep, record.addr);
+    let local = super::local_addr::local_ip_for(ep, record.addr);
     let port = local_port(ep, record.addr);
     let host = match local {
         std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
@@ -578,7 +581,7 @@ fn b_leg_target(ep: &Endpoint, record: Candidate) -> Target {
         p => Target::Flow(Flow {
             protocol: p,
             local: SocketAddr::new(
-                super::calls::local_ip_for(ep, record.addr),
+                super::local_addr::local_ip_for(ep, record.addr),
                 local_port(ep, record.addr),
             ),
             remote: record.addr,

@@ -8,7 +8,6 @@
 //! IVR reports an assignment and the call is over, the phone is sent check-sync.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
@@ -17,11 +16,11 @@ use sip::headers::name_addr::NameAddr;
 use sip::headers::MessageExt;
 use sip::rsip::headers::UntypedHeader;
 use sip::rsip::{self, Method, StatusCode};
-use sip::transport::Flow;
 use sip::{BoxFuture, Endpoint, IncomingRequest, RequestHandler};
 
 use super::b2bua::{B2bua, Forwarded};
 use super::identity::{Assertion, TrustedPeers};
+use super::local_addr::{contact_host, local_ip};
 use super::trunks::{TrunkError, TrunkTable};
 use crate::assignment::{CheckSync, IvrAssigner};
 use crate::credentials::DeviceCredentials;
@@ -30,7 +29,7 @@ use crate::provisioning::mac::Mac;
 use crate::service::Dm;
 
 /// A call the IVR answered: its control and the dialog our BYE is sent in.
-struct Dialog {
+struct IvrDialog {
     control: IvrControl,
     /// The UAS dialog (RFC 3261 §12.1.1): the INVITE's Record-Route as route set, its Contact
     /// as remote target, our tag and theirs.
@@ -44,7 +43,7 @@ pub struct CallRouter {
     assigner: Arc<IvrAssigner>,
     check_sync: Arc<dyn CheckSync>,
     ivr: IvrConfig,
-    dialogs: Mutex<HashMap<String, Dialog>>,
+    dialogs: Mutex<HashMap<String, IvrDialog>>,
     /// Switches and SBCs whose P-Asserted-Identity names the calling device.
     trusted: TrustedPeers,
 }
@@ -223,7 +222,7 @@ impl CallRouter {
         };
         self.dialogs.lock().insert(
             call_id.clone(),
-            Dialog {
+            IvrDialog {
                 control: handle.control(),
                 dialog,
             },
@@ -355,56 +354,6 @@ fn uri_user(uri: &str) -> String {
     match rest.split_once('@') {
         Some((user, _)) => user.split(';').next().unwrap_or("").to_owned(),
         None => String::new(),
-    }
-}
-
-/// The address RTP is offered on: the one the INVITE reached.
-fn local_ip(ep: &Endpoint, flow: &Flow) -> IpAddr {
-    let ip = flow.local.ip();
-    if ip.is_unspecified() {
-        let a = ep.local_addr().ip();
-        if a.is_unspecified() {
-            IpAddr::from([127, 0, 0, 1])
-        } else {
-            a
-        }
-    } else {
-        ip
-    }
-}
-
-/// The local address requests to `remote` leave from: the bound address of its family, or,
-/// when that is a wildcard, the address the routing table picks for `remote`.
-pub(super) fn local_ip_for(ep: &Endpoint, remote: std::net::SocketAddr) -> IpAddr {
-    let bound = ep
-        .local_addrs()
-        .into_iter()
-        .find(|a| a.is_ipv4() == remote.is_ipv4())
-        .unwrap_or_else(|| ep.local_addr());
-    if !bound.ip().is_unspecified() {
-        return bound.ip();
-    }
-    let any: std::net::SocketAddr = if remote.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    std::net::UdpSocket::bind(any)
-        .and_then(|s| s.connect(remote).and_then(|_| s.local_addr()))
-        .map(|a| a.ip())
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
-}
-
-pub(super) fn contact_host(ep: &Endpoint, flow: &Flow) -> String {
-    let ip = local_ip(ep, flow);
-    let port = if flow.local.port() != 0 {
-        flow.local.port()
-    } else {
-        ep.local_addr().port()
-    };
-    match ip {
-        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-        v4 => format!("{v4}:{port}"),
     }
 }
 

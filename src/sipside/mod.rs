@@ -7,6 +7,7 @@
 //! - [`calls`]: INVITE routing by trunk prefix and the built-in IVR's dialogs;
 //! - [`trunks`]: the trunk table, longest-prefix routing and OPTIONS health checks;
 //! - [`b2bua`]: calls to external trunks, bridged dialog to dialog;
+//! - [`local_addr`]: this end's address for SDP, Contact and Via (shared by the two above);
 //! - [`checksync`]: the NOTIFY that makes a phone re-fetch its file;
 //! - [`identity`]: the caller's device as a trusted switch asserts it;
 //! - [`via_switch`]: check-sync through the switch a phone is registered on;
@@ -19,6 +20,7 @@ pub mod calls;
 pub mod checksync;
 pub mod credentials;
 pub mod identity;
+pub mod local_addr;
 pub mod trunks;
 pub mod via_switch;
 
