@@ -4,31 +4,42 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::devices::ImportReport;
 use super::AdminState;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorBody};
 use crate::store::model::{Dn, Profile, Site};
 
-pub fn routes() -> Router<AdminState> {
-    Router::new()
-        .route("/dns", get(list_dns).post(create_dn))
-        .route("/dns/import", axum::routing::post(import_dns))
-        .route(
-            "/dns/{number}",
-            get(read_dn).put(update_dn).delete(delete_dn),
-        )
-        .route("/profiles", get(list_profiles).post(create_profile))
-        .route(
-            "/profiles/{name}",
-            get(read_profile).put(update_profile).delete(delete_profile),
-        )
-        .route("/sites", get(list_sites).post(create_site))
-        .route(
-            "/sites/{name}",
-            get(read_site).put(update_site).delete(delete_site),
-        )
+/// Each `routes!` names the handlers of one path; their `#[utoipa::path]` gives the methods.
+pub fn routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_dns, create_dn))
+        .routes(routes!(import_dns))
+        .routes(routes!(read_dn, update_dn, delete_dn))
+        .routes(routes!(list_profiles, create_profile))
+        .routes(routes!(read_profile, update_profile, delete_profile))
+        .routes(routes!(list_sites, create_site))
+        .routes(routes!(read_site, update_site, delete_site))
+}
+
+/// The DN a path names.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // describes the path; handlers take `Path<String>`
+struct NumberPath {
+    number: String,
+}
+
+/// The profile or site a path names.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // describes the path; handlers take `Path<String>`
+struct NamePath {
+    name: String,
 }
 
 fn body<T>(j: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
@@ -52,6 +63,12 @@ fn same_key(path: &str, body: &str) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/dns",
+    summary = "List DNs",
+    responses((status = 200, description = "success", body = Vec<Dn>))
+)]
 async fn list_dns(State(st): State<AdminState>) -> Result<Response, ApiError> {
     Ok(Json(st.dm.store.dns().await?).into_response())
 }
@@ -89,6 +106,17 @@ impl DnBody {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/dns",
+    summary = "Create a DN",
+    request_body = Dn,
+    responses(
+        (status = 201, description = "success", body = Dn),
+        (status = 409, description = "the DN exists", body = ErrorBody),
+        (status = 422, description = "invalid DN", body = ErrorBody),
+    )
+)]
 async fn create_dn(
     State(st): State<AdminState>,
     j: Result<Json<DnBody>, JsonRejection>,
@@ -99,6 +127,16 @@ async fn create_dn(
 }
 
 /// Body: CSV `number,password[,switch[,authenticate-requests]]`; all or nothing.
+#[utoipa::path(
+    post,
+    path = "/dns/import",
+    summary = "Import DNs from CSV number,password[,switch[,authenticate-requests]] (all or nothing; 422 with a per-line report)",
+    request_body(content = String, content_type = "text/csv"),
+    responses(
+        (status = 200, description = "success", body = ImportReport),
+        (status = 422, description = "refused lines", body = ImportReport),
+    )
+)]
 async fn import_dns(
     State(st): State<AdminState>,
     csv: axum::body::Bytes,
@@ -109,6 +147,16 @@ async fn import_dns(
     Ok(super::devices::import_response(report))
 }
 
+#[utoipa::path(
+    get,
+    path = "/dns/{number}",
+    summary = "Read a DN",
+    params(NumberPath),
+    responses(
+        (status = 200, description = "success", body = Dn),
+        (status = 404, description = "no such DN", body = ErrorBody),
+    )
+)]
 async fn read_dn(
     State(st): State<AdminState>,
     Path(n): Path<String>,
@@ -116,6 +164,19 @@ async fn read_dn(
     Ok(Json(st.dm.store.dn(&n).await?).into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/dns/{number}",
+    summary = "Replace a DN",
+    params(NumberPath),
+    request_body = Dn,
+    responses(
+        (status = 200, description = "success", body = Dn),
+        (status = 400, description = "the body names another DN", body = ErrorBody),
+        (status = 404, description = "no such DN", body = ErrorBody),
+        (status = 422, description = "invalid DN", body = ErrorBody),
+    )
+)]
 async fn update_dn(
     State(st): State<AdminState>,
     Path(n): Path<String>,
@@ -128,6 +189,16 @@ async fn update_dn(
     Ok(Json(dn).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/dns/{number}",
+    summary = "Delete a DN",
+    params(NumberPath),
+    responses(
+        (status = 204, description = "success"),
+        (status = 404, description = "no such DN", body = ErrorBody),
+    )
+)]
 async fn delete_dn(
     State(st): State<AdminState>,
     Path(n): Path<String>,
@@ -137,10 +208,27 @@ async fn delete_dn(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/profiles",
+    summary = "List profiles",
+    responses((status = 200, description = "success", body = Vec<Profile>))
+)]
 async fn list_profiles(State(st): State<AdminState>) -> Result<Response, ApiError> {
     Ok(Json(st.dm.store.profiles().await?).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/profiles",
+    summary = "Create a profile",
+    request_body = Profile,
+    responses(
+        (status = 201, description = "success", body = Profile),
+        (status = 409, description = "the profile exists", body = ErrorBody),
+        (status = 422, description = "invalid profile", body = ErrorBody),
+    )
+)]
 async fn create_profile(
     State(st): State<AdminState>,
     j: Result<Json<Profile>, JsonRejection>,
@@ -151,6 +239,16 @@ async fn create_profile(
     Ok((StatusCode::CREATED, Json(p)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/profiles/{name}",
+    summary = "Read a profile",
+    params(NamePath),
+    responses(
+        (status = 200, description = "success", body = Profile),
+        (status = 404, description = "no such profile", body = ErrorBody),
+    )
+)]
 async fn read_profile(
     State(st): State<AdminState>,
     Path(n): Path<String>,
@@ -158,6 +256,19 @@ async fn read_profile(
     Ok(Json(st.dm.store.profile(&n).await?).into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/profiles/{name}",
+    summary = "Replace a profile",
+    params(NamePath),
+    request_body = Profile,
+    responses(
+        (status = 200, description = "success", body = Profile),
+        (status = 400, description = "the body names another profile", body = ErrorBody),
+        (status = 404, description = "no such profile", body = ErrorBody),
+        (status = 422, description = "invalid profile", body = ErrorBody),
+    )
+)]
 async fn update_profile(
     State(st): State<AdminState>,
     Path(n): Path<String>,
@@ -170,6 +281,16 @@ async fn update_profile(
     Ok(Json(p).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/profiles/{name}",
+    summary = "Delete a profile",
+    params(NamePath),
+    responses(
+        (status = 204, description = "success"),
+        (status = 404, description = "no such profile", body = ErrorBody),
+    )
+)]
 async fn delete_profile(
     State(st): State<AdminState>,
     Path(n): Path<String>,
@@ -179,10 +300,28 @@ async fn delete_profile(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/sites",
+    summary = "List sites",
+    responses((status = 200, description = "success", body = Vec<Site>))
+)]
 async fn list_sites(State(st): State<AdminState>) -> Result<Response, ApiError> {
     Ok(Json(st.dm.store.sites().await?).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/sites",
+    summary = "Create a site",
+    request_body = Site,
+    responses(
+        (status = 201, description = "success", body = Site),
+        (status = 400, description = "empty site name", body = ErrorBody),
+        (status = 409, description = "the site exists", body = ErrorBody),
+        (status = 422, description = "invalid site", body = ErrorBody),
+    )
+)]
 async fn create_site(
     State(st): State<AdminState>,
     j: Result<Json<Site>, JsonRejection>,
@@ -196,6 +335,16 @@ async fn create_site(
     Ok((StatusCode::CREATED, Json(s)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/sites/{name}",
+    summary = "Read a site",
+    params(NamePath),
+    responses(
+        (status = 200, description = "success", body = Site),
+        (status = 404, description = "no such site", body = ErrorBody),
+    )
+)]
 async fn read_site(
     State(st): State<AdminState>,
     Path(n): Path<String>,
@@ -203,6 +352,19 @@ async fn read_site(
     Ok(Json(st.dm.store.site(&n).await?).into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/sites/{name}",
+    summary = "Replace a site",
+    params(NamePath),
+    request_body = Site,
+    responses(
+        (status = 200, description = "success", body = Site),
+        (status = 400, description = "the body names another site", body = ErrorBody),
+        (status = 404, description = "no such site", body = ErrorBody),
+        (status = 422, description = "invalid site", body = ErrorBody),
+    )
+)]
 async fn update_site(
     State(st): State<AdminState>,
     Path(n): Path<String>,
@@ -215,6 +377,16 @@ async fn update_site(
     Ok(Json(s).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/sites/{name}",
+    summary = "Delete a site",
+    params(NamePath),
+    responses(
+        (status = 204, description = "success"),
+        (status = 404, description = "no such site", body = ErrorBody),
+    )
+)]
 async fn delete_site(
     State(st): State<AdminState>,
     Path(n): Path<String>,

@@ -5,38 +5,53 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AdminState;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorBody};
 use crate::service::Dm;
-use crate::store::model::{DevicePatch, NewDevice};
+use crate::store::model::{AuditEntry, Device, DevicePatch, NewDevice};
 
-pub fn routes() -> Router<AdminState> {
-    Router::new()
-        .route("/devices", get(list).post(create))
-        .route("/devices/{mac}", get(read).patch(update).delete(remove))
-        .route("/devices/{mac}/assign", post(assign))
-        .route("/devices/{mac}/unassign", post(unassign))
-        .route("/devices/{mac}/audit", get(device_audit))
-        .route("/devices/{mac}/check-sync", post(check_sync))
-        .route("/devices/{mac}/bindings", get(device_bindings))
-        .route("/devices/{mac}/http-credentials", get(http_credentials))
-        .route("/devices/{mac}/file", get(preview))
-        .route("/bindings", get(bindings))
-        .route("/trunks", get(trunks))
-        .route("/audit", get(audit))
-        .route("/import", post(import))
+/// Each `routes!` names the handlers of one path; their `#[utoipa::path]` gives the methods.
+pub fn routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(read, update, remove))
+        .routes(routes!(assign))
+        .routes(routes!(unassign))
+        .routes(routes!(device_audit))
+        .routes(routes!(check_sync))
+        .routes(routes!(device_bindings))
+        .routes(routes!(http_credentials))
+        .routes(routes!(preview))
+        .routes(routes!(bindings))
+        .routes(routes!(trunks))
+        .routes(routes!(audit))
+        .routes(routes!(import))
 }
 
-#[derive(Deserialize)]
+/// The device a path names (`{mac}`: 12 hex digits, separators allowed).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // describes the path; handlers take `Path<String>`
+struct MacPath {
+    mac: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Substring of the MAC, DN, model or vendor.
     #[serde(default)]
     q: Option<String>,
+    /// At most this many (1..=10000, default 500).
     #[serde(default = "default_limit")]
     limit: i64,
+    /// Skip this many.
     #[serde(default)]
     offset: i64,
 }
@@ -55,6 +70,13 @@ fn body<T>(j: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/devices",
+    summary = "List devices (query: q, limit, offset)",
+    params(ListQuery),
+    responses((status = 200, description = "success", body = Vec<Device>))
+)]
 async fn list(
     State(st): State<AdminState>,
     Query(q): Query<ListQuery>,
@@ -67,6 +89,17 @@ async fn list(
     Ok(Json(devices).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/devices",
+    summary = "Create a device",
+    request_body = NewDevice,
+    responses(
+        (status = 201, description = "success", body = Device),
+        (status = 409, description = "the MAC or the DN is taken", body = ErrorBody),
+        (status = 422, description = "invalid MAC, unknown profile or DN", body = ErrorBody),
+    )
+)]
 async fn create(
     State(st): State<AdminState>,
     j: Result<Json<NewDevice>, JsonRejection>,
@@ -75,10 +108,32 @@ async fn create(
     Ok((StatusCode::CREATED, Json(d)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/devices/{mac}",
+    summary = "Read a device",
+    params(MacPath),
+    responses(
+        (status = 200, description = "success", body = Device),
+        (status = 404, description = "no such device", body = ErrorBody),
+    )
+)]
 async fn read(State(st): State<AdminState>, Path(mac): Path<String>) -> Result<Response, ApiError> {
     Ok(Json(st.dm.device(&mac).await?).into_response())
 }
 
+#[utoipa::path(
+    patch,
+    path = "/devices/{mac}",
+    summary = "Change a device",
+    params(MacPath),
+    request_body = DevicePatch,
+    responses(
+        (status = 200, description = "success", body = Device),
+        (status = 404, description = "no such device", body = ErrorBody),
+        (status = 422, description = "invalid change", body = ErrorBody),
+    )
+)]
 async fn update(
     State(st): State<AdminState>,
     Path(mac): Path<String>,
@@ -87,6 +142,16 @@ async fn update(
     Ok(Json(st.dm.update_device(&mac, &body(j)?).await?).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/devices/{mac}",
+    summary = "Delete a device",
+    params(MacPath),
+    responses(
+        (status = 204, description = "success"),
+        (status = 404, description = "no such device", body = ErrorBody),
+    )
+)]
 async fn remove(
     State(st): State<AdminState>,
     Path(mac): Path<String>,
@@ -95,12 +160,24 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AssignBody {
     dn: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/devices/{mac}/assign",
+    summary = "Assign a DN",
+    params(MacPath),
+    request_body = AssignBody,
+    responses(
+        (status = 200, description = "success"),
+        (status = 404, description = "no such device or DN", body = ErrorBody),
+        (status = 409, description = "the DN is held by another device", body = ErrorBody),
+    )
+)]
 async fn assign(
     State(st): State<AdminState>,
     Path(mac): Path<String>,
@@ -110,6 +187,16 @@ async fn assign(
     Ok(Json(st.dm.assign(&mac, &b.dn, "api").await?).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/devices/{mac}/unassign",
+    summary = "Unassign the device's DN",
+    params(MacPath),
+    responses(
+        (status = 200, description = "success"),
+        (status = 404, description = "no such device", body = ErrorBody),
+    )
+)]
 async fn unassign(
     State(st): State<AdminState>,
     Path(mac): Path<String>,
@@ -118,6 +205,13 @@ async fn unassign(
     Ok(Json(serde_json::json!({ "mac": Dm::parse_mac(&mac)?, "previous_dn": dn })).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/devices/{mac}/audit",
+    summary = "Assignment history of a device",
+    params(MacPath),
+    responses((status = 200, description = "success", body = Vec<AuditEntry>))
+)]
 async fn device_audit(
     State(st): State<AdminState>,
     Path(mac): Path<String>,
@@ -127,6 +221,17 @@ async fn device_audit(
 }
 
 /// Sends the phone NOTIFY check-sync now (after an administrator's change).
+#[utoipa::path(
+    post,
+    path = "/devices/{mac}/check-sync",
+    summary = "Send the phone NOTIFY check-sync now (502 when the phone refuses or does not answer, 409 when it is not registered)",
+    params(MacPath),
+    responses(
+        (status = 200, description = "delivered"),
+        (status = 409, description = "not registered", body = ErrorBody),
+        (status = 502, description = "refused or unanswered", body = ErrorBody),
+    )
+)]
 async fn check_sync(
     State(st): State<AdminState>,
     Path(mac): Path<String>,
@@ -142,13 +247,22 @@ async fn check_sync(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct BindingQuery {
+    /// Only the bindings of this address of record.
     #[serde(default)]
     aor: Option<String>,
 }
 
 /// Current registrations (from the registrar's memory), optionally of one AOR.
+#[utoipa::path(
+    get,
+    path = "/bindings",
+    summary = "Current registrations (query: aor)",
+    params(BindingQuery),
+    responses((status = 200, description = "success"))
+)]
 async fn bindings(
     State(st): State<AdminState>,
     Query(q): Query<BindingQuery>,
@@ -169,6 +283,16 @@ async fn bindings(
 }
 
 /// The registrations that belong to one device: its per-device identity and its DN.
+#[utoipa::path(
+    get,
+    path = "/devices/{mac}/bindings",
+    summary = "Registrations of one device (its provisioning identity and its DN)",
+    params(MacPath),
+    responses(
+        (status = 200, description = "success"),
+        (status = 404, description = "no such device", body = ErrorBody),
+    )
+)]
 async fn device_bindings(
     State(st): State<AdminState>,
     Path(mac): Path<String>,
@@ -188,14 +312,26 @@ async fn device_bindings(
     Ok(Json(list.iter().map(binding_json).collect::<Vec<_>>()).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PreviewQuery {
+    /// Render this vendor's template instead of the device's own.
     #[serde(default)]
     vendor: Option<String>,
 }
 
 /// The device's file as the phone would get it (records nothing); `?vendor=` previews another
 /// vendor's template for the same device.
+#[utoipa::path(
+    get,
+    path = "/devices/{mac}/file",
+    summary = "The device's provisioning file as the phone would get it (query: vendor to preview another vendor's template); records nothing",
+    params(MacPath, PreviewQuery),
+    responses(
+        (status = 200, description = "the file"),
+        (status = 404, description = "no such device", body = ErrorBody),
+    )
+)]
 async fn preview(
     State(st): State<AdminState>,
     Path(mac): Path<String>,
@@ -210,6 +346,13 @@ async fn preview(
 }
 
 /// The HTTP basic credentials a phone uses for its files when `http-auth = "basic"`.
+#[utoipa::path(
+    get,
+    path = "/devices/{mac}/http-credentials",
+    summary = "HTTP basic credentials of the phone's own provisioning files (used when http-auth = basic)",
+    params(MacPath),
+    responses((status = 200, description = "success"))
+)]
 async fn http_credentials(
     State(st): State<AdminState>,
     Path(mac): Path<String>,
@@ -222,6 +365,12 @@ async fn http_credentials(
 }
 
 /// Trunks with their health (OPTIONS probes): which carries the IVR calls now.
+#[utoipa::path(
+    get,
+    path = "/trunks",
+    summary = "Trunks and their health (in service, last OPTIONS probe)",
+    responses((status = 200, description = "success"))
+)]
 async fn trunks(State(st): State<AdminState>) -> Result<Response, ApiError> {
     let states = st.dm.trunks.get().map(|t| t.states()).unwrap_or_default();
     Ok(Json(states).into_response())
@@ -242,6 +391,13 @@ fn binding_json(b: &std::sync::Arc<sip::registrar::Binding>) -> serde_json::Valu
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/audit",
+    summary = "Assignment audit log",
+    params(("limit" = Option<i64>, Query, description = "At most this many (1..=10000, default 500)")),
+    responses((status = 200, description = "success", body = Vec<AuditEntry>))
+)]
 async fn audit(
     State(st): State<AdminState>,
     Query(q): Query<ListQuery>,
@@ -257,11 +413,35 @@ async fn audit(
 
 /// Body: CSV text `mac,model,profile,dn`. All or nothing; 422 with the per-line report when
 /// any line is refused.
+#[utoipa::path(
+    post,
+    path = "/import",
+    summary = "Import devices from CSV mac,model,profile,dn (all or nothing; 422 with a per-line report)",
+    request_body(content = String, content_type = "text/csv"),
+    responses(
+        (status = 200, description = "success", body = ImportReport),
+        (status = 422, description = "refused lines", body = ImportReport),
+    )
+)]
 async fn import(State(st): State<AdminState>, csv: Bytes) -> Result<Response, ApiError> {
     let text =
         std::str::from_utf8(&csv).map_err(|_| ApiError::BadRequest("CSV is not UTF-8".into()))?;
     let report = st.dm.import_csv(text, "api").await?;
     Ok(import_response(report))
+}
+
+/// What a CSV import answers: how many rows it wrote, or why each refused line was refused.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ImportReport {
+    imported: usize,
+    #[schema(inline)]
+    errors: Vec<ImportLineError>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct ImportLineError {
+    line: usize,
+    error: String,
 }
 
 /// 200 with the count, or 422 with a line-numbered report of every refused line.
@@ -271,14 +451,13 @@ pub(super) fn import_response(report: crate::store::ImportReport) -> Response {
     } else {
         StatusCode::UNPROCESSABLE_ENTITY
     };
-    let errors: Vec<_> = report
-        .errors
-        .iter()
-        .map(|(line, message)| serde_json::json!({ "line": line, "error": message }))
-        .collect();
-    (
-        status,
-        Json(serde_json::json!({ "imported": report.imported, "errors": errors })),
-    )
-        .into_response()
+    let body = ImportReport {
+        imported: report.imported,
+        errors: report
+            .errors
+            .into_iter()
+            .map(|(line, error)| ImportLineError { line, error })
+            .collect(),
+    };
+    (status, Json(body)).into_response()
 }

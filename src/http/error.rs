@@ -8,6 +8,13 @@ use axum::Json;
 use crate::service::DmError;
 use crate::store::StoreError;
 
+/// What every refused API request carries: one message, never the internal cause.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error(transparent)]
@@ -46,7 +53,7 @@ impl IntoResponse for ApiError {
             tracing::info!(status = status.as_u16(), error = %self, "request refused");
             self.to_string()
         };
-        let mut res = (status, Json(serde_json::json!({ "error": message }))).into_response();
+        let mut res = (status, Json(ErrorBody { error: message })).into_response();
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 "www-authenticate",

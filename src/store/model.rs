@@ -1,8 +1,11 @@
-//! Rows of the store, shared by the admin API (as JSON) and the CLI.
+//! Rows of the store, shared by the admin API (as JSON) and the CLI. The API's OpenAPI
+//! schemas are derived from these types (`ToSchema`), so the document follows the rows.
 
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+use utoipa::ToSchema;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct Site {
     pub name: String,
     #[serde(default)]
@@ -27,10 +30,11 @@ pub struct Switch {
 /// What a profile is for: the kinds of the deployment guide.
 pub const PROFILE_KINDS: &[&str] = &["default", "device-management", "disaster-recovery"];
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct Profile {
     pub name: String,
     /// `default`, `device-management` or `disaster-recovery`.
+    #[schema(schema_with = profile_kind_schema)]
     pub kind: String,
     /// Template kind to render instead of the vendor's `phone` template.
     #[serde(default)]
@@ -55,7 +59,37 @@ fn empty_object() -> String {
     "{}".into()
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+/// A string that is one of `values`: how the API documents a kind kept as text in the store.
+fn one_of(values: &[&str], description: &str) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(values.iter().copied()))
+        .description(Some(description))
+        .build()
+}
+
+fn profile_kind_schema() -> Object {
+    one_of(PROFILE_KINDS, "What the profile is for")
+}
+
+/// The policies a DN's `authenticate_requests` takes, as the API stores them.
+const AUTHENTICATE_REQUESTS: &[&str] = &["register,invite", "register", "invite", ""];
+
+fn authenticate_requests_schema() -> Object {
+    one_of(
+        AUTHENTICATE_REQUESTS,
+        "Requests challenged for this DN; absent: [auth] authenticate-requests",
+    )
+}
+
+/// A device's `state`.
+const DEVICE_STATES: &[&str] = &["unassigned", "assigned"];
+
+fn device_state_schema() -> Object {
+    one_of(DEVICE_STATES, "`assigned` once the device has a DN")
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct Dn {
     pub number: String,
     pub password: String,
@@ -63,6 +97,7 @@ pub struct Dn {
     #[serde(default)]
     pub switch: Option<String>,
     #[serde(default = "default_auth")]
+    #[schema(schema_with = authenticate_requests_schema)]
     pub authenticate_requests: String,
     #[serde(default)]
     pub display_name: Option<String>,
@@ -72,7 +107,7 @@ fn default_auth() -> String {
     "register,invite".into()
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct Device {
     pub mac: String,
     pub vendor: Option<String>,
@@ -80,6 +115,7 @@ pub struct Device {
     pub profile: Option<String>,
     pub dn: Option<String>,
     /// `unassigned` or `assigned`.
+    #[schema(schema_with = device_state_schema)]
     pub state: String,
     pub first_seen_ip: Option<String>,
     pub last_seen_ip: Option<String>,
@@ -91,7 +127,7 @@ pub struct Device {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: i64,
@@ -103,7 +139,7 @@ pub struct AuditEntry {
 }
 
 /// A device as the API and the CLI create it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDevice {
     pub mac: String,
@@ -118,7 +154,7 @@ pub struct NewDevice {
 }
 
 /// Fields of a device an administrator may change; `None` leaves a field alone.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DevicePatch {
     #[serde(default)]
