@@ -11,7 +11,7 @@
 mod common;
 
 use std::net::UdpSocket;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::kamailio::{request, Kamailio, KamailioParams, SwitchDb};
@@ -87,7 +87,6 @@ struct Site {
     ts: TestServer,
     sipdm: UdpSocket,
     db: SwitchDb,
-    scenarios: tempfile::TempDir,
 }
 
 impl Site {
@@ -105,32 +104,25 @@ impl Site {
                 port,
             },
         );
-        let scenarios = tempfile::tempdir().expect("temp dir");
-        for (name, text) in [
-            ("register.xml", REGISTER),
-            ("register_wait.xml", REGISTER_WAIT),
-            ("notify_ooc.xml", NOTIFY_OOC),
-            ("ivr_call.xml", IVR_CALL),
-        ] {
-            std::fs::write(scenarios.path().join(name), text).expect("scenario");
-        }
         Site {
             kamailio,
             ts,
             sipdm,
             db,
-            scenarios,
         }
     }
 
+    /// A scenario of testbed/sipp.
     fn scenario(&self, name: &str) -> String {
-        let p: PathBuf = self.scenarios.path().join(name);
+        let p: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testbed/sipp")
+            .join(name);
         p.to_str().expect("utf-8").to_owned()
     }
 
     /// sipp registers `to_user` with auth user `au` and password `pw`: whether it got a 200.
     async fn register(&self, to_user: &str, au: &str, pw: &str) -> (bool, String) {
-        let (target, scenario) = (self.kamailio.addr, self.scenario("register.xml"));
+        let (target, scenario) = (self.kamailio.addr, self.scenario("register_once.xml"));
         let args: Vec<String> = ["-s", to_user, "-au", au, "-ap", pw]
             .iter()
             .map(|s| s.to_string())
@@ -238,7 +230,7 @@ async fn an_unassigned_phone_registers_as_its_own_aor_and_gets_check_sync() {
 
     // Registers as gcti_provisioning with its own credentials, and waits for a NOTIFY.
     let (target, scenario) = (site.kamailio.addr, site.scenario("register_wait.xml"));
-    let ooc = site.scenario("notify_ooc.xml");
+    let ooc = site.scenario("switch_notify_ooc.xml");
     let (u, p) = (user.clone(), password.clone());
     let phone = tokio::task::spawn_blocking(move || {
         sipp(
@@ -287,7 +279,7 @@ async fn an_ivr_call_reaches_sipdm_with_the_authenticated_identity_asserted() {
     let (user, password) = device_credentials(&site.ts).await;
     // The phone calls 8800 as gcti_provisioning with its own credentials, and a forged
     // P-Asserted-Identity of its own.
-    let (target, scenario) = (site.kamailio.addr, site.scenario("ivr_call.xml"));
+    let (target, scenario) = (site.kamailio.addr, site.scenario("switch_ivr_call.xml"));
     let caller = tokio::task::spawn_blocking(move || {
         sipp(
             target,
@@ -345,178 +337,3 @@ async fn an_ivr_call_reaches_sipdm_with_the_authenticated_identity_asserted() {
     );
     site.stop().await;
 }
-
-/// REGISTER → 401 → REGISTER with digest → 200.
-const REGISTER: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="register">
-  <send retrans="500">
-    <![CDATA[
-      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      From: <sip:[service]@[remote_ip]>;tag=[pid]SIPpTag[call_number]
-      To: <sip:[service]@[remote_ip]>
-      Call-ID: [call_id]
-      CSeq: 1 REGISTER
-      Contact: <sip:[service]@[local_ip]:[local_port];transport=[transport]>
-      Max-Forwards: 70
-      Expires: 3600
-      User-Agent: sipp
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="401" auth="true"/>
-  <send retrans="500">
-    <![CDATA[
-      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      From: <sip:[service]@[remote_ip]>;tag=[pid]SIPpTag[call_number]
-      To: <sip:[service]@[remote_ip]>
-      Call-ID: [call_id]
-      CSeq: 2 REGISTER
-      Contact: <sip:[service]@[local_ip]:[local_port];transport=[transport]>
-      [authentication]
-      Max-Forwards: 70
-      Expires: 3600
-      User-Agent: sipp
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200"/>
-</scenario>
-"#;
-
-/// Registers like `REGISTER`, then stays up while `NOTIFY_OOC` answers what comes.
-const REGISTER_WAIT: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="register and stay up">
-  <send retrans="500">
-    <![CDATA[
-      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      From: <sip:[service]@[remote_ip]>;tag=[pid]SIPpTag[call_number]
-      To: <sip:[service]@[remote_ip]>
-      Call-ID: [call_id]
-      CSeq: 1 REGISTER
-      Contact: <sip:[service]@[local_ip]:[local_port];transport=[transport]>
-      Max-Forwards: 70
-      Expires: 3600
-      User-Agent: sipp
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="401" auth="true"/>
-  <send retrans="500">
-    <![CDATA[
-      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      From: <sip:[service]@[remote_ip]>;tag=[pid]SIPpTag[call_number]
-      To: <sip:[service]@[remote_ip]>
-      Call-ID: [call_id]
-      CSeq: 2 REGISTER
-      Contact: <sip:[service]@[local_ip]:[local_port];transport=[transport]>
-      [authentication]
-      Max-Forwards: 70
-      Expires: 3600
-      User-Agent: sipp
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200"/>
-  <pause milliseconds="6000"/>
-</scenario>
-"#;
-
-/// Out-of-call requests to the registered sipp phone: a check-sync NOTIFY, answered 200.
-const NOTIFY_OOC: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="answer check-sync">
-  <recv request="NOTIFY">
-    <action>
-      <ereg regexp="check-sync" search_in="hdr" header="Event:" check_it="true" assign_to="ev"/>
-    </action>
-  </recv>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]phone[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <Reference variables="ev"/>
-</scenario>
-"#;
-
-/// The phone calls the IVR through the switch with digest (407 from a proxy), carrying a
-/// forged P-Asserted-Identity; sipdm's stand-in answers 480.
-const IVR_CALL: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="IVR call through the switch">
-  <send retrans="500">
-    <![CDATA[
-      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      From: <sip:gcti_provisioning@[remote_ip]>;tag=[pid]SIPpTag[call_number]
-      To: <sip:[service]@[remote_ip]>
-      Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Contact: <sip:gcti_provisioning@[local_ip]:[local_port]>
-      P-Asserted-Identity: <sip:dm-0004f2ffffff@forged.example>
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="100" optional="true"/>
-  <recv response="407" auth="true"/>
-  <send>
-    <![CDATA[
-      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      [last_Via:]
-      From: <sip:gcti_provisioning@[remote_ip]>;tag=[pid]SIPpTag[call_number]
-      [last_To:]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <send retrans="500">
-    <![CDATA[
-      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      From: <sip:gcti_provisioning@[remote_ip]>;tag=[pid]SIPpTag[call_number]
-      To: <sip:[service]@[remote_ip]>
-      Call-ID: [call_id]
-      CSeq: 2 INVITE
-      Contact: <sip:gcti_provisioning@[local_ip]:[local_port]>
-      P-Asserted-Identity: <sip:dm-0004f2ffffff@forged.example>
-      [authentication]
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="100" optional="true"/>
-  <recv response="480"/>
-  <send>
-    <![CDATA[
-      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      [last_Via:]
-      From: <sip:gcti_provisioning@[remote_ip]>;tag=[pid]SIPpTag[call_number]
-      [last_To:]
-      Call-ID: [call_id]
-      CSeq: 2 ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-</scenario>
-"#;
