@@ -22,7 +22,8 @@ use super::checksync::{
     credentials_of, event_for, notify, record, CheckSyncError, CheckSyncReport, Identity, Route,
 };
 use crate::config::{CheckSyncRoute, SwitchConfig};
-use crate::service::{parse_server, Dm};
+use crate::provisioning::sip_server::parse_server;
+use crate::service::Dm;
 use crate::store::model::Device;
 
 /// How long one switch gets to answer before the next is tried (UDP retransmits at T1, 2·T1,
