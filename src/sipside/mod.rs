@@ -2,23 +2,23 @@
 //! the store and the service layer.
 //!
 //! - [`bindings`]: the registrar's durable store (`sip::registrar::BindingStore`) in SQL;
-//! - [`credentials`]: the digest `Authenticator` (DN passwords, per-device credentials of
+//! - [`authenticator`]: the digest `Authenticator` (DN passwords, per-device credentials of
 //!   `gcti_provisioning` phones) with the per-DN `authenticate-requests` policy;
 //! - [`calls`]: INVITE routing by trunk prefix and the built-in IVR's dialogs;
 //! - [`trunks`]: the trunk table, longest-prefix routing and OPTIONS health checks;
 //! - [`b2bua`]: calls to external trunks, bridged dialog to dialog;
-//! - [`local_addr`]: this end's address for SDP, Contact and Via (shared by the two above);
+//! - [`local_addr`]: this end's address for SDP, Contact and Via (shared by calls and b2bua);
 //! - [`checksync`]: the NOTIFY that makes a phone re-fetch its file;
 //! - [`identity`]: the caller's device as a trusted switch asserts it;
 //! - [`via_switch`]: check-sync through the switch a phone is registered on;
 //! - [`start`]: builds the endpoint from the configuration (UDP and TCP on `[server] sip`, TLS
 //!   on `[sip] tls-listen`).
 
+pub mod authenticator;
 pub mod b2bua;
 pub mod bindings;
 pub mod calls;
 pub mod checksync;
-pub mod credentials;
 pub mod identity;
 pub mod local_addr;
 pub mod trunks;
@@ -94,7 +94,7 @@ pub async fn start(
         .map(|c| c.id().to_owned())
         .unwrap_or_default();
     let store = Arc::new(bindings::SqlBindings::new(dm.store.clone(), holder));
-    let auth = Arc::new(credentials::DmAuthenticator::new(dm));
+    let auth = Arc::new(authenticator::DmAuthenticator::new(dm));
     let warming = auth.clone();
     tokio::spawn(async move {
         match warming.warm().await {

@@ -1,4 +1,4 @@
-//! Digest credentials and the per-DN challenge policy, for the SIP stack.
+//! The digest `Authenticator` the SIP stack asks: DN credentials and the per-DN challenge policy.
 //!
 //! * A DN authenticates as itself with its password; whether REGISTER or INVITE is challenged
 //!   follows its `authenticate-requests`.
