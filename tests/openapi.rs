@@ -71,6 +71,43 @@ async fn call(
     (status, content_type, r.text().await.unwrap_or_default())
 }
 
+/// `body` has the shape `schema` documents: every required property, none it does not name.
+fn check_shape(doc: &Value, schema: &Value, body: &Value, what: &str) {
+    if let Some(name) = schema["$ref"].as_str() {
+        let name = name.rsplit('/').next().unwrap();
+        let component = &doc["components"]["schemas"][name];
+        assert!(component.is_object(), "{what}: no schema {name}");
+        return check_shape(doc, component, body, what);
+    }
+    if schema["type"] == "array" {
+        for item in body
+            .as_array()
+            .unwrap_or_else(|| panic!("{what}: not an array"))
+        {
+            check_shape(doc, &schema["items"], item, what);
+        }
+        return;
+    }
+    if let Some(properties) = schema["properties"].as_object() {
+        let object = body
+            .as_object()
+            .unwrap_or_else(|| panic!("{what}: not an object"));
+        for key in object.keys() {
+            assert!(
+                properties.contains_key(key),
+                "{what}: `{key}` is not documented"
+            );
+        }
+        for key in schema["required"].as_array().into_iter().flatten() {
+            let key = key.as_str().unwrap();
+            assert!(
+                object.contains_key(key),
+                "{what}: required `{key}` is missing"
+            );
+        }
+    }
+}
+
 fn is_error_body(content_type: Option<&str>, body: &str) -> bool {
     content_type.is_some_and(|c| c.starts_with("application/json"))
         && serde_json::from_str::<Value>(body).is_ok_and(|v| v["error"].is_string())
@@ -131,6 +168,7 @@ async fn every_route_is_documented_and_every_documented_operation_is_served() {
     operations.sort_by_key(|(p, m)| (*m == "delete", p.clone()));
     assert!(operations.len() >= 30, "{} operations", operations.len());
 
+    let mut shapes_checked = 0;
     for (path, method) in &operations {
         let op = &paths[path][*method];
         let documented: Vec<u16> = op["responses"]
@@ -155,6 +193,12 @@ async fn every_route_is_documented_and_every_documented_operation_is_served() {
         if status >= 400 && !path.ends_with("import") {
             assert!(is_error_body(content_type.as_deref(), &body), "{what}");
         }
+        let schema = &op["responses"][status.to_string()]["content"]["application/json"]["schema"];
+        if !schema.is_null() {
+            let json: Value = serde_json::from_str(&body).expect(&what);
+            check_shape(&doc, schema, &json, &what);
+            shapes_checked += 1;
+        }
         if !open {
             let (status, content_type, body) = call(&ts, method, path, false).await;
             assert_eq!(
@@ -170,6 +214,11 @@ async fn every_route_is_documented_and_every_documented_operation_is_served() {
             );
         }
     }
+
+    assert!(
+        shapes_checked >= 25,
+        "{shapes_checked} bodies checked against their schema"
+    );
 
     // A method the document does not give a path is not served there either.
     for (path, item) in paths {

@@ -14,7 +14,10 @@ use utoipa_axum::routes;
 use super::AdminState;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::service::Dm;
+use crate::sipside::checksync::CheckSyncReport;
+use crate::sipside::trunks::TrunkState;
 use crate::store::model::{AuditEntry, Device, DevicePatch, NewDevice};
+use crate::store::AssignOutcome;
 
 /// Each `routes!` names the handlers of one path; their `#[utoipa::path]` gives the methods.
 pub fn routes() -> OpenApiRouter<AdminState> {
@@ -173,7 +176,7 @@ struct AssignBody {
     params(MacPath),
     request_body = AssignBody,
     responses(
-        (status = 200, description = "success"),
+        (status = 200, description = "success", body = AssignOutcome),
         (status = 404, description = "no such device or DN", body = ErrorBody),
         (status = 409, description = "the DN is held by another device", body = ErrorBody),
     )
@@ -193,7 +196,7 @@ async fn assign(
     summary = "Unassign the device's DN",
     params(MacPath),
     responses(
-        (status = 200, description = "success"),
+        (status = 200, description = "success", body = Unassigned),
         (status = 404, description = "no such device", body = ErrorBody),
     )
 )]
@@ -202,7 +205,19 @@ async fn unassign(
     Path(mac): Path<String>,
 ) -> Result<Response, ApiError> {
     let dn = st.dm.unassign(&mac, "api").await?;
-    Ok(Json(serde_json::json!({ "mac": Dm::parse_mac(&mac)?, "previous_dn": dn })).into_response())
+    Ok(Json(Unassigned {
+        mac: Dm::parse_mac(&mac)?,
+        previous_dn: dn,
+    })
+    .into_response())
+}
+
+/// What an unassignment answers.
+#[derive(Serialize, ToSchema)]
+struct Unassigned {
+    mac: String,
+    /// The DN the device held, if any.
+    previous_dn: Option<String>,
 }
 
 #[utoipa::path(
@@ -227,7 +242,7 @@ async fn device_audit(
     summary = "Send the phone NOTIFY check-sync now (502 when the phone refuses or does not answer, 409 when it is not registered)",
     params(MacPath),
     responses(
-        (status = 200, description = "delivered"),
+        (status = 200, description = "delivered", body = CheckSyncReport),
         (status = 409, description = "not registered", body = ErrorBody),
         (status = 502, description = "refused or unanswered", body = ErrorBody),
     )
@@ -261,14 +276,14 @@ struct BindingQuery {
     path = "/bindings",
     summary = "Current registrations (query: aor)",
     params(BindingQuery),
-    responses((status = 200, description = "success"))
+    responses((status = 200, description = "success", body = Vec<BindingView>))
 )]
 async fn bindings(
     State(st): State<AdminState>,
     Query(q): Query<BindingQuery>,
 ) -> Result<Response, ApiError> {
     let Some(ep) = st.dm.sip.get() else {
-        return Ok(Json(Vec::<serde_json::Value>::new()).into_response());
+        return Ok(Json(Vec::<BindingView>::new()).into_response());
     };
     let list = match &q.aor {
         Some(aor) => ep.registrar().bindings(aor),
@@ -289,7 +304,7 @@ async fn bindings(
     summary = "Registrations of one device (its provisioning identity and its DN)",
     params(MacPath),
     responses(
-        (status = 200, description = "success"),
+        (status = 200, description = "success", body = Vec<BindingView>),
         (status = 404, description = "no such device", body = ErrorBody),
     )
 )]
@@ -299,7 +314,7 @@ async fn device_bindings(
 ) -> Result<Response, ApiError> {
     let device = st.dm.device(&mac).await?;
     let Some(ep) = st.dm.sip.get() else {
-        return Ok(Json(Vec::<serde_json::Value>::new()).into_response());
+        return Ok(Json(Vec::<BindingView>::new()).into_response());
     };
     let mut list: Vec<_> = ep
         .registrar()
@@ -351,17 +366,30 @@ async fn preview(
     path = "/devices/{mac}/http-credentials",
     summary = "HTTP basic credentials of the phone's own provisioning files (used when http-auth = basic)",
     params(MacPath),
-    responses((status = 200, description = "success"))
+    responses(
+        (status = 200, description = "success", body = HttpCredentials),
+        (status = 422, description = "invalid MAC", body = ErrorBody),
+    )
 )]
 async fn http_credentials(
     State(st): State<AdminState>,
     Path(mac): Path<String>,
 ) -> Result<Response, ApiError> {
     let mac = Dm::parse_mac(&mac)?;
-    Ok(
-        Json(serde_json::json!({ "user": mac, "password": st.dm.credentials.http_password(&mac) }))
-            .into_response(),
-    )
+    let password = st.dm.credentials.http_password(&mac);
+    Ok(Json(HttpCredentials {
+        user: mac,
+        password,
+    })
+    .into_response())
+}
+
+/// HTTP basic credentials of a phone's own files.
+#[derive(Serialize, ToSchema)]
+struct HttpCredentials {
+    /// The MAC, 12 lower-case hex digits.
+    user: String,
+    password: String,
 }
 
 /// Trunks with their health (OPTIONS probes): which carries the IVR calls now.
@@ -369,26 +397,41 @@ async fn http_credentials(
     get,
     path = "/trunks",
     summary = "Trunks and their health (in service, last OPTIONS probe)",
-    responses((status = 200, description = "success"))
+    responses((status = 200, description = "success", body = Vec<TrunkState>))
 )]
 async fn trunks(State(st): State<AdminState>) -> Result<Response, ApiError> {
     let states = st.dm.trunks.get().map(|t| t.states()).unwrap_or_default();
     Ok(Json(states).into_response())
 }
 
-fn binding_json(b: &std::sync::Arc<sip::registrar::Binding>) -> serde_json::Value {
+/// A registration as the API shows it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Binding)]
+struct BindingView {
+    aor: String,
+    contact: String,
+    /// Seconds until it expires.
+    expires_in: u64,
+    /// The digest user that registered it (a device's own identity), if authenticated.
+    device: Option<String>,
+    user_agent: Option<String>,
+    /// The connection requests to this contact go down, while it lives.
+    flow: Option<String>,
+}
+
+fn binding_json(b: &std::sync::Arc<sip::registrar::Binding>) -> BindingView {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    serde_json::json!({
-        "aor": b.aor,
-        "contact": b.contact,
-        "expires_in": b.remaining(now),
-        "device": b.device,
-        "user_agent": b.user_agent,
-        "flow": b.flow.map(|f| f.token()),
-    })
+    BindingView {
+        aor: b.aor.clone(),
+        contact: b.contact.clone(),
+        expires_in: b.remaining(now),
+        device: b.device.clone(),
+        user_agent: b.user_agent.clone(),
+        flow: b.flow.map(|f| f.token()),
+    }
 }
 
 #[utoipa::path(

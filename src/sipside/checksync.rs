@@ -65,7 +65,9 @@ impl CheckSyncError {
 /// How the NOTIFY left: down this instance's own flow, handed to the instance that holds the
 /// flow (`crate::cluster`), straight to the stored contact because that holder is gone, or to
 /// the switch the phone is registered on, for its AOR (`check-sync = "via-switch"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Route {
     Local,
@@ -75,7 +77,7 @@ pub enum Route {
 }
 
 /// What was sent, for the audit log and the API.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CheckSyncReport {
     pub mac: String,
     pub event: String,

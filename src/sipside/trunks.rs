@@ -152,7 +152,7 @@ impl SipTarget {
 }
 
 /// One resolved record of a trunk, as its last probe (or call) left it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct RecordState {
     /// `ip:port/TRANSPORT`.
     pub address: String,
@@ -308,7 +308,7 @@ impl Trunk {
 }
 
 /// A trunk's state as the admin API and metrics show it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct TrunkState {
     pub name: String,
     pub contact: String,

@@ -9,7 +9,7 @@ const DEVICE_COLS: &str = "mac, vendor, model, profile, dn, state, first_seen_ip
      first_seen_at, last_seen_at, user_agent, firmware, created_at, updated_at";
 
 /// The result of an assignment, for the caller's log and the IVR's prompt.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AssignOutcome {
     pub mac: String,
     pub dn: String,
