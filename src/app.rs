@@ -16,7 +16,7 @@ use crate::provisioning::render::Renderer;
 use crate::provisioning::vendor::VendorTable;
 use crate::service::Dm;
 use crate::store::model::{Profile, Sighting, Site, Switch};
-use crate::store::Store;
+use crate::store::{Change, Store};
 
 /// A started server.
 pub struct Running {
@@ -62,7 +62,8 @@ impl Running {
     }
 }
 
-/// How often another writer's changes (the CLI, another instance) are noticed.
+/// How often another writer's changes to a SQLite file (the CLI) are noticed. On PostgreSQL
+/// other writers' change events arrive by LISTEN instead.
 const VERSION_POLL: Duration = Duration::from_millis(250);
 /// Sightings are written at most this late.
 const SIGHTING_FLUSH: Duration = Duration::from_secs(1);
@@ -91,25 +92,33 @@ pub async fn build_service(
             .await?
             .into(),
     };
+    // The configuration is the source of truth for topology; what it changes is told to the
+    // instances already running (their files name these servers and URLs).
+    let mut topology_changes = Vec::new();
+    let (sites_before, switches_before) = (store.sites().await?, store.switches().await?);
     for s in &config.sites {
-        store
-            .upsert_site(&Site {
-                name: s.name.clone(),
-                fs_url: s.fs_url.clone(),
-                sip_servers: s.sip_servers.join(","),
-            })
-            .await?;
+        let site = Site {
+            name: s.name.clone(),
+            fs_url: s.fs_url.clone(),
+            sip_servers: s.sip_servers.join(","),
+        };
+        if !sites_before.contains(&site) {
+            store.upsert_site(&site).await?;
+            topology_changes.push(Change::Site(site.name));
+        }
     }
     for sw in &config.switches {
-        store
-            .upsert_switch(&Switch {
-                name: sw.name.clone(),
-                site: sw.site.clone(),
-                address: sw.address.clone(),
-                dn_ranges: sw.dn_ranges.join(","),
-                peer: sw.peer.clone(),
-            })
-            .await?;
+        let switch = Switch {
+            name: sw.name.clone(),
+            site: sw.site.clone(),
+            address: sw.address.clone(),
+            dn_ranges: sw.dn_ranges.join(","),
+            peer: sw.peer.clone(),
+        };
+        if !switches_before.contains(&switch) {
+            store.upsert_switch(&switch).await?;
+            topology_changes.push(Change::Switch(switch.name));
+        }
     }
     // What the switches authenticate phones with (`switch_subscriber`), for every realm.
     store
@@ -150,6 +159,7 @@ pub async fn build_service(
         secret.as_bytes(),
         sightings,
     );
+    dm.changed(&topology_changes).await;
     Ok((Arc::new(dm), token))
 }
 
@@ -160,6 +170,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (sight_tx, sight_rx) = mpsc::channel(65_536);
     let (dm, admin_token) = build_service(config.clone(), store, Some(sight_tx)).await?;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    // Before anything is served (and cached): other instances' change events.
+    let changes = match dm
+        .store
+        .change_feed()
+        .await
+        .context("listening for other instances' changes")?
+    {
+        Some(feed) => tokio::spawn(follow_changes(dm.clone(), feed, shutdown_rx.clone())),
+        None => tokio::spawn(watch_version(dm.clone(), shutdown_rx.clone())),
+    };
     // Before SIP starts: every binding written names this instance.
     let cluster = crate::cluster::Cluster::new(dm.store.clone());
     let _ = dm.cluster.set(cluster.clone());
@@ -223,12 +243,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     );
     let _ = dm.sip.set(endpoint);
     let listener = cluster
-        .listen(dm.clone(), &config.store.url, shutdown_rx.clone())
+        .listen(dm.clone(), shutdown_rx.clone())
         .await
         .context("listening for check-sync hand-overs")?;
-    let writer = tokio::spawn(write_sightings(dm.clone(), sight_rx, shutdown_rx.clone()));
-    let poller = tokio::spawn(watch_version(dm.clone(), shutdown_rx));
-    let mut tasks = vec![http, writer, poller];
+    let writer = tokio::spawn(write_sightings(dm.clone(), sight_rx, shutdown_rx));
+    let mut tasks = vec![http, writer, changes];
     tasks.extend(listener);
     Ok(Running {
         http_addr,
@@ -279,8 +298,25 @@ async fn flush_sightings(dm: &Dm, batch: &mut std::collections::HashMap<String, 
     }
 }
 
-/// Notices changes other writers made (the CLI on the same SQLite file, another instance on
-/// PostgreSQL) and marks the render cache stale.
+/// Hands other instances' change events (PostgreSQL LISTEN, see `crate::store::events`) to
+/// the render cache.
+async fn follow_changes(
+    dm: Arc<Dm>,
+    mut feed: crate::store::ChangeFeed,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            changes = feed.recv() => dm.apply_changes(&changes),
+            _ = stopped(&mut stop) => break,
+        }
+    }
+    feed.close().await;
+}
+
+/// SQLite only: notices changes another process (the CLI) made to the same file and marks
+/// the render cache stale. One indexed read of a local file every `VERSION_POLL`; our own
+/// writes move the version too, and cost one extra clear of the cache each.
 async fn watch_version(dm: Arc<Dm>, mut stop: watch::Receiver<bool>) {
     let mut last = dm.store.version().await.ok();
     let mut tick = tokio::time::interval(VERSION_POLL);

@@ -20,6 +20,9 @@
 //! Requests carry the target instance's id, and every instance ignores what is not addressed
 //! to it, so several deployments (or test schemas) sharing one database do not interfere.
 //! On SQLite (one instance) nothing listens and nothing is handed over.
+//!
+//! The listening connection itself is the store's ([`Store::listener`]): this module speaks
+//! no SQL.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,13 +30,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::service::Dm;
 use crate::sipside::checksync::{check_sync_here, CheckSyncError, CheckSyncReport};
-use crate::store::{Backend, Store};
+use crate::store::{Listener, Store, StoreError};
 
 /// The channel hand-over requests travel on.
 pub const REQUESTS: &str = "sipdm_checksync";
@@ -46,8 +48,8 @@ pub const RESULT_WAIT: Duration = Duration::from_secs(40);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// A hand-over request, as sent on [`REQUESTS`].
@@ -116,34 +118,24 @@ impl Cluster {
     pub async fn listen(
         self: &Arc<Self>,
         dm: Arc<Dm>,
-        url: &str,
         stop: watch::Receiver<bool>,
     ) -> Result<Option<JoinHandle<()>>, ClusterError> {
-        if self.store.backend() != Backend::Postgres {
+        let Some(mut listener) = self.store.listener(&self.id, &[REQUESTS, REPLIES]).await? else {
             return Ok(None);
-        }
-        let options: PgConnectOptions = url.parse::<PgConnectOptions>()?.application_name(&self.id);
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .max_lifetime(None)
-            .idle_timeout(None)
-            .connect_with(options)
-            .await?;
-        let mut listener = PgListener::connect_with(&pool).await?;
-        listener.listen_all([REQUESTS, REPLIES]).await?;
+        };
         self.listening.store(true, Ordering::Release);
         let me = self.clone();
         Ok(Some(tokio::spawn(async move {
-            me.serve(dm, listener, stop).await;
+            me.serve(dm, &mut listener, stop).await;
             me.listening.store(false, Ordering::Release);
-            pool.close().await;
+            listener.close().await;
         })))
     }
 
     async fn serve(
         self: &Arc<Self>,
         dm: Arc<Dm>,
-        mut listener: PgListener,
+        listener: &mut Listener,
         mut stop: watch::Receiver<bool>,
     ) {
         loop {
@@ -152,8 +144,8 @@ impl Cluster {
                 _ = stop.wait_for(|s| *s) => return,
             };
             match n {
-                Ok(n) if n.channel() == REQUESTS => {
-                    match serde_json::from_str::<Request>(n.payload()) {
+                Ok(n) if n.channel == REQUESTS => {
+                    match serde_json::from_str::<Request>(&n.payload) {
                         Ok(req) if req.to == self.id => {
                             let me = self.clone();
                             let dm = dm.clone();
@@ -165,8 +157,7 @@ impl Cluster {
                         }
                     }
                 }
-                Ok(n) if n.channel() == REPLIES => match serde_json::from_str::<Reply>(n.payload())
-                {
+                Ok(n) if n.channel == REPLIES => match serde_json::from_str::<Reply>(&n.payload) {
                     Ok(reply) if reply.to == self.id => {
                         if let Some(tx) = self.pending.lock().get(&reply.id) {
                             let _ = tx.send(reply.outcome);
@@ -177,7 +168,7 @@ impl Cluster {
                 },
                 Ok(_) => {}
                 Err(e) => {
-                    // PgListener reconnects and re-subscribes on the next recv.
+                    // The listener reconnects and re-subscribes on the next recv.
                     tracing::warn!(error = %e, "check-sync listener lost its connection; reconnecting");
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -5,7 +5,9 @@
 //! - [`store`]: the only SQL (SQLite file or PostgreSQL).
 //! - [`provisioning`]: MACs, vendor file names, the vendor table, template rendering.
 //! - [`credentials`]: per-device credentials of unassigned phones.
-//! - [`service`]: the device-management service the API, CLI and IVR share.
+//! - [`service`]: the device-management service the API, CLI and IVR share; every write
+//!   emits typed change events ([`store::Change`]).
+//! - [`render_cache`]: rendered phone files, dropped precisely by change events.
 //! - [`http`] and [`admin`]: the HTTP edge (provisioning, admin API, health, metrics).
 //! - [`ivr`]: the built-in IVR (RTP, DTMF, prompts) and the VoiceXML pages for media servers.
 //! - [`assignment`]: the rules of an IVR assignment and the check-sync that follows it.
@@ -24,6 +26,7 @@ pub mod dns;
 pub mod http;
 pub mod ivr;
 pub mod provisioning;
+pub mod render_cache;
 pub mod service;
 pub mod sipside;
 pub mod store;

@@ -2,7 +2,7 @@
 //! (later) the IVR share. It validates input, talks to the store, and renders files.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use sha2::{Digest, Sha256};
@@ -17,8 +17,10 @@ use crate::provisioning::render::{
 };
 use crate::provisioning::sip_server::parse_server;
 use crate::provisioning::vendor::{UaMatch, VendorTable};
-use crate::store::model::{Device, DevicePatch, Dn, NewDevice, Profile, Sighting};
-use crate::store::{self, AssignOutcome, ImportLine, ImportReport, Store, StoreError};
+pub use crate::render_cache::Served;
+use crate::render_cache::{CachedFile, FileKey, RenderCache};
+use crate::store::model::{Device, DevicePatch, Dn, NewDevice, Profile, Sighting, Site};
+use crate::store::{self, AssignOutcome, Change, ImportLine, ImportReport, Store, StoreError};
 
 /// Why a service call failed; `status()` is what the HTTP edge answers.
 #[derive(Debug, thiserror::Error)]
@@ -60,16 +62,6 @@ impl DmError {
 
 pub type Result<T, E = DmError> = std::result::Result<T, E>;
 
-/// A rendered file, ready to serve.
-#[derive(Debug, Clone)]
-pub struct Served {
-    /// Shared, so a cache hit answers without copying the file.
-    pub body: bytes::Bytes,
-    pub content_type: String,
-    /// Strong ETag (quoted), from the body's hash.
-    pub etag: String,
-}
-
 /// Who is asking for a file: what the HTTP edge saw.
 #[derive(Debug, Clone, Default)]
 pub struct Requester {
@@ -80,25 +72,6 @@ pub struct Requester {
     /// `scheme://host[:port]` as the phone used it: where its file sends it back when no
     /// `fs_url` is configured.
     pub base_url: Option<String>,
-}
-
-#[derive(Hash, PartialEq, Eq, Clone)]
-struct CacheKey {
-    /// The file name as requested (normalised by the file-name parser into mac + kind).
-    mac: Mac,
-    kind: String,
-    /// The vendor the User-Agent named, if any: the same file name may render per vendor.
-    ua_vendor: Option<String>,
-    host: Option<String>,
-    base_url: Option<String>,
-}
-
-struct CachedFile {
-    epoch: u64,
-    served: Served,
-    /// When a sighting of this file's phone was last queued (ms); sightings are debounced to
-    /// one a second per file so that a phone hammering its file costs no writes.
-    last_noted: AtomicI64,
 }
 
 /// Sightings of one file closer together than this are recorded once.
@@ -112,10 +85,9 @@ pub struct Dm {
     pub vendors: VendorTable,
     pub renderer: Renderer,
     pub credentials: DeviceCredentials,
-    /// Bumped whenever something a rendered file depends on may have changed; cache entries of
-    /// an older epoch are stale. See `crate::app` for the poller that watches other writers.
-    epoch: AtomicU64,
-    cache: RwLock<HashMap<CacheKey, CachedFile>>,
+    /// Rendered per-phone files; every write's change events drop what they alter (see
+    /// `changed`, and `crate::app` for other writers' events).
+    cache: RenderCache,
     /// User-Agent → what the vendor table makes of it. A fleet sends a handful of distinct
     /// User-Agents, and matching runs regexes: remember the answers.
     ua_cache: RwLock<HashMap<String, Option<Arc<UaMatch>>>>,
@@ -127,10 +99,6 @@ pub struct Dm {
     /// Trunk health, once SIP is up (the admin API shows it).
     pub trunks: std::sync::OnceLock<Arc<crate::sipside::trunks::TrunkTable>>,
 }
-
-/// Most files a busy site's cache holds before it is simply cleared (one entry per phone and
-/// vendor file; 2000-phone sites use a fraction of this).
-const CACHE_LIMIT: usize = 100_000;
 
 impl Dm {
     pub fn new(
@@ -147,8 +115,7 @@ impl Dm {
             vendors,
             renderer,
             credentials: DeviceCredentials::new(secret),
-            epoch: AtomicU64::new(1),
-            cache: RwLock::new(HashMap::new()),
+            cache: RenderCache::default(),
             ua_cache: RwLock::new(HashMap::new()),
             sightings,
             trunks: std::sync::OnceLock::new(),
@@ -157,14 +124,35 @@ impl Dm {
         }
     }
 
-    /// The current generation of served data; moves on every change (see `invalidate`).
+    /// The current generation of served data; moves on every change (see `changed`).
     pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
+        self.cache.generation()
     }
 
-    /// Marks every cached render stale.
+    /// Marks every cached render of this instance stale (a change nobody could name).
     pub fn invalidate(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.cache.apply(&[Change::All]);
+    }
+
+    /// A committed write changed `changes`: this instance's cache drops what they alter at
+    /// once, and the other instances sharing the store are told (PostgreSQL NOTIFY). The write
+    /// stands whether or not the others could be told.
+    pub async fn changed(&self, changes: &[Change]) {
+        self.cache.apply(changes);
+        if let Err(e) = self.store.publish(changes).await {
+            metrics::counter!("sipdm_change_events_unpublished_total").increment(1);
+            tracing::warn!(error = %e, ?changes, "change not published to the other instances");
+        }
+    }
+
+    /// Changes another writer made (another instance, the CLI): only this cache reacts.
+    pub fn apply_changes(&self, changes: &[Change]) {
+        self.cache.apply(changes);
+    }
+
+    /// Renders this instance made since it started (cache misses, common files, previews).
+    pub fn renders(&self) -> u64 {
+        self.cache.renders()
     }
 
     // ---- provisioning -------------------------------------------------------------------
@@ -202,9 +190,8 @@ impl Dm {
                 candidates,
                 model,
             } => {
-                let epoch = self.epoch.load(Ordering::Acquire);
-                let key = CacheKey {
-                    mac,
+                let generation = self.cache.generation();
+                let key = FileKey {
                     kind: kind.clone(),
                     ua_vendor: ua.as_ref().map(|u| u.vendor.clone()),
                     host: who.host.clone(),
@@ -222,14 +209,13 @@ impl Dm {
                 };
                 // Hot path: a fresh render of this exact request; only the sighting is written,
                 // behind the response, and at most once a second.
-                if let Some((hit, note)) = self.cache.read().ok().and_then(|c| {
-                    let f = c.get(&key).filter(|f| f.epoch == epoch)?;
+                if let Some((hit, note)) = self.cache.with(&mac, &key, |f| {
                     let last = f.last_noted.load(Ordering::Relaxed);
                     let note = now - last >= SIGHTING_DEBOUNCE_MS
                         && f.last_noted
                             .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                             .is_ok();
-                    Some((f.served.clone(), note))
+                    (f.served.clone(), note)
                 }) {
                     if note {
                         self.note_sighting(sighting());
@@ -278,19 +264,17 @@ impl Dm {
                 let profile_template = self.profile_of(&device).await?.and_then(|p| p.template);
                 let kind = profile_template.filter(|_| kind == "phone").unwrap_or(kind);
                 let served = self.render(&vendor, &kind, &ctx)?;
-                if let Ok(mut c) = self.cache.write() {
-                    if c.len() >= CACHE_LIMIT {
-                        c.clear();
-                    }
-                    c.insert(
-                        key,
-                        CachedFile {
-                            epoch,
-                            served: served.clone(),
-                            last_noted: AtomicI64::new(now),
-                        },
-                    );
-                }
+                self.cache.insert(
+                    generation,
+                    mac,
+                    device.dn.clone(),
+                    Self::profile_name(&device).to_owned(),
+                    key,
+                    CachedFile {
+                        served: served.clone(),
+                        last_noted: AtomicI64::new(now),
+                    },
+                );
                 Ok(served)
             }
         }
@@ -348,6 +332,7 @@ impl Dm {
     }
 
     fn render(&self, vendor: &str, kind: &str, ctx: &RenderContext) -> Result<Served> {
+        self.cache.note_render();
         let body = self
             .renderer
             .render(vendor, kind, ctx)
@@ -372,13 +357,17 @@ impl Dm {
         })
     }
 
+    /// The profile a device's files are rendered with: its own, else the one its state implies.
+    fn profile_name(device: &Device) -> &str {
+        match (&device.profile, &device.dn) {
+            (Some(p), _) => p,
+            (None, Some(_)) => "device-management",
+            (None, None) => "default",
+        }
+    }
+
     async fn profile_of(&self, device: &Device) -> Result<Option<Profile>> {
-        let name = match (&device.profile, &device.dn) {
-            (Some(p), _) => p.clone(),
-            (None, Some(_)) => "device-management".into(),
-            (None, None) => "default".into(),
-        };
-        match self.store.profile(&name).await {
+        match self.store.profile(Self::profile_name(device)).await {
             Ok(p) => Ok(Some(p)),
             Err(StoreError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
@@ -608,10 +597,10 @@ impl Dm {
             self.store.profile(p).await?;
         }
         let out = self.store.create_device(&d, actor).await?;
+        self.changed(&[Change::Device(out.mac.clone())]).await;
         self.store
             .put_device_switch_credentials(std::slice::from_ref(&out.mac), &self.credentials)
             .await?;
-        self.invalidate();
         Ok(out)
     }
 
@@ -626,14 +615,14 @@ impl Dm {
             self.store.profile(name).await?;
         }
         let out = self.store.update_device(&mac, p).await?;
-        self.invalidate();
+        self.changed(&[Change::Device(mac)]).await;
         Ok(out)
     }
 
     pub async fn delete_device(&self, mac: &str, actor: &str) -> Result<()> {
         let mac = Self::parse_mac(mac)?;
         self.store.delete_device(&mac, actor).await?;
-        self.invalidate();
+        self.changed(&[Change::Device(mac)]).await;
         Ok(())
     }
 
@@ -644,7 +633,10 @@ impl Dm {
     pub async fn assign(&self, mac: &str, dn: &str, actor: &str) -> Result<AssignOutcome> {
         let mac = Self::parse_mac(mac)?;
         let out = self.store.assign(&mac, dn, actor).await?;
-        self.invalidate();
+        // The DN's former holder (a take-over) loses its line too.
+        let mut changes = vec![Change::Device(mac.clone())];
+        changes.extend(out.taken_from.iter().cloned().map(Change::Device));
+        self.changed(&changes).await;
         tracing::info!(mac = %mac, dn = %dn, actor, "assigned");
         Ok(out)
     }
@@ -652,7 +644,7 @@ impl Dm {
     pub async fn unassign(&self, mac: &str, actor: &str) -> Result<Option<String>> {
         let mac = Self::parse_mac(mac)?;
         let out = self.store.unassign(&mac, actor).await?;
-        self.invalidate();
+        self.changed(&[Change::Device(mac)]).await;
         Ok(out)
     }
 
@@ -665,10 +657,10 @@ impl Dm {
                 .map(|s| s.name.clone());
         }
         self.store.create_dn(&dn).await?;
+        self.changed(&[Change::Dn(dn.number.clone())]).await;
         self.store
             .put_dn_switch_credentials(&[(dn.number.clone(), dn.password.clone())])
             .await?;
-        self.invalidate();
         Ok(dn)
     }
 
@@ -686,11 +678,12 @@ impl Dm {
         let report = self.store.import_devices(&lines, actor).await?;
         if report.imported > 0 {
             let macs: Vec<String> = lines.iter().map(|l| l.device.mac.clone()).collect();
+            let changes: Vec<Change> = macs.iter().cloned().map(Change::Device).collect();
+            self.changed(&changes).await;
             self.store
                 .put_device_switch_credentials(&macs, &self.credentials)
                 .await?;
         }
-        self.invalidate();
         Ok(report)
     }
 }
@@ -741,14 +734,69 @@ impl Dm {
         }
         let report = self.store.import_dns(&lines).await?;
         if report.imported > 0 {
+            let changes: Vec<Change> = lines
+                .iter()
+                .map(|(_, d)| Change::Dn(d.number.clone()))
+                .collect();
+            self.changed(&changes).await;
             let dns: Vec<(String, String)> = lines
                 .iter()
                 .map(|(_, d)| (d.number.clone(), d.password.clone()))
                 .collect();
             self.store.put_dn_switch_credentials(&dns).await?;
         }
-        self.invalidate();
         Ok(report)
+    }
+
+    // ---- catalog writes: DNs, profiles, sites ------------------------------------------------
+
+    /// Replaces a DN's password, switch, policy or display name.
+    pub async fn update_dn(&self, dn: &Dn) -> Result<()> {
+        self.store.update_dn(dn).await?;
+        self.changed(&[Change::Dn(dn.number.clone())]).await;
+        Ok(())
+    }
+
+    pub async fn delete_dn(&self, number: &str) -> Result<()> {
+        self.store.delete_dn(number).await?;
+        self.changed(&[Change::Dn(number.to_owned())]).await;
+        Ok(())
+    }
+
+    pub async fn add_profile(&self, p: &Profile) -> Result<()> {
+        self.store.create_profile(p).await?;
+        self.changed(&[Change::Profile(p.name.clone())]).await;
+        Ok(())
+    }
+
+    pub async fn update_profile(&self, p: &Profile) -> Result<()> {
+        self.store.update_profile(p).await?;
+        self.changed(&[Change::Profile(p.name.clone())]).await;
+        Ok(())
+    }
+
+    pub async fn delete_profile(&self, name: &str) -> Result<()> {
+        self.store.delete_profile(name).await?;
+        self.changed(&[Change::Profile(name.to_owned())]).await;
+        Ok(())
+    }
+
+    pub async fn add_site(&self, s: &Site) -> Result<()> {
+        self.store.create_site(s).await?;
+        self.changed(&[Change::Site(s.name.clone())]).await;
+        Ok(())
+    }
+
+    pub async fn update_site(&self, s: &Site) -> Result<()> {
+        self.store.update_site(s).await?;
+        self.changed(&[Change::Site(s.name.clone())]).await;
+        Ok(())
+    }
+
+    pub async fn delete_site(&self, name: &str) -> Result<()> {
+        self.store.delete_site(name).await?;
+        self.changed(&[Change::Site(name.to_owned())]).await;
+        Ok(())
     }
 }
 

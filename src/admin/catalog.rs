@@ -184,8 +184,7 @@ async fn update_dn(
 ) -> Result<Response, ApiError> {
     let dn = body(j)?.into_dn(&st)?;
     same_key(&n, &dn.number)?;
-    st.dm.store.update_dn(&dn).await?;
-    st.dm.invalidate();
+    st.dm.update_dn(&dn).await?;
     Ok(Json(dn).into_response())
 }
 
@@ -203,8 +202,7 @@ async fn delete_dn(
     State(st): State<AdminState>,
     Path(n): Path<String>,
 ) -> Result<Response, ApiError> {
-    st.dm.store.delete_dn(&n).await?;
-    st.dm.invalidate();
+    st.dm.delete_dn(&n).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -234,8 +232,7 @@ async fn create_profile(
     j: Result<Json<Profile>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let p = body(j)?;
-    st.dm.store.create_profile(&p).await?;
-    st.dm.invalidate();
+    st.dm.add_profile(&p).await?;
     Ok((StatusCode::CREATED, Json(p)).into_response())
 }
 
@@ -276,8 +273,7 @@ async fn update_profile(
 ) -> Result<Response, ApiError> {
     let p = body(j)?;
     same_key(&n, &p.name)?;
-    st.dm.store.update_profile(&p).await?;
-    st.dm.invalidate();
+    st.dm.update_profile(&p).await?;
     Ok(Json(p).into_response())
 }
 
@@ -295,8 +291,7 @@ async fn delete_profile(
     State(st): State<AdminState>,
     Path(n): Path<String>,
 ) -> Result<Response, ApiError> {
-    st.dm.store.delete_profile(&n).await?;
-    st.dm.invalidate();
+    st.dm.delete_profile(&n).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -330,8 +325,7 @@ async fn create_site(
     if s.name.trim().is_empty() {
         return Err(ApiError::BadRequest("site name is empty".into()));
     }
-    st.dm.store.create_site(&s).await?;
-    st.dm.invalidate();
+    st.dm.add_site(&s).await?;
     Ok((StatusCode::CREATED, Json(s)).into_response())
 }
 
@@ -372,8 +366,7 @@ async fn update_site(
 ) -> Result<Response, ApiError> {
     let s = body(j)?;
     same_key(&n, &s.name)?;
-    st.dm.store.update_site(&s).await?;
-    st.dm.invalidate();
+    st.dm.update_site(&s).await?;
     Ok(Json(s).into_response())
 }
 
@@ -391,7 +384,6 @@ async fn delete_site(
     State(st): State<AdminState>,
     Path(n): Path<String>,
 ) -> Result<Response, ApiError> {
-    st.dm.store.delete_site(&n).await?;
-    st.dm.invalidate();
+    st.dm.delete_site(&n).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

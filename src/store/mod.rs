@@ -6,11 +6,14 @@
 //! `migrations/{sqlite,postgres}` differs.
 //!
 //! Every write that changes what a phone would be served bumps `meta.version` in the same
-//! transaction, so the provisioning cache of every instance can tell its renders are stale.
+//! transaction: on SQLite that is how a server notices the CLI's writes to its file. Between
+//! PostgreSQL instances the service's typed change events travel instead ([`events`]:
+//! NOTIFY after the write, one LISTEN connection per instance).
 
 mod bindings;
 mod catalog;
 mod devices;
+pub mod events;
 pub mod model;
 mod switch_credentials;
 
@@ -22,6 +25,7 @@ use sqlx::AnyPool;
 
 pub use bindings::StoredBinding;
 pub use devices::{AssignOutcome, ImportLine, ImportReport};
+pub use events::{Change, ChangeFeed, Listener, Notification};
 pub use switch_credentials::{SwitchSubscriber, SwitchSync};
 
 /// Why a store operation failed; each maps to one HTTP status at the edge.
@@ -72,6 +76,12 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The URL it was opened with (a listener opens its own connection to it).
+    url: String,
+    /// The schema written to (PostgreSQL; empty on SQLite): change events name it.
+    scope: String,
+    /// This store's id, random per open: its own change events are not delivered back to it.
+    origin: String,
 }
 
 static DRIVERS: Once = Once::new();
@@ -163,7 +173,23 @@ impl Store {
             // PostgreSQL migrations take an advisory lock of their own.
             Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
         }
-        Ok(Store { pool, backend })
+        let scope = match backend {
+            Backend::Postgres => {
+                sqlx::query_scalar::<_, String>(
+                    "SELECT COALESCE(CAST(current_schema() AS TEXT), '')",
+                )
+                .fetch_one(&pool)
+                .await?
+            }
+            Backend::Sqlite => String::new(),
+        };
+        Ok(Store {
+            pool,
+            backend,
+            url,
+            scope,
+            origin: hex::encode(rand::random::<[u8; 8]>()),
+        })
     }
 
     /// Starts a transaction that will write. On SQLite it takes the write lock up front
