@@ -81,6 +81,8 @@ pub async fn build_service(
     store: Store,
     sightings: Option<mpsc::Sender<Sighting>>,
 ) -> anyhow::Result<(Arc<Dm>, Arc<str>)> {
+    // Before anything is written: a bad operator vendor file stops the start here.
+    let vendors = vendor_table(&config)?;
     let secret = match &config.server.secret {
         Some(s) => s.clone(),
         None => store.meta_get_or_insert("secret", &random_token()).await?,
@@ -148,7 +150,6 @@ pub async fn build_service(
             })
             .await?;
     }
-    let vendors = VendorTable::builtin();
     let renderer = Renderer::new(config.server.template_dir.as_deref(), &vendors)
         .context("loading templates")?;
     let dm = Dm::new(
@@ -161,6 +162,22 @@ pub async fn build_service(
     );
     dm.changed(&topology_changes).await;
     Ok((Arc::new(dm), token))
+}
+
+/// The shipped vendor table with `[server] vendor-file` merged over it (replace by name, add the
+/// rest); a default vendor that is in neither is refused here too, not at the first bare
+/// `MAC.cfg`.
+fn vendor_table(config: &Config) -> anyhow::Result<VendorTable> {
+    let file = config.server.vendor_file.as_deref();
+    let vendors = VendorTable::load(file).with_context(|| match file {
+        Some(f) => format!("loading the vendor file {}", f.display()),
+        None => "loading the vendor table".to_owned(),
+    })?;
+    let default = &config.server.default_vendor;
+    if vendors.get(default).is_none() {
+        anyhow::bail!("[server] default-vendor `{default}` is not in the vendor table");
+    }
+    Ok(vendors)
 }
 
 pub async fn start(config: Config) -> anyhow::Result<Running> {

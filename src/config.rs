@@ -282,6 +282,12 @@ pub struct ServerConfig {
     /// Operator template directory; a template there overrides the shipped one of the same path.
     #[serde(default)]
     pub template_dir: Option<PathBuf>,
+    /// Operator vendor table, the shape of `config/vendors.toml`: its entries replace the
+    /// shipped vendors of the same name and add the others (their templates come from
+    /// `template-dir`). Read and checked at start; a file that cannot be read or is invalid stops
+    /// the start.
+    #[serde(default)]
+    pub vendor_file: Option<PathBuf>,
     /// PEM certificate chain and key: when both are set, provisioning and the admin API are
     /// served over HTTPS only.
     #[serde(default)]
@@ -319,6 +325,7 @@ impl Default for ServerConfig {
             admin_token: None,
             realm: default_realm(),
             template_dir: None,
+            vendor_file: None,
             http_workers: 0,
             tls_cert: None,
             tls_key: None,
