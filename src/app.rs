@@ -237,7 +237,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         dm.clone(),
         ivr_assigner,
         sip_check_sync,
-        crate::ivr::IvrConfig::default(),
+        config.ivr.settings(),
     )
     .context("trunks")?;
     let endpoint = crate::sipside::start(

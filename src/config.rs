@@ -411,6 +411,69 @@ pub struct IvrConfig {
     /// server reads the extension back and hangs up first).
     #[serde(default = "default_vxml_notify_delay")]
     pub vxml_check_sync_delay: u64,
+    /// Milliseconds of silence after the prompt before the first key (VoiceXML `timeout`),
+    /// for the built-in IVR and the VoiceXML pages alike.
+    #[serde(default = "default_first_digit_timeout_ms")]
+    pub first_digit_timeout_ms: u64,
+    /// Milliseconds of silence allowed between keys (VoiceXML `interdigittimeout`).
+    #[serde(default = "default_inter_digit_timeout_ms")]
+    pub inter_digit_timeout_ms: u64,
+    /// Longest DN a caller may key (a longer entry is a failed attempt).
+    #[serde(default = "default_ivr_max_digits")]
+    pub max_digits: usize,
+    /// Failed entries before "Goodbye".
+    #[serde(default = "default_ivr_max_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_first_digit_timeout_ms() -> u64 {
+    10_000
+}
+fn default_inter_digit_timeout_ms() -> u64 {
+    5_000
+}
+fn default_ivr_max_digits() -> usize {
+    16
+}
+fn default_ivr_max_attempts() -> u32 {
+    3
+}
+
+impl IvrConfig {
+    /// The dialogue's settings (built-in IVR and VoiceXML pages) from this section.
+    pub fn settings(&self) -> crate::ivr::IvrSettings {
+        crate::ivr::IvrSettings {
+            first_digit_timeout: std::time::Duration::from_millis(self.first_digit_timeout_ms),
+            inter_digit_timeout: std::time::Duration::from_millis(self.inter_digit_timeout_ms),
+            max_digits: self.max_digits,
+            max_attempts: self.max_attempts,
+            ..crate::ivr::IvrSettings::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (key, ms) in [
+            ("first-digit-timeout-ms", self.first_digit_timeout_ms),
+            ("inter-digit-timeout-ms", self.inter_digit_timeout_ms),
+        ] {
+            if !(100..=120_000).contains(&ms) {
+                return Err(format!("[ivr] {key} = {ms}: want 100 to 120000"));
+            }
+        }
+        if !(1..=32).contains(&self.max_digits) {
+            return Err(format!(
+                "[ivr] max-digits = {}: want 1 to 32",
+                self.max_digits
+            ));
+        }
+        if !(1..=10).contains(&self.max_attempts) {
+            return Err(format!(
+                "[ivr] max-attempts = {}: want 1 to 10",
+                self.max_attempts
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_vxml_networks() -> Vec<ipnet::IpNet> {
@@ -435,6 +498,10 @@ impl Default for IvrConfig {
             alternatevoicexml: None,
             vxml_allowed_networks: default_vxml_networks(),
             vxml_check_sync_delay: default_vxml_notify_delay(),
+            first_digit_timeout_ms: default_first_digit_timeout_ms(),
+            inter_digit_timeout_ms: default_inter_digit_timeout_ms(),
+            max_digits: default_ivr_max_digits(),
+            max_attempts: default_ivr_max_attempts(),
         }
     }
 }
@@ -623,6 +690,7 @@ impl Config {
     /// Cross-references serde cannot check: a switch's site exists, DN ranges parse and do
     /// not overlap, trunk contacts are SIP URIs or the built-in IVR.
     pub fn validate(&self) -> Result<(), String> {
+        self.ivr.validate()?;
         let mut names = std::collections::HashSet::new();
         for site in &self.sites {
             if !names.insert(site.name.as_str()) {

@@ -10,8 +10,8 @@ use sipdm::ivr::prompts::{Prompt, PromptLibrary};
 use sipdm::ivr::rtp::{RtpPacket, RtpStream};
 use sipdm::ivr::sdp::{self, SdpError};
 use sipdm::ivr::{
-    AssignRefusal, Assigner, CallOutcome, CallerIdentity, IvrCall, IvrCallHandle, IvrConfig,
-    IvrError,
+    AssignRefusal, Assigner, CallOutcome, CallerIdentity, IvrCall, IvrCallHandle, IvrError,
+    IvrSettings,
 };
 use tokio::net::UdpSocket;
 use tokio::time::{timeout, Instant};
@@ -65,8 +65,8 @@ fn caller() -> CallerIdentity {
     }
 }
 
-fn config(clip_samples: usize) -> IvrConfig {
-    IvrConfig {
+fn config(clip_samples: usize) -> IvrSettings {
+    IvrSettings {
         first_digit_timeout: Duration::from_millis(300),
         inter_digit_timeout: Duration::from_millis(300),
         max_digits: 8,
@@ -113,7 +113,7 @@ impl Phone {
     async fn call(
         offer: impl FnOnce(u16) -> String,
         assigner: Arc<FakeAssigner>,
-        cfg: IvrConfig,
+        cfg: IvrSettings,
     ) -> Result<(Phone, String, IvrCallHandle), IvrError> {
         let sock = UdpSocket::bind((LO, 0)).await.unwrap();
         let port = sock.local_addr().unwrap().port();
@@ -131,7 +131,7 @@ impl Phone {
 
     async fn default_call(
         assigner: Arc<FakeAssigner>,
-        cfg: IvrConfig,
+        cfg: IvrSettings,
     ) -> (Phone, String, IvrCallHandle) {
         Phone::call(|port| sdp::build_offer(LO, port, 1), assigner, cfg)
             .await
@@ -447,7 +447,7 @@ async fn builtin_prompt_plays_at_real_time() {
     // The committed clip, paced: "Please enter the extension, then press pound." is ~3 s;
     // 25 packets must take ~480 ms.
     let assigner = FakeAssigner::new(&[]);
-    let cfg = IvrConfig {
+    let cfg = IvrSettings {
         prompts: PromptLibrary::builtin(),
         ..config(0)
     };

@@ -213,3 +213,49 @@ async fn application_urls_are_the_pages_targets_and_fallback() {
         .to_string();
     assert!(err.contains("initial-page-url"), "{err}");
 }
+
+/// `[ivr]` timeouts reach the dialogue the server runs: the page a media server fetches waits
+/// as long as the configuration says, and nonsense values stop the configuration.
+#[tokio::test]
+async fn ivr_timeouts_come_from_the_configuration() {
+    let short = common::SINGLE_SITE.replace(
+        "[ivr]\nnumber = \"8800\"",
+        "[ivr]\nnumber = \"8800\"\nfirst-digit-timeout-ms = 1500\ninter-digit-timeout-ms = 700\nmax-digits = 6",
+    );
+    let ts = TestServer::start_with(Db::Sqlite, &short).await;
+    let doc = ts
+        .http
+        .get(format!("{}/fs/dm/ivr", ts.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        doc.contains(r#"<property name="timeout" value="1500ms"/>"#),
+        "{doc}"
+    );
+    assert!(
+        doc.contains(r#"<property name="interdigittimeout" value="700ms"/>"#),
+        "{doc}"
+    );
+    assert!(doc.contains("maxlength=6\""), "{doc}");
+    ts.stop().await;
+
+    for (bad, why) in [
+        ("first-digit-timeout-ms = 0", "first-digit-timeout-ms"),
+        ("inter-digit-timeout-ms = 999999", "inter-digit-timeout-ms"),
+        ("max-digits = 0", "max-digits"),
+        ("max-attempts = 0", "max-attempts"),
+    ] {
+        let toml = common::SINGLE_SITE.replace(
+            "[ivr]\nnumber = \"8800\"",
+            &format!("[ivr]\nnumber = \"8800\"\n{bad}"),
+        );
+        let err = sipdm::config::Config::parse(&toml, std::path::Path::new("test.toml"))
+            .expect_err(bad)
+            .to_string();
+        assert!(err.contains(why), "{bad}: {err}");
+    }
+}

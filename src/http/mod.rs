@@ -23,7 +23,7 @@ pub fn router(dm: Arc<Dm>, admin_token: Arc<str>, assigner: Arc<IvrAssigner>) ->
     let allowed: Arc<[ipnet::IpNet]> = dm.config.ivr.vxml_allowed_networks.clone().into();
     let vxml = crate::ivr::vxml::routes_for_apps(
         assigner,
-        crate::ivr::IvrConfig::default(),
+        dm.config.ivr.settings(),
         dm.config.ivr.initial_page_url.clone(),
         dm.config.ivr.alternatevoicexml.clone(),
     )

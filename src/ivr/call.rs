@@ -25,11 +25,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
 use super::assign::{AssignRefusal, Assigner, CallerIdentity};
-use super::config::IvrConfig;
 use super::dtmf::{self, DtmfError};
 use super::machine::{Action, Event, Machine, Outcome};
 use super::media::{self, MediaCommand, MediaEvent, MediaParams, MediaSession};
 use super::sdp::{self, Negotiated, SdpError};
+use super::settings::IvrSettings;
 
 /// Why a call could not start, or a control could not be delivered.
 #[derive(Debug, thiserror::Error)]
@@ -155,7 +155,7 @@ impl IvrCall {
         local_ip: IpAddr,
         caller: CallerIdentity,
         assigner: Arc<A>,
-        config: IvrConfig,
+        config: IvrSettings,
     ) -> Result<(String, IvrCallHandle), IvrError> {
         let offer = sdp::parse(offer_sdp)?;
         let negotiated = sdp::negotiate(&offer)?;
@@ -199,7 +199,7 @@ const EARLY_KEYS_MAX: usize = 32;
 type AssignFuture = Pin<Box<dyn Future<Output = Result<String, AssignRefusal>> + Send>>;
 
 async fn drive<A: Assigner + 'static>(
-    config: IvrConfig,
+    config: IvrSettings,
     caller: CallerIdentity,
     assigner: Arc<A>,
     media: MediaSession,

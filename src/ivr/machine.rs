@@ -36,8 +36,8 @@
 use std::time::Duration;
 
 use super::assign::AssignRefusal;
-use super::config::IvrConfig;
 use super::prompts::Prompt;
+use super::settings::IvrSettings;
 
 /// What happens to the IVR.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +121,7 @@ pub struct Machine {
 
 impl Machine {
     /// A machine in [`State::Idle`]; feed it [`Event::Start`].
-    pub fn new(cfg: &IvrConfig) -> Self {
+    pub fn new(cfg: &IvrSettings) -> Self {
         Machine {
             limits: Limits {
                 first_digit: cfg.first_digit_timeout,
@@ -350,13 +350,13 @@ mod tests {
     use super::*;
     use crate::ivr::prompts::DecimalDigit;
 
-    fn cfg() -> IvrConfig {
-        IvrConfig {
+    fn cfg() -> IvrSettings {
+        IvrSettings {
             first_digit_timeout: Duration::from_secs(10),
             inter_digit_timeout: Duration::from_secs(5),
             max_digits: 4,
             max_attempts: 3,
-            ..IvrConfig::default()
+            ..IvrSettings::default()
         }
     }
 
@@ -759,7 +759,7 @@ mod tests {
 
     #[test]
     fn zero_limits_are_clamped() {
-        let c = IvrConfig {
+        let c = IvrSettings {
             max_attempts: 0,
             max_digits: 0,
             ..cfg()

@@ -14,7 +14,6 @@
 pub mod app_url;
 pub mod assign;
 pub mod call;
-pub mod config;
 pub mod dtmf;
 pub mod g711;
 pub mod machine;
@@ -22,8 +21,9 @@ pub mod media;
 pub mod prompts;
 pub mod rtp;
 pub mod sdp;
+pub mod settings;
 pub mod vxml;
 
 pub use assign::{AssignRefusal, Assigner, CallerIdentity};
 pub use call::{CallEnded, CallOutcome, IvrCall, IvrCallHandle, IvrControl, IvrError};
-pub use config::IvrConfig;
+pub use settings::IvrSettings;

@@ -46,8 +46,8 @@ use serde::Deserialize;
 
 use super::app_url::{AppUrls, ASSIGN_PATH, PAGE_PATH, PROMPTS_PATH};
 use super::assign::{AssignRefusal, Assigner, CallerIdentity};
-use super::config::IvrConfig;
 use super::prompts::{Prompt, PromptLibrary};
+use super::settings::IvrSettings;
 use crate::provisioning::mac::Mac;
 
 /// The media type of VoiceXML documents (RFC 4267).
@@ -114,7 +114,7 @@ fn badfetch_catch(fallback: Option<String>) -> String {
 /// The page that collects the DN, for attempt `attempt` (1-based) of `cfg.max_attempts`.
 /// `device` is a MAC the page URL carried, if any; `apps` says where its links go.
 pub fn collect_document(
-    cfg: &IvrConfig,
+    cfg: &IvrSettings,
     apps: &AppUrls,
     attempt: u32,
     device: Option<Mac>,
@@ -194,7 +194,7 @@ pub fn assigned_document(dn: &str) -> String {
 /// "That extension is not available." then the page again for `next_attempt`, or
 /// "Goodbye." when that would exceed the attempts.
 pub fn not_available_document(
-    cfg: &IvrConfig,
+    cfg: &IvrSettings,
     apps: &AppUrls,
     next_attempt: u32,
     device: Option<Mac>,
@@ -212,7 +212,7 @@ pub fn not_available_document(
 /// `clip`, then the page again for `next_attempt` (or goodbye), in the application that
 /// served this document, else in the other one.
 fn again_document(
-    cfg: &IvrConfig,
+    cfg: &IvrSettings,
     apps: &AppUrls,
     next_attempt: u32,
     device: Option<Mac>,
@@ -240,7 +240,7 @@ fn again_document(
 /// "Try again", then the page again for `next_attempt` (or goodbye): for an entry that is not
 /// a DN at all (non-digits, too long), which the digits grammar should already have refused.
 pub fn retry_document(
-    cfg: &IvrConfig,
+    cfg: &IvrSettings,
     apps: &AppUrls,
     next_attempt: u32,
     device: Option<Mac>,
@@ -292,7 +292,7 @@ pub fn ulaw_wav(samples: &[u8]) -> Vec<u8> {
 
 struct VxmlState<A> {
     assigner: Arc<A>,
-    cfg: IvrConfig,
+    cfg: IvrSettings,
     prompts: PromptLibrary,
     /// `[ivr] initial-page-url` and `alternatevoicexml`.
     initial: Option<String>,
@@ -307,14 +307,14 @@ impl<A> VxmlState<A> {
     }
 }
 
-/// The VoiceXML routes with the default [`IvrConfig`].
+/// The VoiceXML routes with the default [`IvrSettings`].
 pub fn routes<A: Assigner + 'static>(assigner: Arc<A>) -> Router {
-    routes_with_config(assigner, IvrConfig::default())
+    routes_with_config(assigner, IvrSettings::default())
 }
 
 /// The VoiceXML routes: `GET /fs/dm/ivr`, `POST /fs/dm/ivr/assign`,
 /// `GET /fs/dm/ivr/prompts/{name}.wav`.
-pub fn routes_with_config<A: Assigner + 'static>(assigner: Arc<A>, cfg: IvrConfig) -> Router {
+pub fn routes_with_config<A: Assigner + 'static>(assigner: Arc<A>, cfg: IvrSettings) -> Router {
     routes_for_apps(assigner, cfg, None, None)
 }
 
@@ -322,7 +322,7 @@ pub fn routes_with_config<A: Assigner + 'static>(assigner: Arc<A>, cfg: IvrConfi
 /// `alternate` (`[ivr] alternatevoicexml`) as its fallback.
 pub fn routes_for_apps<A: Assigner + 'static>(
     assigner: Arc<A>,
-    cfg: IvrConfig,
+    cfg: IvrSettings,
     initial: Option<String>,
     alternate: Option<String>,
 ) -> Router {
@@ -490,8 +490,8 @@ mod tests {
         }
     }
 
-    fn cfg() -> IvrConfig {
-        IvrConfig::default()
+    fn cfg() -> IvrSettings {
+        IvrSettings::default()
     }
 
     #[test]

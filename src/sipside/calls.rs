@@ -24,7 +24,7 @@ use super::local_addr::{contact_host, local_ip};
 use super::trunks::{TrunkError, TrunkTable};
 use crate::assignment::{CheckSync, IvrAssigner};
 use crate::credentials::DeviceCredentials;
-use crate::ivr::{CallOutcome, CallerIdentity, IvrCall, IvrConfig, IvrControl, IvrError};
+use crate::ivr::{CallOutcome, CallerIdentity, IvrCall, IvrControl, IvrError, IvrSettings};
 use crate::provisioning::mac::Mac;
 use crate::service::Dm;
 
@@ -42,7 +42,7 @@ pub struct CallRouter {
     b2bua: Arc<B2bua>,
     assigner: Arc<IvrAssigner>,
     check_sync: Arc<dyn CheckSync>,
-    ivr: IvrConfig,
+    ivr: IvrSettings,
     dialogs: Mutex<HashMap<String, IvrDialog>>,
     /// Switches and SBCs whose P-Asserted-Identity names the calling device.
     trusted: TrustedPeers,
@@ -54,7 +54,7 @@ impl CallRouter {
         dm: Arc<Dm>,
         assigner: Arc<IvrAssigner>,
         check_sync: Arc<dyn CheckSync>,
-        ivr: IvrConfig,
+        ivr: IvrSettings,
     ) -> Result<Arc<Self>, TrunkError> {
         let sip = &dm.config.sip;
         let resolver = Arc::new(crate::dns::SipResolver::new(&sip.dns_servers));

@@ -1,4 +1,5 @@
-//! Tunables of the IVR dialogue, shared by the built-in IVR and the VoiceXML documents.
+//! Tunables of the IVR dialogue, shared by the built-in IVR and the VoiceXML documents; built
+//! from the `[ivr]` section of the configuration.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use super::prompts::PromptLibrary;
 /// The defaults follow what callers expect from carrier IVRs and what VoiceXML media servers
 /// use by default (`timeout` 10 s before the first key, `interdigittimeout` 5 s between keys).
 #[derive(Debug, Clone)]
-pub struct IvrConfig {
+pub struct IvrSettings {
     /// Silence allowed after the prompt before the first key (VoiceXML `timeout`).
     pub first_digit_timeout: Duration,
     /// Silence allowed between keys (VoiceXML `interdigittimeout`).
@@ -26,9 +27,9 @@ pub struct IvrConfig {
     pub prompts: PromptLibrary,
 }
 
-impl Default for IvrConfig {
+impl Default for IvrSettings {
     fn default() -> Self {
-        IvrConfig {
+        IvrSettings {
             first_digit_timeout: Duration::from_secs(10),
             inter_digit_timeout: Duration::from_secs(5),
             max_digits: 16,
