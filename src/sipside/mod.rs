@@ -8,9 +8,9 @@
 //! - [`trunks`]: the trunk table, longest-prefix routing and OPTIONS health checks;
 //! - [`b2bua`]: calls to external trunks, bridged dialog to dialog;
 //! - [`local_addr`]: this end's address for SDP, Contact and Via (shared by calls and b2bua);
-//! - [`checksync`]: the NOTIFY that makes a phone re-fetch its file;
+//! - [`checksync`]: the NOTIFY that makes a phone re-fetch its file, by whichever route reaches
+//!   it (own binding, another instance's, the switch's);
 //! - [`identity`]: the caller's device as a trusted switch asserts it;
-//! - [`via_switch`]: check-sync through the switch a phone is registered on;
 //! - [`start`]: builds the endpoint from the configuration (UDP and TCP on `[server] sip`, TLS
 //!   on `[sip] tls-listen`).
 
@@ -22,7 +22,6 @@ pub mod checksync;
 pub mod identity;
 pub mod local_addr;
 pub mod trunks;
-pub mod via_switch;
 
 use std::sync::Arc;
 use std::time::Duration;

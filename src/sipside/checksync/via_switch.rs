@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use sip::transport::Protocol;
 use sip::{Endpoint, Target};
 
-use super::checksync::{
+use super::notify::{
     credentials_of, event_for, notify, record, CheckSyncError, CheckSyncReport, Identity, Route,
 };
 use crate::config::{CheckSyncRoute, SwitchConfig};
