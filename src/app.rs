@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::assignment::{CheckSync, IvrAssigner};
 use crate::config::Config;
+use crate::domain::ProfileKind;
 use crate::provisioning::render::Renderer;
 use crate::provisioning::vendor::VendorTable;
 use crate::service::Dm;
@@ -134,13 +135,13 @@ pub async fn build_service(
         )
         .await?;
     for (name, kind) in [
-        ("default", "default"),
-        ("device-management", "device-management"),
+        ("default", ProfileKind::Default),
+        ("device-management", ProfileKind::DeviceManagement),
     ] {
         store
             .ensure_profile(&Profile {
                 name: name.into(),
-                kind: kind.into(),
+                kind: kind.to_string(),
                 template: None,
                 preferred_server: None,
                 peer_server: None,

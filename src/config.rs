@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::{AuthPolicy, AuthPolicyError};
+
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -507,23 +509,13 @@ impl Default for IvrConfig {
 }
 
 /// SIP authentication defaults applied to DNs that do not set their own.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// (Default: `register,invite`, as [`AuthPolicy::default`].)
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AuthConfig {
-    #[serde(default = "default_authenticate_requests")]
-    pub authenticate_requests: String,
-}
-
-fn default_authenticate_requests() -> String {
-    "register,invite".into()
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            authenticate_requests: default_authenticate_requests(),
-        }
-    }
+    /// Parsed when the file is read: a bad value refuses the configuration.
+    #[serde(default)]
+    pub authenticate_requests: AuthPolicy,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -623,42 +615,10 @@ pub const OOSP_TRANSFER_REFUSED: &str = "oosp-transfer-enabled = true is not sup
      (Max-Forwards = oos-options-max-forwards) and skips it while it is out of service. \
      Set it on the switch's trunk DN and remove it here";
 
-/// `authenticate-requests` checked and written one way: `register,invite`, `register`,
-/// `invite` or empty (in any case and order, spaces allowed); anything else (an unknown
-/// method, one named twice) is an error that names the valid values.
-pub fn normalize_authenticate_requests(value: &str) -> Result<String, String> {
-    let bad = || {
-        format!(
-            "authenticate-requests `{value}`: want `register,invite`, `register`, `invite` \
-             or empty"
-        )
-    };
-    let (mut register, mut invite) = (false, false);
-    for m in value.split(',').map(str::trim) {
-        let seen = match m.to_ascii_lowercase().as_str() {
-            "register" => &mut register,
-            "invite" => &mut invite,
-            "" if value.trim().is_empty() => continue,
-            _ => return Err(bad()),
-        };
-        if *seen {
-            return Err(bad());
-        }
-        *seen = true;
-    }
-    Ok(match (register, invite) {
-        (true, true) => "register,invite",
-        (true, false) => "register",
-        (false, true) => "invite",
-        (false, false) => "",
-    }
-    .to_owned())
-}
-
 impl AuthConfig {
-    /// The policy of a new DN: `given` checked and normalised, or the configured default.
-    pub fn for_new_dn(&self, given: Option<&str>) -> Result<String, String> {
-        normalize_authenticate_requests(given.unwrap_or(&self.authenticate_requests))
+    /// The policy of a new DN: `given` parsed, or the configured default.
+    pub fn for_new_dn(&self, given: Option<&str>) -> Result<AuthPolicy, AuthPolicyError> {
+        given.map_or(Ok(self.authenticate_requests), str::parse)
     }
 }
 
@@ -768,8 +728,6 @@ impl Config {
                 ));
             }
         }
-        normalize_authenticate_requests(&self.auth.authenticate_requests)
-            .map_err(|e| format!("auth: {e}"))?;
         for (key, url) in [
             ("initial-page-url", &self.ivr.initial_page_url),
             ("alternatevoicexml", &self.ivr.alternatevoicexml),
@@ -1018,7 +976,13 @@ dn-ranges = ["1500-2500"]
             ("", ""),
             ("  ", ""),
         ] {
-            assert_eq!(normalize_authenticate_requests(given).as_deref(), Ok(want));
+            assert_eq!(
+                given
+                    .parse::<AuthPolicy>()
+                    .map(|p| p.to_string())
+                    .as_deref(),
+                Ok(want)
+            );
         }
         for bad in [
             "options",
@@ -1027,17 +991,18 @@ dn-ranges = ["1500-2500"]
             "register,",
             ",invite",
         ] {
-            let err = normalize_authenticate_requests(bad).unwrap_err();
+            let err = bad.parse::<AuthPolicy>().unwrap_err().to_string();
             assert!(
                 err.contains(bad) && err.contains("register,invite"),
                 "{err}"
             );
         }
         let auth = AuthConfig {
-            authenticate_requests: "register".into(),
+            authenticate_requests: "register".parse().unwrap(),
         };
-        assert_eq!(auth.for_new_dn(None).as_deref(), Ok("register"));
-        assert_eq!(auth.for_new_dn(Some("")).as_deref(), Ok(""));
+        let new_dn = |given| auth.for_new_dn(given).map(|p| p.to_string());
+        assert_eq!(new_dn(None).as_deref(), Ok("register"));
+        assert_eq!(new_dn(Some("")).as_deref(), Ok(""));
         let err = parse("[auth]\nauthenticate-requests = \"bye\"\n")
             .unwrap_err()
             .to_string();

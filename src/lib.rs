@@ -2,6 +2,7 @@
 //!
 //! Module map:
 //! - [`config`]: the TOML configuration, in the deployment guide's vocabulary.
+//! - [`domain`]: typed values parsed once at the edge (`AuthPolicy`, `ProfileKind`, `Mac`); no I/O.
 //! - [`store`]: the only SQL (SQLite file or PostgreSQL).
 //! - [`provisioning`]: MACs, vendor file names, the vendor table, template rendering.
 //! - [`credentials`]: per-device credentials of unassigned phones.
@@ -23,6 +24,7 @@ pub mod cluster;
 pub mod config;
 pub mod credentials;
 pub mod dns;
+pub mod domain;
 pub mod http;
 pub mod ivr;
 pub mod provisioning;

@@ -240,7 +240,7 @@ async fn main() -> anyhow::Result<()> {
                     number,
                     password,
                     switch,
-                    authenticate_requests,
+                    authenticate_requests: authenticate_requests.to_string(),
                     display_name,
                 })
                 .await?;

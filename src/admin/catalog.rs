@@ -95,12 +95,12 @@ impl DnBody {
             .config
             .auth
             .for_new_dn(self.authenticate_requests.as_deref())
-            .map_err(|e| ApiError::Dm(crate::service::DmError::Invalid(e)))?;
+            .map_err(|e| ApiError::Dm(crate::service::DmError::Invalid(e.to_string())))?;
         Ok(Dn {
             number: self.number,
             password: self.password,
             switch: self.switch,
-            authenticate_requests,
+            authenticate_requests: authenticate_requests.to_string(),
             display_name: self.display_name,
         })
     }

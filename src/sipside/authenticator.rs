@@ -17,14 +17,23 @@ use sip::fastmap::{self, FastMap};
 use sip::BoxFuture;
 
 use crate::credentials::{DeviceCredentials, PROVISIONING_USER};
+use crate::domain::AuthPolicy;
 use crate::service::Dm;
+use crate::store::model::Dn;
 use crate::store::StoreError;
 
 #[derive(Clone)]
 struct DnEntry {
     epoch: u64,
     /// `None`: no such DN (remembered too, so unknown users cost no SQL either).
-    found: Option<(String, bool, bool)>, // password, challenge REGISTER, challenge INVITE
+    found: Option<DnAuth>,
+}
+
+/// A DN's password and its policy, parsed once when the DN is loaded.
+#[derive(Clone)]
+struct DnAuth {
+    password: String,
+    policy: AuthPolicy,
 }
 
 pub struct DmAuthenticator {
@@ -58,19 +67,19 @@ impl DmAuthenticator {
         let n = dns.len().min(CACHE_LIMIT);
         let mut c = self.cache.write();
         for dn in dns.into_iter().take(CACHE_LIMIT) {
-            let found = Some(policy(dn.password, &dn.authenticate_requests));
+            let found = Some(DnAuth::of(&dn));
             c.entry(dn.number).or_insert(DnEntry { epoch, found });
         }
         Ok(n)
     }
 
-    async fn dn(&self, user: &str) -> Result<Option<(String, bool, bool)>, AuthError> {
+    async fn dn(&self, user: &str) -> Result<Option<DnAuth>, AuthError> {
         let epoch = self.dm.epoch();
         if let Some(e) = self.cache.read().get(user).filter(|e| e.epoch == epoch) {
             return Ok(e.found.clone());
         }
         let found = match self.dm.store.dn(user).await {
-            Ok(dn) => Some(policy(dn.password, &dn.authenticate_requests)),
+            Ok(dn) => Some(DnAuth::of(&dn)),
             Err(StoreError::NotFound { .. }) => None,
             Err(e) => return Err(AuthError(e.to_string())),
         };
@@ -89,12 +98,19 @@ impl DmAuthenticator {
     }
 }
 
-/// A DN's password and whether REGISTER and INVITE are challenged, from its
-/// `authenticate-requests` (`register,invite`).
-fn policy(password: String, authenticate_requests: &str) -> (String, bool, bool) {
-    let methods = authenticate_requests.to_ascii_lowercase();
-    let has = |m: &str| methods.split(',').any(|x| x.trim() == m);
-    (password, has("register"), has("invite"))
+impl DnAuth {
+    /// The store refuses a bad `authenticate_requests`, so one can only come from a row
+    /// written around sipdm: it is logged and every request is challenged (fail closed).
+    fn of(dn: &Dn) -> DnAuth {
+        let policy = dn.auth_policy().unwrap_or_else(|e| {
+            tracing::warn!(dn = %dn.number, "{e}; challenging REGISTER and INVITE");
+            AuthPolicy::BOTH
+        });
+        DnAuth {
+            password: dn.password.clone(),
+            policy,
+        }
+    }
 }
 
 impl Authenticator for DmAuthenticator {
@@ -108,9 +124,9 @@ impl Authenticator for DmAuthenticator {
                 return Ok(true);
             }
             Ok(match self.dn(aor_user).await? {
-                Some((_, register, invite)) => match method {
-                    rsip::Method::Register => register,
-                    rsip::Method::Invite => invite,
+                Some(DnAuth { policy, .. }) => match method {
+                    rsip::Method::Register => policy.register,
+                    rsip::Method::Invite => policy.invite,
                     _ => false,
                 },
                 // Unknown users are challenged; no credential will satisfy the challenge.
@@ -136,7 +152,7 @@ impl Authenticator for DmAuthenticator {
             Ok(self
                 .dn(aor_user)
                 .await?
-                .map(|(password, _, _)| Credential::Password(password)))
+                .map(|dn| Credential::Password(dn.password)))
         })
     }
 }

@@ -1,7 +1,8 @@
 //! Sites, switches, profiles and DNs: the catalogue devices are provisioned from.
 
-use super::model::{Dn, Profile, Site, Switch, PROFILE_KINDS};
+use super::model::{Dn, Profile, Site, Switch};
 use super::{bump_version, classify, Result, Store, StoreError};
+use crate::domain::ProfileKind;
 
 impl Store {
     pub async fn sites(&self) -> Result<Vec<Site>> {
@@ -370,20 +371,16 @@ fn check_profile(p: &Profile) -> Result<()> {
     if p.name.trim().is_empty() {
         return Err(StoreError::Invalid("profile name is empty".into()));
     }
-    if !PROFILE_KINDS.contains(&p.kind.as_str()) {
-        return Err(StoreError::Invalid(format!(
-            "profile kind `{}` is not one of {}",
-            p.kind,
-            PROFILE_KINDS.join(", ")
-        )));
-    }
+    let kind = p.kind().map_err(|e| StoreError::Invalid(e.to_string()))?;
     if serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&p.params).is_err() {
         return Err(StoreError::Invalid(format!(
             "profile `{}`: params must be a JSON object",
             p.name
         )));
     }
-    if p.kind == "disaster-recovery" && (p.preferred_server.is_none() || p.peer_server.is_none()) {
+    if kind == ProfileKind::DisasterRecovery
+        && (p.preferred_server.is_none() || p.peer_server.is_none())
+    {
         return Err(StoreError::Invalid(format!(
             "profile `{}`: a disaster-recovery profile names a preferred and a peer SIP server",
             p.name
@@ -409,17 +406,7 @@ pub(super) fn check_dn(d: &Dn) -> Result<()> {
             d.number
         )));
     }
-    for m in d
-        .authenticate_requests
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        if !matches!(m.to_ascii_lowercase().as_str(), "register" | "invite") {
-            return Err(StoreError::Invalid(format!(
-                "authenticate-requests: unknown method `{m}`"
-            )));
-        }
-    }
+    d.auth_policy()
+        .map_err(|e| StoreError::Invalid(format!("DN `{}`: {e}", d.number)))?;
     Ok(())
 }

@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::ToSchema;
 
+use crate::domain::{AuthPolicy, AuthPolicyError, ProfileKind, ProfileKindError};
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct Site {
     pub name: String,
@@ -27,8 +29,8 @@ pub struct Switch {
     pub peer: Option<String>,
 }
 
-/// What a profile is for: the kinds of the deployment guide.
-pub const PROFILE_KINDS: &[&str] = &["default", "device-management", "disaster-recovery"];
+/// What a profile is for: the text of every [`ProfileKind`], as stored.
+pub const PROFILE_KINDS: &[&str] = &ProfileKind::NAMES;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct Profile {
@@ -55,6 +57,14 @@ pub struct Profile {
     pub check_sync_event: Option<String>,
 }
 
+impl Profile {
+    /// What the profile is for, parsed from the stored text; a kind the code does not know
+    /// is an error, never taken for `default`.
+    pub fn kind(&self) -> Result<ProfileKind, ProfileKindError> {
+        self.kind.parse()
+    }
+}
+
 fn empty_object() -> String {
     "{}".into()
 }
@@ -73,7 +83,20 @@ fn profile_kind_schema() -> Object {
 }
 
 /// The policies a DN's `authenticate_requests` takes, as the API stores them.
-const AUTHENTICATE_REQUESTS: &[&str] = &["register,invite", "register", "invite", ""];
+const AUTHENTICATE_REQUESTS: &[&str] = &[
+    AuthPolicy::BOTH.as_str(),
+    AuthPolicy {
+        register: true,
+        invite: false,
+    }
+    .as_str(),
+    AuthPolicy {
+        register: false,
+        invite: true,
+    }
+    .as_str(),
+    AuthPolicy::NONE.as_str(),
+];
 
 fn authenticate_requests_schema() -> Object {
     one_of(
@@ -104,7 +127,14 @@ pub struct Dn {
 }
 
 fn default_auth() -> String {
-    "register,invite".into()
+    AuthPolicy::default().to_string()
+}
+
+impl Dn {
+    /// Which requests are challenged, parsed from the stored `authenticate_requests`.
+    pub fn auth_policy(&self) -> Result<AuthPolicy, AuthPolicyError> {
+        self.authenticate_requests.parse()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
@@ -175,4 +205,52 @@ pub struct Sighting {
     pub vendor: Option<String>,
     pub model: Option<String>,
     pub firmware: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(kind: &str) -> Profile {
+        Profile {
+            name: "p".into(),
+            kind: kind.into(),
+            template: None,
+            preferred_server: None,
+            peer_server: None,
+            params: empty_object(),
+            allow_reassign: 0,
+            check_sync_event: None,
+        }
+    }
+
+    #[test]
+    fn a_stored_kind_is_typed_and_an_unknown_one_is_an_error() {
+        assert_eq!(
+            profile("disaster-recovery").kind(),
+            Ok(ProfileKind::DisasterRecovery)
+        );
+        assert_eq!(profile("default").kind(), Ok(ProfileKind::Default));
+        let err = profile("dr").kind().unwrap_err().to_string();
+        assert!(err.contains("`dr`"), "{err}");
+        assert_eq!(PROFILE_KINDS, ProfileKind::NAMES);
+    }
+
+    #[test]
+    fn a_stored_policy_is_typed() {
+        let mut dn = Dn {
+            number: "1000".into(),
+            password: "pw".into(),
+            switch: None,
+            authenticate_requests: default_auth(),
+            display_name: None,
+        };
+        assert_eq!(dn.auth_policy(), Ok(AuthPolicy::BOTH));
+        dn.authenticate_requests = "options".into();
+        assert!(dn.auth_policy().is_err());
+        assert_eq!(
+            AUTHENTICATE_REQUESTS,
+            ["register,invite", "register", "invite", ""]
+        );
+    }
 }
