@@ -114,7 +114,15 @@ fn dn_add_takes_the_configured_authenticate_requests() {
     assert!(ok, "{err}");
     let (ok, _, err) = sipdm(
         &config,
-        &["dn", "add", "1002", "--password", "pw", "--authenticate-requests", ""],
+        &[
+            "dn",
+            "add",
+            "1002",
+            "--password",
+            "pw",
+            "--authenticate-requests",
+            "",
+        ],
     );
     assert!(ok, "{err}");
     let (ok, _, err) = sipdm(

@@ -33,9 +33,18 @@ const PHONES: &[(&str, &str)] = &[
         "spa0014bfa1b2c3.xml",
         "Cisco/SPA504G-7.6.2 (0014BFA1B2C3)(CCQ00000000)",
     ),
-    ("cfg000b82a1b2c3.xml", "Grandstream Model HW GXP2170 SW 1.0.11.3"),
-    ("000413a1b2c3.xml", "Mozilla/4.0 (compatible; snom760-SIP 10.1.39.11)"),
-    ("00908fa1b2c3.cfg", "AUDC-IPPhone/3.4.4.1000 (445HD; 00908FA1B2C3)"),
+    (
+        "cfg000b82a1b2c3.xml",
+        "Grandstream Model HW GXP2170 SW 1.0.11.3",
+    ),
+    (
+        "000413a1b2c3.xml",
+        "Mozilla/4.0 (compatible; snom760-SIP 10.1.39.11)",
+    ),
+    (
+        "00908fa1b2c3.cfg",
+        "AUDC-IPPhone/3.4.4.1000 (445HD; 00908FA1B2C3)",
+    ),
 ];
 
 async fn fetch_as_lan_phone(ts: &TestServer, path: &str, ua: &str) -> String {

@@ -70,7 +70,8 @@ impl<K: Hash + Eq + Clone> Counter<K> {
     /// Counts one failure; true when this one reached `max` (the moment to log).
     fn count(&mut self, key: &K, max: u32, window: Duration, capacity: usize) -> bool {
         if self.entries.len() >= capacity && !self.entries.contains_key(key) {
-            self.entries.retain(|_, e| e.window_start.elapsed() < window);
+            self.entries
+                .retain(|_, e| e.window_start.elapsed() < window);
             if self.entries.len() >= capacity {
                 self.entries.clear();
             }
