@@ -137,30 +137,35 @@ async fn where_registered(db: &SwitchDb, user: &str) -> Vec<String> {
     rows.into_iter().map(|(s,)| s).collect()
 }
 
+/// Both sites: the shared database (sipdm's store, SIPS1's location table), SIPS2's own
+/// location table (each switch loads its whole table at start, so two must not share one),
+/// the two switches and the two nodes.
 struct Sites {
     db: SwitchDb,
+    sips2_locations: SwitchDb,
     sips1: Kamailio,
+    /// How SIPS1 was started, to start it again after stopping it.
+    sips1_params: KamailioParams,
     sips2: Kamailio,
     fs1: TestServer,
     fs2: TestServer,
 }
 
-async fn bring_up() -> Sites {
+/// Each switch takes check-syncs from either site's node (both on 127.0.0.1 here).
+const SIPDM_PEERS: &str = r"SIPDM_PEERS=^127\.0\.0\.1:";
+
+async fn bring_up(topology: Topology) -> Sites {
     let db = SwitchDb::create().await;
+    let sips2_locations = SwitchDb::create().await;
     let (fs1_sip, fs2_sip) = (loopback(common::free_port()), loopback(common::free_port()));
     let (fs1_http, fs2_http) = (loopback(common::free_port()), loopback(common::free_port()));
-    // Each switch takes check-syncs from either site's node (both on 127.0.0.1 here).
-    let peers = vec![r"SIPDM_PEERS=^127\.0\.0\.1:".to_owned()];
-    let sips1 = Kamailio::start_with(
-        &db,
-        &KamailioParams {
-            realm: "sips1.test".into(),
-            sipdm: fs1_sip,
-            ivr_prefix: "88".into(),
-            port: common::free_port(),
-        },
-        &peers,
-    );
+    let sips1_params = KamailioParams {
+        realm: "sips1.test".into(),
+        sipdm: fs1_sip,
+        ivr_prefix: "88".into(),
+        port: common::free_port(),
+    };
+    let sips1 = Kamailio::start_with(&db, &sips1_params, &[SIPDM_PEERS.to_owned()]);
     let sips2 = Kamailio::start_with(
         &db,
         &KamailioParams {
@@ -169,39 +174,32 @@ async fn bring_up() -> Sites {
             ivr_prefix: "88".into(),
             port: common::free_port(),
         },
-        &peers,
+        &[
+            SIPDM_PEERS.to_owned(),
+            format!("LOCDBURL=\"{}\"", sips2_locations.url),
+        ],
     );
-    let fs1 = db
-        .start_sipdm(&node_config(
-            Topology::MultiSite,
+    let node = |sip, http, own_switch| {
+        node_config(
+            topology,
             Node {
-                sip: fs1_sip,
-                http: fs1_http,
-                own_switch: sips1.addr,
+                sip,
+                http,
+                own_switch,
             },
             sips1.addr,
             sips2.addr,
             fs1_http,
             fs2_http,
-        ))
-        .await;
-    let fs2 = db
-        .start_sipdm(&node_config(
-            Topology::MultiSite,
-            Node {
-                sip: fs2_sip,
-                http: fs2_http,
-                own_switch: sips2.addr,
-            },
-            sips1.addr,
-            sips2.addr,
-            fs1_http,
-            fs2_http,
-        ))
-        .await;
+        )
+    };
+    let fs1 = db.start_sipdm(&node(fs1_sip, fs1_http, sips1.addr)).await;
+    let fs2 = db.start_sipdm(&node(fs2_sip, fs2_http, sips2.addr)).await;
     Sites {
         db,
+        sips2_locations,
         sips1,
+        sips1_params,
         sips2,
         fs1,
         fs2,
@@ -218,7 +216,7 @@ fn phone_options() -> PhoneOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dn_2000_keyed_on_site_1_ends_registered_on_sips2() {
-    let s = bring_up().await;
+    let s = bring_up(Topology::MultiSite).await;
     for (dn, pw) in [("1000", "pw-1000"), ("2000", "pw-2000")] {
         let r = s
             .fs1
@@ -276,7 +274,10 @@ async fn dn_2000_keyed_on_site_1_ends_registered_on_sips2() {
     let sips1 = format!("udp:{}", s.sips1.addr);
     let sips2 = format!("udp:{}", s.sips2.addr);
     assert_eq!(where_registered(&s.db, "1000").await, vec![sips1.clone()]);
-    assert_eq!(where_registered(&s.db, "2000").await, vec![sips2.clone()]);
+    assert_eq!(
+        where_registered(&s.sips2_locations, "2000").await,
+        vec![sips2.clone()]
+    );
     // Its file now sends it to site 2's node for every re-fetch.
     assert!(
         p.config.prov_url.starts_with(&s.fs2.base),
@@ -299,61 +300,16 @@ async fn dn_2000_keyed_on_site_1_ends_registered_on_sips2() {
 /// 2000 on both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_sips1_down_ivr_provisioning_completes_through_the_peer() {
-    let db = SwitchDb::create().await;
-    // SIPS2 keeps its registrations apart from SIPS1's (each loads its table at start).
-    let sips2_locations = SwitchDb::create().await;
-    let (fs1_sip, fs2_sip) = (loopback(common::free_port()), loopback(common::free_port()));
-    let (fs1_http, fs2_http) = (loopback(common::free_port()), loopback(common::free_port()));
-    let peers = r"SIPDM_PEERS=^127\.0\.0\.1:".to_owned();
-    let sips1_params = KamailioParams {
-        realm: "sips1.test".into(),
-        sipdm: fs1_sip,
-        ivr_prefix: "88".into(),
-        port: common::free_port(),
-    };
-    let sips1 = Kamailio::start_with(&db, &sips1_params, std::slice::from_ref(&peers));
+    let Sites {
+        db,
+        sips2_locations,
+        sips1,
+        sips1_params,
+        sips2,
+        fs1,
+        fs2,
+    } = bring_up(Topology::Continuity).await;
     let sips1_addr = sips1.addr;
-    let sips2 = Kamailio::start_with(
-        &db,
-        &KamailioParams {
-            realm: "sips2.test".into(),
-            sipdm: fs2_sip,
-            ivr_prefix: "88".into(),
-            port: common::free_port(),
-        },
-        &[
-            peers.clone(),
-            format!("LOCDBURL=\"{}\"", sips2_locations.url),
-        ],
-    );
-    let fs1 = db
-        .start_sipdm(&node_config(
-            Topology::Continuity,
-            Node {
-                sip: fs1_sip,
-                http: fs1_http,
-                own_switch: sips1.addr,
-            },
-            sips1.addr,
-            sips2.addr,
-            fs1_http,
-            fs2_http,
-        ))
-        .await;
-    let fs2 = db
-        .start_sipdm(&node_config(
-            Topology::Continuity,
-            Node {
-                sip: fs2_sip,
-                http: fs2_http,
-                own_switch: sips2.addr,
-            },
-            sips1.addr,
-            sips2.addr,
-            fs1_http,
-            fs2_http,
-        ))
-        .await;
     let r = fs1
         .post("/dns", json!({"number": "2000", "password": "pw-2000"}))
         .await;
@@ -407,7 +363,7 @@ async fn with_sips1_down_ivr_provisioning_completes_through_the_peer() {
         "the check-sync did not go through the peer: {audit}"
     );
     // SIPS1 is back: the phone's next registration (its refresh) reaches both.
-    let sips1 = Kamailio::start_with(&db, &sips1_params, &[peers]);
+    let sips1 = Kamailio::start_with(&db, &sips1_params, &[SIPDM_PEERS.to_owned()]);
     phone.register(&p.config).await.expect("re-registration");
     assert_eq!(
         where_registered(&db, "2000").await,

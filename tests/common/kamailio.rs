@@ -12,9 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sipdm::app;
-use sipdm::config::Config;
-
 use super::{TestDb, TestServer, PG_DEFAULT, PG_URL_ENV};
 
 const KAMAILIO: &str = "/usr/sbin/kamailio";
@@ -65,25 +62,8 @@ impl SwitchDb {
 
     /// sipdm on this database (its store migrates into it), with configuration `toml`.
     pub async fn start_sipdm(&self, toml: &str) -> TestServer {
-        let mut config = Config::parse(toml, Path::new("test.toml")).expect("test config");
-        config.store.url = self.url.clone();
-        config.store.max_connections = 4;
-        let running = app::start(config.clone()).await.expect("server starts");
-        let base = format!("http://{}", running.http_addr);
-        let token = running.admin_token.to_string();
-        TestServer {
-            running: Some(running),
-            config,
-            base,
-            token,
-            http: reqwest::Client::new(),
-            // The database is this SwitchDb's to drop.
-            db: TestDb {
-                url: self.url.clone(),
-                schema: None,
-                _dir: None,
-            },
-        }
+        // The database is this SwitchDb's to drop.
+        TestServer::start_on(TestDb::borrowed(&self.url), toml).await
     }
 
     /// `(username, contact)` of every row of Kamailio's `location` table.

@@ -63,6 +63,15 @@ impl TestDb {
         }
     }
 
+    /// A store someone else made and will clean up: nothing is dropped with it.
+    pub fn borrowed(url: &str) -> TestDb {
+        TestDb {
+            url: url.to_owned(),
+            schema: None,
+            _dir: None,
+        }
+    }
+
     pub async fn drop_schema(&self) {
         if let Some(schema) = &self.schema {
             let base = std::env::var(PG_URL_ENV).unwrap_or_else(|_| PG_DEFAULT.into());
@@ -128,37 +137,23 @@ impl TestServer {
     }
 
     pub async fn start_with(db: Db, toml: &str) -> TestServer {
-        let db = TestDb::new(db).await;
+        Self::start_on(TestDb::new(db).await, toml).await
+    }
+
+    /// A second instance on this one's store (an active-active pair on one PostgreSQL schema),
+    /// with configuration `toml`. Stopping it leaves the store to the first.
+    pub async fn start_peer(&self, toml: &str) -> TestServer {
+        Self::start_on(TestDb::borrowed(&self.db.url), toml).await
+    }
+
+    /// sipdm with configuration `toml` on the store `db`.
+    pub async fn start_on(db: TestDb, toml: &str) -> TestServer {
         let mut config = Config::parse(toml, Path::new("test.toml")).expect("test config");
         config.store.url = db.url.clone();
         config.store.max_connections = 4;
         let running = app::start(config.clone()).await.expect("server starts");
         let base = format!("http://{}", running.http_addr);
         let token = running.admin_token.to_string();
-        TestServer {
-            running: Some(running),
-            config,
-            base,
-            token,
-            http: reqwest::Client::new(),
-            db,
-        }
-    }
-
-    /// A second instance on this one's store (an active-active pair on one PostgreSQL schema),
-    /// with configuration `toml`. Stopping it leaves the store to the first.
-    pub async fn start_peer(&self, toml: &str) -> TestServer {
-        let mut config = Config::parse(toml, Path::new("test.toml")).expect("test config");
-        config.store.url = self.db.url.clone();
-        config.store.max_connections = 4;
-        let running = app::start(config.clone()).await.expect("peer starts");
-        let base = format!("http://{}", running.http_addr);
-        let token = running.admin_token.to_string();
-        let db = TestDb {
-            url: self.db.url.clone(),
-            schema: None,
-            _dir: None,
-        };
         TestServer {
             running: Some(running),
             config,
