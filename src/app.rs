@@ -2,7 +2,7 @@
 //! writers and the listeners. `start` is what `sipdm serve` and the tests call.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,22 +10,25 @@ use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::assignment::{CheckSync, IvrAssigner};
 use crate::config::Config;
 use crate::domain::ProfileKind;
 use crate::provisioning::render::Renderer;
 use crate::provisioning::vendor::VendorTable;
 use crate::service::Dm;
+use crate::sipside::assignment::{IvrAssigner, ThenCheckSync};
+use crate::sipside::checksync::handover::Cluster;
+use crate::sipside::checksync::CheckSync;
 use crate::store::model::{Profile, Sighting, Site, Switch};
 use crate::store::{Change, Store};
 
 /// A started server.
 pub struct Running {
     pub http_addr: SocketAddr,
-    /// Where the SIP side is plugged in once it is up (check-sync after VoiceXML assignments).
-    pub check_sync: Arc<OnceLock<Arc<dyn CheckSync>>>,
     pub admin_token: Arc<str>,
     pub dm: Arc<Dm>,
+    /// The SIP endpoint (UDP and TCP share each address).
+    sip: sip::Endpoint,
+    check_sync: Arc<CheckSync>,
     /// Trunk states (in service, last probe) for the admin API and tests.
     pub trunks: Arc<crate::sipside::trunks::TrunkTable>,
     shutdown: watch::Sender<bool>,
@@ -38,20 +41,18 @@ pub struct Running {
 impl Running {
     /// The SIP endpoint (UDP and TCP share each address).
     pub fn sip(&self) -> &sip::Endpoint {
-        self.dm.sip.get().expect("SIP starts with the server")
+        &self.sip
     }
 
-    /// This instance's id among those sharing the database (`crate::cluster`).
+    /// This instance's id among those sharing the database (the hand-over of check-sync).
     pub fn instance_id(&self) -> &str {
-        self.dm.cluster.get().map(|c| c.id()).unwrap_or("")
+        self.check_sync.instance_id()
     }
 
     /// Stops accepting, lets in-flight requests finish and flushes the write-behind queues
     /// (bindings included).
     pub async fn stop(self) {
-        if let Some(ep) = self.dm.sip.get() {
-            ep.shutdown().await;
-        }
+        self.sip.shutdown().await;
         let _ = self.shutdown.send(true);
         for p in &self.probes {
             p.abort();
@@ -198,17 +199,61 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Some(feed) => tokio::spawn(follow_changes(dm.clone(), feed, shutdown_rx.clone())),
         None => tokio::spawn(watch_version(dm.clone(), shutdown_rx.clone())),
     };
+    // Bottom-up: the services over the store, then SIP (whose handlers are handed the
+    // endpoint on every request), then HTTP, whose routes use both.
     // Before SIP starts: every binding written names this instance.
-    let cluster = crate::cluster::Cluster::new(dm.store.clone());
-    let _ = dm.cluster.set(cluster.clone());
-
-    let check_sync: Arc<OnceLock<Arc<dyn CheckSync>>> = Arc::new(OnceLock::new());
-    let vxml_assigner = Arc::new(IvrAssigner::new(
+    let ivr = config.ivr.settings().context("loading [ivr] prompts-dir")?;
+    let check_sync = CheckSync::new(dm.clone(), Cluster::new(dm.store.clone()));
+    let router = crate::sipside::calls::CallRouter::new(
         dm.clone(),
+        // The built-in IVR notifies when its call has ended, not after a delay.
+        Arc::new(IvrAssigner::new(dm.clone())),
         check_sync.clone(),
-        Some(Duration::from_secs(config.ivr.vxml_check_sync_delay)),
+        ivr.clone(),
+    )
+    .context("trunks")?;
+    let endpoint = crate::sipside::start(
+        &config,
+        dm.clone(),
+        check_sync.instance_id(),
+        vec![Arc::new(crate::sipside::calls::CallHandler(router.clone()))],
+    )
+    .await
+    .with_context(|| match config.sip.tls_listen.as_slice() {
+        [] => format!("starting SIP on {:?}", config.server.sip),
+        tls => format!("starting SIP on {:?} (TLS on {tls:?})", config.server.sip),
+    })?;
+    let trunks = router.trunks().clone();
+    let probes = trunks.spawn_health_checks(
+        endpoint.clone(),
+        Duration::from_millis(config.sip.trunk_options_interval_ms),
+        shutdown_rx.clone(),
+    );
+    let listener = check_sync
+        .listen(endpoint.clone(), shutdown_rx.clone())
+        .await
+        .context("listening for check-sync hand-overs")?;
+
+    let vxml_assigner = Arc::new(IvrAssigner::with_check_sync(
+        dm.clone(),
+        ThenCheckSync {
+            check_sync: check_sync.clone(),
+            ep: endpoint.clone(),
+            delay: Duration::from_secs(config.ivr.vxml_check_sync_delay),
+        },
     ));
-    let app = crate::http::router(dm.clone(), admin_token.clone(), vxml_assigner);
+    let app = crate::http::router(crate::http::Edge {
+        dm: dm.clone(),
+        admin: crate::admin::AdminState {
+            dm: dm.clone(),
+            token: admin_token.clone(),
+            sip: endpoint.clone(),
+            check_sync: check_sync.clone(),
+            trunks: trunks.clone(),
+        },
+        vxml_assigner,
+        ivr,
+    });
     let workers = match config.server.http_workers {
         0 => std::thread::available_parallelism()
             .map(|n| n.get())
@@ -229,49 +274,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             let _ = t.join();
         }
     });
-    let sip_check_sync: Arc<dyn CheckSync> =
-        Arc::new(crate::sipside::checksync::SipCheckSync(dm.clone()));
-    let _ = check_sync.set(sip_check_sync.clone());
-    // The built-in IVR notifies when its call has ended, not after a delay.
-    let ivr_assigner = Arc::new(IvrAssigner::new(dm.clone(), check_sync.clone(), None));
-    let router = crate::sipside::calls::CallRouter::new(
-        dm.clone(),
-        ivr_assigner,
-        sip_check_sync,
-        config.ivr.settings(),
-    )
-    .context("trunks")?;
-    let endpoint = crate::sipside::start(
-        &config,
-        dm.clone(),
-        vec![Arc::new(crate::sipside::calls::CallHandler(router.clone()))],
-    )
-    .await
-    .with_context(|| match config.sip.tls_listen.as_slice() {
-        [] => format!("starting SIP on {:?}", config.server.sip),
-        tls => format!("starting SIP on {:?} (TLS on {tls:?})", config.server.sip),
-    })?;
-    router.attach(endpoint.clone());
-    let trunks = router.trunks().clone();
-    let _ = dm.trunks.set(trunks.clone());
-    let probes = trunks.spawn_health_checks(
-        endpoint.clone(),
-        Duration::from_millis(config.sip.trunk_options_interval_ms),
-        shutdown_rx.clone(),
-    );
-    let _ = dm.sip.set(endpoint);
-    let listener = cluster
-        .listen(dm.clone(), shutdown_rx.clone())
-        .await
-        .context("listening for check-sync hand-overs")?;
     let writer = tokio::spawn(write_sightings(dm.clone(), sight_rx, shutdown_rx));
     let mut tasks = vec![http, writer, changes];
     tasks.extend(listener);
     Ok(Running {
         http_addr,
-        check_sync,
         admin_token,
         dm,
+        sip: endpoint,
+        check_sync,
         trunks,
         shutdown,
         tasks,

@@ -426,6 +426,12 @@ pub struct IvrConfig {
     /// Failed entries before "Goodbye".
     #[serde(default = "default_ivr_max_attempts")]
     pub max_attempts: u32,
+    /// A directory of the operator's own recordings for the built-in IVR (another language,
+    /// another voice): `<prompt>.ul` files, 8 kHz mono μ-law without a header, named as the
+    /// shipped ones in `src/ivr/prompts/` (`enter_extension.ul`, `digit_0.ul`, …). A prompt
+    /// with no file there keeps the shipped recording.
+    #[serde(default)]
+    pub prompts_dir: Option<std::path::PathBuf>,
 }
 
 fn default_first_digit_timeout_ms() -> u64 {
@@ -442,15 +448,21 @@ fn default_ivr_max_attempts() -> u32 {
 }
 
 impl IvrConfig {
-    /// The dialogue's settings (built-in IVR and VoiceXML pages) from this section.
-    pub fn settings(&self) -> crate::ivr::IvrSettings {
-        crate::ivr::IvrSettings {
+    /// The dialogue's settings (built-in IVR and VoiceXML pages) from this section, with the
+    /// recordings of `prompts-dir` read once, here.
+    pub fn settings(&self) -> Result<crate::ivr::IvrSettings, crate::ivr::PromptError> {
+        let prompts = match &self.prompts_dir {
+            Some(dir) => crate::ivr::PromptLibrary::from_dir(dir)?,
+            None => crate::ivr::PromptLibrary::builtin(),
+        };
+        Ok(crate::ivr::IvrSettings {
             first_digit_timeout: std::time::Duration::from_millis(self.first_digit_timeout_ms),
             inter_digit_timeout: std::time::Duration::from_millis(self.inter_digit_timeout_ms),
             max_digits: self.max_digits,
             max_attempts: self.max_attempts,
+            prompts,
             ..crate::ivr::IvrSettings::default()
-        }
+        })
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -504,6 +516,7 @@ impl Default for IvrConfig {
             inter_digit_timeout_ms: default_inter_digit_timeout_ms(),
             max_digits: default_ivr_max_digits(),
             max_attempts: default_ivr_max_attempts(),
+            prompts_dir: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Module map:
 //! - [`config`]: the TOML configuration, in the deployment guide's vocabulary.
 //! - [`domain`]: typed values parsed once at the edge (`AuthPolicy`, `ProfileKind`, `Mac`); no I/O.
+//! - [`fault`]: the kinds of failure, and one table each for their HTTP and SIP statuses.
 //! - [`store`]: the only SQL (SQLite file or PostgreSQL).
 //! - [`provisioning`]: MACs, vendor file names, the vendor table, template rendering.
 //! - [`credentials`]: per-device credentials of unassigned phones.
@@ -11,20 +12,19 @@
 //! - [`render_cache`]: rendered phone files, dropped precisely by change events.
 //! - [`http`] and [`admin`]: the HTTP edge (provisioning, admin API, health, metrics).
 //! - [`ivr`]: the built-in IVR (RTP, DTMF, prompts) and the VoiceXML pages for media servers.
-//! - [`assignment`]: the rules of an IVR assignment and the check-sync that follows it.
-//! - [`sipside`]: the store and credentials behind the SIP stack (`sip/`).
+//! - [`sipside`]: the store and credentials behind the SIP stack (`sip/`), the call router and
+//!   the check-sync service (with its hand-over between instances sharing PostgreSQL).
 //! - [`dns`]: RFC 3263 resolution of SIP server and trunk addresses (NAPTR, SRV, A/AAAA).
-//! - [`cluster`]: instances sharing PostgreSQL hand check-syncs to the holder of the flow.
+//! - [`tls`]: the certificate both HTTPS and SIP over TLS serve.
 //! - [`app`]: wiring and startup.
 
 pub mod admin;
 pub mod app;
-pub mod assignment;
-pub mod cluster;
 pub mod config;
 pub mod credentials;
 pub mod dns;
 pub mod domain;
+pub mod fault;
 pub mod http;
 pub mod ivr;
 pub mod provisioning;
@@ -32,6 +32,7 @@ pub mod render_cache;
 pub mod service;
 pub mod sipside;
 pub mod store;
+pub mod tls;
 
 /// A boxed, sendable future: keeps the traits between rooms object-safe.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::credentials::{DeviceCredentials, PROVISIONING_USER};
 use crate::domain::{AuthPolicy, ProfileKind};
+use crate::fault::{Fault, HasFault};
 use crate::provisioning::filename::{parse_file_name, FileNameError, FileRequest};
 use crate::provisioning::mac::Mac;
 use crate::provisioning::render::{
@@ -23,7 +24,7 @@ use crate::render_cache::{CachedFile, FileKey, RenderCache};
 use crate::store::model::{Device, DevicePatch, Dn, NewDevice, Profile, Sighting, Site};
 use crate::store::{self, AssignOutcome, Change, ImportLine, ImportReport, Store, StoreError};
 
-/// Why a service call failed; `status()` is what the HTTP edge answers.
+/// Why a service call failed; its [`Fault`] decides what each edge answers.
 #[derive(Debug, thiserror::Error)]
 pub enum DmError {
     #[error(transparent)]
@@ -47,20 +48,14 @@ pub enum DmError {
     Stored(String),
 }
 
-impl DmError {
-    pub fn status(&self) -> u16 {
+impl HasFault for DmError {
+    fn fault(&self) -> Fault {
         match self {
-            DmError::Store(StoreError::NotFound { .. }) => 404,
-            DmError::Store(StoreError::Conflict { .. }) => 409,
-            DmError::Store(StoreError::Invalid(_)) => 422,
-            DmError::Store(e) if e.is_unavailable() => 503,
-            DmError::Store(_) => 500,
-            DmError::BadMac(_) => 422,
-            DmError::Traversal => 400,
-            DmError::UnknownFile => 404,
-            DmError::Render { .. } => 500,
-            DmError::Invalid(_) => 422,
-            DmError::Stored(_) => 500,
+            DmError::Store(e) => e.fault(),
+            DmError::BadMac(_) | DmError::Invalid(_) => Fault::Invalid,
+            DmError::Traversal => Fault::Malformed,
+            DmError::UnknownFile => Fault::NotFound,
+            DmError::Render { .. } | DmError::Stored(_) => Fault::Internal,
         }
     }
 }
@@ -77,6 +72,8 @@ pub struct Requester {
     /// `scheme://host[:port]` as the phone used it: where its file sends it back when no
     /// `fs_url` is configured.
     pub base_url: Option<String>,
+    /// Our SIP port as bound (the configuration may say 0), where a file names no server.
+    pub sip_port: Option<u16>,
 }
 
 /// Sightings of one file closer together than this are recorded once.
@@ -97,12 +94,6 @@ pub struct Dm {
     /// User-Agents, and matching runs regexes: remember the answers.
     ua_cache: RwLock<HashMap<String, Option<Arc<UaMatch>>>>,
     sightings: Option<mpsc::Sender<Sighting>>,
-    /// The SIP endpoint, once started: bindings for the API, check-sync, metrics.
-    pub sip: std::sync::OnceLock<sip::Endpoint>,
-    /// This instance among those sharing the database (hand-over of check-sync), set at start.
-    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
-    /// Trunk health, once SIP is up (the admin API shows it).
-    pub trunks: std::sync::OnceLock<Arc<crate::sipside::trunks::TrunkTable>>,
 }
 
 impl Dm {
@@ -123,9 +114,6 @@ impl Dm {
             cache: RenderCache::default(),
             ua_cache: RwLock::new(HashMap::new()),
             sightings,
-            trunks: std::sync::OnceLock::new(),
-            sip: std::sync::OnceLock::new(),
-            cluster: std::sync::OnceLock::new(),
         }
     }
 
@@ -310,7 +298,14 @@ impl Dm {
     /// The phone file of a device as it would be served, for the console: nothing is recorded
     /// (no sighting, no first-seen device). `vendor` overrides the device's own (a template
     /// preview for another model family).
-    pub async fn preview(&self, mac: &str, vendor: Option<&str>) -> Result<Served> {
+    /// The file `mac` would be served, as an operator previews it (`who`: no phone, only our
+    /// SIP port).
+    pub async fn preview(
+        &self,
+        mac: &str,
+        vendor: Option<&str>,
+        who: &Requester,
+    ) -> Result<Served> {
         let mac = Self::parse_mac(mac)?;
         let device = self.store.device(&mac).await?;
         let vendor = vendor
@@ -320,9 +315,7 @@ impl Dm {
         if self.vendors.get(&vendor).is_none() {
             return Err(DmError::Invalid(format!("unknown vendor `{vendor}`")));
         }
-        let ctx = self
-            .device_context(&device, &vendor, &Requester::default())
-            .await?;
+        let ctx = self.device_context(&device, &vendor, who).await?;
         // A profile's own template replaces kind "phone"; without one the operator sees the
         // file that carries the line's settings (Polycom's master only names it).
         let kind = match self.profile_of(&device).await?.and_then(|p| p.template) {
@@ -439,10 +432,8 @@ impl Dm {
         let mut out: Vec<SipServerCtx> = list.iter().filter_map(|s| parse_server(s)).collect();
         if out.is_empty() {
             // The port actually bound (the configuration may say 0).
-            let port = self
-                .sip
-                .get()
-                .map(|ep| ep.local_addr().port())
+            let port = who
+                .sip_port
                 .or_else(|| self.config.server.sip.first().map(|a| a.port()))
                 .unwrap_or(5060);
             let host = who.host.clone().unwrap_or_else(|| "127.0.0.1".into());

@@ -668,8 +668,9 @@ fn noop_waker() -> std::task::Waker {
 
 async fn run_handlers(inner: Arc<Inner>, mut req: IncomingRequest) {
     let handlers = inner.handlers.read().clone();
+    let ep = Endpoint { inner };
     for h in handlers.iter() {
-        match h.handle(req).await {
+        match h.handle(&ep, req).await {
             None => return,
             Some(back) => req = back,
         }

@@ -80,6 +80,14 @@ impl IncomingRequest {
 
 /// A request handler: returns `None` when it took the request (and answered or will answer
 /// it), or gives it back to be offered to the next handler.
+///
+/// The endpoint is handed to every call (as ezk hands its layers `&Endpoint`), so a handler
+/// that sends requests of its own (a BYE, a NOTIFY, a bridged leg) needs no reference to the
+/// endpoint that owns it: no late wiring, and no reference cycle.
 pub trait RequestHandler: Send + Sync + 'static {
-    fn handle(&self, req: IncomingRequest) -> BoxFuture<'_, Option<IncomingRequest>>;
+    fn handle<'a>(
+        &'a self,
+        ep: &'a crate::Endpoint,
+        req: IncomingRequest,
+    ) -> BoxFuture<'a, Option<IncomingRequest>>;
 }

@@ -22,7 +22,11 @@ struct Ringer {
 }
 
 impl RequestHandler for Ringer {
-    fn handle(&self, req: IncomingRequest) -> BoxFuture<'_, Option<IncomingRequest>> {
+    fn handle<'a>(
+        &'a self,
+        _ep: &'a sip::Endpoint,
+        req: IncomingRequest,
+    ) -> BoxFuture<'a, Option<IncomingRequest>> {
         Box::pin(async move {
             if req.request.method == Method::Ack {
                 self.acks.fetch_add(1, Ordering::SeqCst);

@@ -810,3 +810,59 @@ fn udp_receivers_end_with_their_endpoint() {
         "{addr} still held after the endpoint's runtime ended"
     );
 }
+
+/// A credential source that fails with the status the server crate chose for its fault.
+struct Failing(u16);
+
+impl sip::auth::Authenticator for Failing {
+    fn must_authenticate<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a rsip::Method,
+    ) -> sip::BoxFuture<'a, Result<bool, sip::auth::AuthError>> {
+        let status = self.0;
+        Box::pin(async move { Err(sip::auth::AuthError::new(status, "database down")) })
+    }
+    fn credential<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: &'a str,
+    ) -> sip::BoxFuture<'a, Result<Option<sip::auth::Credential>, sip::auth::AuthError>> {
+        let status = self.0;
+        Box::pin(async move { Err(sip::auth::AuthError::new(status, "database down")) })
+    }
+}
+
+/// A credential store that is down for now is 503 with Retry-After (the phone tries its
+/// next server, RFC 3263 §4.3); one that is broken is 500; neither is a challenge, and
+/// nothing is bound.
+#[tokio::test]
+async fn credential_source_down_is_503_with_retry_after() {
+    for (status, retry_after) in [(503, true), (500, false)] {
+        let mut cfg = EndpointConfig::default();
+        cfg.transport.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        cfg.auth.realm = "sipdm.test".into();
+        let ep = Endpoint::start(
+            cfg,
+            Arc::new(MemoryStore::default()),
+            Arc::new(Failing(status)),
+            vec![],
+        )
+        .await
+        .expect("endpoint starts");
+        let phone = Phone::new(ep.local_addr()).await;
+        let r = phone
+            .transact(&register("1000", phone.addr(), "UDP", "b1", 1, ""))
+            .await;
+        assert!(r.starts_with(&format!("SIP/2.0 {status} ")), "{r}");
+        assert_eq!(
+            header(&r, "Retry-After").len(),
+            usize::from(retry_after),
+            "{r}"
+        );
+        assert!(header(&r, "WWW-Authenticate").is_empty(), "{r}");
+        assert!(ep.registrar().bindings("1000").is_empty());
+        ep.shutdown().await;
+    }
+}

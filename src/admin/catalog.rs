@@ -10,8 +10,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::devices::ImportReport;
+use super::error::{ApiError, ErrorBody};
 use super::AdminState;
-use crate::http::error::{ApiError, ErrorBody};
 use crate::store::model::{Dn, Profile, Site};
 
 /// Each `routes!` names the handlers of one path; their `#[utoipa::path]` gives the methods.

@@ -11,8 +11,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::error::{ApiError, ErrorBody};
 use super::AdminState;
-use crate::http::error::{ApiError, ErrorBody};
+use crate::fault::{http_status, HasFault};
 use crate::service::Dm;
 use crate::sipside::checksync::CheckSyncReport;
 use crate::sipside::trunks::TrunkState;
@@ -252,10 +253,11 @@ async fn check_sync(
     Path(mac): Path<String>,
 ) -> Result<Response, ApiError> {
     let mac = Dm::parse_mac(&mac)?;
-    match crate::sipside::checksync::check_sync(&st.dm, &mac, "api").await {
+    match st.check_sync.send(&st.sip, &mac, "api").await {
         Ok(report) => Ok(Json(report).into_response()),
         Err(e) => {
-            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let status =
+                StatusCode::from_u16(http_status(e.fault())).unwrap_or(StatusCode::BAD_GATEWAY);
             tracing::info!(mac = %mac, error = %e, "check-sync not delivered");
             Ok((status, Json(serde_json::json!({ "error": e.to_string() }))).into_response())
         }
@@ -282,9 +284,7 @@ async fn bindings(
     State(st): State<AdminState>,
     Query(q): Query<BindingQuery>,
 ) -> Result<Response, ApiError> {
-    let Some(ep) = st.dm.sip.get() else {
-        return Ok(Json(Vec::<BindingView>::new()).into_response());
-    };
+    let ep = &st.sip;
     let list = match &q.aor {
         Some(aor) => ep.registrar().bindings(aor),
         None => ep
@@ -313,9 +313,7 @@ async fn device_bindings(
     Path(mac): Path<String>,
 ) -> Result<Response, ApiError> {
     let device = st.dm.device(&mac).await?;
-    let Some(ep) = st.dm.sip.get() else {
-        return Ok(Json(Vec::<BindingView>::new()).into_response());
-    };
+    let ep = &st.sip;
     let mut list: Vec<_> = ep
         .registrar()
         .binding_of_device(&st.dm.credentials.auth_user(&device.mac))
@@ -352,7 +350,11 @@ async fn preview(
     Path(mac): Path<String>,
     Query(q): Query<PreviewQuery>,
 ) -> Result<Response, ApiError> {
-    let served = st.dm.preview(&mac, q.vendor.as_deref()).await?;
+    let who = crate::service::Requester {
+        sip_port: Some(st.sip.local_addr().port()),
+        ..Default::default()
+    };
+    let served = st.dm.preview(&mac, q.vendor.as_deref(), &who).await?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, served.content_type)],
         served.body,
@@ -400,7 +402,7 @@ struct HttpCredentials {
     responses((status = 200, description = "success", body = Vec<TrunkState>))
 )]
 async fn trunks(State(st): State<AdminState>) -> Result<Response, ApiError> {
-    let states = st.dm.trunks.get().map(|t| t.states()).unwrap_or_default();
+    let states = st.trunks.states();
     Ok(Json(states).into_response())
 }
 

@@ -8,6 +8,7 @@
 
 mod catalog;
 mod devices;
+pub mod error;
 
 use std::sync::Arc;
 
@@ -23,8 +24,8 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::http::error::{ApiError, ErrorBody};
 use crate::service::Dm;
+use error::{ApiError, ErrorBody};
 
 pub const BASE: &str = "/fs/dm/api/v1";
 
@@ -32,6 +33,11 @@ pub const BASE: &str = "/fs/dm/api/v1";
 pub struct AdminState {
     pub dm: Arc<Dm>,
     pub token: Arc<str>,
+    /// The running SIP endpoint: its registrations, and what check-sync sends with.
+    pub sip: sip::Endpoint,
+    pub check_sync: Arc<crate::sipside::checksync::CheckSync>,
+    /// Trunk health (OPTIONS probes).
+    pub trunks: Arc<crate::sipside::trunks::TrunkTable>,
 }
 
 /// The document's frame; the paths and their schemas come from the routes.

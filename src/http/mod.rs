@@ -1,6 +1,5 @@
 //! The HTTP edge: provisioning, the admin API, health and metrics on one listener.
 
-pub mod error;
 pub mod listen;
 pub mod prov;
 pub mod scan_guard;
@@ -15,15 +14,31 @@ use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::admin::{self, AdminState};
-use crate::assignment::IvrAssigner;
 use crate::service::Dm;
+use crate::sipside::assignment::IvrAssigner;
 
-pub fn router(dm: Arc<Dm>, admin_token: Arc<str>, assigner: Arc<IvrAssigner>) -> Router {
-    let dm_for_metrics = dm.clone();
+/// Everything the routes use, built before HTTP starts (SIP is already up).
+pub struct Edge {
+    pub dm: Arc<Dm>,
+    pub admin: AdminState,
+    /// The VoiceXML flow's assigner (it sends check-sync after the read-back).
+    pub vxml_assigner: Arc<IvrAssigner>,
+    /// The dialogue's settings the VoiceXML pages share with the built-in IVR.
+    pub ivr: crate::ivr::IvrSettings,
+}
+
+pub fn router(edge: Edge) -> Router {
+    let Edge {
+        dm,
+        admin,
+        vxml_assigner: assigner,
+        ivr,
+    } = edge;
+    let sip = admin.sip.clone();
     let allowed: Arc<[ipnet::IpNet]> = dm.config.ivr.vxml_allowed_networks.clone().into();
     let vxml = crate::ivr::vxml::routes_for_apps(
         assigner,
-        dm.config.ivr.settings(),
+        ivr,
         dm.config.ivr.initial_page_url.clone(),
         dm.config.ivr.alternatevoicexml.clone(),
     )
@@ -36,20 +51,17 @@ pub fn router(dm: Arc<Dm>, admin_token: Arc<str>, assigner: Arc<IvrAssigner>) ->
         .with_state(prov::ProvState {
             dm: dm.clone(),
             guard: Arc::new(scan_guard::ScanGuard::new(dm.config.prov_security.clone())),
+            sip_port: sip.local_addr().port(),
         });
     // Request tracing on the admin side only: the provisioning route logs its own refusals,
     // and a span per phone fetch is measurable at fleet scale.
-    let admin = admin::router(AdminState {
-        dm: dm.clone(),
-        token: admin_token,
-    })
-    .layer(tower_http::trace::TraceLayer::new_for_http());
+    let admin = admin::router(admin).layer(tower_http::trace::TraceLayer::new_for_http());
     Router::new()
         .merge(prov)
         .merge(vxml)
         .nest(admin::BASE, admin)
         .route("/healthz", get(healthz).with_state(dm))
-        .route("/metrics", get(metrics_text).with_state(dm_for_metrics))
+        .route("/metrics", get(metrics_text).with_state(sip))
         .route("/fs/dm/ui", get(console))
         .route("/fs/dm/ui/", get(console))
 }
@@ -102,34 +114,32 @@ async fn console() -> impl IntoResponse {
 }
 
 async fn metrics_text(
-    axum::extract::State(dm): axum::extract::State<Arc<Dm>>,
+    axum::extract::State(ep): axum::extract::State<sip::Endpoint>,
 ) -> impl IntoResponse {
-    if let Some(ep) = dm.sip.get() {
-        // The SIP stack counts in plain atomics; copy them into the exporter when scraped.
-        let s = ep.stats().snapshot();
-        for (name, v) in [
-            ("sipdm_sip_received_total", s.received),
-            ("sipdm_sip_malformed_answered_total", s.malformed_answered),
-            ("sipdm_sip_malformed_dropped_total", s.malformed_dropped),
-            ("sipdm_sip_dropped_overload_total", s.dropped_overload),
-            (
-                "sipdm_sip_retransmissions_absorbed_total",
-                s.retransmissions_absorbed,
-            ),
-            ("sipdm_sip_stray_responses_total", s.stray_responses),
-            ("sipdm_sip_responses_sent_total", s.responses_sent),
-            ("sipdm_sip_send_errors_total", s.send_errors),
-            ("sipdm_sip_registrations_ok_total", s.registrations_ok),
-            ("sipdm_sip_challenges_total", s.challenges),
-            (
-                "sipdm_sip_tls_handshake_failed_total",
-                s.tls_handshake_failed,
-            ),
-        ] {
-            metrics::counter!(name).absolute(v);
-        }
-        metrics::gauge!("sipdm_sip_bindings").set(ep.registrar().binding_count() as f64);
+    // The SIP stack counts in plain atomics; copy them into the exporter when scraped.
+    let s = ep.stats().snapshot();
+    for (name, v) in [
+        ("sipdm_sip_received_total", s.received),
+        ("sipdm_sip_malformed_answered_total", s.malformed_answered),
+        ("sipdm_sip_malformed_dropped_total", s.malformed_dropped),
+        ("sipdm_sip_dropped_overload_total", s.dropped_overload),
+        (
+            "sipdm_sip_retransmissions_absorbed_total",
+            s.retransmissions_absorbed,
+        ),
+        ("sipdm_sip_stray_responses_total", s.stray_responses),
+        ("sipdm_sip_responses_sent_total", s.responses_sent),
+        ("sipdm_sip_send_errors_total", s.send_errors),
+        ("sipdm_sip_registrations_ok_total", s.registrations_ok),
+        ("sipdm_sip_challenges_total", s.challenges),
+        (
+            "sipdm_sip_tls_handshake_failed_total",
+            s.tls_handshake_failed,
+        ),
+    ] {
+        metrics::counter!(name).absolute(v);
     }
+    metrics::gauge!("sipdm_sip_bindings").set(ep.registrar().binding_count() as f64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         prometheus().render(),

@@ -9,8 +9,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::scan_guard::{ScanGuard, Verdict};
 use crate::config::HttpAuth;
+use crate::fault::{http_status, HasFault};
 use crate::provisioning::filename::{parse_file_name, FileRequest};
-use crate::service::{Dm, DmError, Requester};
+use crate::service::{Dm, Requester};
 
 pub const PREFIX: &str = "/fs/dm/prov/";
 
@@ -18,10 +19,16 @@ pub const PREFIX: &str = "/fs/dm/prov/";
 pub struct ProvState {
     pub dm: Arc<Dm>,
     pub guard: Arc<ScanGuard>,
+    /// Our SIP port as bound, for files that name no SIP server.
+    pub sip_port: u16,
 }
 
 pub async fn serve_file(
-    State(ProvState { dm, guard }): State<ProvState>,
+    State(ProvState {
+        dm,
+        guard,
+        sip_port,
+    }): State<ProvState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     uri: Uri,
@@ -84,6 +91,7 @@ pub async fn serve_file(
             .map(String::from),
         host: authority.map(host_without_port).filter(|h| !h.is_empty()),
         base_url: authority.map(|a| format!("{}://{a}", dm.config.server.http_scheme())),
+        sip_port: Some(sip_port),
     };
     match dm.provision(&file, &who).await {
         Ok(served) => {
@@ -111,9 +119,9 @@ pub async fn serve_file(
             res
         }
         Err(e) => {
-            let status =
-                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            if matches!(e, DmError::UnknownFile | DmError::Traversal) {
+            let status = StatusCode::from_u16(http_status(e.fault()))
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            if status.is_client_error() {
                 refuse(status, &peer, &file, &e.to_string())
             } else {
                 tracing::error!(file = %file, peer = %peer, error = %e, "provisioning failed");

@@ -26,4 +26,5 @@ pub mod vxml;
 
 pub use assign::{AssignRefusal, Assigner, CallerIdentity};
 pub use call::{CallEnded, CallOutcome, IvrCall, IvrCallHandle, IvrControl, IvrError};
+pub use prompts::{PromptError, PromptLibrary};
 pub use settings::IvrSettings;

@@ -6,6 +6,7 @@
 //! payload type 0 (RFC 3551 §4.5.14), so the built-in clips go on the wire without decoding.
 //! `prompts/make.sh` regenerates them.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// A decimal digit `0`–`9`, read back to the caller one clip per digit.
@@ -148,6 +149,23 @@ static BUILTIN: [&[u8]; 16] = [
     include_bytes!("prompts/goodbye.ul"),
 ];
 
+/// The longest recording accepted from an operator's directory: 60 s of 8 kHz μ-law.
+pub const MAX_CLIP: usize = 60 * 8000;
+
+/// Why an operator's prompt directory was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PromptError {
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {len} bytes; a prompt is 1 to {MAX_CLIP} bytes of 8 kHz μ-law", path.display())]
+    Size { path: PathBuf, len: usize },
+    #[error("{}: no prompt has this name (see the files in src/ivr/prompts/)", .0.display())]
+    UnknownPrompt(PathBuf),
+}
+
 /// The μ-law audio of every [`Prompt`]. Cheap to clone.
 ///
 /// Why not just the statics: tests (and an operator who wants another language later) swap the
@@ -178,6 +196,48 @@ impl PromptLibrary {
         PromptLibrary {
             clips: Arc::new(BUILTIN.map(Arc::from)),
         }
+    }
+
+    /// The shipped clips, each replaced by `<dir>/<name>.ul` where that file exists (an
+    /// operator's own recordings). A file that cannot be read, is empty, or is longer than
+    /// [`MAX_CLIP`] stops the start with its name; so does a directory that cannot be listed,
+    /// or a `.ul` file that is no prompt's (a misspelt name would otherwise be silently
+    /// ignored).
+    pub fn from_dir(dir: &Path) -> Result<Self, PromptError> {
+        let listing = std::fs::read_dir(dir).map_err(|source| PromptError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        for entry in listing.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("ul") {
+                continue;
+            }
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            if Prompt::from_name(stem).is_none() {
+                return Err(PromptError::UnknownPrompt(path));
+            }
+        }
+        let mut clips: [Arc<[u8]>; 16] = BUILTIN.map(Arc::from);
+        for p in Prompt::ALL {
+            let path = dir.join(format!("{}.ul", p.name()));
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(PromptError::Read { path, source }),
+            };
+            if bytes.is_empty() || bytes.len() > MAX_CLIP {
+                return Err(PromptError::Size {
+                    path,
+                    len: bytes.len(),
+                });
+            }
+            tracing::info!(prompt = p.name(), file = %path.display(), "IVR prompt from the operator's directory");
+            clips[p.index()] = Arc::from(bytes);
+        }
+        Ok(PromptLibrary {
+            clips: Arc::new(clips),
+        })
     }
 
     /// Every clip replaced by `samples` μ-law samples of a quiet tone whose first byte tells
@@ -215,6 +275,36 @@ mod tests {
             total += n;
         }
         assert!(total < 300 * 1024);
+    }
+
+    #[test]
+    fn a_directory_replaces_the_clips_it_has() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("goodbye.ul"), [0x7Fu8; 1600]).unwrap();
+        std::fs::write(dir.path().join("README.txt"), "not a clip").unwrap();
+        let lib = PromptLibrary::from_dir(dir.path()).unwrap();
+        assert_eq!(lib.clip(Prompt::Goodbye), &[0x7Fu8; 1600][..]);
+        let shipped = PromptLibrary::builtin();
+        assert_eq!(lib.clip(Prompt::Assigned), shipped.clip(Prompt::Assigned));
+    }
+
+    #[test]
+    fn a_directory_with_a_bad_clip_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("goodby.ul"), [0x7Fu8; 1600]).unwrap();
+        let err = PromptLibrary::from_dir(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("goodby.ul"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("goodbye.ul"), []).unwrap();
+        let err = PromptLibrary::from_dir(dir.path()).unwrap_err();
+        assert!(matches!(err, PromptError::Size { len: 0, .. }), "{err}");
+
+        let missing = dir.path().join("nowhere");
+        assert!(matches!(
+            PromptLibrary::from_dir(&missing),
+            Err(PromptError::Read { .. })
+        ));
     }
 
     #[test]

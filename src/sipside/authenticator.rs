@@ -18,6 +18,7 @@ use sip::BoxFuture;
 
 use crate::credentials::{DeviceCredentials, PROVISIONING_USER};
 use crate::domain::AuthPolicy;
+use crate::fault::{sip_status, HasFault};
 use crate::service::Dm;
 use crate::store::model::Dn;
 use crate::store::StoreError;
@@ -58,12 +59,7 @@ impl DmAuthenticator {
     /// rather than wrong. Users seen by `dn` meanwhile keep their own, newer entries.
     pub async fn warm(&self) -> Result<usize, AuthError> {
         let epoch = self.dm.epoch();
-        let dns = self
-            .dm
-            .store
-            .dns()
-            .await
-            .map_err(|e| AuthError(e.to_string()))?;
+        let dns = self.dm.store.dns().await.map_err(auth_error)?;
         let n = dns.len().min(CACHE_LIMIT);
         let mut c = self.cache.write();
         for dn in dns.into_iter().take(CACHE_LIMIT) {
@@ -81,7 +77,7 @@ impl DmAuthenticator {
         let found = match self.dm.store.dn(user).await {
             Ok(dn) => Some(DnAuth::of(&dn)),
             Err(StoreError::NotFound { .. }) => None,
-            Err(e) => return Err(AuthError(e.to_string())),
+            Err(e) => return Err(auth_error(e)),
         };
         let mut c = self.cache.write();
         if c.len() >= CACHE_LIMIT {
@@ -155,4 +151,10 @@ impl Authenticator for DmAuthenticator {
                 .map(|dn| Credential::Password(dn.password)))
         })
     }
+}
+
+/// A store failure under a digest check, answered with the SIP status of its fault (503 while
+/// the database is down, so that phones try their next server).
+fn auth_error(e: StoreError) -> AuthError {
+    AuthError::new(sip_status(e.fault()), e.to_string())
 }

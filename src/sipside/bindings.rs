@@ -16,7 +16,7 @@ use crate::store::{Store, StoredBinding};
 pub struct SqlBindings {
     store: Store,
     /// This instance's id, written with every binding so that another instance sharing the
-    /// database knows whom to hand a check-sync down this binding's flow (`crate::cluster`).
+    /// database knows whom to hand a check-sync down this binding's flow (`crate::sipside::checksync::handover`).
     holder: String,
 }
 

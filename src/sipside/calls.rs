@@ -8,7 +8,7 @@
 //! IVR reports an assignment and the call is over, the phone is sent check-sync.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use sip::auth::AuthOutcome;
@@ -18,11 +18,12 @@ use sip::rsip::headers::UntypedHeader;
 use sip::rsip::{self, Method, StatusCode};
 use sip::{BoxFuture, Endpoint, IncomingRequest, RequestHandler};
 
+use super::assignment::IvrAssigner;
 use super::b2bua::{B2bua, Forwarded};
+use super::checksync::CheckSync;
 use super::identity::{Assertion, TrustedPeers};
 use super::local_addr::{contact_host, local_ip};
 use super::trunks::{TrunkError, TrunkTable};
-use crate::assignment::{CheckSync, IvrAssigner};
 use crate::credentials::DeviceCredentials;
 use crate::ivr::{CallOutcome, CallerIdentity, IvrCall, IvrControl, IvrError, IvrSettings};
 use crate::provisioning::mac::Mac;
@@ -37,11 +38,10 @@ struct IvrDialog {
 }
 
 pub struct CallRouter {
-    ep: OnceLock<Endpoint>,
     trunks: Arc<TrunkTable>,
     b2bua: Arc<B2bua>,
     assigner: Arc<IvrAssigner>,
-    check_sync: Arc<dyn CheckSync>,
+    check_sync: Arc<CheckSync>,
     ivr: IvrSettings,
     dialogs: Mutex<HashMap<String, IvrDialog>>,
     /// Switches and SBCs whose P-Asserted-Identity names the calling device.
@@ -53,7 +53,7 @@ impl CallRouter {
     pub fn new(
         dm: Arc<Dm>,
         assigner: Arc<IvrAssigner>,
-        check_sync: Arc<dyn CheckSync>,
+        check_sync: Arc<CheckSync>,
         ivr: IvrSettings,
     ) -> Result<Arc<Self>, TrunkError> {
         let sip = &dm.config.sip;
@@ -64,7 +64,6 @@ impl CallRouter {
             std::time::Duration::from_millis(sip.trunk_options_interval_ms),
         )?);
         Ok(Arc::new(CallRouter {
-            ep: OnceLock::new(),
             trunks,
             b2bua: Arc::new(B2bua::with_ivr_application(
                 &dm.config.ivr.number,
@@ -83,15 +82,7 @@ impl CallRouter {
         &self.trunks
     }
 
-    /// The endpoint exists only after the router is handed to it.
-    pub fn attach(&self, ep: Endpoint) {
-        let _ = self.ep.set(ep);
-    }
-
-    async fn invite(self: Arc<Self>, req: IncomingRequest) {
-        let Some(ep) = self.ep.get().cloned() else {
-            return req.reply(StatusCode::ServiceUnavailable);
-        };
+    async fn invite(self: Arc<Self>, ep: &Endpoint, req: IncomingRequest) {
         let target_user = uri_user(&req.request.uri.to_string());
         let candidates = self.trunks.candidates(&target_user);
         if candidates.is_empty() {
@@ -114,7 +105,7 @@ impl CallRouter {
         };
         let device = match device {
             Some(d) => d,
-            None => match self.authenticate(&ep, &req, &from_user).await {
+            None => match self.authenticate(ep, &req, &from_user).await {
                 Ok(d) => d,
                 Err(res) => return req.respond(res),
             },
@@ -123,11 +114,11 @@ impl CallRouter {
         // the built-in IVR.
         match self
             .b2bua
-            .forward(&ep, req, &target_user, candidates, device)
+            .forward(ep, req, &target_user, candidates, device)
             .await
         {
             Forwarded::Done => {}
-            Forwarded::BuiltinIvr(req) => self.answer_ivr(ep, *req, from, device).await,
+            Forwarded::BuiltinIvr(req) => self.answer_ivr(ep.clone(), *req, from, device).await,
         }
     }
 
@@ -148,7 +139,7 @@ impl CallRouter {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!(error = %e, "INVITE: credential lookup failed");
-                return Err(req.response(StatusCode::ServerInternalError));
+                return Err(req.response(StatusCode::from(e.status())));
             }
         };
         match outcome {
@@ -239,17 +230,20 @@ impl CallRouter {
             }
             tracing::info!(call_id, outcome = ?ended.outcome, "IVR call ended");
             if let (CallOutcome::Assigned(dn), Some(mac)) = (&ended.outcome, device) {
-                if let Err(e) = this.check_sync.check_sync(mac.to_string()).await {
+                if let Err(e) = this
+                    .check_sync
+                    .after_assignment(&ep, &mac.to_string())
+                    .await
+                {
                     tracing::warn!(mac = %mac, dn, error = %e, "check-sync after the IVR assignment failed");
                 }
             }
         });
     }
 
-    fn in_dialog(&self, req: IncomingRequest) -> Option<IncomingRequest> {
+    fn in_dialog(&self, ep: &Endpoint, req: IncomingRequest) -> Option<IncomingRequest> {
         let call_id = req.request.call_id().unwrap_or_default().to_owned();
         if self.b2bua.owns(&call_id) {
-            let ep = self.ep.get()?;
             return self.b2bua.in_dialog(ep, req);
         }
         let control = self.dialogs.lock().get(&call_id).map(|d| d.control.clone());
@@ -304,7 +298,11 @@ impl CallRouter {
 pub struct CallHandler(pub Arc<CallRouter>);
 
 impl RequestHandler for CallHandler {
-    fn handle(&self, req: IncomingRequest) -> BoxFuture<'_, Option<IncomingRequest>> {
+    fn handle<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        req: IncomingRequest,
+    ) -> BoxFuture<'a, Option<IncomingRequest>> {
         let this = &self.0;
         Box::pin(async move {
             match req.request.method {
@@ -312,16 +310,16 @@ impl RequestHandler for CallHandler {
                     // In-dialog re-INVITEs are not supported by the IVR: refuse them cleanly.
                     let call_id = req.request.call_id().unwrap_or_default().to_owned();
                     if this.b2bua.owns(&call_id) {
-                        return this.in_dialog(req);
+                        return this.in_dialog(ep, req);
                     }
                     if this.dialogs.lock().contains_key(&call_id) {
                         req.reply(StatusCode::NotAcceptableHere);
                         return None;
                     }
-                    this.clone().invite(req).await;
+                    this.clone().invite(ep, req).await;
                     None
                 }
-                _ => this.in_dialog(req),
+                _ => this.in_dialog(ep, req),
             }
         })
     }

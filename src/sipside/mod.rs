@@ -4,6 +4,8 @@
 //! - [`bindings`]: the registrar's durable store (`sip::registrar::BindingStore`) in SQL;
 //! - [`authenticator`]: the digest `Authenticator` (DN passwords, per-device credentials of
 //!   `gcti_provisioning` phones) with the per-DN `authenticate-requests` policy;
+//! - [`assignment`]: the rules of an IVR assignment (built-in or VoiceXML) and the check-sync
+//!   that follows it;
 //! - [`calls`]: INVITE routing by trunk prefix and the built-in IVR's dialogs;
 //! - [`trunks`]: the trunk table, longest-prefix routing and OPTIONS health checks;
 //! - [`b2bua`]: calls to external trunks, bridged dialog to dialog;
@@ -14,6 +16,7 @@
 //! - [`start`]: builds the endpoint from the configuration (UDP and TCP on `[server] sip`, TLS
 //!   on `[sip] tls-listen`).
 
+pub mod assignment;
 pub mod authenticator;
 pub mod b2bua;
 pub mod bindings;
@@ -35,7 +38,7 @@ use crate::service::Dm;
 #[derive(Debug, thiserror::Error)]
 pub enum SipStartError {
     #[error("SIP over TLS certificate: {0}")]
-    Tls(#[from] crate::http::tls::TlsError),
+    Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Start(#[from] StartError),
 }
@@ -46,6 +49,7 @@ pub enum SipStartError {
 pub async fn start(
     config: &Config,
     dm: Arc<Dm>,
+    instance_id: &str,
     handlers: Vec<Arc<dyn RequestHandler>>,
 ) -> Result<Endpoint, SipStartError> {
     let mut cfg = EndpointConfig::default();
@@ -54,7 +58,7 @@ pub async fn start(
     if !config.sip.tls_listen.is_empty() {
         // Config::validate guarantees a certificate pair when tls-listen is set.
         if let Some((cert, key)) = config.sip_tls_files() {
-            let server = crate::http::tls::server_config(cert, key)?;
+            let server = crate::tls::server_config(cert, key)?;
             cfg.transport.tls = Some(sip::transport::TlsConfig::new(
                 config.sip.tls_listen.clone(),
                 Arc::new(server),
@@ -87,12 +91,10 @@ pub async fn start(
     cfg.auth.throttle.trusted = config.sip.trusted_peers.clone();
     cfg.advertised_host = config.sip.advertised_host.clone();
     // Each binding row names this instance, so that the others can hand it check-syncs.
-    let holder = dm
-        .cluster
-        .get()
-        .map(|c| c.id().to_owned())
-        .unwrap_or_default();
-    let store = Arc::new(bindings::SqlBindings::new(dm.store.clone(), holder));
+    let store = Arc::new(bindings::SqlBindings::new(
+        dm.store.clone(),
+        instance_id.to_owned(),
+    ));
     let auth = Arc::new(authenticator::DmAuthenticator::new(dm));
     let warming = auth.clone();
     tokio::spawn(async move {

@@ -14,7 +14,7 @@ pub struct StoredBinding {
     /// The digest user that registered it (a DN, or a `dm-<mac>` device user): indexed, so
     /// that any instance can find a device's binding without reading every document.
     pub device: Option<String>,
-    /// The id of the instance whose registrar holds the binding's flow (see `crate::cluster`).
+    /// The id of the instance whose registrar holds the binding's flow (see `crate::sipside::checksync::handover`).
     pub holder: Option<String>,
 }
 

@@ -43,6 +43,19 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+impl crate::fault::HasFault for StoreError {
+    fn fault(&self) -> crate::fault::Fault {
+        use crate::fault::Fault;
+        match self {
+            StoreError::NotFound { .. } => Fault::NotFound,
+            StoreError::Conflict { .. } => Fault::Conflict,
+            StoreError::Invalid(_) => Fault::Invalid,
+            e if e.is_unavailable() => Fault::Unavailable,
+            StoreError::Db(_) | StoreError::Migrate(_) => Fault::Internal,
+        }
+    }
+}
+
 impl StoreError {
     /// The database could not be reached (down, restarting, every connection busy): a
     /// condition to retry, not a fault of the request.
@@ -208,7 +221,7 @@ impl Store {
     }
 
     /// `NOTIFY channel, payload` (PostgreSQL only): how instances hand work to each other,
-    /// see `crate::cluster`.
+    /// see `crate::sipside::checksync::handover`.
     pub async fn notify(&self, channel: &str, payload: &str) -> Result<()> {
         sqlx::query("SELECT 1 FROM (SELECT pg_notify($1, $2)) AS n")
             .bind(channel)

@@ -59,14 +59,28 @@ impl std::fmt::Debug for Credential {
     }
 }
 
-/// Failure of the credential source (a database error, say): answered 500, never 401.
+/// Failure of the credential source (a database error, say): never answered 401. The server
+/// crate says which SIP status it is (its own table of failures, `src/fault.rs`): 503 for a
+/// source that is down for now, so that a phone tries its next server (RFC 3263 §4.3), else
+/// 500.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("credential lookup failed: {0}")]
-pub struct AuthError(pub String);
+#[error("credential lookup failed: {message}")]
+pub struct AuthError {
+    pub message: String,
+    /// The SIP status the request is answered with.
+    pub status: u16,
+}
 
 impl AuthError {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        AuthError {
+            message: message.into(),
+            status,
+        }
+    }
+
     pub fn status(&self) -> u16 {
-        500
+        self.status
     }
 }
 

@@ -94,11 +94,14 @@ pub enum RegistrarError {
     TooManyContacts { aor: String, max: usize },
     #[error("missing Call-ID or CSeq")]
     MissingHeader,
-    #[error("credential lookup: {0}")]
-    Auth(String),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     #[error("unsupported extensions required: {0}")]
     BadExtension(String),
 }
+
+/// How long a phone is asked to wait when the credential source is down (RFC 3261 §21.5.4).
+pub const RETRY_AFTER_UNAVAILABLE: u32 = 5;
 
 impl RegistrarError {
     pub fn status(&self) -> (u16, &'static str) {
@@ -111,6 +114,7 @@ impl RegistrarError {
             RegistrarError::IntervalTooBrief { .. } => (423, "Interval Too Brief"),
             RegistrarError::OutOfOrder { .. } => (500, "Out Of Order Registration"),
             RegistrarError::TooManyContacts { .. } => (403, "Too Many Contacts"),
+            RegistrarError::Auth(e) if e.status == 503 => (503, "Service Unavailable"),
             RegistrarError::Auth(_) => (500, "Server Internal Error"),
             RegistrarError::BadExtension(_) => (420, "Bad Extension"),
         }

@@ -150,8 +150,13 @@ impl Registrar {
         let check = self.guard.check(req, inc.flow.remote.ip(), &user, false);
         let verdict = tokio::time::timeout(self.cfg.auth_timeout, check)
             .await
-            .map_err(|_| RegistrarError::Auth("credential lookup timed out".into()))?;
-        let device = match verdict.map_err(|e| RegistrarError::Auth(e.0))? {
+            .map_err(|_| {
+                RegistrarError::Auth(crate::auth::AuthError::new(
+                    503,
+                    "credential lookup timed out",
+                ))
+            })?;
+        let device = match verdict? {
             AuthOutcome::NotRequired => None,
             AuthOutcome::Authenticated { username } => Some(username),
             AuthOutcome::Challenge { stale } => return Ok(Verdict::Challenge { stale }),
@@ -300,6 +305,12 @@ impl Registrar {
                     r.status_code = StatusCode::Other(c, reason.into());
                 }
                 match &e {
+                    RegistrarError::Auth(a) if a.status == 503 => {
+                        r.headers
+                            .push(Header::RetryAfter(rsip::headers::RetryAfter::new(
+                                super::RETRY_AFTER_UNAVAILABLE.to_string(),
+                            )));
+                    }
                     RegistrarError::IntervalTooBrief { min, .. } => {
                         r.headers
                             .push(Header::MinExpires(rsip::headers::MinExpires::new(
@@ -367,7 +378,11 @@ async fn sweeper(r: Weak<Registrar>, every: std::time::Duration) {
 }
 
 impl RequestHandler for Registrar {
-    fn handle(&self, req: IncomingRequest) -> BoxFuture<'_, Option<IncomingRequest>> {
+    fn handle<'a>(
+        &'a self,
+        _ep: &'a crate::Endpoint,
+        req: IncomingRequest,
+    ) -> BoxFuture<'a, Option<IncomingRequest>> {
         Box::pin(async move {
             if req.request.method != Method::Register {
                 return Some(req);

@@ -14,15 +14,17 @@ use std::time::Duration;
 
 use sip::transport::Protocol;
 use sip::{Endpoint, Target};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
+pub mod handover;
 mod notify;
 mod via_switch;
 
+use handover::{Cluster, ClusterError, Handover};
 use notify::{send, Identity};
 pub use notify::{CheckSyncError, CheckSyncReport, Route};
 
-use crate::assignment::CheckSync;
-use crate::cluster::Handover;
 use crate::credentials::PROVISIONING_USER;
 use crate::service::Dm;
 use crate::sipside::bindings::from_row;
@@ -33,26 +35,137 @@ fn is_provisioning_aor(aor: &str) -> bool {
     aor == PROVISIONING_USER || aor.starts_with(&format!("{PROVISIONING_USER}@"))
 }
 
-/// Sends check-sync to the device `mac` (normalised) and records it in the audit log. When
-/// this instance does not hold the phone's registration but another instance sharing the
-/// database does, the NOTIFY is handed over to it (or, if it is gone, sent to the stored
-/// contact directly).
-pub async fn check_sync(
-    dm: &Dm,
-    mac: &str,
-    actor: &str,
-) -> Result<CheckSyncReport, CheckSyncError> {
-    check_sync_with(dm, mac, actor, &DELIVERIES).await
+/// After an IVR assignment the phone may not be found at once (its switch saw its
+/// registration a moment after sipdm looked, or the switch was restarting): tried again after
+/// these pauses before the failure is reported. The assignment is committed either way; a
+/// phone that is never reached still finds its DN on its next scheduled re-fetch.
+const NOT_REGISTERED_RETRIES: [Duration; 3] = [
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+];
+
+/// The check-sync service: built once, after the store and before SIP; every call is handed
+/// the endpoint it sends with (the SIP handlers get it per request, the HTTP side holds the
+/// running one).
+pub struct CheckSync {
+    dm: Arc<Dm>,
+    /// This instance among those sharing the database, and its hand-overs.
+    cluster: Arc<Cluster>,
 }
 
-/// Check-sync down this instance's own registrations only: what a holder runs for another
-/// instance, so that a hand-over can never bounce back.
-pub async fn check_sync_here(
-    dm: &Dm,
-    mac: &str,
-    actor: &str,
-) -> Result<CheckSyncReport, CheckSyncError> {
-    check_sync_with(dm, mac, actor, &[Delivery::OwnBinding]).await
+impl CheckSync {
+    pub fn new(dm: Arc<Dm>, cluster: Arc<Cluster>) -> Arc<CheckSync> {
+        Arc::new(CheckSync { dm, cluster })
+    }
+
+    /// This instance's id (every binding row it writes names it).
+    pub fn instance_id(&self) -> &str {
+        self.cluster.id()
+    }
+
+    /// Sends check-sync to the device `mac` (normalised) and records it in the audit log.
+    /// When this instance does not hold the phone's registration but another instance
+    /// sharing the database does, the NOTIFY is handed over to it (or, if it is gone, sent to
+    /// the stored contact directly); else it goes through the phone's switch.
+    pub async fn send(
+        &self,
+        ep: &Endpoint,
+        mac: &str,
+        actor: &str,
+    ) -> Result<CheckSyncReport, CheckSyncError> {
+        self.send_with(ep, mac, actor, &DELIVERIES).await
+    }
+
+    /// The check-sync an IVR assignment ends with: a phone not registered anywhere yet is
+    /// tried again after [`NOT_REGISTERED_RETRIES`].
+    pub async fn after_assignment(&self, ep: &Endpoint, mac: &str) -> Result<(), CheckSyncError> {
+        let mut pauses = NOT_REGISTERED_RETRIES.iter();
+        loop {
+            match self.send(ep, mac, "ivr").await {
+                Ok(_) => return Ok(()),
+                Err(CheckSyncError::NotRegistered(_)) => {
+                    match pauses.next() {
+                        Some(p) => {
+                            tracing::info!(mac, "check-sync: phone not registered anywhere yet; trying again in {p:?}");
+                            tokio::time::sleep(*p).await;
+                        }
+                        None => return Err(CheckSyncError::NotRegistered(mac.to_owned())),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Serves the other instances' hand-overs down `ep`'s flows until `stop` (PostgreSQL;
+    /// nothing on SQLite). Returns once listening.
+    pub async fn listen(
+        self: &Arc<Self>,
+        ep: Endpoint,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Option<JoinHandle<()>>, ClusterError> {
+        let taker = Arc::new(Here {
+            check_sync: self.clone(),
+            ep,
+        });
+        self.cluster.listen(taker, stop).await
+    }
+
+    async fn send_with(
+        &self,
+        ep: &Endpoint,
+        mac: &str,
+        actor: &str,
+        deliveries: &[Delivery],
+    ) -> Result<CheckSyncReport, CheckSyncError> {
+        let dm = self.dm.as_ref();
+        let device = dm
+            .store
+            .device(mac)
+            .await
+            .map_err(|e| CheckSyncError::Device(e.to_string()))?;
+        let attempt = Attempt {
+            dm,
+            ep,
+            cluster: &self.cluster,
+            device,
+            auth_user: dm.credentials.auth_user(mac),
+            actor,
+            me: self.cluster.id().to_owned(),
+            may_hand_over: deliveries.contains(&Delivery::StoredBinding),
+        };
+        for delivery in deliveries {
+            let outcome = match delivery {
+                Delivery::OwnBinding => attempt.own_binding().await,
+                Delivery::StoredBinding => attempt.stored_binding().await,
+                Delivery::ViaSwitch => attempt.via_switch().await,
+            };
+            if let Some(result) = outcome {
+                return result;
+            }
+        }
+        Err(CheckSyncError::NotRegistered(mac.to_owned()))
+    }
+}
+
+/// What a holder runs for another instance: its own registrations only.
+struct Here {
+    check_sync: Arc<CheckSync>,
+    ep: Endpoint,
+}
+
+impl handover::Taker for Here {
+    fn check_sync_here<'a>(
+        &'a self,
+        mac: &'a str,
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<CheckSyncReport, CheckSyncError>> {
+        Box::pin(
+            self.check_sync
+                .send_with(&self.ep, mac, actor, &[Delivery::OwnBinding]),
+        )
+    }
 }
 
 /// The ways a NOTIFY can reach a phone, tried in [`DELIVERIES`] order; the first that applies
@@ -81,6 +194,7 @@ const DELIVERIES: [Delivery; 3] = [
 struct Attempt<'a> {
     dm: &'a Dm,
     ep: &'a Endpoint,
+    cluster: &'a Cluster,
     device: crate::store::model::Device,
     /// The device's `dm-<mac>` user.
     auth_user: String,
@@ -89,40 +203,6 @@ struct Attempt<'a> {
     me: String,
     /// Hand-overs allowed (not when running one for another instance).
     may_hand_over: bool,
-}
-
-async fn check_sync_with(
-    dm: &Dm,
-    mac: &str,
-    actor: &str,
-    deliveries: &[Delivery],
-) -> Result<CheckSyncReport, CheckSyncError> {
-    let ep = dm.sip.get().ok_or(CheckSyncError::NoSip)?;
-    let device = dm
-        .store
-        .device(mac)
-        .await
-        .map_err(|e| CheckSyncError::Device(e.to_string()))?;
-    let attempt = Attempt {
-        dm,
-        ep,
-        device,
-        auth_user: dm.credentials.auth_user(mac),
-        actor,
-        me: instance_id(dm),
-        may_hand_over: deliveries.contains(&Delivery::StoredBinding),
-    };
-    for delivery in deliveries {
-        let outcome = match delivery {
-            Delivery::OwnBinding => attempt.own_binding().await,
-            Delivery::StoredBinding => attempt.stored_binding().await,
-            Delivery::ViaSwitch => attempt.via_switch().await,
-        };
-        if let Some(result) = outcome {
-            return result;
-        }
-    }
-    Err(CheckSyncError::NotRegistered(mac.to_owned()))
 }
 
 /// `None`: this delivery does not apply, try the next.
@@ -148,8 +228,10 @@ impl Attempt<'_> {
             // the instance that took the REGISTER last.
             let holder =
                 restored_from_peer(dm, &self.device, &self.auth_user, &binding, &self.me).await;
-            if let (Some(holder), Some(cluster)) = (holder, dm.cluster.get()) {
-                if let Handover::Done(result) = cluster.hand_over(&holder, mac, self.actor).await {
+            if let Some(holder) = holder {
+                if let Handover::Done(result) =
+                    self.cluster.hand_over(&holder, mac, self.actor).await
+                {
                     return Some(handed_over(result));
                 }
             }
@@ -177,9 +259,9 @@ impl Attempt<'_> {
             Ok(found) => found?,
             Err(e) => return Some(Err(e)),
         };
-        if let (Some(cluster), Some(holder)) = (dm.cluster.get(), row.holder.as_deref()) {
-            if holder != cluster.id() {
-                match cluster.hand_over(holder, mac, self.actor).await {
+        if let Some(holder) = row.holder.as_deref() {
+            if holder != self.me {
+                match self.cluster.hand_over(holder, mac, self.actor).await {
                     Handover::Done(result) => return Some(handed_over(result)),
                     Handover::HolderGone => tracing::info!(
                         mac,
@@ -236,14 +318,6 @@ fn handed_over(
     })
 }
 
-/// This instance's id (`crate::cluster`), or empty before the cluster is set up.
-fn instance_id(dm: &Dm) -> String {
-    dm.cluster
-        .get()
-        .map(|c| c.id().to_owned())
-        .unwrap_or_default()
-}
-
 /// The instance other than this one that holds `binding` according to the store, when the
 /// stored row of the device is that same binding (PostgreSQL, several instances only).
 async fn restored_from_peer(
@@ -294,38 +368,4 @@ async fn stored_binding(
             .next(),
     };
     Ok(row.map(|r| (r, Identity::Dn(dn.clone()))))
-}
-
-/// The check-sync the IVR assignment uses.
-pub struct SipCheckSync(pub Arc<Dm>);
-
-/// After an IVR assignment the phone may not be found at once (its switch saw its
-/// registration a moment after sipdm looked, or the switch was restarting): tried again after
-/// these pauses before the failure is reported. The assignment is committed either way; a
-/// phone that is never reached still finds its DN on its next scheduled re-fetch.
-const NOT_REGISTERED_RETRIES: [Duration; 3] = [
-    Duration::from_secs(2),
-    Duration::from_secs(5),
-    Duration::from_secs(10),
-];
-
-impl CheckSync for SipCheckSync {
-    fn check_sync(&self, mac: String) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move {
-            let mut pauses = NOT_REGISTERED_RETRIES.iter();
-            loop {
-                match check_sync(&self.0, &mac, "ivr").await {
-                    Ok(_) => return Ok(()),
-                    Err(CheckSyncError::NotRegistered(_)) => match pauses.next() {
-                        Some(p) => {
-                            tracing::info!(mac, "check-sync: phone not registered anywhere yet; trying again in {p:?}");
-                            tokio::time::sleep(*p).await;
-                        }
-                        None => return Err(CheckSyncError::NotRegistered(mac).to_string()),
-                    },
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
-        })
-    }
 }

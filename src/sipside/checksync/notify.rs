@@ -6,13 +6,12 @@ use sip::rsip::Method;
 use sip::uac::{self, Credentials};
 use sip::{Endpoint, Target};
 
+use crate::fault::{Fault, HasFault};
 use crate::service::Dm;
 
 /// Why a check-sync did not reach the phone.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckSyncError {
-    #[error("SIP is not running")]
-    NoSip,
     #[error("device {0} has no registration to notify")]
     NotRegistered(String),
     #[error("device: {0}")]
@@ -27,25 +26,25 @@ pub enum CheckSyncError {
     #[error("instance {holder}: {message}")]
     Holder {
         holder: String,
-        status: u16,
+        fault: Fault,
         message: String,
     },
 }
 
-impl CheckSyncError {
-    pub fn status(&self) -> u16 {
+impl HasFault for CheckSyncError {
+    fn fault(&self) -> Fault {
         match self {
-            CheckSyncError::NoSip | CheckSyncError::Store(_) => 503,
-            CheckSyncError::NotRegistered(_) => 409,
-            CheckSyncError::Device(_) => 404,
-            CheckSyncError::Refused(_) | CheckSyncError::Unreachable(_) => 502,
-            CheckSyncError::Holder { status, .. } => *status,
+            CheckSyncError::Store(_) => Fault::Unavailable,
+            CheckSyncError::NotRegistered(_) => Fault::NotRegistered,
+            CheckSyncError::Device(_) => Fault::NotFound,
+            CheckSyncError::Refused(_) | CheckSyncError::Unreachable(_) => Fault::PeerRefused,
+            CheckSyncError::Holder { fault, .. } => *fault,
         }
     }
 }
 
 /// How the NOTIFY left: down this instance's own flow, handed to the instance that holds the
-/// flow (`crate::cluster`), straight to the stored contact because that holder is gone, or to
+/// flow ([`super::handover`]), straight to the stored contact because that holder is gone, or to
 /// the switch the phone is registered on, for its AOR (`check-sync = "via-switch"`).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,

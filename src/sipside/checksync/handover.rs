@@ -33,9 +33,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::service::Dm;
-use crate::sipside::checksync::{check_sync_here, CheckSyncError, CheckSyncReport};
+use super::notify::{CheckSyncError, CheckSyncReport};
+use crate::fault::{Fault, HasFault};
 use crate::store::{Listener, Store, StoreError};
+use crate::BoxFuture;
 
 /// The channel hand-over requests travel on.
 pub const REQUESTS: &str = "sipdm_checksync";
@@ -76,7 +77,7 @@ struct Reply {
 enum Outcome {
     Accepted,
     Done { report: CheckSyncReport },
-    Failed { status: u16, message: String },
+    Failed { fault: Fault, message: String },
 }
 
 /// What became of a hand-over.
@@ -85,6 +86,16 @@ pub enum Handover {
     Done(Result<CheckSyncReport, CheckSyncError>),
     /// Nobody took it: the caller sends the NOTIFY itself.
     HolderGone,
+}
+
+/// Runs a check-sync handed to this instance down its own flows only (so that a hand-over
+/// can never bounce back); implemented by the check-sync service, which owns the endpoint.
+pub trait Taker: Send + Sync + 'static {
+    fn check_sync_here<'a>(
+        &'a self,
+        mac: &'a str,
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<CheckSyncReport, CheckSyncError>>;
 }
 
 /// This instance's identity among those sharing the database, and its pending hand-overs.
@@ -117,7 +128,7 @@ impl Cluster {
     /// listening, so that no request sent after start is missed. Nothing on SQLite.
     pub async fn listen(
         self: &Arc<Self>,
-        dm: Arc<Dm>,
+        taker: Arc<dyn Taker>,
         stop: watch::Receiver<bool>,
     ) -> Result<Option<JoinHandle<()>>, ClusterError> {
         let Some(mut listener) = self.store.listener(&self.id, &[REQUESTS, REPLIES]).await? else {
@@ -126,7 +137,7 @@ impl Cluster {
         self.listening.store(true, Ordering::Release);
         let me = self.clone();
         Ok(Some(tokio::spawn(async move {
-            me.serve(dm, &mut listener, stop).await;
+            me.serve(taker, &mut listener, stop).await;
             me.listening.store(false, Ordering::Release);
             listener.close().await;
         })))
@@ -134,7 +145,7 @@ impl Cluster {
 
     async fn serve(
         self: &Arc<Self>,
-        dm: Arc<Dm>,
+        taker: Arc<dyn Taker>,
         listener: &mut Listener,
         mut stop: watch::Receiver<bool>,
     ) {
@@ -148,8 +159,8 @@ impl Cluster {
                     match serde_json::from_str::<Request>(&n.payload) {
                         Ok(req) if req.to == self.id => {
                             let me = self.clone();
-                            let dm = dm.clone();
-                            tokio::spawn(async move { me.take(&dm, req).await });
+                            let taker = taker.clone();
+                            tokio::spawn(async move { me.take(taker.as_ref(), req).await });
                         }
                         Ok(_) => {}
                         Err(e) => {
@@ -180,13 +191,13 @@ impl Cluster {
     }
 
     /// Runs a check-sync handed to this instance, down its own flow, and answers.
-    async fn take(&self, dm: &Dm, req: Request) {
+    async fn take(&self, taker: &dyn Taker, req: Request) {
         self.answer(&req, Outcome::Accepted).await;
         let actor = format!("{} via {}", req.actor, self.id);
-        let outcome = match check_sync_here(dm, &req.mac, &actor).await {
+        let outcome = match taker.check_sync_here(&req.mac, &actor).await {
             Ok(report) => Outcome::Done { report },
             Err(e) => Outcome::Failed {
-                status: e.status(),
+                fault: e.fault(),
                 message: e.to_string(),
             },
         };
@@ -248,7 +259,7 @@ impl Cluster {
             Ok(Some(outcome)) => finished(holder, outcome),
             Ok(None) | Err(_) => Handover::Done(Err(CheckSyncError::Holder {
                 holder: holder.to_owned(),
-                status: 504,
+                fault: Fault::PeerTimeout,
                 message: format!(
                     "took the check-sync but reported nothing within {} s",
                     RESULT_WAIT.as_secs()
@@ -261,14 +272,14 @@ impl Cluster {
 fn finished(holder: &str, outcome: Outcome) -> Handover {
     Handover::Done(match outcome {
         Outcome::Done { report } => Ok(report),
-        Outcome::Failed { status, message } => Err(CheckSyncError::Holder {
+        Outcome::Failed { fault, message } => Err(CheckSyncError::Holder {
             holder: holder.to_owned(),
-            status,
+            fault,
             message,
         }),
         Outcome::Accepted => Err(CheckSyncError::Holder {
             holder: holder.to_owned(),
-            status: 502,
+            fault: Fault::PeerRefused,
             message: "accepted twice".into(),
         }),
     })

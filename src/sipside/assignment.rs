@@ -5,39 +5,41 @@
 //! free (or the device's profile allows taking it over) — and, once committed, a check-sync so
 //! the phone re-fetches its file. The assignment is durable before the caller hears "assigned".
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
+
+use sip::Endpoint;
 
 use crate::ivr::{AssignRefusal, Assigner, CallerIdentity};
 use crate::service::{Dm, DmError};
+use crate::sipside::checksync::CheckSync;
 use crate::store::StoreError;
-use crate::BoxFuture;
 
-/// Sends the check-sync NOTIFY to a device; implemented by the SIP side.
-pub trait CheckSync: Send + Sync + 'static {
-    fn check_sync(&self, mac: String) -> BoxFuture<'_, Result<(), String>>;
+/// The check-sync a VoiceXML assignment is followed by: the media server hangs up after the
+/// read-back, so the NOTIFY goes out after `delay` from the endpoint that is running.
+pub struct ThenCheckSync {
+    pub check_sync: Arc<CheckSync>,
+    pub ep: Endpoint,
+    pub delay: Duration,
 }
 
 pub struct IvrAssigner {
     dm: Arc<Dm>,
-    /// Set once SIP is up; VoiceXML assignments made before then are not notified.
-    check_sync: Arc<OnceLock<Arc<dyn CheckSync>>>,
-    /// When set, a committed assignment is followed by a check-sync after this delay (the
-    /// VoiceXML path: the media server hangs up after the read-back). The built-in IVR leaves
-    /// it unset and notifies when the call has ended.
-    notify_after: Option<Duration>,
+    /// Unset for the built-in IVR, which notifies when its call has ended.
+    then: Option<ThenCheckSync>,
 }
 
 impl IvrAssigner {
-    pub fn new(
-        dm: Arc<Dm>,
-        check_sync: Arc<OnceLock<Arc<dyn CheckSync>>>,
-        notify_after: Option<Duration>,
-    ) -> Self {
+    /// The built-in IVR's: the rules only (its call router sends the check-sync at hang-up).
+    pub fn new(dm: Arc<Dm>) -> Self {
+        IvrAssigner { dm, then: None }
+    }
+
+    /// The VoiceXML flow's: the rules, then a check-sync.
+    pub fn with_check_sync(dm: Arc<Dm>, then: ThenCheckSync) -> Self {
         IvrAssigner {
             dm,
-            check_sync,
-            notify_after,
+            then: Some(then),
         }
     }
 
@@ -83,17 +85,12 @@ impl IvrAssigner {
 impl Assigner for IvrAssigner {
     async fn assign(&self, caller: &CallerIdentity, dn: &str) -> Result<String, AssignRefusal> {
         let out = Self::assign_dn(&self.dm, caller, dn).await?;
-        if let (Some(delay), Some(mac)) = (self.notify_after, caller.device) {
-            let cs = self.check_sync.clone();
+        if let (Some(then), Some(mac)) = (&self.then, caller.device) {
+            let (cs, ep, delay) = (then.check_sync.clone(), then.ep.clone(), then.delay);
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                match cs.get() {
-                    Some(sender) => {
-                        if let Err(e) = sender.check_sync(mac.to_string()).await {
-                            tracing::warn!(mac = %mac, error = %e, "check-sync after a VoiceXML assignment failed");
-                        }
-                    }
-                    None => tracing::warn!(mac = %mac, "no SIP side to send check-sync"),
+                if let Err(e) = cs.after_assignment(&ep, &mac.to_string()).await {
+                    tracing::warn!(mac = %mac, error = %e, "check-sync after a VoiceXML assignment failed");
                 }
             });
         }

@@ -1,10 +1,11 @@
-//! One API error type for every HTTP route: maps service errors to statuses, logs the cause
+//! One API error type for every admin route: maps service errors to statuses, logs the cause
 //! once, and keeps internals (SQL, paths) out of what the client sees.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::fault::{http_status, HasFault};
 use crate::service::DmError;
 use crate::store::StoreError;
 
@@ -34,9 +35,8 @@ impl From<StoreError> for ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Dm(e) => {
-                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-            }
+            ApiError::Dm(e) => StatusCode::from_u16(http_status(e.fault()))
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
         }
