@@ -25,6 +25,11 @@ command -v stunnel >/dev/null 2>&1 || need+=(stunnel4)
 # Kamailio as the site's switch (tests/switch_kamailio.rs), with its PostgreSQL modules.
 [ -x /usr/sbin/kamailio ] || need+=(kamailio)
 ls /usr/lib/*/kamailio/modules/db_postgres.so >/dev/null 2>&1 || need+=(kamailio-postgres-modules)
+# The DHCP recipes (tests/dhcp.rs): dnsmasq and Kea serve, dhclient asks, in network namespaces.
+[ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
+[ -x /usr/sbin/kea-dhcp4 ] || need+=(kea-dhcp4-server)
+[ -x /usr/sbin/dhclient ] || need+=(isc-dhcp-client)
+[ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
     as_root apt-get update -qq
