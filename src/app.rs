@@ -104,7 +104,7 @@ pub async fn build_service(
         let site = Site {
             name: s.name.clone(),
             fs_url: s.fs_url.clone(),
-            sip_servers: s.sip_servers.join(","),
+            sip_servers: comma_list(&s.sip_servers),
         };
         if !sites_before.contains(&site) {
             store.upsert_site(&site).await?;
@@ -115,8 +115,8 @@ pub async fn build_service(
         let switch = Switch {
             name: sw.name.clone(),
             site: sw.site.clone(),
-            address: sw.address.clone(),
-            dn_ranges: sw.dn_ranges.join(","),
+            address: sw.address.to_string(),
+            dn_ranges: comma_list(&sw.dn_ranges),
             peer: sw.peer.clone(),
         };
         if !switches_before.contains(&switch) {
@@ -387,4 +387,10 @@ pub fn redact(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// The store's comma-separated column for a configured list (`[[sites]] sip-servers`,
+/// `[[switches]] dn-ranges`), each value in its canonical text.
+fn comma_list<T: std::fmt::Display>(items: &[T]) -> String {
+    items.iter().map(T::to_string).collect::<Vec<_>>().join(",")
 }

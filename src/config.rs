@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{AuthPolicy, AuthPolicyError};
+use crate::domain::{AuthPolicy, AuthPolicyError, DnRange, SipServer};
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -372,9 +372,9 @@ pub struct DmConfig {
     /// it fetched, whatever DHCP told it.
     #[serde(default)]
     pub fs_url: Option<String>,
-    /// SIP server(s) for phones of no site (host or host:port).
+    /// SIP server(s) for phones of no site (host or host:port); parsed when the file is read.
     #[serde(default, rename = "sip-servers")]
-    pub sip_servers: Vec<String>,
+    pub sip_servers: Vec<SipServer>,
 }
 
 impl ServerConfig {
@@ -540,7 +540,7 @@ pub struct SiteConfig {
     pub fs_url: Option<String>,
     /// SIP servers the site's phones register to (host or host:port).
     #[serde(default)]
-    pub sip_servers: Vec<String>,
+    pub sip_servers: Vec<SipServer>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -549,10 +549,10 @@ pub struct SwitchConfig {
     pub name: String,
     pub site: String,
     /// host or host:port of the SIP server.
-    pub address: String,
-    /// DN ranges this switch owns, e.g. `["1000-1999"]`.
+    pub address: SipServer,
+    /// DN ranges this switch owns, e.g. `["1000-1999"]`; a bad one refuses the file.
     #[serde(default)]
-    pub dn_ranges: Vec<String>,
+    pub dn_ranges: Vec<DnRange>,
     /// Business-continuity peer switch (DNs exist on both).
     #[serde(default)]
     pub peer: Option<String>,
@@ -568,23 +568,11 @@ pub struct SwitchConfig {
 }
 
 impl SwitchConfig {
-    /// `realm`, or the host part of `address` (`host`, `host:port`, `[v6]:port`).
+    /// `realm`, or the host of `address` (`host`, `host:port`, `[v6]:port`).
     pub fn realm(&self) -> String {
-        if let Some(r) = self.realm.as_deref().filter(|r| !r.is_empty()) {
-            return r.to_owned();
-        }
-        let a = self.address.trim();
-        let a = a.strip_prefix("sip:").unwrap_or(a);
-        if let Some(rest) = a.strip_prefix('[') {
-            return rest.split(']').next().unwrap_or(rest).to_owned();
-        }
-        match a.rsplit_once(':') {
-            Some((host, port))
-                if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) =>
-            {
-                host.to_owned()
-            }
-            _ => a.to_owned(),
+        match self.realm.as_deref().filter(|r| !r.is_empty()) {
+            Some(r) => r.to_owned(),
+            None => self.address.host.clone(),
         }
     }
 }
@@ -660,8 +648,9 @@ impl Config {
         Ok(config)
     }
 
-    /// Cross-references serde cannot check: a switch's site exists, DN ranges parse and do
-    /// not overlap, trunk contacts are SIP URIs or the built-in IVR.
+    /// Cross-references serde cannot check: a switch's site exists, DN ranges do not overlap
+    /// (they and the SIP servers were parsed by serde), trunk contacts are SIP URIs or the
+    /// built-in IVR.
     pub fn validate(&self) -> Result<(), String> {
         self.ivr.validate()?;
         let mut names = std::collections::HashSet::new();
@@ -670,7 +659,7 @@ impl Config {
                 return Err(format!("site `{}` is defined twice", site.name));
             }
         }
-        let mut ranges: Vec<(u64, u64, &str)> = Vec::new();
+        let mut ranges: Vec<(DnRange, &str)> = Vec::new();
         for sw in &self.switches {
             if !self.sites.iter().any(|s| s.name == sw.site) {
                 return Err(format!(
@@ -683,13 +672,7 @@ impl Config {
                     return Err(format!("switch `{}` names unknown peer `{peer}`", sw.name));
                 }
             }
-            for r in &sw.dn_ranges {
-                let (lo, hi) = parse_range(r).ok_or_else(|| {
-                    format!(
-                        "switch `{}`: bad DN range `{r}` (want e.g. 1000-1999)",
-                        sw.name
-                    )
-                })?;
+            for &r in &sw.dn_ranges {
                 // BC pairs own the same DNs on both switches.
                 let peered = |other: &str| {
                     sw.peer.as_deref() == Some(other)
@@ -698,16 +681,16 @@ impl Config {
                             .iter()
                             .any(|s| s.name == other && s.peer.as_deref() == Some(&sw.name))
                 };
-                if let Some((_, _, other)) = ranges
+                if let Some((_, other)) = ranges
                     .iter()
-                    .find(|(a, b, o)| lo <= *b && *a <= hi && !peered(o))
+                    .find(|(taken, o)| taken.overlaps(r) && !peered(o))
                 {
                     return Err(format!(
                         "switch `{}`: DN range `{r}` overlaps switch `{other}`",
                         sw.name
                     ));
                 }
-                ranges.push((lo, hi, &sw.name));
+                ranges.push((r, &sw.name));
             }
         }
         for t in &self.trunks {
@@ -813,25 +796,10 @@ impl Config {
     /// The switch owning a DN, by the configured ranges (the first of a BC pair).
     pub fn switch_for_dn(&self, dn: &str) -> Option<&SwitchConfig> {
         let n: u64 = dn.parse().ok()?;
-        self.switches.iter().find(|sw| {
-            sw.dn_ranges
-                .iter()
-                .filter_map(|r| parse_range(r))
-                .any(|(lo, hi)| lo <= n && n <= hi)
-        })
+        self.switches
+            .iter()
+            .find(|sw| sw.dn_ranges.iter().any(|r| r.contains_number(n)))
     }
-}
-
-/// `1000-1999` or a single `1000`.
-pub fn parse_range(r: &str) -> Option<(u64, u64)> {
-    let (lo, hi) = match r.split_once('-') {
-        Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
-        None => {
-            let n = r.trim().parse().ok()?;
-            (n, n)
-        }
-    };
-    (lo <= hi).then_some((lo, hi))
 }
 
 #[cfg(test)]
@@ -890,6 +858,53 @@ dn-ranges = ["1500-2500"]
         assert!(parse(base).unwrap_err().to_string().contains("overlaps"));
         let peered = base.replace("address = \"b\"", "address = \"b\"\npeer = \"A\"");
         assert!(parse(&peered).is_ok());
+    }
+
+    #[test]
+    fn bad_dn_ranges_and_sip_servers_are_refused_when_read() {
+        let switch = |address: &str, range: &str| {
+            format!(
+                "[[sites]]\nname = \"s1\"\n[[switches]]\nname = \"A\"\nsite = \"s1\"\n\
+                 address = \"{address}\"\ndn-ranges = [\"1000-1999\", \"{range}\"]\n"
+            )
+        };
+        let c = parse(&switch("sip:sips1;transport=tcp", "3000")).unwrap();
+        let sw = &c.switches[0];
+        assert_eq!(sw.address.to_string(), "sips1:5060;transport=tcp");
+        assert_eq!(sw.dn_ranges[1].to_string(), "3000");
+        for (address, range, named, line) in [
+            (
+                "sips1",
+                "1999-1000",
+                "bad DN range `1999-1000` (want e.g. 1000-1999)",
+                7,
+            ),
+            ("sips1", "abc", "bad DN range `abc`", 7),
+            ("sips1:x", "3000", "SIP server `sips1:x`", 6),
+            (
+                "sips1;transport=sctp",
+                "3000",
+                "SIP server `sips1;transport=sctp`",
+                6,
+            ),
+        ] {
+            let err = parse(&switch(address, range)).unwrap_err().to_string();
+            assert!(
+                err.contains(named) && err.contains(&format!("line {line}")),
+                "{err}"
+            );
+        }
+        let err = parse("[dm]\nsip-servers = [\"sips1\", \"\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SIP server ``"), "{err}");
+        let err = parse("[[sites]]\nname = \"s1\"\nsip-servers = [\"a b\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SIP server `a b`"), "{err}");
+        let c = parse("[dm]\nsip-servers = [\"[::1]:5070\", \"sips2\"]\n").unwrap();
+        let servers: Vec<String> = c.dm.sip_servers.iter().map(|s| s.to_string()).collect();
+        assert_eq!(servers, ["[::1]:5070", "sips2:5060"]);
     }
 
     #[test]

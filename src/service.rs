@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::credentials::{DeviceCredentials, PROVISIONING_USER};
+use crate::domain::SipServer;
 use crate::domain::{AuthPolicy, ProfileKind};
 use crate::fault::{Fault, HasFault};
 use crate::provisioning::filename::{parse_file_name, FileNameError, FileRequest};
@@ -17,7 +18,6 @@ use crate::provisioning::mac::Mac;
 use crate::provisioning::render::{
     DeviceCtx, IvrCtx, LineCtx, RenderContext, RenderError, Renderer, SipServerCtx,
 };
-use crate::provisioning::sip_server::parse_server;
 use crate::provisioning::vendor::{UaMatch, VendorTable};
 pub use crate::render_cache::Served;
 use crate::render_cache::{CachedFile, FileKey, RenderCache};
@@ -426,10 +426,10 @@ impl Dm {
         format!("{scheme}://{host}:{}", addr.port())
     }
 
-    /// Parses `host[:port][;transport=x]` lists; with none configured, phones register to the
-    /// host they fetched their file from, on our first SIP port.
-    fn servers(&self, list: &[String], who: &Requester) -> Vec<SipServerCtx> {
-        let mut out: Vec<SipServerCtx> = list.iter().filter_map(|s| parse_server(s)).collect();
+    /// The servers a template names; with none, phones register to the host they fetched
+    /// their file from, on our first SIP port.
+    fn servers(&self, list: &[SipServer], who: &Requester) -> Vec<SipServerCtx> {
+        let mut out: Vec<SipServerCtx> = list.iter().map(SipServerCtx::from).collect();
         if out.is_empty() {
             // The port actually bound (the configuration may say 0).
             let port = who
@@ -488,13 +488,7 @@ impl Dm {
             ctx.line.auth_user = self.credentials.auth_user(&d.mac);
             ctx.line.password = self.credentials.password(&d.mac);
             if let Some(p) = disaster_recovery {
-                ctx.sip_servers = self.servers(
-                    &[
-                        p.preferred_server.clone().unwrap_or_default(),
-                        p.peer_server.clone().unwrap_or_default(),
-                    ],
-                    who,
-                );
+                ctx.sip_servers = self.servers(&disaster_recovery_servers(p), who);
             }
             return Ok(ctx);
         };
@@ -527,32 +521,23 @@ impl Dm {
             None if sites.len() == 1 => sites.first().cloned(),
             None => None,
         };
-        let mut servers: Vec<String> = Vec::new();
+        let mut servers: Vec<SipServer> = Vec::new();
         if let Some(s) = &switch {
-            servers.push(s.address.clone());
+            servers.extend(stored_servers([s.address.as_str()]));
             // A business-continuity pair: the DN exists on both switches, so the line
             // registers to its own switch and to the peer.
             if let Some(peer) = &s.peer {
                 match self.store.switch(peer).await {
-                    Ok(p) => servers.push(p.address),
+                    Ok(p) => servers.extend(stored_servers([p.address.as_str()])),
                     Err(StoreError::NotFound { .. }) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
         } else if let Some(site) = &site {
-            servers.extend(
-                site.sip_servers
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from),
-            );
+            servers.extend(stored_servers(site.sip_servers.split(',')));
         }
         if let Some(p) = disaster_recovery {
-            servers = vec![
-                p.preferred_server.clone().unwrap_or_default(),
-                p.peer_server.clone().unwrap_or_default(),
-            ];
+            servers = disaster_recovery_servers(p);
         }
         if servers.is_empty() {
             servers = self.config.dm.sip_servers.clone();
@@ -811,6 +796,34 @@ impl Dm {
         self.changed(&[Change::Site(name.to_owned())]).await;
         Ok(())
     }
+}
+
+/// Servers kept as text in the store (a switch's address, a site's comma-separated list, a
+/// profile's disaster-recovery pair): the empty ones skipped, as is one that does not parse
+/// (it was written through the API, which does not check it yet).
+fn stored_servers<'a>(texts: impl IntoIterator<Item = &'a str>) -> Vec<SipServer> {
+    texts
+        .into_iter()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .filter_map(|t| match t.parse() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("stored {e}; left out of the file");
+                None
+            }
+        })
+        .collect()
+}
+
+/// A disaster-recovery profile's preferred and peer servers, those that are set.
+fn disaster_recovery_servers(p: &Profile) -> Vec<SipServer> {
+    stored_servers(
+        [&p.preferred_server, &p.peer_server]
+            .into_iter()
+            .flatten()
+            .map(String::as_str),
+    )
 }
 
 /// Parses the import CSV into store lines and per-line errors (1-based line numbers).

@@ -71,6 +71,18 @@ pub struct SipServerCtx {
     pub transport: String,
 }
 
+/// What a template is told of a configured or stored server (parsed by
+/// [`crate::domain::SipServer`]).
+impl From<&crate::domain::SipServer> for SipServerCtx {
+    fn from(s: &crate::domain::SipServer) -> Self {
+        SipServerCtx {
+            host: s.host.clone(),
+            port: s.port,
+            transport: s.transport.as_str().to_owned(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IvrCtx {
     pub number: String,

@@ -22,7 +22,7 @@ use super::notify::{
     credentials_of, event_for, notify, record, CheckSyncError, CheckSyncReport, Identity, Route,
 };
 use crate::config::{CheckSyncRoute, SwitchConfig};
-use crate::provisioning::sip_server::parse_server;
+use crate::domain::Transport;
 use crate::service::Dm;
 use crate::store::model::Device;
 
@@ -158,7 +158,7 @@ fn provisioning_order(dm: &Dm, resolved: &[Resolved<'_>]) -> Vec<usize> {
             .dm
             .sip_servers
             .iter()
-            .position(|s| same_server(s, &sw.address))
+            .position(|s| *s == sw.address)
             .unwrap_or(usize::MAX)
     };
     let mut order: Vec<usize> = (0..resolved.len()).collect();
@@ -194,14 +194,6 @@ async fn dn_order(dm: &Dm, dn: &str, resolved: &[Resolved<'_>]) -> Vec<usize> {
     order
 }
 
-/// Two spellings of one server (`host`, `host:5060`, `sip:host;transport=udp`).
-fn same_server(a: &str, b: &str) -> bool {
-    match (parse_server(a), parse_server(b)) {
-        (Some(a), Some(b)) => a == b,
-        _ => false,
-    }
-}
-
 fn is_down(addr: &SocketAddr) -> bool {
     DOWN.lock()
         .get(addr)
@@ -223,13 +215,13 @@ fn switch_down(sw: &SwitchConfig, addr: SocketAddr, why: &str) {
 
 /// The switch's address to send to, its transport, and `host:port` for the Request-URI.
 async fn resolve(sw: &SwitchConfig) -> Option<(SocketAddr, Protocol, String)> {
-    let server = parse_server(&sw.address)?;
-    let protocol = Protocol::parse(&server.transport).unwrap_or(Protocol::Udp);
-    let host_port = if server.host.contains(':') {
-        format!("[{}]:{}", server.host, server.port)
-    } else {
-        format!("{}:{}", server.host, server.port)
+    let server = &sw.address;
+    let protocol = match server.transport {
+        Transport::Udp => Protocol::Udp,
+        Transport::Tcp => Protocol::Tcp,
+        Transport::Tls => Protocol::Tls,
     };
+    let host_port = server.host_port();
     let addr = match server.host.parse::<std::net::IpAddr>() {
         Ok(ip) => SocketAddr::new(ip, server.port),
         Err(_) => tokio::net::lookup_host((server.host.as_str(), server.port))
