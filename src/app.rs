@@ -19,7 +19,7 @@ use crate::sipside::assignment::{IvrAssigner, ThenCheckSync};
 use crate::sipside::checksync::handover::Cluster;
 use crate::sipside::checksync::CheckSync;
 use crate::store::model::{Profile, Sighting, Site, Switch};
-use crate::store::{Change, Store};
+use crate::store::Store;
 
 /// A started server.
 pub struct Running {
@@ -64,9 +64,9 @@ impl Running {
     }
 }
 
-/// How often another writer's changes to a SQLite file (the CLI) are noticed. On PostgreSQL
-/// other writers' change events arrive by LISTEN instead.
-const VERSION_POLL: Duration = Duration::from_millis(250);
+/// How often another writer's changes to a SQLite file (the CLI) are read from the outbox. On
+/// PostgreSQL other writers' change events arrive by LISTEN instead.
+const OUTBOX_POLL: Duration = Duration::from_millis(250);
 /// Sightings are written at most this late.
 const SIGHTING_FLUSH: Duration = Duration::from_secs(1);
 
@@ -97,8 +97,8 @@ pub async fn build_service(
             .into(),
     };
     // The configuration is the source of truth for topology; what it changes is told to the
-    // instances already running (their files name these servers and URLs).
-    let mut topology_changes = Vec::new();
+    // instances already running (their files name these servers and URLs) by the writes'
+    // change events.
     let (sites_before, switches_before) = (store.sites().await?, store.switches().await?);
     for s in &config.sites {
         let site = Site {
@@ -108,7 +108,6 @@ pub async fn build_service(
         };
         if !sites_before.contains(&site) {
             store.upsert_site(&site).await?;
-            topology_changes.push(Change::Site(site.name));
         }
     }
     for sw in &config.switches {
@@ -121,7 +120,6 @@ pub async fn build_service(
         };
         if !switches_before.contains(&switch) {
             store.upsert_switch(&switch).await?;
-            topology_changes.push(Change::Switch(switch.name));
         }
     }
     // What the switches authenticate phones with (`switch_subscriber`), for every realm.
@@ -162,7 +160,6 @@ pub async fn build_service(
         secret.as_bytes(),
         sightings,
     );
-    dm.changed(&topology_changes).await;
     Ok((Arc::new(dm), token))
 }
 
@@ -197,7 +194,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .context("listening for other instances' changes")?
     {
         Some(feed) => tokio::spawn(follow_changes(dm.clone(), feed, shutdown_rx.clone())),
-        None => tokio::spawn(watch_version(dm.clone(), shutdown_rx.clone())),
+        None => {
+            let from = dm
+                .store
+                .outbox_position()
+                .await
+                .context("reading the change outbox")?;
+            tokio::spawn(follow_outbox(dm.clone(), from, shutdown_rx.clone()))
+        }
     };
     // Bottom-up: the services over the store, then SIP (whose handlers are handed the
     // endpoint on every request), then HTTP, whose routes use both.
@@ -274,8 +278,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             let _ = t.join();
         }
     });
+    let hangups = tokio::spawn(reload_on_hangup(dm.clone(), shutdown_rx.clone()));
     let writer = tokio::spawn(write_sightings(dm.clone(), sight_rx, shutdown_rx));
-    let mut tasks = vec![http, writer, changes];
+    let mut tasks = vec![http, writer, changes, hangups];
     tasks.extend(listener);
     Ok(Running {
         http_addr,
@@ -288,6 +293,29 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tasks,
         probes,
     })
+}
+
+/// `SIGHUP` re-reads the templates, as daemons do for their configuration files.
+async fn reload_on_hangup(dm: Arc<Dm>, mut stop: watch::Receiver<bool>) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            return tracing::warn!(error = %e, "SIGHUP not handled; reload templates through the API")
+        }
+    };
+    loop {
+        tokio::select! {
+            got = hangup.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                if let Err(e) = dm.reload_templates().await {
+                    tracing::error!(error = %e, "SIGHUP: templates not reloaded; serving the previous set");
+                }
+            }
+            _ = stopped(&mut stop) => return,
+        }
+    }
 }
 
 /// Write-behind of last-seen data: batched, de-duplicated per MAC, flushed on shutdown.
@@ -336,31 +364,29 @@ async fn follow_changes(
 ) {
     loop {
         tokio::select! {
-            changes = feed.recv() => dm.apply_changes(&changes),
+            changes = feed.recv() => dm.store.changes().deliver(&changes),
             _ = stopped(&mut stop) => break,
         }
     }
     feed.close().await;
 }
 
-/// SQLite only: notices changes another process (the CLI) made to the same file and marks
-/// the render cache stale. One indexed read of a local file every `VERSION_POLL`; our own
-/// writes move the version too, and cost one extra clear of the cache each.
-async fn watch_version(dm: Arc<Dm>, mut stop: watch::Receiver<bool>) {
-    let mut last = dm.store.version().await.ok();
-    let mut tick = tokio::time::interval(VERSION_POLL);
+/// SQLite only: the changes another process (the CLI) made to the same file, read from the
+/// outbox every `OUTBOX_POLL` (one indexed read of a local file) and handed to the change
+/// bus; this process's own rows are skipped, so its own writes cost nothing here.
+async fn follow_outbox(dm: Arc<Dm>, mut after: i64, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(OUTBOX_POLL);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stopped(&mut stop) => return,
         }
-        match dm.store.version().await {
-            Ok(v) if Some(v) != last => {
-                last = Some(v);
-                dm.invalidate();
+        match dm.store.outbox_after(after).await {
+            Ok((changes, next)) => {
+                after = next;
+                dm.store.changes().deliver(&changes);
             }
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "version poll failed"),
+            Err(e) => tracing::debug!(error = %e, "change outbox poll failed"),
         }
     }
 }

@@ -62,6 +62,23 @@ impl HasFault for DmError {
 
 pub type Result<T, E = DmError> = std::result::Result<T, E>;
 
+/// The operator's templates as loaded: the directory they come from and the renderer built
+/// from it, replaced whole only when every template of a new load compiles.
+struct Templates {
+    dir: Option<std::path::PathBuf>,
+    vendors: VendorTable,
+    current: parking_lot::RwLock<Arc<Renderer>>,
+}
+
+impl Templates {
+    fn load(&self) -> Result<()> {
+        let fresh = Renderer::new(self.dir.as_deref(), &self.vendors)
+            .map_err(|e| DmError::Invalid(format!("templates not reloaded: {e}")))?;
+        *self.current.write() = Arc::new(fresh);
+        Ok(())
+    }
+}
+
 /// Who is asking for a file: what the HTTP edge saw.
 #[derive(Debug, Clone, Default)]
 pub struct Requester {
@@ -85,11 +102,12 @@ pub struct Dm {
     pub store: Store,
     pub config: Arc<Config>,
     pub vendors: VendorTable,
-    pub renderer: Renderer,
+    /// The templates in service, swapped whole on a reload (`reload_templates`).
+    templates: Arc<Templates>,
     pub credentials: DeviceCredentials,
-    /// Rendered per-phone files; every write's change events drop what they alter (see
-    /// `changed`, and `crate::app` for other writers' events).
-    cache: RenderCache,
+    /// Rendered per-phone files; every committed change drops what it alters (subscribed to
+    /// the store's change bus in `new`).
+    cache: Arc<RenderCache>,
     /// User-Agent → what the vendor table makes of it. A fleet sends a handful of distinct
     /// User-Agents, and matching runs regexes: remember the answers.
     ua_cache: RwLock<HashMap<String, Option<Arc<UaMatch>>>>,
@@ -97,6 +115,9 @@ pub struct Dm {
 }
 
 impl Dm {
+    /// The service over `store`. Its render cache hears every committed change through the
+    /// store's change bus (this process's writes as they return, other writers' as they
+    /// arrive), and a change of templates elsewhere reloads this instance's own.
     pub fn new(
         store: Store,
         config: Arc<Config>,
@@ -105,42 +126,50 @@ impl Dm {
         secret: &[u8],
         sightings: Option<mpsc::Sender<Sighting>>,
     ) -> Dm {
+        let templates = Arc::new(Templates {
+            dir: config.server.template_dir.clone(),
+            vendors: vendors.clone(),
+            current: parking_lot::RwLock::new(Arc::new(renderer)),
+        });
+        let cache = Arc::new(RenderCache::default());
+        {
+            let (templates, cache) = (templates.clone(), cache.clone());
+            store.changes().subscribe(Arc::new(move |changes: &[Change]| {
+                if changes.contains(&Change::Template) {
+                    // One template directory per deployment, copied to every node.
+                    if let Err(e) = templates.load() {
+                        tracing::warn!(error = %e, "templates changed but not reloaded here; serving the previous set");
+                    }
+                }
+                cache.apply(changes);
+            }));
+        }
         Dm {
             store,
             config,
             vendors,
-            renderer,
+            templates,
             credentials: DeviceCredentials::new(secret),
-            cache: RenderCache::default(),
+            cache,
             ua_cache: RwLock::new(HashMap::new()),
             sightings,
         }
     }
 
-    /// The current generation of served data; moves on every change (see `changed`).
+    /// The current generation of served data; moves on every change.
     pub fn epoch(&self) -> u64 {
         self.cache.generation()
     }
 
-    /// Marks every cached render of this instance stale (a change nobody could name).
-    pub fn invalidate(&self) {
-        self.cache.apply(&[Change::All]);
-    }
-
-    /// A committed write changed `changes`: this instance's cache drops what they alter at
-    /// once, and the other instances sharing the store are told (PostgreSQL NOTIFY). The write
-    /// stands whether or not the others could be told.
-    pub async fn changed(&self, changes: &[Change]) {
-        self.cache.apply(changes);
-        if let Err(e) = self.store.publish(changes).await {
-            metrics::counter!("sipdm_change_events_unpublished_total").increment(1);
-            tracing::warn!(error = %e, ?changes, "change not published to the other instances");
-        }
-    }
-
-    /// Changes another writer made (another instance, the CLI): only this cache reacts.
-    pub fn apply_changes(&self, changes: &[Change]) {
-        self.cache.apply(changes);
+    /// Re-reads `[server] template-dir` (an operator edited a template; `SIGHUP` or the admin
+    /// API). The new set replaces the old only when every template compiles, so a typo never
+    /// takes provisioning down; then every rendered file is dropped, here and on the other
+    /// instances (which re-read their own directory when they hear of it).
+    pub async fn reload_templates(&self) -> Result<()> {
+        self.templates.load()?;
+        self.store.announce(&[Change::Template]).await?;
+        tracing::info!("templates reloaded");
+        Ok(())
     }
 
     /// Renders this instance made since it started (cache misses, common files, previews).
@@ -332,7 +361,9 @@ impl Dm {
     fn render(&self, vendor: &str, kind: &str, ctx: &RenderContext) -> Result<Served> {
         self.cache.note_render();
         let body = self
-            .renderer
+            .templates
+            .current
+            .read()
             .render(vendor, kind, ctx)
             .map_err(|source| DmError::Render {
                 vendor: vendor.to_owned(),
@@ -587,7 +618,6 @@ impl Dm {
             self.store.profile(p).await?;
         }
         let out = self.store.create_device(&d, actor).await?;
-        self.changed(&[Change::Device(out.mac.clone())]).await;
         self.store
             .put_device_switch_credentials(std::slice::from_ref(&out.mac), &self.credentials)
             .await?;
@@ -605,14 +635,12 @@ impl Dm {
             self.store.profile(name).await?;
         }
         let out = self.store.update_device(&mac, p).await?;
-        self.changed(&[Change::Device(mac)]).await;
         Ok(out)
     }
 
     pub async fn delete_device(&self, mac: &str, actor: &str) -> Result<()> {
         let mac = Self::parse_mac(mac)?;
         self.store.delete_device(&mac, actor).await?;
-        self.changed(&[Change::Device(mac)]).await;
         Ok(())
     }
 
@@ -623,10 +651,6 @@ impl Dm {
     pub async fn assign(&self, mac: &str, dn: &str, actor: &str) -> Result<AssignOutcome> {
         let mac = Self::parse_mac(mac)?;
         let out = self.store.assign(&mac, dn, actor).await?;
-        // The DN's former holder (a take-over) loses its line too.
-        let mut changes = vec![Change::Device(mac.clone())];
-        changes.extend(out.taken_from.iter().cloned().map(Change::Device));
-        self.changed(&changes).await;
         tracing::info!(mac = %mac, dn = %dn, actor, "assigned");
         Ok(out)
     }
@@ -634,7 +658,6 @@ impl Dm {
     pub async fn unassign(&self, mac: &str, actor: &str) -> Result<Option<String>> {
         let mac = Self::parse_mac(mac)?;
         let out = self.store.unassign(&mac, actor).await?;
-        self.changed(&[Change::Device(mac)]).await;
         Ok(out)
     }
 
@@ -647,7 +670,6 @@ impl Dm {
                 .map(|s| s.name.clone());
         }
         self.store.create_dn(&dn).await?;
-        self.changed(&[Change::Dn(dn.number.clone())]).await;
         self.store
             .put_dn_switch_credentials(&[(dn.number.clone(), dn.password.clone())])
             .await?;
@@ -668,8 +690,6 @@ impl Dm {
         let report = self.store.import_devices(&lines, actor).await?;
         if report.imported > 0 {
             let macs: Vec<String> = lines.iter().map(|l| l.device.mac.clone()).collect();
-            let changes: Vec<Change> = macs.iter().cloned().map(Change::Device).collect();
-            self.changed(&changes).await;
             self.store
                 .put_device_switch_credentials(&macs, &self.credentials)
                 .await?;
@@ -732,11 +752,6 @@ impl Dm {
         }
         let report = self.store.import_dns(&lines).await?;
         if report.imported > 0 {
-            let changes: Vec<Change> = lines
-                .iter()
-                .map(|(_, d)| Change::Dn(d.number.clone()))
-                .collect();
-            self.changed(&changes).await;
             let dns: Vec<(String, String)> = lines
                 .iter()
                 .map(|(_, d)| (d.number.clone(), d.password.clone()))
@@ -751,49 +766,41 @@ impl Dm {
     /// Replaces a DN's password, switch, policy or display name.
     pub async fn update_dn(&self, dn: &Dn) -> Result<()> {
         self.store.update_dn(dn).await?;
-        self.changed(&[Change::Dn(dn.number.clone())]).await;
         Ok(())
     }
 
     pub async fn delete_dn(&self, number: &str) -> Result<()> {
         self.store.delete_dn(number).await?;
-        self.changed(&[Change::Dn(number.to_owned())]).await;
         Ok(())
     }
 
     pub async fn add_profile(&self, p: &Profile) -> Result<()> {
         self.store.create_profile(p).await?;
-        self.changed(&[Change::Profile(p.name.clone())]).await;
         Ok(())
     }
 
     pub async fn update_profile(&self, p: &Profile) -> Result<()> {
         self.store.update_profile(p).await?;
-        self.changed(&[Change::Profile(p.name.clone())]).await;
         Ok(())
     }
 
     pub async fn delete_profile(&self, name: &str) -> Result<()> {
         self.store.delete_profile(name).await?;
-        self.changed(&[Change::Profile(name.to_owned())]).await;
         Ok(())
     }
 
     pub async fn add_site(&self, s: &Site) -> Result<()> {
         self.store.create_site(s).await?;
-        self.changed(&[Change::Site(s.name.clone())]).await;
         Ok(())
     }
 
     pub async fn update_site(&self, s: &Site) -> Result<()> {
         self.store.update_site(s).await?;
-        self.changed(&[Change::Site(s.name.clone())]).await;
         Ok(())
     }
 
     pub async fn delete_site(&self, name: &str) -> Result<()> {
         self.store.delete_site(name).await?;
-        self.changed(&[Change::Site(name.to_owned())]).await;
         Ok(())
     }
 }

@@ -264,3 +264,85 @@ async fn shared_secret(db: Db) {
     tdb.drop_schema().await;
 }
 on_both_backends!(instances_agree_on_the_secret, shared_secret);
+
+/// SQLite: two processes on one file (the server and the CLI) see each other's changes
+/// through the outbox, exactly, and never their own; a reader that slept through the pruning
+/// window is told everything changed.
+#[tokio::test]
+async fn sqlite_outbox_tells_the_other_process_exactly() {
+    use sipdm::store::Change;
+    let tdb = TestDb::new(Db::Sqlite).await;
+    let (server, cli) = (open(&tdb).await, open(&tdb).await);
+    let from = server.outbox_position().await.unwrap();
+    cli.create_dn(&dn("1000")).await.unwrap();
+    cli.create_device(&device("001565000001"), "cli")
+        .await
+        .unwrap();
+    server.create_dn(&dn("1001")).await.unwrap();
+    // A refused write commits nothing, so it tells nothing.
+    assert!(matches!(
+        cli.create_dn(&dn("1000")).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let (seen, next) = server.outbox_after(from).await.unwrap();
+    assert_eq!(
+        seen,
+        vec![
+            Change::Dn("1000".into()),
+            Change::Device("001565000001".into())
+        ]
+    );
+    assert_eq!(next, from + 3, "three writes committed, each one row");
+    let (again, _) = server.outbox_after(next).await.unwrap();
+    assert!(again.is_empty());
+    let (cli_sees, _) = cli.outbox_after(from).await.unwrap();
+    assert_eq!(cli_sees, vec![Change::Dn("1001".into())]);
+
+    // Rows pruned before they were read: everything, not silence.
+    let writes = sipdm::store::events::OUTBOX_KEEP + 1_000;
+    for i in 0..writes {
+        cli.create_dn(&dn(&format!("{}", 10_000 + i)))
+            .await
+            .unwrap();
+    }
+    let (late, _) = server.outbox_after(next).await.unwrap();
+    assert_eq!(late, vec![Change::All]);
+    server.close().await;
+    cli.close().await;
+}
+
+/// PostgreSQL: a write's change event is part of its transaction: a refused write sends
+/// none, and a committed one is heard by another store's feed.
+#[tokio::test]
+async fn postgres_change_events_commit_with_the_write() {
+    use sipdm::store::Change;
+    let tdb = TestDb::new(Db::Postgres).await;
+    let (writer, reader) = (open(&tdb).await, open(&tdb).await);
+    let mut feed = reader
+        .change_feed()
+        .await
+        .unwrap()
+        .expect("a feed on PostgreSQL");
+    writer.create_dn(&dn("1000")).await.unwrap();
+    assert!(matches!(
+        writer.create_dn(&dn("1000")).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    writer.create_dn(&dn("1001")).await.unwrap();
+    let wait = std::time::Duration::from_secs(10);
+    let first = tokio::time::timeout(wait, feed.recv())
+        .await
+        .expect("an event");
+    let second = tokio::time::timeout(wait, feed.recv())
+        .await
+        .expect("an event");
+    assert_eq!(first, vec![Change::Dn("1000".into())]);
+    assert_eq!(
+        second,
+        vec![Change::Dn("1001".into())],
+        "the refused write told nothing"
+    );
+    feed.close().await;
+    writer.close().await;
+    reader.close().await;
+}

@@ -9,6 +9,7 @@
 mod catalog;
 mod devices;
 pub mod error;
+mod templates;
 
 use std::sync::Arc;
 
@@ -57,6 +58,7 @@ pub fn router(state: AdminState) -> Router {
     let protected = OpenApiRouter::new()
         .merge(devices::routes())
         .merge(catalog::routes())
+        .merge(templates::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,

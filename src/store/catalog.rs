@@ -1,7 +1,7 @@
 //! Sites, switches, profiles and DNs: the catalogue devices are provisioned from.
 
 use super::model::{Dn, Profile, Site, Switch};
-use super::{bump_version, classify, Result, Store, StoreError};
+use super::{classify, Change, Result, Store, StoreError};
 use crate::domain::ProfileKind;
 
 impl Store {
@@ -33,9 +33,8 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(|e| classify(e, "site", &s.name))?;
-        bump_version(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        self.commit_changes(tx, &[Change::Site(s.name.clone())])
+            .await
     }
 
     /// Creates or replaces: the configuration file is the source of truth for topology.
@@ -50,9 +49,8 @@ impl Store {
         .bind(&s.sip_servers)
         .execute(&mut *tx)
         .await?;
-        bump_version(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        self.commit_changes(tx, &[Change::Site(s.name.clone())])
+            .await
     }
 
     pub async fn update_site(&self, s: &Site) -> Result<()> {
@@ -63,7 +61,13 @@ impl Store {
             .bind(&s.sip_servers)
             .execute(&mut *tx)
             .await?;
-        commit_if_found(tx, done.rows_affected(), "site", s.name.clone()).await
+        self.commit_if_found(
+            tx,
+            done.rows_affected(),
+            "site",
+            Change::Site(s.name.clone()),
+        )
+        .await
     }
 
     pub async fn delete_site(&self, name: &str) -> Result<()> {
@@ -72,6 +76,7 @@ impl Store {
             name,
             "site",
             "site in use by a switch",
+            Change::Site(name.to_owned()),
         )
         .await
     }
@@ -110,9 +115,8 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| classify(e, "switch", &s.name))?;
-        bump_version(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        self.commit_changes(tx, &[Change::Switch(s.name.clone())])
+            .await
     }
 
     pub async fn profiles(&self) -> Result<Vec<Profile>> {
@@ -153,9 +157,8 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| classify(e, "profile", &p.name))?;
-        bump_version(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        self.commit_changes(tx, &[Change::Profile(p.name.clone())])
+            .await
     }
 
     /// Creates the profile unless one of that name exists (shipped defaults at start).
@@ -183,7 +186,13 @@ impl Store {
         .bind(&p.check_sync_event)
         .execute(&mut *tx)
         .await?;
-        commit_if_found(tx, done.rows_affected(), "profile", p.name.clone()).await
+        self.commit_if_found(
+            tx,
+            done.rows_affected(),
+            "profile",
+            Change::Profile(p.name.clone()),
+        )
+        .await
     }
 
     pub async fn delete_profile(&self, name: &str) -> Result<()> {
@@ -192,6 +201,7 @@ impl Store {
             name,
             "profile",
             "profile in use by a device",
+            Change::Profile(name.to_owned()),
         )
         .await
     }
@@ -219,9 +229,8 @@ impl Store {
         check_dn(d)?;
         let mut tx = self.write_tx().await?;
         insert_dn(&mut tx, d).await?;
-        bump_version(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        self.commit_changes(tx, &[Change::Dn(d.number.clone())])
+            .await
     }
 
     pub async fn update_dn(&self, d: &Dn) -> Result<()> {
@@ -237,7 +246,8 @@ impl Store {
         .bind(&d.display_name)
         .execute(&mut *tx)
         .await?;
-        commit_if_found(tx, done.rows_affected(), "DN", d.number.clone()).await
+        self.commit_if_found(tx, done.rows_affected(), "DN", Change::Dn(d.number.clone()))
+            .await
     }
 
     pub async fn delete_dn(&self, number: &str) -> Result<()> {
@@ -246,6 +256,7 @@ impl Store {
             number,
             "DN",
             "DN assigned to a device",
+            Change::Dn(number.to_owned()),
         )
         .await
     }
@@ -290,8 +301,11 @@ impl Store {
                 errors,
             });
         }
-        bump_version(&mut tx).await?;
-        tx.commit().await?;
+        let changes: Vec<Change> = lines
+            .iter()
+            .map(|(_, d)| Change::Dn(d.number.clone()))
+            .collect();
+        self.commit_changes(tx, &changes).await?;
         Ok(super::ImportReport {
             imported: lines.len(),
             errors,
@@ -306,6 +320,7 @@ impl Store {
         key: &str,
         what: &'static str,
         in_use: &'static str,
+        change: Change,
     ) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let done =
@@ -326,26 +341,31 @@ impl Store {
                 key: key.to_owned(),
             });
         }
-        bump_version(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        self.commit_changes(tx, &[change]).await
     }
-}
 
-/// Commits an update that touched `rows` rows, bumping the served-data version; none touched
-/// means the key named nothing (`NotFound`, and the transaction rolls back on drop).
-async fn commit_if_found(
-    mut tx: sqlx::Transaction<'static, sqlx::Any>,
-    rows: u64,
-    what: &'static str,
-    key: String,
-) -> Result<()> {
-    if rows == 0 {
-        return Err(StoreError::NotFound { what, key });
+    /// Commits an update that touched `rows` rows with its change; none touched means the key
+    /// named nothing (`NotFound`, and the transaction rolls back on drop).
+    async fn commit_if_found(
+        &self,
+        tx: sqlx::Transaction<'static, sqlx::Any>,
+        rows: u64,
+        what: &'static str,
+        change: Change,
+    ) -> Result<()> {
+        if rows == 0 {
+            let key = match &change {
+                Change::Device(k)
+                | Change::Dn(k)
+                | Change::Profile(k)
+                | Change::Site(k)
+                | Change::Switch(k) => k.clone(),
+                Change::Template | Change::All => String::new(),
+            };
+            return Err(StoreError::NotFound { what, key });
+        }
+        self.commit_changes(tx, &[change]).await
     }
-    bump_version(&mut tx).await?;
-    tx.commit().await?;
-    Ok(())
 }
 
 pub(super) async fn insert_dn(tx: &mut sqlx::Transaction<'_, sqlx::Any>, d: &Dn) -> Result<()> {

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::model::{AuditEntry, Device, DevicePatch, NewDevice, Sighting};
-use super::{bump_version, classify, now_ms, Result, Store, StoreError};
+use super::{classify, now_ms, Change, Result, Store, StoreError};
 
 const DEVICE_COLS: &str = "mac, vendor, model, profile, dn, state, first_seen_ip, last_seen_ip, \
      first_seen_at, last_seen_at, user_agent, firmware, created_at, updated_at";
@@ -85,8 +85,8 @@ impl Store {
     pub async fn create_device(&self, d: &NewDevice, actor: &str) -> Result<Device> {
         let mut tx = self.write_tx().await?;
         insert_device(&mut tx, d, actor).await?;
-        bump_version(&mut tx).await?;
-        tx.commit().await?;
+        self.commit_changes(tx, &[Change::Device(d.mac.clone())])
+            .await?;
         self.device(&d.mac).await
     }
 
@@ -110,8 +110,8 @@ impl Store {
                 key: mac.to_owned(),
             });
         }
-        bump_version(&mut tx).await?;
-        tx.commit().await?;
+        self.commit_changes(tx, &[Change::Device(mac.to_owned())])
+            .await?;
         self.device(mac).await
     }
 
@@ -128,8 +128,8 @@ impl Store {
             });
         }
         audit(&mut tx, mac, None, "delete", actor, None).await?;
-        bump_version(&mut tx).await?;
-        tx.commit().await?;
+        self.commit_changes(tx, &[Change::Device(mac.to_owned())])
+            .await?;
         Ok(())
     }
 
@@ -289,8 +289,10 @@ impl Store {
             device.dn.as_deref().map(|p| format!("was {p}")).as_deref(),
         )
         .await?;
-        bump_version(&mut tx).await?;
-        tx.commit().await?;
+        // The DN's former holder (a take-over) loses its line too.
+        let mut changes = vec![Change::Device(mac.to_owned())];
+        changes.extend(taken_from.iter().cloned().map(Change::Device));
+        self.commit_changes(tx, &changes).await?;
         Ok(AssignOutcome {
             mac: mac.into(),
             dn: dn.into(),
@@ -318,8 +320,8 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         audit(&mut tx, mac, dn.as_deref(), "unassign", actor, None).await?;
-        bump_version(&mut tx).await?;
-        tx.commit().await?;
+        self.commit_changes(tx, &[Change::Device(mac.to_owned())])
+            .await?;
         Ok(dn)
     }
 
@@ -396,8 +398,11 @@ impl Store {
                 errors,
             });
         }
-        bump_version(&mut tx).await?;
-        tx.commit().await?;
+        let changes: Vec<Change> = lines
+            .iter()
+            .map(|l| Change::Device(l.device.mac.clone()))
+            .collect();
+        self.commit_changes(tx, &changes).await?;
         Ok(ImportReport {
             imported: lines.len(),
             errors,

@@ -1,10 +1,10 @@
 //! Change events: what a write altered, typed, and how they travel between instances.
 //!
-//! The service emits a [`Change`] for every write that can alter a rendered file; the render
-//! cache of this instance reacts to it at once. On PostgreSQL the store also publishes it with
-//! `NOTIFY` on [`CHANGES`] and every instance's [`ChangeFeed`] (one `LISTEN` connection) hands
-//! the others' events to its service. On SQLite there is one process per file (and the CLI),
-//! nothing listens, and `crate::app` keeps polling `meta.version` instead.
+//! Every write that can alter a rendered file commits a [`Change`] in its own transaction
+//! ([`Store::commit_changes`]): on PostgreSQL a `NOTIFY` on [`CHANGES`], which every other
+//! instance's [`ChangeFeed`] (one `LISTEN` connection) receives; on SQLite a row of the
+//! `changes` outbox, which the other process sharing the file (the server, the CLI) polls.
+//! This process's [`ChangeBus`] subscribers (the render cache) hear it as the write returns.
 //!
 //! Events carry the schema they concern (`current_schema()`), so deployments or test schemas
 //! sharing one database ignore each other, and the store they came from, so an instance does
@@ -162,24 +162,153 @@ impl Store {
         }))
     }
 
-    /// Tells the other instances what a committed write changed (PostgreSQL; nothing on
-    /// SQLite). Sent right after the commit: an instance that dies in between leaves the
-    /// others stale until their next change of the same files or a listener reconnect.
-    pub async fn publish(&self, changes: &[Change]) -> Result<()> {
-        if self.backend != Backend::Postgres || changes.is_empty() {
-            return Ok(());
+    /// This process's change bus: subscribers hear every committed change, this process's
+    /// at once and other writers' as the feed or the outbox poll delivers them.
+    pub fn changes(&self) -> &ChangeBus {
+        &self.bus
+    }
+
+    /// Commits a write together with what it changed. The event is part of the transaction:
+    /// on PostgreSQL a `pg_notify`, which PostgreSQL delivers at commit and never without it;
+    /// on SQLite a row of the `changes` outbox, which the other process sharing the file reads.
+    /// An instance that dies right after its commit therefore leaves nobody stale. Then this
+    /// process's subscribers hear it, before the write returns: whoever wrote reads their
+    /// write.
+    pub(super) async fn commit_changes(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Any>,
+        changes: &[Change],
+    ) -> Result<()> {
+        super::bump_version(&mut tx).await?;
+        if !changes.is_empty() {
+            let payload = self.envelope(changes);
+            match self.backend {
+                Backend::Postgres => {
+                    sqlx::query("SELECT 1 FROM (SELECT pg_notify($1, $2)) AS n")
+                        .bind(CHANGES)
+                        .bind(&payload)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Backend::Sqlite => {
+                    let id: i64 = sqlx::query_scalar(
+                        "INSERT INTO changes (origin, payload) VALUES ($1, $2) RETURNING id",
+                    )
+                    .bind(&self.origin)
+                    .bind(&payload)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if id % OUTBOX_PRUNE_EVERY == 0 {
+                        sqlx::query("DELETE FROM changes WHERE id <= $1")
+                            .bind(id - OUTBOX_KEEP)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+            }
         }
+        tx.commit().await?;
+        self.bus.deliver(changes);
+        Ok(())
+    }
+
+    /// Changes no row records (the templates were reloaded): told like any write's.
+    pub async fn announce(&self, changes: &[Change]) -> Result<()> {
+        let tx = self.write_tx().await?;
+        self.commit_changes(tx, changes).await
+    }
+
+    /// SQLite: where the outbox stands now (a process starting reads from here on).
+    pub async fn outbox_position(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(id), 0) FROM changes")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// SQLite: what the other processes sharing the file changed after outbox row `after`,
+    /// and the row to read from next time. Rows pruned before they were read (a process that
+    /// slept through [`OUTBOX_KEEP`] writes) come back as [`Change::All`].
+    pub async fn outbox_after(&self, after: i64) -> Result<(Vec<Change>, i64)> {
+        let oldest: i64 = sqlx::query_scalar("SELECT COALESCE(MIN(id), 0) FROM changes")
+            .fetch_one(&self.pool)
+            .await?;
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT id, origin, payload FROM changes WHERE id > $1 ORDER BY id LIMIT 1000",
+        )
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await?;
+        let Some(last) = rows.last().map(|r| r.0) else {
+            return Ok((Vec::new(), after));
+        };
+        if oldest > after + 1 {
+            return Ok((vec![Change::All], last));
+        }
+        let mut out = Vec::new();
+        for (_, origin, payload) in rows {
+            if origin == self.origin {
+                continue;
+            }
+            match serde_json::from_str::<Envelope>(&payload) {
+                Ok(e) => out.extend(e.changes),
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable change event: treated as a change of everything");
+                    return Ok((vec![Change::All], last));
+                }
+            }
+        }
+        Ok((out, last))
+    }
+
+    /// The wire form of `changes`; a batch too large for one NOTIFY is [`Change::All`].
+    fn envelope(&self, changes: &[Change]) -> String {
         let mut envelope = Envelope {
             scope: self.scope.clone(),
             origin: self.origin.clone(),
             changes: changes.to_vec(),
         };
-        let mut payload = serde_json::to_string(&envelope).unwrap_or_default();
-        if payload.len() > MAX_PAYLOAD || payload.is_empty() {
-            envelope.changes = vec![Change::All];
-            payload = serde_json::to_string(&envelope).unwrap_or_default();
+        let payload = serde_json::to_string(&envelope).unwrap_or_default();
+        if payload.len() <= MAX_PAYLOAD && !payload.is_empty() {
+            return payload;
         }
-        self.notify(CHANGES, &payload).await
+        envelope.changes = vec![Change::All];
+        serde_json::to_string(&envelope).unwrap_or_default()
+    }
+}
+
+/// SQLite outbox rows kept for a process that is slow to read them.
+pub const OUTBOX_KEEP: i64 = 10_000;
+/// How often (in rows written) the writers prune the outbox.
+const OUTBOX_PRUNE_EVERY: i64 = 1_000;
+
+/// Who hears committed changes in this process: the render cache, and later fleet
+/// operations. Subscribers are called synchronously, in order, and must be quick (drop a
+/// cache entry, queue work); they are registered while the services are built, before
+/// anything is served.
+#[derive(Default)]
+pub struct ChangeBus {
+    subscribers: parking_lot::RwLock<Vec<Subscriber>>,
+}
+
+pub type Subscriber = std::sync::Arc<dyn Fn(&[Change]) + Send + Sync>;
+
+impl ChangeBus {
+    pub fn subscribe(&self, subscriber: Subscriber) {
+        self.subscribers.write().push(subscriber);
+    }
+
+    /// Hands `changes` to every subscriber (also what the feed and the outbox poll call with
+    /// other writers' changes).
+    pub fn deliver(&self, changes: &[Change]) {
+        if changes.is_empty() {
+            return;
+        }
+        let subscribers = self.subscribers.read().clone();
+        for s in subscribers {
+            s(changes);
+        }
     }
 }
 

@@ -5,10 +5,9 @@
 //! placeholders, which both backends accept, so every query is written once; only the DDL in
 //! `migrations/{sqlite,postgres}` differs.
 //!
-//! Every write that changes what a phone would be served bumps `meta.version` in the same
-//! transaction: on SQLite that is how a server notices the CLI's writes to its file. Between
-//! PostgreSQL instances the service's typed change events travel instead ([`events`]:
-//! NOTIFY after the write, one LISTEN connection per instance).
+//! Every write that changes what a phone would be served commits its typed change events in
+//! the same transaction ([`events`]: NOTIFY on PostgreSQL, an outbox row on SQLite), and bumps
+//! `meta.version` (the generation `/healthz` reads).
 
 mod bindings;
 mod catalog;
@@ -25,7 +24,7 @@ use sqlx::AnyPool;
 
 pub use bindings::StoredBinding;
 pub use devices::{AssignOutcome, ImportLine, ImportReport};
-pub use events::{Change, ChangeFeed, Listener, Notification};
+pub use events::{Change, ChangeBus, ChangeFeed, Listener, Notification};
 pub use switch_credentials::{SwitchSubscriber, SwitchSync};
 
 /// Why a store operation failed; each maps to one HTTP status at the edge.
@@ -95,6 +94,8 @@ pub struct Store {
     scope: String,
     /// This store's id, random per open: its own change events are not delivered back to it.
     origin: String,
+    /// This process's subscribers to committed changes.
+    bus: std::sync::Arc<events::ChangeBus>,
 }
 
 static DRIVERS: Once = Once::new();
@@ -202,6 +203,7 @@ impl Store {
             url,
             scope,
             origin: hex::encode(rand::random::<[u8; 8]>()),
+            bus: Default::default(),
         })
     }
 
