@@ -350,6 +350,23 @@ impl Registrar {
         }
     }
 
+    /// Removes every binding of the AOR key `aor` as if each had been unregistered (events,
+    /// store removals behind), and returns them: the AOR was taken from whoever registered it
+    /// (a DN unassigned or given to another phone), so requests for it must not reach them.
+    pub async fn remove_bindings(&self, aor: &str) -> Vec<Arc<Binding>> {
+        let gone = self.table.remove_aor(aor);
+        for b in &gone {
+            let _ = self.events.send(BindingEvent::Removed(b.clone()));
+            self.writer
+                .push(BindingChange::Remove {
+                    aor: b.aor.clone(),
+                    id: b.id(),
+                })
+                .await;
+        }
+        gone
+    }
+
     /// Expires bindings now (the sweeper calls this every `sweep_interval`).
     pub async fn sweep(&self) -> usize {
         let gone = self.table.sweep(now_secs());
@@ -472,6 +489,66 @@ pub fn http_date(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stored(aor: &str, contact: &str, device: &str) -> Binding {
+        Binding {
+            aor: aor.into(),
+            contact: contact.into(),
+            contact_params: String::new(),
+            q: None,
+            expires_at: now_secs() + 600,
+            call_id: format!("{contact}-call"),
+            cseq: 1,
+            instance: None,
+            reg_id: None,
+            path: vec![],
+            user_agent: None,
+            device: Some(device.into()),
+            flow: None,
+            updated_at: now_secs(),
+        }
+    }
+
+    #[tokio::test]
+    async fn remove_bindings_drops_the_aor_from_memory_store_and_device_index() {
+        let store = Arc::new(super::super::MemoryStore::default());
+        for b in [
+            stored("1001", "sip:1001@10.0.0.1:5062", "1001"),
+            stored("1001", "sip:1001@10.0.0.2:5062", "1001"),
+            stored("1002", "sip:1002@10.0.0.3:5062", "1002"),
+        ] {
+            store
+                .bindings
+                .lock()
+                .insert((b.aor.clone(), b.id()), Arc::new(b));
+        }
+        let users = crate::auth::StaticUsers {
+            users: Default::default(),
+            methods: vec![],
+        };
+        let guard = Arc::new(DigestGuard::new(Default::default(), Arc::new(users)));
+        let r = Registrar::start(
+            RegistrarConfig::default(),
+            store.clone(),
+            guard,
+            Arc::new(Stats::default()),
+        )
+        .await
+        .unwrap();
+        let mut events = r.subscribe();
+        let gone = r.remove_bindings("1001").await;
+        assert_eq!(gone.len(), 2);
+        assert!(r.bindings("1001").is_empty());
+        assert!(r.binding_of_device("1001").is_none());
+        assert_eq!(r.bindings("1002").len(), 1, "another AOR is left alone");
+        for _ in 0..2 {
+            assert!(matches!(events.try_recv(), Ok(BindingEvent::Removed(b)) if b.aor == "1001"));
+        }
+        r.flush().await;
+        let left: Vec<String> = store.bindings.lock().keys().map(|k| k.0.clone()).collect();
+        assert_eq!(left, ["1002"], "the store follows");
+        assert!(r.remove_bindings("1001").await.is_empty());
+    }
 
     #[test]
     fn q_values() {

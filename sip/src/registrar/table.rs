@@ -208,6 +208,19 @@ impl BindingTable {
         Ok(out)
     }
 
+    /// Removes every binding of `aor`, expired or not, returning them (the AOR changed hands
+    /// outside REGISTER: its old contacts must not be reached through it any more).
+    pub fn remove_aor(&self, aor: &str) -> Vec<Arc<Binding>> {
+        let gone = self.shards[self.idx(aor)]
+            .write()
+            .remove(aor)
+            .unwrap_or_default();
+        for b in &gone {
+            self.unindex_device(b);
+        }
+        gone
+    }
+
     /// Removes expired bindings, returning them.
     pub fn sweep(&self, now: u64) -> Vec<Arc<Binding>> {
         let mut gone = Vec::new();
@@ -364,6 +377,42 @@ mod tests {
         assert_eq!(o.removed.len(), 1);
         assert!(t.is_empty());
         assert!(t.by_device("dev1", 160).is_none());
+    }
+
+    #[test]
+    fn remove_aor_takes_every_binding_of_that_aor_only() {
+        let t = BindingTable::default();
+        t.apply(
+            "1001",
+            vec![
+                up(b("1001", "sip:a@1", "c", 1, 500, Some("1001"))),
+                up(b("1001", "sip:b@1", "d", 1, 150, None)),
+            ],
+            100,
+            10,
+        )
+        .unwrap();
+        t.apply(
+            "1002",
+            vec![up(b("1002", "sip:c@1", "e", 1, 500, Some("1002")))],
+            100,
+            10,
+        )
+        .unwrap();
+        let mut gone: Vec<String> = t
+            .remove_aor("1001")
+            .iter()
+            .map(|b| b.contact.clone())
+            .collect();
+        gone.sort();
+        assert_eq!(gone, ["sip:a@1", "sip:b@1"]);
+        assert!(t.get("1001", 100).is_empty());
+        assert!(
+            t.by_device("1001", 100).is_none(),
+            "the device index forgets them"
+        );
+        assert_eq!(t.get("1002", 100).len(), 1, "other AORs keep theirs");
+        assert!(t.remove_aor("1001").is_empty());
     }
 
     #[test]
