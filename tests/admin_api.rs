@@ -463,3 +463,80 @@ on_both_backends!(
     dn_authenticate_requests_default_and_validation,
     dn_auth_policy
 );
+
+/// `GET /devices` pages in MAC order with `limit`/`offset`, and `X-Total-Count` counts every
+/// device matching `q`, past the default page of 500.
+async fn device_pages(db: Db) {
+    let ts = TestServer::start(db).await;
+    let mut csv = String::new();
+    for i in 0..620 {
+        let model = if i % 2 == 0 { "VVX 450" } else { "VVX 411" };
+        csv.push_str(&format!("0004f2{i:06x},{model},,\n"));
+    }
+    let r = ts
+        .http
+        .post(ts.api("/import"))
+        .bearer_auth(&ts.token)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page = |query: &'static str| {
+        let ts = &ts;
+        async move {
+            let r = ts
+                .http
+                .get(ts.api(&format!("/devices{query}")))
+                .bearer_auth(&ts.token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{query}");
+            let total: i64 = r.headers()["x-total-count"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let macs: Vec<String> = r
+                .json::<Vec<serde_json::Value>>()
+                .await
+                .unwrap()
+                .iter()
+                .map(|d| d["mac"].as_str().unwrap().to_owned())
+                .collect();
+            (total, macs)
+        }
+    };
+    let (total, macs) = page("").await;
+    assert_eq!((total, macs.len()), (620, 500), "the default page of 500");
+    let (total, macs) = page("?limit=100&offset=500").await;
+    assert_eq!((total, macs.len()), (620, 100));
+    assert_eq!(macs[0], "0004f20001f4");
+    let (total, macs) = page("?limit=100&offset=600").await;
+    assert_eq!((total, macs.len()), (620, 20));
+    assert_eq!(macs.last().unwrap(), "0004f200026b");
+    let (total, macs) = page("?limit=100&offset=700").await;
+    assert_eq!(
+        (total, macs.len()),
+        (620, 0),
+        "past the end: empty, still counted"
+    );
+    let (total, macs) = page("?q=VVX%20411&limit=250&offset=250").await;
+    assert_eq!(
+        (total, macs.len()),
+        (310, 60),
+        "the search counts across pages"
+    );
+    assert_eq!(macs[0], "0004f20001f5");
+    let (total, _) = page("?q=nothing-like-it").await;
+    assert_eq!(total, 0);
+    let (_, doc) = ts.get_json("/openapi.json").await;
+    assert!(
+        doc["paths"]["/devices"]["get"]["responses"]["200"]["headers"]["X-Total-Count"].is_object(),
+        "the header is documented"
+    );
+    ts.stop().await;
+}
+on_both_backends!(device_list_pages_and_counts, device_pages);

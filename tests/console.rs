@@ -1,6 +1,8 @@
 //! The operator console in headless Chromium (Debian `chromium` + `chromium-driver`, driven
 //! over WebDriver with fantoccini): log in with the token, import a CSV, find a device, assign
-//! a DN, press check-sync on a registered phone (sipp) and see it recorded.
+//! a DN, press check-sync on a registered phone (sipp) and see it recorded; page through more
+//! devices than one page holds, create a device from the form (and see a refusal's message),
+//! delete one.
 
 mod common;
 
@@ -69,6 +71,203 @@ async fn wait_text(c: &Client, css: &str, want: &str) -> String {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("`{css}` never showed `{want}`; last: {seen:?}");
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("`{css}`: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click `{css}`: {e}"));
+}
+
+/// Replaces the text of the input `css` with `text`.
+async fn type_into(c: &Client, css: &str, text: &str) {
+    let e = c.find(Locator::Css(css)).await.unwrap();
+    e.clear().await.unwrap();
+    if !text.is_empty() {
+        e.send_keys(text).await.unwrap();
+    }
+}
+
+/// Waits (at most 10 s) until nothing matches `css`.
+async fn wait_gone(c: &Client, css: &str) {
+    for _ in 0..100 {
+        if c.find_all(Locator::Css(css)).await.unwrap().is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("`{css}` is still there");
+}
+
+async fn is_enabled(c: &Client, css: &str) -> bool {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .is_enabled()
+        .await
+        .unwrap()
+}
+
+async fn rows(c: &Client) -> usize {
+    c.find_all(Locator::Css("tr.dev")).await.unwrap().len()
+}
+
+async fn log_in(c: &Client, ts: &TestServer) {
+    c.goto(&format!("{}/fs/dm/ui", ts.base)).await.unwrap();
+    type_into(c, "#token", &ts.token).await;
+    click(c, "#login").await;
+}
+
+/// More devices than the largest page: the pager reaches the last one and shows the total, the
+/// search counts across pages, and the form creates and the detail deletes a device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_pages_creates_and_deletes_devices() {
+    const N: usize = 1203;
+    let ts = TestServer::start(Db::Sqlite).await;
+    let mut csv = String::from("mac,model,profile,dn\n");
+    for i in 0..N {
+        csv.push_str(&format!("0004f2{i:06x},VVX 450,,\n"));
+    }
+    let r = ts
+        .http
+        .post(ts.api("/import"))
+        .bearer_auth(&ts.token)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(
+        ts.post("/dns", json!({"number": "2001", "password": "pw2001"}))
+            .await
+            .status(),
+        201
+    );
+    let last = format!("0004f2{:06x}", N - 1);
+
+    let (_driver, c, _profile) = browser().await;
+    log_in(&c, &ts).await;
+
+    // The first page of 100 (the default), with the total; no way back from the first page.
+    wait_text(&c, "#page-info", &format!("showing 1–100 of {N}")).await;
+    assert_eq!(rows(&c).await, 100);
+    assert!(!is_enabled(&c, "#prev").await);
+    click(&c, "#next").await;
+    wait_text(&c, "#page-info", &format!("showing 101–200 of {N}")).await;
+    wait_text(&c, "#device-rows", "0004f2000064").await; // the 101st in MAC order
+
+    // Pages of 500 keep the first device shown in view; Next reaches the last device.
+    c.find(Locator::Id("page-size"))
+        .await
+        .unwrap()
+        .select_by_value("500")
+        .await
+        .unwrap();
+    wait_text(&c, "#page-info", &format!("showing 1–500 of {N}")).await;
+    assert_eq!(rows(&c).await, 500);
+    click(&c, "#next").await;
+    wait_text(&c, "#page-info", &format!("showing 501–1000 of {N}")).await;
+    click(&c, "#next").await;
+    wait_text(&c, "#page-info", &format!("showing 1001–{N} of {N}")).await;
+    wait_text(&c, "#device-rows", &last).await;
+    assert_eq!(rows(&c).await, N - 1000);
+    assert!(!is_enabled(&c, "#next").await, "no page after the last");
+    click(&c, "#prev").await;
+    wait_text(&c, "#page-info", &format!("showing 501–1000 of {N}")).await;
+    click(&c, "#first").await;
+    wait_text(&c, "#page-info", &format!("showing 1–500 of {N}")).await;
+    click(&c, "#last").await;
+    wait_text(&c, "#page-info", &format!("showing 1001–{N} of {N}")).await;
+
+    // The search is the server's, counted across pages: 0004f2000400..=0004f20004b2.
+    c.find(Locator::Id("page-size"))
+        .await
+        .unwrap()
+        .select_by_value("100")
+        .await
+        .unwrap();
+    type_into(&c, "#search", "0004f20004").await;
+    click(&c, "#find").await;
+    wait_text(&c, "#page-info", "showing 1–100 of 179").await;
+    click(&c, "#next").await;
+    wait_text(&c, "#page-info", "showing 101–179 of 179").await;
+    wait_text(&c, "#device-rows", &last).await;
+    type_into(&c, "#search", "").await;
+    click(&c, "#find").await;
+    wait_text(&c, "#page-info", &format!("showing 1–100 of {N}")).await;
+
+    // Create a device from the form (a MAC with separators, a model, a DN): it opens, counts,
+    // and is listed on the last page (it sorts last).
+    type_into(&c, "#c-mac", "00:04:F2:FF:FF:F0").await;
+    type_into(&c, "#c-model", "VVX 450").await;
+    type_into(&c, "#c-dn", "2001").await;
+    click(&c, "#c-add").await;
+    wait_text(&c, "#c-msg", "created 0004f2fffff0").await;
+    wait_text(&c, "#d-title", "0004f2fffff0").await;
+    wait_text(&c, "#page-info", &format!("of {}", N + 1)).await;
+    let (status, d) = ts.get_json("/devices/0004f2fffff0").await;
+    assert_eq!(status, 200);
+    assert_eq!(d["dn"], "2001");
+    assert_eq!(d["vendor"], "polycom");
+    click(&c, "#last").await;
+    wait_text(
+        &c,
+        "#page-info",
+        &format!("showing 1201–{} of {}", N + 1, N + 1),
+    )
+    .await;
+    wait_text(&c, "tr.dev[data-mac='0004f2fffff0']", "2001").await;
+
+    // A bogus MAC: the API's own message, and nothing created.
+    let refusal = ts.post("/devices", json!({"mac": "not-a-mac"})).await;
+    assert_eq!(refusal.status(), 422);
+    let message = refusal.json::<serde_json::Value>().await.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    type_into(&c, "#c-mac", "not-a-mac").await;
+    click(&c, "#c-add").await;
+    let shown = wait_text(&c, "#c-msg.err", &message).await;
+    assert_eq!(shown, message);
+    wait_text(&c, "#page-info", &format!("of {}", N + 1)).await;
+    // The MAC the form just created is taken: the 409's message.
+    type_into(&c, "#c-mac", "0004f2fffff0").await;
+    click(&c, "#c-add").await;
+    wait_text(&c, "#c-msg.err", "0004f2fffff0").await;
+
+    // Delete asks first; Cancel keeps the device, Yes deletes it.
+    click(&c, "tr.dev[data-mac='0004f2fffff0']").await;
+    wait_text(&c, "#d-title", "0004f2fffff0").await;
+    click(&c, "#d-delete").await;
+    assert!(c
+        .find(Locator::Id("d-confirm"))
+        .await
+        .unwrap()
+        .is_displayed()
+        .await
+        .unwrap());
+    click(&c, "#d-delete-no").await;
+    assert_eq!(ts.get_json("/devices/0004f2fffff0").await.0, 200);
+    click(&c, "#d-delete").await;
+    click(&c, "#d-delete-yes").await;
+    wait_text(&c, "#status", "deleted 0004f2fffff0").await;
+    wait_gone(&c, "tr.dev[data-mac='0004f2fffff0']").await;
+    wait_text(&c, "#page-info", &format!("showing 1201–{N} of {N}")).await;
+    assert_eq!(ts.get_json("/devices/0004f2fffff0").await.0, 404);
+    assert!(!c
+        .find(Locator::Id("detail"))
+        .await
+        .unwrap()
+        .is_displayed()
+        .await
+        .unwrap());
+
+    c.close().await.unwrap();
+    ts.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

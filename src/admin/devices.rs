@@ -55,10 +55,14 @@ struct ListQuery {
     /// At most this many (1..=10000, default 500).
     #[serde(default = "default_limit")]
     limit: i64,
-    /// Skip this many.
+    /// Skip this many first (default 0); devices come in MAC order, so `limit` and `offset`
+    /// page through them. The response's `X-Total-Count` says how many match `q` in all.
     #[serde(default)]
     offset: i64,
 }
+
+/// The response header of `GET /devices` that counts every matching device, not only the page.
+const TOTAL_COUNT: &str = "x-total-count";
 
 fn default_limit() -> i64 {
     500
@@ -77,20 +81,23 @@ fn body<T>(j: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 #[utoipa::path(
     get,
     path = "/devices",
-    summary = "List devices (query: q, limit, offset)",
+    summary = "List devices, one page in MAC order (query: q, limit, offset; header X-Total-Count: how many match in all)",
     params(ListQuery),
-    responses((status = 200, description = "success", body = Vec<Device>))
+    responses((status = 200, description = "success: the page of devices", body = Vec<Device>,
+        headers(("X-Total-Count" = i64, description = "How many devices match `q` in all (every page)"))))
 )]
 async fn list(
     State(st): State<AdminState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
+    let search = q.q.as_deref();
     let devices = st
         .dm
         .store
-        .devices(q.q.as_deref(), q.limit.clamp(1, 10_000), q.offset.max(0))
+        .devices(search, q.limit.clamp(1, 10_000), q.offset.max(0))
         .await?;
-    Ok(Json(devices).into_response())
+    let total = st.dm.store.count_devices(search).await?;
+    Ok(([(TOTAL_COUNT, total.to_string())], Json(devices)).into_response())
 }
 
 #[utoipa::path(

@@ -33,7 +33,14 @@ pub struct ImportReport {
     pub errors: Vec<(usize, String)>,
 }
 
+/// The filter of `devices` and `count_devices`: `$1` the search (empty for all), `$2` the same
+/// as a LIKE pattern.
+const DEVICE_SEARCH: &str =
+    "($1 = '' OR mac LIKE $2 OR dn LIKE $2 OR model LIKE $2 OR vendor LIKE $2)";
+
 impl Store {
+    /// One page of the devices matching `search` (a substring of the MAC, DN, model or vendor),
+    /// in MAC order.
     pub async fn devices(
         &self,
         search: Option<&str>,
@@ -41,8 +48,7 @@ impl Store {
         offset: i64,
     ) -> Result<Vec<Device>> {
         let q = format!(
-            "SELECT {DEVICE_COLS} FROM devices WHERE ($1 = '' OR mac LIKE $2 OR dn LIKE $2 OR model LIKE $2 \
-             OR vendor LIKE $2) ORDER BY mac LIMIT $3 OFFSET $4"
+            "SELECT {DEVICE_COLS} FROM devices WHERE {DEVICE_SEARCH} ORDER BY mac LIMIT $3 OFFSET $4"
         );
         let s = search.unwrap_or("");
         Ok(sqlx::query_as(&q)
@@ -51,6 +57,17 @@ impl Store {
             .bind(limit)
             .bind(offset)
             .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// How many devices match `search`, the same filter as `devices` without its page.
+    pub async fn count_devices(&self, search: Option<&str>) -> Result<i64> {
+        let q = format!("SELECT COUNT(*) FROM devices WHERE {DEVICE_SEARCH}");
+        let s = search.unwrap_or("");
+        Ok(sqlx::query_scalar(&q)
+            .bind(s)
+            .bind(format!("%{s}%"))
+            .fetch_one(&self.pool)
             .await?)
     }
 
