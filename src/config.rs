@@ -375,6 +375,11 @@ pub struct DmConfig {
     /// SIP server(s) for phones of no site (host or host:port); parsed when the file is read.
     #[serde(default, rename = "sip-servers")]
     pub sip_servers: Vec<SipServer>,
+    /// A DN that leaves a device (reassigned to another, unassigned, or its device deleted)
+    /// gets a new random password in the same write, so that the old phone's cached
+    /// credentials stop working. Off by default.
+    #[serde(default, rename = "rotate-password-on-reassign")]
+    pub rotate_password_on_reassign: bool,
 }
 
 impl ServerConfig {

@@ -213,7 +213,7 @@ async fn main() -> anyhow::Result<()> {
                     println!("assigned {} to {}", out.dn, out.mac);
                 }
                 DeviceCmd::Unassign { mac } => match dm.unassign(&mac, "cli").await? {
-                    Some(dn) => println!("unassigned {dn} from {}", Dm::parse_mac(&mac)?),
+                    Some(freed) => println!("unassigned {} from {}", freed.dn, freed.mac()),
                     None => println!("{} had no DN", Dm::parse_mac(&mac)?),
                 },
             }

@@ -22,7 +22,9 @@ use crate::provisioning::vendor::{UaMatch, VendorTable};
 pub use crate::render_cache::Served;
 use crate::render_cache::{CachedFile, FileKey, RenderCache};
 use crate::store::model::{Device, DevicePatch, Dn, NewDevice, Profile, Sighting, Site};
-use crate::store::{self, AssignOutcome, Change, ImportLine, ImportReport, Store, StoreError};
+use crate::store::{
+    self, AssignOutcome, Change, FreedDn, ImportLine, ImportReport, Store, StoreError,
+};
 
 /// Why a service call failed; its [`Fault`] decides what each edge answers.
 #[derive(Debug, thiserror::Error)]
@@ -638,27 +640,64 @@ impl Dm {
         Ok(out)
     }
 
-    pub async fn delete_device(&self, mac: &str, actor: &str) -> Result<()> {
+    /// Deletes a device. The DN it held, if any, is freed with it (and its password rotated
+    /// with `[dm] rotate-password-on-reassign`): the caller hands it to the SIP side
+    /// (`crate::sipside::deprovision`). The phone, when it fetches again, is an unknown one
+    /// and gets the default file.
+    pub async fn delete_device(&self, mac: &str, actor: &str) -> Result<Option<FreedDn>> {
         let mac = Self::parse_mac(mac)?;
-        self.store.delete_device(&mac, actor).await?;
-        Ok(())
+        let freed = self
+            .store
+            .delete_device_freeing(&mac, actor, self.rotate_on_reassign())
+            .await?;
+        self.after_freeing(freed.iter()).await?;
+        tracing::info!(mac = %mac, actor, freed = ?freed.as_ref().map(|f| &f.dn), "device deleted");
+        Ok(freed)
     }
 
     pub async fn device(&self, mac: &str) -> Result<Device> {
         Ok(self.store.device(&Self::parse_mac(mac)?).await?)
     }
 
+    /// Assigns `dn` to the device. [`AssignOutcome::freed`] names what other devices (a
+    /// take-over) or this one (its previous DN) lost, for the SIP side to clear.
     pub async fn assign(&self, mac: &str, dn: &str, actor: &str) -> Result<AssignOutcome> {
         let mac = Self::parse_mac(mac)?;
-        let out = self.store.assign(&mac, dn, actor).await?;
-        tracing::info!(mac = %mac, dn = %dn, actor, "assigned");
+        let out = self
+            .store
+            .assign_rotating(&mac, dn, actor, self.rotate_on_reassign())
+            .await?;
+        self.after_freeing(out.freed.iter()).await?;
+        tracing::info!(mac = %mac, dn = %dn, actor, taken_from = ?out.taken_from, previous_dn = ?out.previous_dn, "assigned");
         Ok(out)
     }
 
-    pub async fn unassign(&self, mac: &str, actor: &str) -> Result<Option<String>> {
+    /// Unassigns the device; the DN it freed, if any, for the SIP side to clear.
+    pub async fn unassign(&self, mac: &str, actor: &str) -> Result<Option<FreedDn>> {
         let mac = Self::parse_mac(mac)?;
-        let out = self.store.unassign(&mac, actor).await?;
-        Ok(out)
+        let freed = self
+            .store
+            .unassign_freeing(&mac, actor, self.rotate_on_reassign())
+            .await?;
+        tracing::info!(mac = %mac, actor, freed = ?freed.as_ref().map(|f| &f.dn), "unassigned");
+        self.after_freeing(freed.iter()).await?;
+        Ok(freed)
+    }
+
+    /// `[dm] rotate-password-on-reassign`.
+    fn rotate_on_reassign(&self) -> bool {
+        self.config.dm.rotate_password_on_reassign
+    }
+
+    /// A rotated DN password reaches the switch credentials too (on SQLite they are written
+    /// here; PostgreSQL's view follows the `dns` row by itself).
+    async fn after_freeing(&self, freed: impl Iterator<Item = &FreedDn>) -> Result<()> {
+        let mut rotated = Vec::new();
+        for f in freed.filter(|f| f.rotated_from.is_some()) {
+            rotated.push((f.dn.clone(), self.store.dn(&f.dn).await?.password));
+        }
+        self.store.put_dn_switch_credentials(&rotated).await?;
+        Ok(())
     }
 
     /// Creates a DN, taking its switch from the configured ranges when not given.

@@ -16,9 +16,10 @@ use super::AdminState;
 use crate::fault::{http_status, HasFault};
 use crate::service::Dm;
 use crate::sipside::checksync::CheckSyncReport;
+use crate::sipside::deprovision::{Deprovision, Deprovisioned};
 use crate::sipside::trunks::TrunkState;
 use crate::store::model::{AuditEntry, Device, DevicePatch, NewDevice};
-use crate::store::AssignOutcome;
+use crate::store::{AssignOutcome, FreedDn};
 
 /// Each `routes!` names the handlers of one path; their `#[utoipa::path]` gives the methods.
 pub fn routes() -> OpenApiRouter<AdminState> {
@@ -156,10 +157,11 @@ async fn update(
 #[utoipa::path(
     delete,
     path = "/devices/{mac}",
-    summary = "Delete a device",
+    summary = "Delete a device; the DN it held is freed: its bindings removed, the phone sent check-sync (it re-fetches and, unknown now, gets the default file)",
     params(MacPath),
     responses(
-        (status = 204, description = "success"),
+        (status = 200, description = "deleted, and the DN it held freed", body = Deleted),
+        (status = 204, description = "deleted (it held no DN)"),
         (status = 404, description = "no such device", body = ErrorBody),
     )
 )]
@@ -167,8 +169,31 @@ async fn remove(
     State(st): State<AdminState>,
     Path(mac): Path<String>,
 ) -> Result<Response, ApiError> {
-    st.dm.delete_device(&mac, "api").await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let Some(freed) = st.dm.delete_device(&mac, "api").await? else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
+    let deprovisioned = deprovision(&st, std::slice::from_ref(&freed)).await;
+    Ok(Json(Deleted {
+        mac: freed.mac().to_owned(),
+        deprovisioned,
+    })
+    .into_response())
+}
+
+/// What deleting a device that held a DN answers.
+#[derive(Serialize, ToSchema)]
+struct Deleted {
+    mac: String,
+    /// The DN it held: its bindings removed and the phone's check-sync.
+    deprovisioned: Vec<Deprovisioned>,
+}
+
+/// The SIP side of the DNs a write took from devices: their bindings removed, the devices
+/// told to re-fetch. A check-sync that fails is reported, not an error of the write.
+async fn deprovision(st: &AdminState, freed: &[FreedDn]) -> Vec<Deprovisioned> {
+    Deprovision::new(&st.sip, &st.check_sync)
+        .run(freed, "api")
+        .await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -177,14 +202,24 @@ struct AssignBody {
     dn: String,
 }
 
+/// What an assignment answers: the outcome, and the devices that lost a DN in it.
+#[derive(Serialize, ToSchema)]
+struct Assigned {
+    #[serde(flatten)]
+    outcome: AssignOutcome,
+    /// The DN's former holder (a take-over) and this device's previous DN: their bindings
+    /// removed and the check-sync sent to the device that lost them.
+    deprovisioned: Vec<Deprovisioned>,
+}
+
 #[utoipa::path(
     post,
     path = "/devices/{mac}/assign",
-    summary = "Assign a DN",
+    summary = "Assign a DN (a DN taken from another device, or this device's previous one, is deprovisioned: bindings removed, check-sync to the device that lost it)",
     params(MacPath),
     request_body = AssignBody,
     responses(
-        (status = 200, description = "success", body = AssignOutcome),
+        (status = 200, description = "success", body = Assigned),
         (status = 404, description = "no such device or DN", body = ErrorBody),
         (status = 409, description = "the DN is held by another device", body = ErrorBody),
     )
@@ -195,13 +230,19 @@ async fn assign(
     j: Result<Json<AssignBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let b = body(j)?;
-    Ok(Json(st.dm.assign(&mac, &b.dn, "api").await?).into_response())
+    let outcome = st.dm.assign(&mac, &b.dn, "api").await?;
+    let deprovisioned = deprovision(&st, &outcome.freed).await;
+    Ok(Json(Assigned {
+        outcome,
+        deprovisioned,
+    })
+    .into_response())
 }
 
 #[utoipa::path(
     post,
     path = "/devices/{mac}/unassign",
-    summary = "Unassign the device's DN",
+    summary = "Unassign the device's DN: its bindings are removed and the phone sent check-sync (it re-fetches the default file)",
     params(MacPath),
     responses(
         (status = 200, description = "success", body = Unassigned),
@@ -212,10 +253,15 @@ async fn unassign(
     State(st): State<AdminState>,
     Path(mac): Path<String>,
 ) -> Result<Response, ApiError> {
-    let dn = st.dm.unassign(&mac, "api").await?;
+    let freed = st.dm.unassign(&mac, "api").await?;
+    let deprovisioned = match &freed {
+        Some(f) => deprovision(&st, std::slice::from_ref(f)).await.pop(),
+        None => None,
+    };
     Ok(Json(Unassigned {
         mac: Dm::parse_mac(&mac)?,
-        previous_dn: dn,
+        previous_dn: freed.map(|f| f.dn),
+        deprovisioned,
     })
     .into_response())
 }
@@ -226,6 +272,8 @@ struct Unassigned {
     mac: String,
     /// The DN the device held, if any.
     previous_dn: Option<String>,
+    /// That DN's bindings removed and the phone's check-sync.
+    deprovisioned: Option<Deprovisioned>,
 }
 
 #[utoipa::path(

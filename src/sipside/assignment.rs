@@ -4,6 +4,8 @@
 //! a committed assignment — the DN exists, belongs to a switch this deployment serves, and is
 //! free (or the device's profile allows taking it over) — and, once committed, a check-sync so
 //! the phone re-fetches its file. The assignment is durable before the caller hears "assigned".
+//! A DN taken over from another device is deprovisioned there ([`Deprovision`]: its bindings
+//! removed, that phone told to re-fetch), behind the caller's answer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +15,8 @@ use sip::Endpoint;
 use crate::ivr::{AssignRefusal, Assigner, CallerIdentity};
 use crate::service::{Dm, DmError};
 use crate::sipside::checksync::CheckSync;
-use crate::store::StoreError;
+use crate::sipside::deprovision::Deprovision;
+use crate::store::{AssignOutcome, StoreError};
 
 /// The check-sync a VoiceXML assignment is followed by: the media server hangs up after the
 /// read-back, so the NOTIFY goes out after `delay` from the endpoint that is running.
@@ -27,19 +30,43 @@ pub struct IvrAssigner {
     dm: Arc<Dm>,
     /// Unset for the built-in IVR, which notifies when its call has ended.
     then: Option<ThenCheckSync>,
+    /// What deprovisions a device whose DN the caller took: the running endpoint and the
+    /// check-sync service (the built-in IVR's assigner gets them per call, [`Self::on_call`]).
+    sip: Option<(Endpoint, Arc<CheckSync>)>,
 }
 
 impl IvrAssigner {
-    /// The built-in IVR's: the rules only (its call router sends the check-sync at hang-up).
+    /// The built-in IVR's: the rules only (its call router sends the check-sync at hang-up,
+    /// and hands each call the endpoint with [`Self::on_call`]).
     pub fn new(dm: Arc<Dm>) -> Self {
-        IvrAssigner { dm, then: None }
+        IvrAssigner {
+            dm,
+            then: None,
+            sip: None,
+        }
     }
 
     /// The VoiceXML flow's: the rules, then a check-sync.
     pub fn with_check_sync(dm: Arc<Dm>, then: ThenCheckSync) -> Self {
+        let sip = Some((then.ep.clone(), then.check_sync.clone()));
         IvrAssigner {
             dm,
             then: Some(then),
+            sip,
+        }
+    }
+
+    /// This assigner for one call that `ep` answered: a take-over it commits is
+    /// deprovisioned from there.
+    pub fn on_call(&self, ep: &Endpoint, check_sync: &Arc<CheckSync>) -> Self {
+        IvrAssigner {
+            dm: self.dm.clone(),
+            then: self.then.as_ref().map(|t| ThenCheckSync {
+                check_sync: t.check_sync.clone(),
+                ep: t.ep.clone(),
+                delay: t.delay,
+            }),
+            sip: Some((ep.clone(), check_sync.clone())),
         }
     }
 
@@ -48,7 +75,7 @@ impl IvrAssigner {
         dm: &Dm,
         caller: &CallerIdentity,
         dn: &str,
-    ) -> Result<String, AssignRefusal> {
+    ) -> Result<AssignOutcome, AssignRefusal> {
         let Some(mac) = caller.device else {
             tracing::warn!(caller = %caller.remote_uri, dn, "IVR assignment refused: the call names no device");
             return Err(AssignRefusal::NotPermitted);
@@ -70,7 +97,7 @@ impl IvrAssigner {
             }
         }
         match dm.assign(&mac.to_string(), dn, "ivr").await {
-            Ok(out) => Ok(out.dn),
+            Ok(out) => Ok(out),
             Err(DmError::Store(StoreError::Conflict { .. })) => Err(AssignRefusal::Taken),
             Err(DmError::Store(StoreError::NotFound { what: "device", .. })) => {
                 tracing::warn!(mac = %mac, dn, "IVR assignment refused: device unknown to the store");
@@ -85,6 +112,26 @@ impl IvrAssigner {
 impl Assigner for IvrAssigner {
     async fn assign(&self, caller: &CallerIdentity, dn: &str) -> Result<String, AssignRefusal> {
         let out = Self::assign_dn(&self.dm, caller, dn).await?;
+        if !out.freed.is_empty() {
+            match &self.sip {
+                Some((ep, cs)) => {
+                    let (ep, cs, freed, caller) =
+                        (ep.clone(), cs.clone(), out.freed.clone(), out.mac.clone());
+                    // Behind the caller's answer. The caller itself (a DN it held before)
+                    // loses its bindings here and gets its check-sync when the call ends.
+                    tokio::spawn(async move {
+                        Deprovision::new(&ep, &cs)
+                            .run_except(&freed, "ivr", Some(&caller))
+                            .await;
+                    });
+                }
+                None => tracing::warn!(
+                    dn,
+                    "IVR take-over committed with no SIP endpoint to deprovision from"
+                ),
+            }
+        }
+        let out = out.dn;
         if let (Some(then), Some(mac)) = (&self.then, caller.device) {
             let (cs, ep, delay) = (then.check_sync.clone(), then.ep.clone(), then.delay);
             tokio::spawn(async move {

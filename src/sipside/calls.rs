@@ -171,7 +171,7 @@ impl CallRouter {
             &offer,
             local_ip,
             caller,
-            self.assigner.clone(),
+            Arc::new(self.assigner.on_call(&ep, &self.check_sync)),
             self.ivr.clone(),
         )
         .await;

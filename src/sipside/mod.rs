@@ -12,6 +12,7 @@
 //! - [`local_addr`]: this end's address for SDP, Contact and Via (shared by calls and b2bua);
 //! - [`checksync`]: the NOTIFY that makes a phone re-fetch its file, by whichever route reaches
 //!   it (own binding, another instance's, the switch's);
+//! - [`deprovision`]: after a DN left a device, its bindings go and the device re-fetches;
 //! - [`identity`]: the caller's device as a trusted switch asserts it;
 //! - [`start`]: builds the endpoint from the configuration (UDP and TCP on `[server] sip`, TLS
 //!   on `[sip] tls-listen`).
@@ -22,6 +23,7 @@ pub mod b2bua;
 pub mod bindings;
 pub mod calls;
 pub mod checksync;
+pub mod deprovision;
 pub mod identity;
 pub mod local_addr;
 pub mod trunks;

@@ -179,6 +179,23 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes every stored binding of `aor`, whichever instance wrote it, and returns them
+    /// (the AOR, a DN, changed hands: no instance may restore or use them).
+    pub async fn take_bindings_of(&self, aor: &str) -> Result<Vec<StoredBinding>> {
+        let mut tx = self.write_tx().await?;
+        let rows: Vec<Row> =
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM bindings WHERE aor = $1"))
+                .bind(aor)
+                .fetch_all(&mut *tx)
+                .await?;
+        sqlx::query("DELETE FROM bindings WHERE aor = $1")
+            .bind(aor)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows.into_iter().map(StoredBinding::from_row).collect())
+    }
+
     /// Drops bindings whose expiry passed (housekeeping; the registrar expires its own copy).
     pub async fn purge_expired_bindings(&self) -> Result<u64> {
         Ok(sqlx::query("DELETE FROM bindings WHERE expires_at <= $1")

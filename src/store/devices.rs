@@ -17,6 +17,32 @@ pub struct AssignOutcome {
     pub taken_from: Option<String>,
     /// The DN this device held before, if any.
     pub previous_dn: Option<String>,
+    /// The DNs devices lost in this write (the former holder's, this device's previous one),
+    /// for the SIP side to clear; not part of the API's answer.
+    #[serde(skip)]
+    pub freed: Vec<FreedDn>,
+}
+
+/// A DN a device lost in a write (unassigned, taken over by another device, replaced by
+/// another DN, or deleted with its device): the SIP side removes the DN's bindings and tells
+/// the device to re-fetch its file (`crate::sipside::deprovision`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FreedDn {
+    pub dn: String,
+    /// The device as it was before the write, its DN still set (a deleted device's row is
+    /// gone; this is what its check-sync is sent with).
+    pub device: Device,
+    /// The device row was deleted.
+    pub deleted: bool,
+    /// `Some(old)`: the DN got a new random password in the same write, and `old` is the one
+    /// the device's file gave it (what it answers a challenge to its check-sync with).
+    pub rotated_from: Option<String>,
+}
+
+impl FreedDn {
+    pub fn mac(&self) -> &str {
+        &self.device.mac
+    }
 }
 
 /// One line of a device import, already parsed.
@@ -133,21 +159,55 @@ impl Store {
     }
 
     pub async fn delete_device(&self, mac: &str, actor: &str) -> Result<()> {
+        self.delete_device_freeing(mac, actor, false).await?;
+        Ok(())
+    }
+
+    /// Deletes a device and returns the DN it held, if any, freed with it (and given a new
+    /// password in the same transaction when `rotate`); the audit line names it.
+    pub async fn delete_device_freeing(
+        &self,
+        mac: &str,
+        actor: &str,
+        rotate: bool,
+    ) -> Result<Option<FreedDn>> {
         let mut tx = self.write_tx().await?;
+        let device: Option<Device> =
+            sqlx::query_as(&format!("SELECT {DEVICE_COLS} FROM devices WHERE mac = $1"))
+                .bind(mac)
+                .fetch_optional(&mut *tx)
+                .await?;
         let done = sqlx::query("DELETE FROM devices WHERE mac = $1")
             .bind(mac)
             .execute(&mut *tx)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                what: "device",
-                key: mac.to_owned(),
-            });
-        }
-        audit(&mut tx, mac, None, "delete", actor, None).await?;
-        self.commit_changes(tx, &[Change::Device(mac.to_owned())])
-            .await?;
-        Ok(())
+        let device = match device {
+            Some(d) if done.rows_affected() > 0 => d,
+            _ => {
+                return Err(StoreError::NotFound {
+                    what: "device",
+                    key: mac.to_owned(),
+                })
+            }
+        };
+        let dn = device.dn.clone();
+        let detail = dn.as_deref().map(|dn| format!("freed {dn}"));
+        audit(
+            &mut tx,
+            mac,
+            dn.as_deref(),
+            "delete",
+            actor,
+            detail.as_deref(),
+        )
+        .await?;
+        let mut changes = vec![Change::Device(mac.to_owned())];
+        let freed = match dn {
+            Some(dn) => Some(free(&mut tx, device, dn, true, rotate, actor, &mut changes).await?),
+            None => None,
+        };
+        self.commit_changes(tx, &changes).await?;
+        Ok(freed)
     }
 
     /// Records a provisioning fetch. An unknown MAC becomes an unassigned device (first seen
@@ -217,6 +277,19 @@ impl Store {
     /// transaction. The unique index on `devices.dn` keeps two racing instances from both
     /// winning.
     pub async fn assign(&self, mac: &str, dn: &str, actor: &str) -> Result<AssignOutcome> {
+        self.assign_rotating(mac, dn, actor, false).await
+    }
+
+    /// [`Store::assign`]; with `rotate`, each DN that leaves a device here (the one taken
+    /// over, the one this device held before) gets a new random password in the same
+    /// transaction. [`AssignOutcome::freed`] names them.
+    pub async fn assign_rotating(
+        &self,
+        mac: &str,
+        dn: &str,
+        actor: &str,
+        rotate: bool,
+    ) -> Result<AssignOutcome> {
         let mut tx = self.write_tx().await?;
         let device: Option<Device> =
             sqlx::query_as(&format!("SELECT {DEVICE_COLS} FROM devices WHERE mac = $1"))
@@ -243,13 +316,16 @@ impl Store {
                 dn: dn.into(),
                 taken_from: None,
                 previous_dn: None,
+                freed: Vec::new(),
             });
         }
-        let holder: Option<String> = sqlx::query_scalar("SELECT mac FROM devices WHERE dn = $1")
-            .bind(dn)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let holder: Option<Device> =
+            sqlx::query_as(&format!("SELECT {DEVICE_COLS} FROM devices WHERE dn = $1"))
+                .bind(dn)
+                .fetch_optional(&mut *tx)
+                .await?;
         let mut taken_from = None;
+        let mut taken = None;
         if let Some(holder) = holder {
             let allow: Option<i64> = match &device.profile {
                 Some(p) => {
@@ -267,20 +343,21 @@ impl Store {
                 });
             }
             sqlx::query("UPDATE devices SET dn = NULL, state = 'unassigned', updated_at = $2 WHERE mac = $1")
-                .bind(&holder)
+                .bind(&holder.mac)
                 .bind(now_ms())
                 .execute(&mut *tx)
                 .await?;
             audit(
                 &mut tx,
-                &holder,
+                &holder.mac,
                 Some(dn),
                 "unassign",
                 actor,
-                Some(&format!("taken over by {mac}")),
+                Some(&format!("freed {dn}, taken over by {mac}")),
             )
             .await?;
-            taken_from = Some(holder);
+            taken_from = Some(holder.mac.clone());
+            taken = Some(holder);
         }
         sqlx::query(
             "UPDATE devices SET dn = $2, state = 'assigned', updated_at = $3 WHERE mac = $1",
@@ -303,32 +380,82 @@ impl Store {
             Some(dn),
             "assign",
             actor,
-            device.dn.as_deref().map(|p| format!("was {p}")).as_deref(),
+            device
+                .dn
+                .as_deref()
+                .map(|p| format!("was {p}, freed {p}"))
+                .as_deref(),
         )
         .await?;
         // The DN's former holder (a take-over) loses its line too.
         let mut changes = vec![Change::Device(mac.to_owned())];
         changes.extend(taken_from.iter().cloned().map(Change::Device));
+        let mut freed = Vec::new();
+        if let Some(holder) = taken {
+            freed.push(
+                free(
+                    &mut tx,
+                    holder,
+                    dn.to_owned(),
+                    false,
+                    rotate,
+                    actor,
+                    &mut changes,
+                )
+                .await?,
+            );
+        }
+        let previous_dn = device.dn.clone();
+        if let Some(previous) = previous_dn.clone() {
+            freed.push(
+                free(
+                    &mut tx,
+                    device,
+                    previous,
+                    false,
+                    rotate,
+                    actor,
+                    &mut changes,
+                )
+                .await?,
+            );
+        }
         self.commit_changes(tx, &changes).await?;
         Ok(AssignOutcome {
             mac: mac.into(),
             dn: dn.into(),
             taken_from,
-            previous_dn: device.dn,
+            previous_dn,
+            freed,
         })
     }
 
     pub async fn unassign(&self, mac: &str, actor: &str) -> Result<Option<String>> {
+        Ok(self
+            .unassign_freeing(mac, actor, false)
+            .await?
+            .map(|f| f.dn))
+    }
+
+    /// Unassigns the device and returns the DN it freed, if any (given a new password in the
+    /// same transaction when `rotate`); the audit line names it.
+    pub async fn unassign_freeing(
+        &self,
+        mac: &str,
+        actor: &str,
+        rotate: bool,
+    ) -> Result<Option<FreedDn>> {
         let mut tx = self.write_tx().await?;
-        let dn: Option<Option<String>> =
-            sqlx::query_scalar("SELECT dn FROM devices WHERE mac = $1")
+        let device: Option<Device> =
+            sqlx::query_as(&format!("SELECT {DEVICE_COLS} FROM devices WHERE mac = $1"))
                 .bind(mac)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let dn = dn.ok_or_else(|| StoreError::NotFound {
+        let device = device.ok_or_else(|| StoreError::NotFound {
             what: "device",
             key: mac.to_owned(),
         })?;
+        let dn = device.dn.clone();
         sqlx::query(
             "UPDATE devices SET dn = NULL, state = 'unassigned', updated_at = $2 WHERE mac = $1",
         )
@@ -336,10 +463,23 @@ impl Store {
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
-        audit(&mut tx, mac, dn.as_deref(), "unassign", actor, None).await?;
-        self.commit_changes(tx, &[Change::Device(mac.to_owned())])
-            .await?;
-        Ok(dn)
+        let detail = dn.as_deref().map(|dn| format!("freed {dn}"));
+        audit(
+            &mut tx,
+            mac,
+            dn.as_deref(),
+            "unassign",
+            actor,
+            detail.as_deref(),
+        )
+        .await?;
+        let mut changes = vec![Change::Device(mac.to_owned())];
+        let freed = match dn {
+            Some(dn) => Some(free(&mut tx, device, dn, false, rotate, actor, &mut changes).await?),
+            None => None,
+        };
+        self.commit_changes(tx, &changes).await?;
+        Ok(freed)
     }
 
     /// Imports devices all or nothing: every line is checked inside the transaction, and one
@@ -491,6 +631,60 @@ async fn insert_device(
         audit(tx, &d.mac, Some(dn), "assign", actor, None).await?;
     }
     Ok(())
+}
+
+/// Characters of a rotated DN password: letters and digits, 20 of them (about 119 bits).
+const ROTATED_PASSWORD_LEN: usize = 20;
+
+/// Records that `device` (as it was) lost `dn` in the write of `tx`; with `rotate`, the DN's
+/// password is replaced by a new random one in the same transaction (its change queued with
+/// the write's), so the phone's cached credentials stop working.
+async fn free(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    device: Device,
+    dn: String,
+    deleted: bool,
+    rotate: bool,
+    actor: &str,
+    changes: &mut Vec<Change>,
+) -> Result<FreedDn> {
+    let mut rotated_from = None;
+    if rotate {
+        let old: Option<String> = sqlx::query_scalar("SELECT password FROM dns WHERE number = $1")
+            .bind(&dn)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if let Some(old) = old {
+            use rand::Rng;
+            let fresh: String = rand::thread_rng()
+                .sample_iter(&rand::distributions::Alphanumeric)
+                .take(ROTATED_PASSWORD_LEN)
+                .map(char::from)
+                .collect();
+            sqlx::query("UPDATE dns SET password = $2 WHERE number = $1")
+                .bind(&dn)
+                .bind(&fresh)
+                .execute(&mut **tx)
+                .await?;
+            audit(
+                tx,
+                &device.mac,
+                Some(&dn),
+                "rotate-password",
+                actor,
+                Some(&format!("freed {dn}: new password")),
+            )
+            .await?;
+            changes.push(Change::Dn(dn.clone()));
+            rotated_from = Some(old);
+        }
+    }
+    Ok(FreedDn {
+        dn,
+        device,
+        deleted,
+        rotated_from,
+    })
 }
 
 async fn audit(

@@ -23,7 +23,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
 pub use bindings::StoredBinding;
-pub use devices::{AssignOutcome, ImportLine, ImportReport};
+pub use devices::{AssignOutcome, FreedDn, ImportLine, ImportReport};
 pub use events::{Change, ChangeBus, ChangeFeed, Listener, Notification};
 pub use switch_credentials::{SwitchSubscriber, SwitchSync};
 

@@ -28,7 +28,7 @@ pub use notify::{CheckSyncError, CheckSyncReport, Route};
 use crate::credentials::PROVISIONING_USER;
 use crate::service::Dm;
 use crate::sipside::bindings::from_row;
-use crate::store::StoredBinding;
+use crate::store::{FreedDn, StoredBinding};
 use crate::BoxFuture;
 
 fn is_provisioning_aor(aor: &str) -> bool {
@@ -57,6 +57,11 @@ pub struct CheckSync {
 impl CheckSync {
     pub fn new(dm: Arc<Dm>, cluster: Arc<Cluster>) -> Arc<CheckSync> {
         Arc::new(CheckSync { dm, cluster })
+    }
+
+    /// The store it reads devices and bindings from.
+    pub fn store(&self) -> &crate::store::Store {
+        &self.dm.store
     }
 
     /// This instance's id (every binding row it writes names it).
@@ -112,6 +117,91 @@ impl CheckSync {
         self.cluster.listen(taker, stop).await
     }
 
+    /// Check-sync for a device that has just lost `freed.dn` (unassigned, its DN taken over,
+    /// or deleted), once the DN's bindings are gone: `here` those removed from this
+    /// instance's registrar, `stored` the rows removed from the store. The NOTIFY goes down
+    /// the newest live binding of `here` (the phone's line registration, its flow), answering
+    /// a challenge with the line's credentials as the phone knew them; else straight to the
+    /// contact of a row another instance stored; else by the deliveries of [`CheckSync::send`]
+    /// with the device as it was (its provisioning identity, or the switch). A deleted device
+    /// is reached the same way: nothing here reads its row.
+    pub async fn send_to_former(
+        &self,
+        ep: &Endpoint,
+        freed: &FreedDn,
+        here: &[Arc<sip::registrar::Binding>],
+        stored: &[StoredBinding],
+        actor: &str,
+    ) -> Result<CheckSyncReport, CheckSyncError> {
+        let dm = self.dm.as_ref();
+        let me = self.cluster.id();
+        let identity = || match &freed.rotated_from {
+            Some(password) => Identity::Line {
+                user: freed.dn.clone(),
+                password: password.clone(),
+            },
+            None => Identity::Dn(freed.dn.clone()),
+        };
+        let now = sip::auth::nonce::now_secs();
+        if let Some(b) = here
+            .iter()
+            .filter(|b| !b.is_expired(now))
+            .max_by_key(|b| b.updated_at)
+        {
+            let target = Target::Binding(b.clone());
+            return send(
+                dm,
+                ep,
+                &freed.device,
+                &b.contact,
+                target,
+                identity(),
+                actor,
+                Route::Local,
+                me,
+            )
+            .await;
+        }
+        let now_ms = crate::store::now_ms();
+        let other = stored
+            .iter()
+            .filter(|r| r.expires_at > now_ms && r.holder.as_deref() != Some(me))
+            .filter_map(from_row)
+            .max_by_key(|b| b.updated_at);
+        if let Some(mut binding) = other {
+            // As for a stored binding whose holder is gone: another instance's flow cannot be
+            // used from here, and that instance no longer finds the DN on the device.
+            let target = match binding.flow.take() {
+                Some(f) if f.protocol == Protocol::Udp => Target::Address(Protocol::Udp, f.remote),
+                _ => Target::Binding(Arc::new(binding.clone())),
+            };
+            return send(
+                dm,
+                ep,
+                &freed.device,
+                &binding.contact,
+                target,
+                identity(),
+                &format!("{actor}, direct to contact"),
+                Route::Direct,
+                me,
+            )
+            .await;
+        }
+        // Its provisioning identity, here or on another instance (not the DN's bindings: any
+        // left now are the new holder's); then the switch, for the DN it knew.
+        let mut unlined = freed.device.clone();
+        unlined.dn = None;
+        let own = [Delivery::OwnBinding, Delivery::StoredBinding];
+        match self.deliver(ep, unlined, actor, &own).await {
+            Err(CheckSyncError::NotRegistered(_)) => {
+                self.deliver(ep, freed.device.clone(), actor, &[Delivery::ViaSwitch])
+                    .await
+            }
+            other => other,
+        }
+    }
+
     async fn send_with(
         &self,
         ep: &Endpoint,
@@ -119,12 +209,26 @@ impl CheckSync {
         actor: &str,
         deliveries: &[Delivery],
     ) -> Result<CheckSyncReport, CheckSyncError> {
-        let dm = self.dm.as_ref();
-        let device = dm
+        let device = self
+            .dm
             .store
             .device(mac)
             .await
             .map_err(|e| CheckSyncError::Device(e.to_string()))?;
+        self.deliver(ep, device, actor, deliveries).await
+    }
+
+    /// Tries `deliveries` in order for `device` (as read, or as it was before a write).
+    async fn deliver(
+        &self,
+        ep: &Endpoint,
+        device: crate::store::model::Device,
+        actor: &str,
+        deliveries: &[Delivery],
+    ) -> Result<CheckSyncReport, CheckSyncError> {
+        let dm = self.dm.as_ref();
+        let mac = device.mac.clone();
+        let mac = mac.as_str();
         let attempt = Attempt {
             dm,
             ep,

@@ -74,6 +74,12 @@ pub struct CheckSyncReport {
 pub enum Identity {
     Device(String),
     Dn(String),
+    /// A line's user and the password the phone's file gave it: a DN the phone just lost,
+    /// whose stored password may have been rotated since.
+    Line {
+        user: String,
+        password: String,
+    },
 }
 
 /// Sends the NOTIFY, records it in the audit log and reports it.
@@ -100,6 +106,7 @@ pub async fn send(
 pub async fn credentials_of(dm: &Dm, mac: &str, identity: Identity) -> (String, String) {
     match identity {
         Identity::Device(user) => (user, dm.credentials.password(mac)),
+        Identity::Line { user, password } => (user, password),
         Identity::Dn(dn) => {
             let password = dm
                 .store
