@@ -19,7 +19,7 @@ use crate::sipside::assignment::{IvrAssigner, ThenCheckSync};
 use crate::sipside::checksync::handover::Cluster;
 use crate::sipside::checksync::CheckSync;
 use crate::store::model::{Profile, Sighting, Site, Switch};
-use crate::store::Store;
+use crate::store::{Source, Store};
 
 /// A started server.
 pub struct Running {
@@ -31,6 +31,8 @@ pub struct Running {
     check_sync: Arc<CheckSync>,
     /// Trunk states (in service, last probe) for the admin API and tests.
     pub trunks: Arc<crate::sipside::trunks::TrunkTable>,
+    /// Check-sync campaigns.
+    pub campaigns: Arc<crate::fleet::Campaigns>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     /// Trunk OPTIONS probes: aborted at stop rather than awaited (a probe of a silent trunk
@@ -238,6 +240,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .context("listening for check-sync hand-overs")?;
 
+    let campaigns = crate::fleet::Campaigns::new(
+        dm.clone(),
+        check_sync.clone(),
+        endpoint.clone(),
+        config.campaigns.settings(),
+    );
+    let follow_up = campaigns.follow_changes(shutdown_rx.clone());
     let vxml_assigner = Arc::new(IvrAssigner::with_check_sync(
         dm.clone(),
         ThenCheckSync {
@@ -254,6 +263,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             sip: endpoint.clone(),
             check_sync: check_sync.clone(),
             trunks: trunks.clone(),
+            campaigns: campaigns.clone(),
         },
         vxml_assigner,
         ivr,
@@ -282,6 +292,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let writer = tokio::spawn(write_sightings(dm.clone(), sight_rx, shutdown_rx));
     let mut tasks = vec![http, writer, changes, hangups];
     tasks.extend(listener);
+    tasks.extend(follow_up);
     Ok(Running {
         http_addr,
         admin_token,
@@ -289,6 +300,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         sip: endpoint,
         check_sync,
         trunks,
+        campaigns,
         shutdown,
         tasks,
         probes,
@@ -324,12 +336,12 @@ async fn write_sightings(
     mut rx: mpsc::Receiver<Sighting>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut batch: std::collections::HashMap<String, Sighting> = std::collections::HashMap::new();
+    let mut batch = SightingBatch::new();
     let mut tick = tokio::time::interval(SIGHTING_FLUSH);
     loop {
         tokio::select! {
             s = rx.recv() => match s {
-                Some(s) => { batch.insert(s.mac.clone(), s); }
+                Some(s) => { batch.insert(sighting_key(&s), s); }
                 None => break,
             },
             _ = tick.tick() => flush_sightings(&dm, &mut batch).await,
@@ -337,20 +349,33 @@ async fn write_sightings(
         }
     }
     while let Ok(s) = rx.try_recv() {
-        batch.insert(s.mac.clone(), s);
+        batch.insert(sighting_key(&s), s);
     }
     flush_sightings(&dm, &mut batch).await;
 }
 
-async fn flush_sightings(dm: &Dm, batch: &mut std::collections::HashMap<String, Sighting>) {
+/// The newest sighting per device and file it downloaded.
+type SightingBatch = std::collections::HashMap<(String, Option<String>), Sighting>;
+
+fn sighting_key(s: &Sighting) -> (String, Option<String>) {
+    (s.mac.clone(), s.receipt.as_ref().map(|r| r.file.clone()))
+}
+
+async fn flush_sightings(dm: &Dm, batch: &mut SightingBatch) {
     if batch.is_empty() {
         return;
     }
     let items: Vec<Sighting> = batch.drain().map(|(_, s)| s).collect();
-    if let Err(e) = dm.store.touch_devices(&items).await {
-        tracing::warn!(error = %e, count = items.len(), "could not record last-seen data; will retry");
+    let receipts: Vec<crate::store::Receipt> =
+        items.iter().filter_map(|s| s.receipt.clone()).collect();
+    let written = match dm.store.touch_devices(&items).await {
+        Ok(()) => dm.store.put_receipts(&receipts).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = written {
+        tracing::warn!(error = %e, count = items.len(), "could not record last-seen data and receipts; will retry");
         for s in items {
-            batch.entry(s.mac.clone()).or_insert(s);
+            batch.entry(sighting_key(&s)).or_insert(s);
         }
     }
 }
@@ -364,7 +389,7 @@ async fn follow_changes(
 ) {
     loop {
         tokio::select! {
-            changes = feed.recv() => dm.store.changes().deliver(&changes),
+            changes = feed.recv() => dm.store.changes().deliver(&changes, Source::Peer),
             _ = stopped(&mut stop) => break,
         }
     }
@@ -384,7 +409,7 @@ async fn follow_outbox(dm: Arc<Dm>, mut after: i64, mut stop: watch::Receiver<bo
         match dm.store.outbox_after(after).await {
             Ok((changes, next)) => {
                 after = next;
-                dm.store.changes().deliver(&changes);
+                dm.store.changes().deliver(&changes, Source::Cli);
             }
             Err(e) => tracing::debug!(error = %e, "change outbox poll failed"),
         }

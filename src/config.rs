@@ -49,6 +49,128 @@ pub struct Config {
     pub sip: SipConfig,
     #[serde(default, rename = "prov-security")]
     pub prov_security: ProvSecurityConfig,
+    #[serde(default)]
+    pub campaigns: CampaignsConfig,
+}
+
+/// Check-sync campaigns: how a change reaches the phones it altered (`crate::fleet`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CampaignsConfig {
+    /// `auto`: every change is followed by a campaign over the phones it left out of date;
+    /// `manual`: campaigns start through the API or `sipdm campaign start` only.
+    #[serde(default)]
+    pub mode: crate::fleet::campaign::CampaignMode,
+    /// Check-syncs per second to the phones of one site.
+    #[serde(default = "d_site_rate")]
+    pub rate_per_site: f64,
+    /// Check-syncs per second to the phones behind one source address (a NAT).
+    #[serde(default = "d_source_rate")]
+    pub rate_per_source: f64,
+    /// Milliseconds added at random to each interval.
+    #[serde(default = "d_jitter_ms")]
+    pub jitter_ms: u64,
+    /// Phones in the first wave; each next wave is twice as large, up to `max-wave`.
+    #[serde(default = "d_first_wave")]
+    pub first_wave: usize,
+    #[serde(default = "d_max_wave")]
+    pub max_wave: usize,
+    /// Share of a wave (0 to 1) that may fail before the campaign stops itself.
+    #[serde(default = "d_failure_budget")]
+    pub failure_budget: f64,
+    /// Seconds a wave waits for its phones to re-fetch their files.
+    #[serde(default = "d_wave_timeout")]
+    pub wave_timeout_seconds: u64,
+    /// Seconds between a change and its automatic campaign (changes in between join it).
+    #[serde(default = "d_settle")]
+    pub settle_seconds: u64,
+}
+
+fn d_site_rate() -> f64 {
+    20.0
+}
+fn d_source_rate() -> f64 {
+    5.0
+}
+fn d_jitter_ms() -> u64 {
+    50
+}
+fn d_first_wave() -> usize {
+    10
+}
+fn d_max_wave() -> usize {
+    200
+}
+fn d_failure_budget() -> f64 {
+    0.2
+}
+fn d_wave_timeout() -> u64 {
+    120
+}
+fn d_settle() -> u64 {
+    10
+}
+
+impl Default for CampaignsConfig {
+    fn default() -> Self {
+        CampaignsConfig {
+            mode: Default::default(),
+            rate_per_site: d_site_rate(),
+            rate_per_source: d_source_rate(),
+            jitter_ms: d_jitter_ms(),
+            first_wave: d_first_wave(),
+            max_wave: d_max_wave(),
+            failure_budget: d_failure_budget(),
+            wave_timeout_seconds: d_wave_timeout(),
+            settle_seconds: d_settle(),
+        }
+    }
+}
+
+impl CampaignsConfig {
+    pub fn settings(&self) -> crate::fleet::CampaignSettings {
+        crate::fleet::CampaignSettings {
+            mode: self.mode,
+            site_rate: self.rate_per_site,
+            source_rate: self.rate_per_source,
+            jitter: std::time::Duration::from_millis(self.jitter_ms),
+            first_wave: self.first_wave,
+            max_wave: self.max_wave,
+            failure_budget: self.failure_budget,
+            wave_timeout: std::time::Duration::from_secs(self.wave_timeout_seconds),
+            settle: std::time::Duration::from_secs(self.settle_seconds),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (key, rate) in [
+            ("rate-per-site", self.rate_per_site),
+            ("rate-per-source", self.rate_per_source),
+        ] {
+            if !(rate.is_finite() && (0.01..=10_000.0).contains(&rate)) {
+                return Err(format!("[campaigns] {key} = {rate}: want 0.01 to 10000 per second"));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.failure_budget) {
+            return Err(format!(
+                "[campaigns] failure-budget = {}: want a share from 0 to 1",
+                self.failure_budget
+            ));
+        }
+        if self.first_wave == 0 || self.max_wave < self.first_wave {
+            return Err(format!(
+                "[campaigns] first-wave = {}, max-wave = {}: want 1 <= first-wave <= max-wave",
+                self.first_wave, self.max_wave
+            ));
+        }
+        if !(1..=3600).contains(&self.wave_timeout_seconds) {
+            return Err(format!(
+                "[campaigns] wave-timeout-seconds = {}: want 1 to 3600",
+                self.wave_timeout_seconds
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Who may fetch provisioning files, and the MAC-scanning lockout.
@@ -658,6 +780,7 @@ impl Config {
     /// built-in IVR.
     pub fn validate(&self) -> Result<(), String> {
         self.ivr.validate()?;
+        self.campaigns.validate()?;
         let mut names = std::collections::HashSet::new();
         for site in &self.sites {
             if !names.insert(site.name.as_str()) {

@@ -16,6 +16,7 @@
 //!   the check-sync service (with its hand-over between instances sharing PostgreSQL).
 //! - [`dns`]: RFC 3263 resolution of SIP server and trunk addresses (NAPTR, SRV, A/AAAA).
 //! - [`tls`]: the certificate both HTTPS and SIP over TLS serve.
+//! - [`fleet`]: fetch receipts, out-of-date phones and paced check-sync campaigns.
 //! - [`app`]: wiring and startup.
 
 pub mod admin;
@@ -25,6 +26,7 @@ pub mod credentials;
 pub mod dns;
 pub mod domain;
 pub mod fault;
+pub mod fleet;
 pub mod http;
 pub mod ivr;
 pub mod provisioning;

@@ -23,7 +23,7 @@ pub use crate::render_cache::Served;
 use crate::render_cache::{CachedFile, FileKey, RenderCache};
 use crate::store::model::{Device, DevicePatch, Dn, NewDevice, Profile, Sighting, Site};
 use crate::store::{
-    self, AssignOutcome, Change, FreedDn, ImportLine, ImportReport, Store, StoreError,
+    self, AssignOutcome, Change, FreedDn, ImportLine, ImportReport, Receipt, Store, StoreError,
 };
 
 /// Why a service call failed; its [`Fault`] decides what each edge answers.
@@ -136,7 +136,7 @@ impl Dm {
         let cache = Arc::new(RenderCache::default());
         {
             let (templates, cache) = (templates.clone(), cache.clone());
-            store.changes().subscribe(Arc::new(move |changes: &[Change]| {
+            store.changes().subscribe(Arc::new(move |changes: &[Change], _| {
                 if changes.contains(&Change::Template) {
                     // One template directory per deployment, copied to every node.
                     if let Err(e) = templates.load() {
@@ -181,8 +181,19 @@ impl Dm {
 
     // ---- provisioning -------------------------------------------------------------------
 
-    /// Serves `file` (already percent-decoded) to a phone.
+    /// Serves `file` (already percent-decoded) to a phone, and records the download (the
+    /// device's sighting and its receipt for this file).
     pub async fn provision(&self, file: &str, who: &Requester) -> Result<Served> {
+        self.serve(file, who, true).await
+    }
+
+    /// The file a phone asking for `file` as `who` would be served now: what fleet operations
+    /// compare with its receipt. Records nothing, and an unknown device is `NotFound`.
+    pub async fn current_file(&self, file: &str, who: &Requester) -> Result<Served> {
+        self.serve(file, who, false).await
+    }
+
+    async fn serve(&self, file: &str, who: &Requester, record: bool) -> Result<Served> {
         let request = parse_file_name(file, &self.vendors).map_err(|e| match e {
             FileNameError::Traversal => DmError::Traversal,
             FileNameError::Unknown => DmError::UnknownFile,
@@ -230,19 +241,37 @@ impl Dm {
                     vendor: None,
                     model: ua.as_ref().and_then(|u| u.model.clone()).or(model.clone()),
                     firmware: ua.as_ref().and_then(|u| u.firmware.clone()),
+                    receipt: None,
+                };
+                let receipt = |served: &Served| Receipt {
+                    mac: mac.to_string(),
+                    file: file.to_owned(),
+                    etag: served.etag.clone(),
+                    fetched_at: now,
+                    ip: who.ip.clone(),
+                    host: who.host.clone(),
+                    base_url: who.base_url.clone(),
+                    user_agent: who.user_agent.clone(),
+                    firmware: ua.as_ref().and_then(|u| u.firmware.clone()),
                 };
                 // Hot path: a fresh render of this exact request; only the sighting is written,
                 // behind the response, and at most once a second.
                 if let Some((hit, note)) = self.cache.with(&mac, &key, |f| {
                     let last = f.last_noted.load(Ordering::Relaxed);
-                    let note = now - last >= SIGHTING_DEBOUNCE_MS
+                    // Only a phone's own download counts: a look by fleet operations must
+                    // not hold back the receipt of the next real one.
+                    let note = record
+                        && now - last >= SIGHTING_DEBOUNCE_MS
                         && f.last_noted
                             .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                             .is_ok();
                     (f.served.clone(), note)
                 }) {
                     if note {
-                        self.note_sighting(sighting());
+                        self.note_sighting(Sighting {
+                            receipt: Some(receipt(&hit)),
+                            ..sighting()
+                        });
                     }
                     return Ok(hit);
                 }
@@ -269,9 +298,13 @@ impl Dm {
                     .unwrap_or_else(|| self.config.server.default_vendor.clone());
                 sighting.vendor = Some(vendor.clone());
                 let device = match known {
-                    Some(d) => {
-                        self.note_sighting(sighting);
-                        d
+                    Some(d) => d,
+                    None if !record => {
+                        return Err(StoreError::NotFound {
+                            what: "device",
+                            key: mac.to_string(),
+                        }
+                        .into())
                     }
                     None => {
                         if self.store.record_sighting(&sighting).await? {
@@ -288,6 +321,12 @@ impl Dm {
                 let profile_template = self.profile_of(&device).await?.and_then(|p| p.template);
                 let kind = profile_template.filter(|_| kind == "phone").unwrap_or(kind);
                 let served = self.render(&vendor, &kind, &ctx)?;
+                if record {
+                    self.note_sighting(Sighting {
+                        receipt: Some(receipt(&served)),
+                        ..sighting
+                    });
+                }
                 self.cache.insert(
                     generation,
                     mac,
@@ -296,7 +335,9 @@ impl Dm {
                     key,
                     CachedFile {
                         served: served.clone(),
-                        last_noted: AtomicI64::new(now),
+                        // A render nobody downloaded (fleet operations comparing receipts)
+                        // must not hold back the receipt of the phone's own fetch.
+                        last_noted: AtomicI64::new(if record { now } else { 0 }),
                     },
                 );
                 Ok(served)

@@ -6,6 +6,7 @@
 //! call, so a route cannot be served without being documented (`tests/openapi.rs` checks that
 //! no route in this module is registered any other way).
 
+mod campaigns;
 mod catalog;
 mod devices;
 pub mod error;
@@ -39,6 +40,8 @@ pub struct AdminState {
     pub check_sync: Arc<crate::sipside::checksync::CheckSync>,
     /// Trunk health (OPTIONS probes).
     pub trunks: Arc<crate::sipside::trunks::TrunkTable>,
+    /// Check-sync campaigns and the fleet's out-of-date state.
+    pub campaigns: Arc<crate::fleet::Campaigns>,
 }
 
 /// The document's frame; the paths and their schemas come from the routes.
@@ -59,6 +62,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(devices::routes())
         .merge(catalog::routes())
         .merge(templates::routes())
+        .merge(campaigns::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,

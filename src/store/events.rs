@@ -208,7 +208,7 @@ impl Store {
             }
         }
         tx.commit().await?;
-        self.bus.deliver(changes);
+        self.bus.deliver(changes, Source::Here);
         Ok(())
     }
 
@@ -292,7 +292,18 @@ pub struct ChangeBus {
     subscribers: parking_lot::RwLock<Vec<Subscriber>>,
 }
 
-pub type Subscriber = std::sync::Arc<dyn Fn(&[Change]) + Send + Sync>;
+pub type Subscriber = std::sync::Arc<dyn Fn(&[Change], Source) + Send + Sync>;
+
+/// Who made a change a subscriber hears of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A write of this process.
+    Here,
+    /// Another instance sharing the PostgreSQL schema (which acts on its own writes).
+    Peer,
+    /// Another process writing the same SQLite file: the CLI, which runs no SIP.
+    Cli,
+}
 
 impl ChangeBus {
     pub fn subscribe(&self, subscriber: Subscriber) {
@@ -301,13 +312,13 @@ impl ChangeBus {
 
     /// Hands `changes` to every subscriber (also what the feed and the outbox poll call with
     /// other writers' changes).
-    pub fn deliver(&self, changes: &[Change]) {
+    pub fn deliver(&self, changes: &[Change], source: Source) {
         if changes.is_empty() {
             return;
         }
         let subscribers = self.subscribers.read().clone();
         for s in subscribers {
-            s(changes);
+            s(changes, source);
         }
     }
 }

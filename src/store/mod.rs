@@ -14,6 +14,7 @@ mod catalog;
 mod devices;
 pub mod events;
 pub mod model;
+mod receipts;
 mod switch_credentials;
 
 use std::sync::Once;
@@ -24,7 +25,8 @@ use sqlx::AnyPool;
 
 pub use bindings::StoredBinding;
 pub use devices::{AssignOutcome, FreedDn, ImportLine, ImportReport};
-pub use events::{Change, ChangeBus, ChangeFeed, Listener, Notification};
+pub use receipts::Receipt;
+pub use events::{Change, ChangeBus, ChangeFeed, Listener, Notification, Source};
 pub use switch_credentials::{SwitchSubscriber, SwitchSync};
 
 /// Why a store operation failed; each maps to one HTTP status at the edge.

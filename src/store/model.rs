@@ -205,6 +205,9 @@ pub struct Sighting {
     pub vendor: Option<String>,
     pub model: Option<String>,
     pub firmware: Option<String>,
+    /// The per-phone file served, when this sighting is a download of one (written to the
+    /// device's receipts).
+    pub receipt: Option<super::Receipt>,
 }
 
 #[cfg(test)]

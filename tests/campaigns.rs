@@ -1,0 +1,467 @@
+//! Every change reaches the phones: simulated phones that obey their files, registered to
+//! sipdm (the registrar here) on PostgreSQL, follow every check-sync by re-fetching and
+//! re-registering. A change makes the phones it alters out of date (their fetch receipts no
+//! longer match), and a campaign brings them back in paced waves, or stops itself when a wave
+//! does not come back.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Db, TestServer};
+use serde_json::{json, Value};
+use testbed::phone::{Mac, Phone, PhoneOptions, PhoneSpec, Vendor};
+use tokio::sync::{watch, Semaphore};
+
+/// How long a test waits for a campaign to end: a bound, not a speed target.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+fn config(campaigns: &str) -> String {
+    format!(
+        r#"
+[server]
+http = "127.0.0.1:0"
+sip = ["127.0.0.1:0"]
+admin-token = "test-token"
+secret = "test-secret"
+
+[campaigns]
+{campaigns}
+"#
+    )
+}
+
+/// What a follower saw: its phone, and when each check-sync arrived.
+struct Followed {
+    mac: String,
+    dn: String,
+    notifies: Vec<Instant>,
+    /// The phone's registration after its last re-fetch succeeded (digest and all).
+    reregistered: usize,
+    last_error: Option<String>,
+}
+
+/// A registered phone that, like a real one, answers every check-sync by re-fetching its
+/// files and registering again with what they say, until `stop`. A `deaf` phone answers the
+/// NOTIFY but never re-fetches (a phone stuck in a call, a firmware that ignores the event).
+async fn follow(
+    mut phone: Phone,
+    dn: String,
+    deaf: bool,
+    mut stop: watch::Receiver<bool>,
+) -> Followed {
+    let mut out = Followed {
+        mac: phone.spec().mac.plain(),
+        dn,
+        notifies: Vec::new(),
+        reregistered: 0,
+        last_error: None,
+    };
+    loop {
+        let next = out.notifies.len() + 1;
+        let got = tokio::select! {
+            got = phone.wait_check_sync(next, Duration::from_secs(3600)) => Some(got),
+            _ = stopped(&mut stop) => None,
+        };
+        let n = match got {
+            None => break,
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
+                out.last_error = Some(e.to_string());
+                break;
+            }
+        };
+        out.notifies.push(n.at);
+        if deaf {
+            continue;
+        }
+        match phone.fetch_config().await {
+            Ok(Some(cfg)) => match phone.register(&cfg).await {
+                Ok(_) => out.reregistered += 1,
+                Err(e) => out.last_error = Some(format!("register: {e}")),
+            },
+            Ok(None) => out.last_error = Some("re-fetch: nothing changed".into()),
+            Err(e) => out.last_error = Some(format!("re-fetch: {e}")),
+        }
+    }
+    phone.shutdown();
+    out
+}
+
+/// Resolves once `stop` is set (the guard `wait_for` returns is not `Send`).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
+}
+
+/// `count` Yealink phones with DNs 1000.., on `profile`: created through the CSV import,
+/// booted (fetch, register as their DN) and following check-syncs. The first `deaf` of them
+/// (by MAC) never re-fetch.
+async fn fleet(
+    ts: &TestServer,
+    count: u32,
+    profile: &str,
+    deaf: u32,
+    stop: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<Followed>> {
+    let dns: String = (0..count)
+        .map(|i| format!("{},pw-{}\n", 1000 + i, 1000 + i))
+        .collect();
+    let r = ts
+        .http
+        .post(ts.api("/dns/import"))
+        .bearer_auth(&ts.token)
+        .body(dns)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let devices: String = (0..count)
+        .map(|i| {
+            format!(
+                "{},T46S,{profile},{}\n",
+                Mac::generated(Vendor::Yealink, i + 1).plain(),
+                1000 + i
+            )
+        })
+        .collect();
+    let r = ts
+        .http
+        .post(ts.api("/import"))
+        .bearer_auth(&ts.token)
+        .body(devices)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    let prov_url = format!("{}/fs/dm/prov", ts.base);
+    let booting = Arc::new(Semaphore::new(50));
+    let mut boots = Vec::new();
+    for i in 0..count {
+        let spec = PhoneSpec {
+            mac: Mac::generated(Vendor::Yealink, i + 1),
+            vendor: Vendor::Yealink,
+            prov_url: prov_url.clone(),
+            fallback_prov_urls: Vec::new(),
+            local_ip: [127, 0, 0, 1].into(),
+        };
+        let booting = booting.clone();
+        boots.push(tokio::spawn(async move {
+            let _slot = booting.acquire().await.unwrap();
+            let mut phone = Phone::with_options(spec, PhoneOptions::default())
+                .await
+                .expect("phone starts");
+            let p = phone.run_zero_touch().await.expect("phone boots");
+            assert_eq!(p.config.user, (1000 + i).to_string());
+            phone
+        }));
+    }
+    let mut followers = Vec::new();
+    for (i, boot) in boots.into_iter().enumerate() {
+        let phone = boot.await.unwrap();
+        let dn = (1000 + i).to_string();
+        followers.push(tokio::spawn(follow(
+            phone,
+            dn,
+            (i as u32) < deaf,
+            stop.clone(),
+        )));
+    }
+    // Every phone's receipt is written (behind the response, within a second).
+    let since = Instant::now();
+    loop {
+        let (status, fleet) = ts.get_json("/fleet").await;
+        assert_eq!(status, 200, "{fleet}");
+        if fleet["with_receipts"] == count {
+            assert_eq!(fleet["out_of_date"], 0, "{fleet}");
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "receipts: {fleet}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    followers
+}
+
+/// Until campaign `id` has ended; its final view.
+async fn ended(ts: &TestServer, id: u64) -> Value {
+    let since = Instant::now();
+    loop {
+        let (status, c) = ts.get_json(&format!("/campaigns/{id}")).await;
+        assert_eq!(status, 200, "{c}");
+        if c["state"] != "running" {
+            return c;
+        }
+        assert!(since.elapsed() < PATIENCE, "campaign still running: {c}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Until the automatic campaign that follows a change shows up; its id.
+async fn automatic(ts: &TestServer) -> u64 {
+    let since = Instant::now();
+    loop {
+        let (_, list) = ts.get_json("/campaigns").await;
+        if let Some(c) = list.as_array().and_then(|l| l.first()) {
+            assert_eq!(c["origin"], "auto", "{c}");
+            return c["id"].as_u64().unwrap();
+        }
+        assert!(since.elapsed() < PATIENCE, "no campaign after the change");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn finish(
+    followers: Vec<tokio::task::JoinHandle<Followed>>,
+    stop: watch::Sender<bool>,
+) -> Vec<Followed> {
+    let _ = stop.send(true);
+    let mut out = Vec::new();
+    for f in followers {
+        out.push(f.await.unwrap());
+    }
+    out
+}
+
+/// Rotating the password of one DN held by one of 200 registered phones sends exactly one
+/// check-sync, to that phone only; it re-fetches and registers again with the new password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dn_password_reaches_its_phone_only() {
+    let ts = TestServer::start_with(
+        Db::Postgres,
+        &config(
+            "mode = \"auto\"\nsettle-seconds = 1\nrate-per-source = 100\nwave-timeout-seconds = 20",
+        ),
+    )
+    .await;
+    let (stop, stop_rx) = watch::channel(false);
+    let followers = fleet(&ts, 200, "default", 0, &stop_rx).await;
+
+    let r = ts
+        .http
+        .put(ts.api("/dns/1042"))
+        .bearer_auth(&ts.token)
+        .json(&json!({"number": "1042", "password": "rotated-1042"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let id = automatic(&ts).await;
+    let c = ended(&ts, id).await;
+    assert_eq!(c["state"], "done", "{c}");
+    assert_eq!(
+        (c["devices"].as_u64(), c["updated"].as_u64()),
+        (Some(1), Some(1)),
+        "{c}"
+    );
+    // Nobody else hears of it, also not later.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, list) = ts.get_json("/campaigns").await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+
+    let seen = finish(followers, stop).await;
+    for f in &seen {
+        if f.dn == "1042" {
+            assert_eq!(f.notifies.len(), 1, "{}: {:?}", f.mac, f.last_error);
+            assert_eq!(f.reregistered, 1, "{}: {:?}", f.mac, f.last_error);
+        } else {
+            assert!(
+                f.notifies.is_empty(),
+                "{} ({}) got a check-sync",
+                f.mac,
+                f.dn
+            );
+        }
+    }
+    let bindings = ts
+        .running
+        .as_ref()
+        .unwrap()
+        .sip()
+        .registrar()
+        .bindings("1042");
+    assert_eq!(bindings.len(), 1);
+    ts.stop().await;
+}
+
+/// Editing a profile used by 500 phones brings all 500 up to date through waves that never
+/// exceed the configured rate, with the campaign's progress visible through the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_edit_reaches_500_phones_in_paced_waves() {
+    const RATE: f64 = 100.0;
+    let ts = TestServer::start_with(
+        Db::Postgres,
+        &config(&format!(
+            "mode = \"manual\"\nrate-per-site = 1000\nrate-per-source = {RATE}\njitter-ms = 0\nfirst-wave = 25\nmax-wave = 200\nwave-timeout-seconds = 30"
+        )),
+    )
+    .await;
+    let r = ts
+        .post(
+            "/profiles",
+            json!({"name": "desk", "kind": "device-management"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let (stop, stop_rx) = watch::channel(false);
+    let followers = fleet(&ts, 500, "desk", 0, &stop_rx).await;
+
+    let r = ts
+        .http
+        .put(ts.api("/profiles/desk"))
+        .bearer_auth(&ts.token)
+        .json(&json!({"name": "desk", "kind": "device-management", "params": r#"{"ntp_server": "ntp.example.test"}"#}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let (_, fleet_state) = ts.get_json("/fleet").await;
+    assert_eq!(fleet_state["out_of_date"], 500, "{fleet_state}");
+    assert_eq!(fleet_state["by_profile"]["desk"], 500, "{fleet_state}");
+
+    // Manual mode: nothing moved by itself; the operator starts it for the profile.
+    let (_, list) = ts.get_json("/campaigns").await;
+    assert_eq!(list, json!([]));
+    let r = ts.post("/campaigns", json!({"profile": "nobody"})).await;
+    assert_eq!(r.status(), 422, "a selection that matches nothing says so");
+    let r = ts.post("/campaigns", json!({"profile": "desk"})).await;
+    assert_eq!(r.status(), 201);
+    let started: Value = r.json().await.unwrap();
+    let id = started["id"].as_u64().unwrap();
+    let r = ts.post("/campaigns", json!({"profile": "desk"})).await;
+    assert_eq!(r.status(), 409, "two campaigns never hold the same phones");
+
+    // Progress through the API while it runs.
+    let mut progress = Vec::new();
+    let c = loop {
+        let (_, c) = ts.get_json(&format!("/campaigns/{id}")).await;
+        progress.push(c["updated"].as_u64().unwrap());
+        if c["state"] != "running" {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(c["state"], "done", "{c}");
+    assert_eq!(c["updated"], 500, "{c}");
+    assert_eq!(c["failed"], 0, "{c}");
+    let sizes: Vec<u64> = c["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["size"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        sizes,
+        vec![25, 50, 100, 200, 125],
+        "waves grow to the ceiling"
+    );
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+    assert!(
+        progress.iter().any(|&p| p > 0 && p < 500),
+        "progress seen on the way: {progress:?}"
+    );
+    let (_, fleet_state) = ts.get_json("/fleet").await;
+    assert_eq!(fleet_state["out_of_date"], 0, "{fleet_state}");
+
+    // All 500 phones are behind one source address (127.0.0.1): never more than the rate
+    // left in any one second, as sent.
+    let peak = c["peak_source_per_second"].as_u64().unwrap();
+    assert!(
+        peak as f64 <= RATE,
+        "{peak} check-syncs within one second (rate {RATE})"
+    );
+    assert!(
+        peak as f64 >= RATE * 0.5,
+        "the campaign ran at its rate, not far below: {peak}"
+    );
+
+    let seen = finish(followers, stop).await;
+    let mut times: Vec<Instant> = Vec::new();
+    for f in &seen {
+        assert_eq!(f.notifies.len(), 1, "{}: {:?}", f.mac, f.last_error);
+        assert_eq!(f.reregistered, 1, "{}: {:?}", f.mac, f.last_error);
+        times.extend(&f.notifies);
+    }
+    // As the phones heard them (delivery adds the test host's scheduling to the spacing).
+    times.sort();
+    let most = times
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            times[i..]
+                .iter()
+                .take_while(|u| **u - *t < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap();
+    eprintln!(
+        "500 phones updated; at most {peak} check-syncs sent and {most} received in any second"
+    );
+    ts.stop().await;
+}
+
+/// A wave in which phones do not come back stops the campaign: the phones of later waves
+/// are left alone, and the failures are reported by MAC with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wave_that_does_not_come_back_stops_the_campaign() {
+    let ts = TestServer::start_with(
+        Db::Postgres,
+        &config("mode = \"auto\"\nsettle-seconds = 1\nrate-per-source = 100\nfirst-wave = 10\nfailure-budget = 0.2\nwave-timeout-seconds = 3"),
+    )
+    .await;
+    let r = ts
+        .post(
+            "/profiles",
+            json!({"name": "desk", "kind": "device-management"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let (stop, stop_rx) = watch::channel(false);
+    // The first five phones (by MAC, the campaign's order) never re-fetch.
+    let followers = fleet(&ts, 30, "desk", 5, &stop_rx).await;
+    let r = ts
+        .http
+        .put(ts.api("/profiles/desk"))
+        .bearer_auth(&ts.token)
+        .json(&json!({"name": "desk", "kind": "device-management", "params": r#"{"ntp_server": "broken.example.test"}"#}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = automatic(&ts).await;
+    let c = ended(&ts, id).await;
+    assert_eq!(c["state"], "halted", "{c}");
+    assert_eq!(
+        (
+            c["updated"].as_u64(),
+            c["failed"].as_u64(),
+            c["pending"].as_u64()
+        ),
+        (Some(5), Some(5), Some(20)),
+        "{c}"
+    );
+    assert!(
+        c["reason"].as_str().unwrap().contains("wave 1: 5 of 10"),
+        "{c}"
+    );
+    let failures = c["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 5);
+    assert!(
+        failures
+            .iter()
+            .all(|f| f["reason"].as_str().unwrap().contains("did not re-fetch")),
+        "{c}"
+    );
+
+    let seen = finish(followers, stop).await;
+    let reached = seen.iter().filter(|f| !f.notifies.is_empty()).count();
+    assert_eq!(reached, 10, "only the first wave was sent check-sync");
+    for f in seen.iter().skip(10) {
+        assert!(f.notifies.is_empty(), "{} was left alone", f.mac);
+    }
+    ts.stop().await;
+}
