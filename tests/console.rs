@@ -2,16 +2,20 @@
 //! over WebDriver with fantoccini): log in with the token, import a CSV, find a device, assign
 //! a DN, press check-sync on a registered phone (sipp) and see it recorded; page through more
 //! devices than one page holds, create a device from the form (and see a refusal's message),
-//! delete one.
+//! delete one; start a check-sync campaign from the Campaigns page and watch 20 simulated
+//! phones come up to date.
 
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::{Db, TestServer};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
+use testbed::phone::{Mac, Phone, PhoneOptions, PhoneSpec, Vendor};
+use tokio::sync::{watch, Semaphore};
 
 struct Driver(Child);
 
@@ -60,8 +64,14 @@ async fn browser() -> (Driver, Client, tempfile::TempDir) {
 }
 
 async fn wait_text(c: &Client, css: &str, want: &str) -> String {
+    wait_text_for(c, css, want, Duration::from_secs(10)).await
+}
+
+/// Waits (at most `patience`) until `css` shows `want`; the text it showed.
+async fn wait_text_for(c: &Client, css: &str, want: &str, patience: Duration) -> String {
     let mut seen = String::new();
-    for _ in 0..100 {
+    let since = Instant::now();
+    while since.elapsed() < patience {
         if let Ok(e) = c.find(Locator::Css(css)).await {
             seen = e.text().await.unwrap_or_default();
             if seen.contains(want) {
@@ -415,5 +425,231 @@ async fn operator_console_flow() {
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-device-list.png");
     std::fs::write(&out, png).unwrap();
     c.close().await.unwrap();
+    ts.stop().await;
+}
+
+/// A registered phone that, like a real one, answers every check-sync by re-fetching its
+/// files and registering again, until `stop` (from tests/campaigns.rs, less what this test
+/// does not look at); how many check-syncs it followed.
+async fn follow(mut phone: Phone, mut stop: watch::Receiver<bool>) -> Result<usize, String> {
+    let mut followed = 0;
+    let result = loop {
+        let got = tokio::select! {
+            got = phone.wait_check_sync(followed + 1, Duration::from_secs(3600)) => got,
+            _ = stopped(&mut stop) => break Ok(followed),
+        };
+        if let Err(e) = got {
+            break Err(e.to_string());
+        }
+        match phone.fetch_config().await {
+            Ok(Some(cfg)) => {
+                if let Err(e) = phone.register(&cfg).await {
+                    break Err(format!("register: {e}"));
+                }
+            }
+            Ok(None) => break Err("re-fetch: nothing changed".into()),
+            Err(e) => break Err(format!("re-fetch: {e}")),
+        }
+        followed += 1;
+    };
+    phone.shutdown();
+    result
+}
+
+/// Resolves once `stop` is set (the guard `wait_for` returns is not `Send`).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
+}
+
+/// `count` Yealink phones with DNs 1000.. on `profile`, imported, booted and following
+/// check-syncs; returns once every phone's fetch receipt is written.
+async fn fleet(
+    ts: &TestServer,
+    count: u32,
+    profile: &str,
+    stop: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<Result<usize, String>>> {
+    let dns: String = (0..count)
+        .map(|i| format!("{},pw-{}\n", 1000 + i, 1000 + i))
+        .collect();
+    let r = ts
+        .http
+        .post(ts.api("/dns/import"))
+        .bearer_auth(&ts.token)
+        .body(dns)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let devices: String = (0..count)
+        .map(|i| {
+            let mac = Mac::generated(Vendor::Yealink, i + 1).plain();
+            format!("{mac},T46S,{profile},{}\n", 1000 + i)
+        })
+        .collect();
+    let r = ts
+        .http
+        .post(ts.api("/import"))
+        .bearer_auth(&ts.token)
+        .body(devices)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    let prov_url = format!("{}/fs/dm/prov", ts.base);
+    let booting = Arc::new(Semaphore::new(10));
+    let mut boots = Vec::new();
+    for i in 0..count {
+        let spec = PhoneSpec {
+            mac: Mac::generated(Vendor::Yealink, i + 1),
+            vendor: Vendor::Yealink,
+            prov_url: prov_url.clone(),
+            fallback_prov_urls: Vec::new(),
+            local_ip: [127, 0, 0, 1].into(),
+        };
+        let booting = booting.clone();
+        boots.push(tokio::spawn(async move {
+            let _slot = booting.acquire().await.unwrap();
+            let mut phone = Phone::with_options(spec, PhoneOptions::default())
+                .await
+                .expect("phone starts");
+            let p = phone.run_zero_touch().await.expect("phone boots");
+            assert_eq!(p.config.user, (1000 + i).to_string());
+            phone
+        }));
+    }
+    let mut followers = Vec::new();
+    for boot in boots {
+        followers.push(tokio::spawn(follow(boot.await.unwrap(), stop.clone())));
+    }
+    let since = Instant::now();
+    loop {
+        let (status, fleet) = ts.get_json("/fleet").await;
+        assert_eq!(status, 200, "{fleet}");
+        if fleet["with_receipts"] == count {
+            assert_eq!(fleet["out_of_date"], 0, "{fleet}");
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "receipts: {fleet}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    followers
+}
+
+/// The Campaigns page: a profile edit leaves 20 phones out of date, the page says so, a
+/// campaign started from its form brings them up to date with the progress shown live, and a
+/// selection that matches nothing shows the API's refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_runs_a_campaign() {
+    const N: u32 = 20;
+    let ts = TestServer::start_with(
+        Db::Sqlite,
+        r#"
+[server]
+http = "127.0.0.1:0"
+sip = ["127.0.0.1:0"]
+admin-token = "test-token"
+secret = "test-secret"
+
+[campaigns]
+mode = "manual"
+rate-per-source = 50
+wave-timeout-seconds = 10
+"#,
+    )
+    .await;
+    let r = ts
+        .post(
+            "/profiles",
+            json!({"name": "desk", "kind": "device-management"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let (stop, stop_rx) = watch::channel(false);
+    let followers = fleet(&ts, N, "desk", &stop_rx).await;
+    let r = ts
+        .http
+        .put(ts.api("/profiles/desk"))
+        .bearer_auth(&ts.token)
+        .json(&json!({"name": "desk", "kind": "device-management", "params": r#"{"ntp_server": "x"}"#}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    let (_driver, c, _profile) = browser().await;
+    log_in(&c, &ts).await;
+    click(&c, "a[data-tab=campaigns]").await;
+    wait_text(&c, "#fleet-summary", &format!("{N} out of date")).await;
+    wait_text(&c, "#fleet-profile tr[data-value='desk']", &N.to_string()).await;
+    wait_text(&c, "#fleet-model", "T46S").await;
+    wait_text(&c, "#no-campaigns", "No campaigns yet").await;
+
+    // Start one for the profile from the form; its progress reaches every phone.
+    type_into(&c, "#k-profile", "desk").await;
+    click(&c, "#k-start").await;
+    wait_text(
+        &c,
+        "#k-msg.ok",
+        &format!("started campaign 1 for {N} device(s)"),
+    )
+    .await;
+    let patience = Duration::from_secs(30);
+    wait_text_for(&c, "#cd-progress", &format!("{N} updated"), patience).await;
+    wait_text_for(&c, "tr.campaign[data-id='1'] .c-state", "done", patience).await;
+    wait_text(&c, "#cd-state", "done").await;
+    wait_text(
+        &c,
+        "tr.campaign[data-id='1'] .c-progress",
+        &format!("{N} / {N}"),
+    )
+    .await;
+    let waves = c.find_all(Locator::Css("#cd-waves tr.wave")).await.unwrap();
+    assert_eq!(waves.len(), 2, "waves of 10 and 10");
+    wait_text(&c, "#cd-failures", "none").await;
+    assert_eq!(
+        wait_text(&c, "#fleet-summary.ok", "0 out of date").await,
+        "0 out of date"
+    );
+    wait_gone(&c, "tr.campaign button.stop").await;
+    let (_, api_view) = ts.get_json("/campaigns/1").await;
+    assert_eq!(api_view["state"], "done", "{api_view}");
+    assert_eq!(api_view["updated"], N, "{api_view}");
+
+    // The page, for the README (tall enough for the waves).
+    c.set_window_size(1280, 1000).await.unwrap();
+    let png = c.screenshot().await.unwrap();
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-campaigns.png");
+    std::fs::write(&out, png).unwrap();
+
+    // A profile no device has: the API's own message, and no campaign.
+    let refusal = ts.post("/campaigns", json!({"profile": "nobody"})).await;
+    assert_eq!(refusal.status(), 422);
+    let message = refusal.json::<serde_json::Value>().await.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    type_into(&c, "#k-profile", "nobody").await;
+    click(&c, "#k-start").await;
+    let shown = wait_text(&c, "#k-msg.err", &message).await;
+    assert_eq!(shown, message);
+    assert_eq!(
+        ts.get_json("/campaigns").await.1.as_array().unwrap().len(),
+        1
+    );
+
+    c.close().await.unwrap();
+    let _ = stop.send(true);
+    for f in followers {
+        assert_eq!(
+            f.await.unwrap(),
+            Ok(1),
+            "every phone followed one check-sync"
+        );
+    }
     ts.stop().await;
 }
