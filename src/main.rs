@@ -1,6 +1,9 @@
 //! `sipdm`: a thin CLI over the service layer. See `sipdm --help`.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
+
+mod remote;
 
 /// mimalloc: under REGISTER load glibc malloc took over half the CPU (see sip/README.md).
 #[global_allocator]
@@ -24,6 +27,18 @@ struct Cli {
     /// Configuration file (TOML). Without one, sipdm serves on ./sipdm.db with defaults.
     #[arg(long, short, global = true, env = "SIPDM_CONFIG")]
     config: Option<PathBuf>,
+    /// The running server, for the commands that talk to it (check-sync, campaign, fleet):
+    /// `http://host:port`. Default: `[server] http` of the configuration (https when it has
+    /// tls-cert and tls-key).
+    #[arg(long, global = true, env = "SIPDM_SERVER", value_name = "URL")]
+    server: Option<String>,
+    /// Its admin token. Default: `[server] admin-token`, else the one the server keeps in the
+    /// store of the configuration.
+    #[arg(long, global = true, env = "SIPDM_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A PEM CA certificate (bundle) to trust for an HTTPS server, besides the system's.
+    #[arg(long, global = true, env = "SIPDM_CACERT", value_name = "FILE")]
+    cacert: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -49,6 +64,46 @@ enum Command {
     },
     /// Import devices from a CSV of `mac,model,profile,dn`, all or nothing.
     Import { file: PathBuf },
+    /// Check-sync campaigns of the running server.
+    Campaign {
+        #[command(subcommand)]
+        what: CampaignCmd,
+    },
+    /// Devices out of date (their file changed since they fetched it), from the running
+    /// server: in all and per site, profile and model.
+    Fleet,
+}
+
+#[derive(Subcommand)]
+enum CampaignCmd {
+    /// Start one over the devices of a selection (every device without a filter), only those
+    /// out of date unless --all.
+    Start {
+        #[arg(long)]
+        site: Option<String>,
+        #[arg(long)]
+        profile: Option<String>,
+        #[arg(long)]
+        model: Option<String>,
+        /// The firmware its User-Agent last reported.
+        #[arg(long)]
+        firmware: Option<String>,
+        /// These devices only (repeat it).
+        #[arg(long = "mac", value_name = "MAC")]
+        macs: Vec<String>,
+        /// Every selected device, also those up to date (a resync).
+        #[arg(long)]
+        all: bool,
+        /// Follow its progress until it ends (exit code 5 when it halted, 6 when stopped).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Campaigns of the running server, newest first.
+    List,
+    /// One campaign: progress, waves, failures and why it halted.
+    Show { id: u64 },
+    /// Stop a running campaign after the check-syncs in flight.
+    Stop { id: u64 },
 }
 
 #[derive(Subcommand)]
@@ -79,6 +134,11 @@ enum DeviceCmd {
         dn: String,
     },
     Unassign {
+        mac: String,
+    },
+    /// Send the phone NOTIFY check-sync now, through the running server (exit code 3 when it
+    /// is not registered, 4 when it refused or did not answer).
+    CheckSync {
         mac: String,
     },
 }
@@ -140,7 +200,7 @@ async fn service(config: Config) -> anyhow::Result<Arc<Dm>> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -150,7 +210,35 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve) {
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => match e.downcast_ref::<remote::Failed>() {
+            Some(f) => {
+                eprintln!("sipdm: {f}");
+                ExitCode::from(f.code)
+            }
+            None => {
+                eprintln!("Error: {e:?}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// The API of the running server, for the commands that need it.
+async fn api(cli: &Cli) -> anyhow::Result<remote::Api> {
+    let config = load_config(cli.config.as_ref())?;
+    remote::Api::connect(
+        &config,
+        cli.server.as_deref(),
+        cli.token.as_deref(),
+        cli.cacert.as_deref(),
+    )
+    .await
+}
+
+async fn run(mut cli: Cli) -> anyhow::Result<()> {
+    match cli.command.take().unwrap_or(Command::Serve) {
         Command::Serve => serve(load_config(cli.config.as_ref())?).await,
         Command::Config {
             what: ConfigCmd::Check { file },
@@ -165,6 +253,41 @@ async fn main() -> anyhow::Result<()> {
                 app::redact(&c.store.url)
             );
             Ok(())
+        }
+        Command::Device {
+            what: DeviceCmd::CheckSync { mac },
+        } => remote::check_sync(&api(&cli).await?, &mac).await,
+        Command::Fleet => remote::fleet(&api(&cli).await?).await,
+        Command::Campaign { what } => {
+            let api = api(&cli).await?;
+            match what {
+                CampaignCmd::Start {
+                    site,
+                    profile,
+                    model,
+                    firmware,
+                    macs,
+                    all,
+                    wait,
+                } => {
+                    remote::campaign_start(
+                        &api,
+                        remote::Start {
+                            site,
+                            profile,
+                            model,
+                            firmware,
+                            macs,
+                            all,
+                            wait,
+                        },
+                    )
+                    .await
+                }
+                CampaignCmd::List => remote::campaign_list(&api).await,
+                CampaignCmd::Show { id } => remote::campaign_show(&api, id).await,
+                CampaignCmd::Stop { id } => remote::campaign_stop(&api, id).await,
+            }
         }
         Command::Device { what } => {
             let dm = service(load_config(cli.config.as_ref())?).await?;
@@ -216,6 +339,7 @@ async fn main() -> anyhow::Result<()> {
                     Some(freed) => println!("unassigned {} from {}", freed.dn, freed.mac()),
                     None => println!("{} had no DN", Dm::parse_mac(&mac)?),
                 },
+                DeviceCmd::CheckSync { .. } => unreachable!("taken above"),
             }
             Ok(())
         }

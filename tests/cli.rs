@@ -1,6 +1,15 @@
-//! The CLI over the same service layer, against a SQLite file.
+//! The CLI over the same service layer, against a SQLite file; and the commands that talk to
+//! a running server (check-sync, campaigns, fleet) through its admin API.
+
+mod common;
 
 use std::process::Command;
+use std::time::Duration;
+
+use common::{Db, TestServer};
+use serde_json::json;
+use testbed::phone::{Mac, Phone, PhoneOptions, PhoneSpec, Vendor};
+use tokio::sync::watch;
 
 fn sipdm(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sipdm"))
@@ -166,4 +175,259 @@ fn dn_add_takes_the_configured_authenticate_requests() {
             ("1002".to_owned(), String::new()),
         ]
     );
+}
+
+/// The server the remote commands talk to: manual campaigns, no admin token in its
+/// configuration (it generates one and keeps it in the store, where the CLI finds it).
+const SERVER: &str = r#"
+[server]
+http = "127.0.0.1:0"
+sip = ["127.0.0.1:0"]
+secret = "test-secret"
+
+[campaigns]
+mode = "manual"
+rate-per-source = 100
+jitter-ms = 0
+wave-timeout-seconds = 20
+"#;
+
+/// The built binary with `args`, apart from the caller's environment: exit code, stdout,
+/// stderr.
+async fn sipdm_async(args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sipdm"))
+        .args(args)
+        .env_remove("SIPDM_CONFIG")
+        .env_remove("SIPDM_SERVER")
+        .env_remove("SIPDM_ADMIN_TOKEN")
+        .env_remove("SIPDM_ADMIN_TOKEN_FILE")
+        .env_remove("SIPDM_STORE_URL")
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A registered Yealink phone that answers every check-sync by re-fetching its file and
+/// registering again, until `stop`.
+async fn follow(mut phone: Phone, mut stop: watch::Receiver<bool>) {
+    let mut seen = 0;
+    loop {
+        let got = tokio::select! {
+            got = phone.wait_check_sync(seen + 1, Duration::from_secs(3600)) => got.is_ok(),
+            _ = stopped(&mut stop) => false,
+        };
+        if !got {
+            break;
+        }
+        seen += 1;
+        if let Ok(Some(cfg)) = phone.fetch_config().await {
+            let _ = phone.register(&cfg).await;
+        }
+    }
+    phone.shutdown();
+}
+
+/// Resolves once `stop` is set (the guard `wait_for` returns is not `Send`).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
+}
+
+/// `sipdm device check-sync`, `campaign …` and `fleet` against a running server: where it is
+/// and its token from the configuration and the store (or `--server` / `--token`), the API's
+/// refusals as messages with their exit codes, and a campaign followed to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_that_talk_to_the_running_server() {
+    let ts = TestServer::start_with(Db::Sqlite, SERVER).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cli.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nhttp = \"{}\"\n[store]\nurl = \"{}\"\n",
+            ts.base.trim_start_matches("http://"),
+            ts.db.url
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--config", config.as_str()];
+        all.extend_from_slice(args);
+        all.iter().map(|s| s.to_string()).collect::<Vec<String>>()
+    };
+    let run = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        sipdm_async(&args).await
+    };
+
+    // Three phones on profile `desk`, registered and following check-syncs; one device that
+    // never registered.
+    let r = ts
+        .post(
+            "/profiles",
+            json!({"name": "desk", "kind": "device-management"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let mut phones = Vec::new();
+    for i in 0..3u32 {
+        let mac = Mac::generated(Vendor::Yealink, i + 1);
+        let dn = (1000 + i).to_string();
+        let r = ts
+            .post(
+                "/dns",
+                json!({"number": dn, "password": format!("pw-{dn}")}),
+            )
+            .await;
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        let r = ts
+            .post(
+                "/devices",
+                json!({"mac": mac.plain(), "model": "T46S", "profile": "desk", "dn": dn}),
+            )
+            .await;
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        let mut phone = Phone::with_options(
+            PhoneSpec {
+                mac: mac.clone(),
+                vendor: Vendor::Yealink,
+                prov_url: format!("{}/fs/dm/prov", ts.base),
+                fallback_prov_urls: Vec::new(),
+                local_ip: [127, 0, 0, 1].into(),
+            },
+            PhoneOptions::default(),
+        )
+        .await
+        .expect("phone starts");
+        let p = phone.run_zero_touch().await.expect("phone boots");
+        assert_eq!(p.config.user, dn);
+        phones.push(phone);
+    }
+    let (stop, stop_rx) = watch::channel(false);
+    let followers: Vec<_> = phones
+        .into_iter()
+        .map(|p| tokio::spawn(follow(p, stop_rx.clone())))
+        .collect();
+    let r = ts.post("/devices", json!({"mac": "001565ffff01"})).await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    // Every phone's receipt is written (behind the response, within a second).
+    let since = std::time::Instant::now();
+    while ts.get_json("/fleet").await.1["with_receipts"] != 3 {
+        assert!(since.elapsed() < Duration::from_secs(10), "no receipts");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Check-sync: a registered phone gets it; one never registered is said so, exit code 3.
+    let phone1 = Mac::generated(Vendor::Yealink, 1).plain();
+    let (code, out, err) = run(cli(&["device", "check-sync", &phone1])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("check-sync sent to") && out.contains("200"),
+        "{out}"
+    );
+    let (code, out, err) = run(cli(&["device", "check-sync", "001565ffff01"])).await;
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(err.contains("not registered"), "{err}");
+
+    // A selection that matches nothing says so.
+    let (code, out, err) = run(cli(&["campaign", "start", "--profile", "nobody"])).await;
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("matches no device"), "{err}");
+    let (code, out, err) = run(cli(&["campaign", "list"])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("no campaigns"), "{out}");
+
+    // Editing the profile puts its three phones out of date.
+    let r = ts
+        .http
+        .put(ts.api("/profiles/desk"))
+        .bearer_auth(&ts.token)
+        .json(&json!({"name": "desk", "kind": "device-management", "params": r#"{"ntp_server": "ntp.example.test"}"#}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    // `--server` and `--token` instead of the configuration.
+    let (code, out, err) = run(vec![
+        "--server".into(),
+        ts.base.clone(),
+        "--token".into(),
+        ts.token.clone(),
+        "fleet".into(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("4 device(s), 3 fetched a file, 3 out of date"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.trim() == "desk                     3"),
+        "{out}"
+    );
+    let (code, _, err) = run(vec![
+        "--server".into(),
+        ts.base.clone(),
+        "--token".into(),
+        "wrong".into(),
+        "fleet".into(),
+    ])
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("refused the admin token"), "{err}");
+    let (code, _, err) = run(vec![
+        "--server".into(),
+        "http://127.0.0.1:1".into(),
+        "--token".into(),
+        "x".into(),
+        "fleet".into(),
+    ])
+    .await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot reach the sipdm server at http://127.0.0.1:1"),
+        "{err}"
+    );
+
+    // A campaign followed to its end.
+    let (code, out, err) = run(cli(&["campaign", "start", "--profile", "desk", "--wait"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("campaign 1 started: 3 device(s) of profile=desk"),
+        "{out}"
+    );
+    assert!(out.contains("campaign 1 (manual): done"), "{out}");
+    assert!(out.contains("3 updated, 0 failed"), "{out}");
+    let (code, out, _) = run(cli(&["campaign", "show", "1"])).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("waves") && out.contains("profile=desk"),
+        "{out}"
+    );
+    let (_, out, _) = run(cli(&["campaign", "list"])).await;
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("1 "))
+        .unwrap();
+    assert!(line.contains("done") && line.contains("manual"), "{out}");
+    let (code, out, _) = run(cli(&["campaign", "stop", "1"])).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("had ended already: done"), "{out}");
+    let (code, _, err) = run(cli(&["campaign", "show", "7"])).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("not found"), "{err}");
+    let (_, out, _) = run(cli(&["fleet"])).await;
+    assert!(out.contains("0 out of date"), "{out}");
+
+    let _ = stop.send(true);
+    for f in followers {
+        f.await.unwrap();
+    }
+    ts.stop().await;
 }
