@@ -57,8 +57,9 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CampaignsConfig {
-    /// `auto`: every change is followed by a campaign over the phones it left out of date;
-    /// `manual`: campaigns start through the API or `sipdm campaign start` only.
+    /// `auto`: every change is followed by a campaign over the phones it left out of date
+    /// (single site, active-active pair); `manual` (the default): campaigns start through the
+    /// API, the console or `sipdm campaign start` only.
     #[serde(default)]
     pub mode: crate::fleet::campaign::CampaignMode,
     /// Check-syncs per second to the phones of one site.

@@ -64,6 +64,18 @@ impl HasFault for DmError {
 
 pub type Result<T, E = DmError> = std::result::Result<T, E>;
 
+/// A short hash of the configuration sections that shape a rendered file.
+fn renderer_tag(config: &Config) -> String {
+    let shape = serde_json::json!({
+        "dm": &config.dm,
+        "sites": &config.sites,
+        "switches": &config.switches,
+        "ivr": &config.ivr,
+    });
+    let digest = Sha256::digest(shape.to_string().as_bytes());
+    hex::encode(&digest[..8])
+}
+
 /// The operator's templates as loaded: the directory they come from and the renderer built
 /// from it, replaced whole only when every template of a new load compiles.
 struct Templates {
@@ -114,6 +126,8 @@ pub struct Dm {
     /// User-Agents, and matching runs regexes: remember the answers.
     ua_cache: RwLock<HashMap<String, Option<Arc<UaMatch>>>>,
     sightings: Option<mpsc::Sender<Sighting>>,
+    /// What in this instance's configuration shapes a rendered file (see `renderer_tag`).
+    renderer_tag: String,
 }
 
 impl Dm {
@@ -134,6 +148,7 @@ impl Dm {
             current: parking_lot::RwLock::new(Arc::new(renderer)),
         });
         let cache = Arc::new(RenderCache::default());
+        let renderer_tag = renderer_tag(&config);
         {
             let (templates, cache) = (templates.clone(), cache.clone());
             store.changes().subscribe(Arc::new(move |changes: &[Change], _| {
@@ -153,9 +168,17 @@ impl Dm {
             templates,
             credentials: DeviceCredentials::new(secret),
             cache,
+            renderer_tag,
             ua_cache: RwLock::new(HashMap::new()),
             sightings,
         }
+    }
+
+    /// Names the configuration this instance renders files with (the `[dm]`, `[[sites]]`,
+    /// `[[switches]]` and `[ivr]` sections): instances of one site share it, another site's
+    /// differ. Fleet operations judge only the receipts of files rendered the same way.
+    pub fn renderer_tag(&self) -> &str {
+        &self.renderer_tag
     }
 
     /// The current generation of served data; moves on every change.
@@ -253,6 +276,7 @@ impl Dm {
                     base_url: who.base_url.clone(),
                     user_agent: who.user_agent.clone(),
                     firmware: ua.as_ref().and_then(|u| u.firmware.clone()),
+                    renderer: self.renderer_tag.clone(),
                 };
                 // Hot path: a fresh render of this exact request; only the sighting is written,
                 // behind the response, and at most once a second.

@@ -2,7 +2,9 @@
 -- from where and as whom (User-Agent, firmware), and the URL base and host it used (a file
 -- rendered without a configured fs_url depends on them). A change makes a device out of date
 -- when the file it would be served now differs from its receipt; check-sync campaigns wait
--- for the receipt to match again.
+-- for the receipt to match again. `renderer` names the configuration that rendered the file
+-- (its site's fs_url, servers and switches): only an instance rendering the same way judges
+-- the receipt, so site 2's phones are not compared with site 1's files.
 CREATE TABLE receipts (
     mac        TEXT NOT NULL REFERENCES devices(mac) ON DELETE CASCADE,
     file       TEXT NOT NULL,
@@ -13,5 +15,6 @@ CREATE TABLE receipts (
     base_url   TEXT,
     user_agent TEXT,
     firmware   TEXT,
+    renderer   TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (mac, file)
 );

@@ -27,13 +27,19 @@ use crate::sipside::checksync::CheckSync;
 use crate::store::{now_ms, Change, Source};
 
 /// Whether a change starts a campaign by itself.
+///
+/// `manual` is the default: an automatic campaign judges every phone by the receipts this
+/// node's store holds, and in a multi-site or business-continuity deployment a phone that has
+/// moved to the other site's node leaves an old receipt here that never matches again (the
+/// phone is sent a check-sync it answers elsewhere, and counts as failed). Single-site and
+/// active-active deployments turn `auto` on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum CampaignMode {
     /// Every change is followed by a campaign over the phones it left out of date.
-    #[default]
     Auto,
     /// Campaigns start only through the API or the CLI.
+    #[default]
     Manual,
 }
 

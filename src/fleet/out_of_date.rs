@@ -31,7 +31,8 @@ pub async fn stale_files(
     sip_port: u16,
 ) -> Result<Vec<Stale>, DmError> {
     let mut out = Vec::new();
-    for r in receipts {
+    // Another site's node rendered these: its own files are its to judge.
+    for r in receipts.iter().filter(|r| r.renderer == dm.renderer_tag()) {
         let who = Requester {
             ip: r.ip.clone(),
             user_agent: r.user_agent.clone(),

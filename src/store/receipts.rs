@@ -22,9 +22,12 @@ pub struct Receipt {
     pub base_url: Option<String>,
     pub user_agent: Option<String>,
     pub firmware: Option<String>,
+    /// The configuration that rendered it (`Dm::renderer_tag`).
+    pub renderer: String,
 }
 
-const COLS: &str = "mac, file, etag, fetched_at, ip, host, base_url, user_agent, firmware";
+const COLS: &str =
+    "mac, file, etag, fetched_at, ip, host, base_url, user_agent, firmware, renderer";
 
 impl Store {
     /// Records downloads, the newest per (device, file) winning; receipts of devices that
@@ -37,10 +40,10 @@ impl Store {
         for r in batch {
             sqlx::query(&format!(
                 "INSERT INTO receipts ({COLS}) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM devices WHERE mac = $1) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 WHERE EXISTS (SELECT 1 FROM devices WHERE mac = $1) \
                  ON CONFLICT (mac, file) DO UPDATE SET etag = excluded.etag, fetched_at = excluded.fetched_at, \
                  ip = excluded.ip, host = excluded.host, base_url = excluded.base_url, \
-                 user_agent = excluded.user_agent, firmware = excluded.firmware \
+                 user_agent = excluded.user_agent, firmware = excluded.firmware, renderer = excluded.renderer \
                  WHERE excluded.fetched_at >= receipts.fetched_at"
             ))
             .bind(&r.mac)
@@ -52,6 +55,7 @@ impl Store {
             .bind(&r.base_url)
             .bind(&r.user_agent)
             .bind(&r.firmware)
+            .bind(&r.renderer)
             .execute(&mut *tx)
             .await?;
         }
@@ -62,11 +66,11 @@ impl Store {
     /// The receipts of these devices (all devices when `macs` is `None`), by device.
     pub async fn receipts(&self, macs: Option<&[String]>) -> Result<Vec<Receipt>> {
         match macs {
-            None => Ok(sqlx::query_as(&format!(
-                "SELECT {COLS} FROM receipts ORDER BY mac, file"
-            ))
-            .fetch_all(&self.pool)
-            .await?),
+            None => Ok(
+                sqlx::query_as(&format!("SELECT {COLS} FROM receipts ORDER BY mac, file"))
+                    .fetch_all(&self.pool)
+                    .await?,
+            ),
             Some(macs) => {
                 let mut out = Vec::new();
                 // One query per chunk: placeholders are bounded on both backends.
@@ -75,8 +79,9 @@ impl Store {
                         .map(|i| format!("${i}"))
                         .collect::<Vec<_>>()
                         .join(", ");
-                    let sql =
-                        format!("SELECT {COLS} FROM receipts WHERE mac IN ({list}) ORDER BY mac, file");
+                    let sql = format!(
+                        "SELECT {COLS} FROM receipts WHERE mac IN ({list}) ORDER BY mac, file"
+                    );
                     let mut q = sqlx::query_as::<_, Receipt>(&sql);
                     for m in chunk {
                         q = q.bind(m);
