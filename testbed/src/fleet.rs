@@ -80,6 +80,12 @@ pub struct FleetSpec {
     pub overall_timeout: Duration,
     /// Draw an indicatif progress bar on stderr.
     pub progress: bool,
+    /// After booting, each phone stays up and answers every check-sync as a phone does (it
+    /// re-fetches its files and registers again with them) until the fleet has run this long.
+    pub follow: Option<Duration>,
+    /// Phone `i` binds its own loopback address, 127.1.(i / 250).(i % 250 + 1), for SIP and
+    /// HTTP alike (instead of `local_ip` for all): the server sees one source per phone.
+    pub spread_ips: bool,
 }
 
 impl FleetSpec {
@@ -100,6 +106,8 @@ impl FleetSpec {
             options: PhoneOptions::default(),
             overall_timeout: Duration::from_secs(600),
             progress: false,
+            follow: None,
+            spread_ips: false,
         }
     }
 }
@@ -116,6 +124,8 @@ pub struct PhoneOutcome {
     pub result: Result<Duration, (Step, String)>,
     pub timings: Vec<StepTiming>,
     pub check_syncs: usize,
+    /// Check-syncs followed by a successful re-fetch and registration (follow mode).
+    pub refetches: usize,
 }
 
 /// The run's numbers.
@@ -203,6 +213,13 @@ impl FleetReport {
             s.push_str(&format!("  {step} {n}"));
         }
         s.push('\n');
+        if self.outcomes.iter().any(|o| o.refetches > 0) {
+            let followed: usize = self.outcomes.iter().map(|o| o.refetches).sum();
+            let reached = self.outcomes.iter().filter(|o| o.check_syncs > 0).count();
+            s.push_str(&format!(
+                "followed: {reached} phones got check-sync, {followed} re-fetches and registrations\n"
+            ));
+        }
         let anomalies = self.notify_anomalies();
         if anomalies > 0 {
             s.push_str(&format!(
@@ -219,6 +236,24 @@ impl FleetReport {
             }
         }
         s
+    }
+}
+
+/// Answers every check-sync as a phone does, until `until`: re-fetch, register again.
+/// Returns how many were followed through.
+async fn follow(phone: &mut Phone, until: Instant) -> usize {
+    let mut followed = 0;
+    loop {
+        let next = phone.check_sync_count() + 1;
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() || phone.wait_check_sync(next, left).await.is_err() {
+            return followed;
+        }
+        if let Ok(Some(cfg)) = phone.fetch_config().await {
+            if phone.register(&cfg).await.is_ok() {
+                followed += 1;
+            }
+        }
     }
 }
 
@@ -254,14 +289,19 @@ pub async fn run_fleet(spec: FleetSpec) -> FleetReport {
             vendor,
             prov_url: urls.remove(0),
             fallback_prov_urls: urls,
-            local_ip: spec.local_ip,
+            local_ip: if spec.spread_ips {
+                IpAddr::from([127, 1, (index / 250) as u8, (index % 250 + 1) as u8])
+            } else {
+                spec.local_ip
+            },
         };
+        let follow_until = spec.follow.map(|f| started + f);
         let mut options = spec.options.clone();
         options.dns = spec.dns.or(options.dns);
         let mode = spec.mode;
         let sem = Arc::clone(&sem);
         set.spawn(async move {
-            let _permit = sem.acquire_owned().await;
+            let permit = sem.acquire_owned().await;
             let mut outcome = PhoneOutcome {
                 index,
                 mac,
@@ -270,6 +310,7 @@ pub async fn run_fleet(spec: FleetSpec) -> FleetReport {
                 result: Err((Step::Fetch, String::new())),
                 timings: Vec::new(),
                 check_syncs: 0,
+                refetches: 0,
             };
             let mut phone = match Phone::with_options(phone_spec, options).await {
                 Ok(p) => p,
@@ -292,6 +333,11 @@ pub async fn run_fleet(spec: FleetSpec) -> FleetReport {
                     outcome.result = Err((e.step, e.error.to_string()));
                     outcome.timings = e.timings;
                 }
+            }
+            if let (Some(until), true) = (follow_until, outcome.result.is_ok()) {
+                // Booted: the next phone may start; this one follows its check-syncs.
+                drop(permit);
+                outcome.refetches = follow(&mut phone, until).await;
             }
             outcome.check_syncs = phone.check_sync_count();
             phone.shutdown();

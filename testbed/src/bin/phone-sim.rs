@@ -147,6 +147,13 @@ struct FleetArgs {
     /// Spread the phones over the --prov-url list (phone i starts at URL i mod n).
     #[arg(long)]
     spread: bool,
+    /// After booting, follow check-syncs (re-fetch, register again) until the run is this
+    /// many seconds old.
+    #[arg(long)]
+    follow_seconds: Option<u64>,
+    /// Phone i binds 127.1.(i/250).(i%250+1): one source address per phone.
+    #[arg(long)]
+    spread_ips: bool,
 }
 
 fn options(c: &Common) -> PhoneOptions {
@@ -275,6 +282,8 @@ async fn fleet(args: FleetArgs) -> Result<(), String> {
         options: options(&args.common),
         overall_timeout: Duration::from_secs(args.fleet_timeout),
         progress: !args.quiet,
+        follow: args.follow_seconds.map(Duration::from_secs),
+        spread_ips: args.spread_ips,
     };
     let report = run_fleet(spec).await;
     print!("{}", report.summary());

@@ -51,13 +51,17 @@ pub fn file_url(base: &str, file: &str) -> String {
 /// A client that opens a fresh connection per fetch, as phones do, and gives up after
 /// `timeout` in total. With `dns` (the server DHCP option 6 names, `ip:port`), host names are
 /// asked of that server only ([`ZoneResolver`]); without it, of the system's resolver.
+/// `local`: the phone's own address, which its fetches come from (the server sees each phone,
+/// not one address for a whole simulated fleet).
 pub fn client(
     timeout: Duration,
     dns: Option<SocketAddr>,
+    local: Option<std::net::IpAddr>,
 ) -> Result<reqwest::Client, reqwest::Error> {
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
+        .local_address(local)
         .pool_max_idle_per_host(0);
     if let Some(server) = dns {
         builder = builder.dns_resolver(Arc::new(ZoneResolver::new(server)));
@@ -225,7 +229,7 @@ mod tests {
             .await
             .unwrap();
         let url = format!("http://fs2-phone-test:{port}/fs/dm/prov/x.cfg");
-        let c = client(Duration::from_secs(5), Some(dns.addr())).unwrap();
+        let c = client(Duration::from_secs(5), Some(dns.addr()), None).unwrap();
         let got = fetch(&c, &url, "test", None).await.unwrap();
         assert_eq!(
             got,
@@ -240,7 +244,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("nowhere-phone-test"), "{err}");
-        let system = client(Duration::from_secs(5), None).unwrap();
+        let system = client(Duration::from_secs(5), None, None).unwrap();
         assert!(fetch(&system, &url, "test", None).await.is_err());
         dns.stop().await;
     }

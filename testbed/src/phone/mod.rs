@@ -357,8 +357,8 @@ impl Phone {
             options.timers,
         )
         .await?;
-        let http =
-            http::client(options.http_timeout, options.dns).map_err(PhoneError::HttpClient)?;
+        let http = http::client(options.http_timeout, options.dns, Some(spec.local_ip))
+            .map_err(PhoneError::HttpClient)?;
         Ok(Phone {
             spec,
             options,
