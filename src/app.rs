@@ -244,7 +244,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         dm.clone(),
         check_sync.clone(),
         endpoint.clone(),
-        config.campaigns.settings(),
+        (&config.campaigns).into(),
     );
     let follow_up = campaigns.follow_changes(shutdown_rx.clone());
     let vxml_assigner = Arc::new(IvrAssigner::with_check_sync(

@@ -53,6 +53,23 @@ pub struct Config {
     pub campaigns: CampaignsConfig,
 }
 
+/// Whether a change starts a campaign by itself.
+///
+/// `manual` is the default: an automatic campaign judges every phone by the receipts this
+/// node's store holds, and in a multi-site or business-continuity deployment a phone that has
+/// moved to the other site's node leaves an old receipt here that never matches again (the
+/// phone is sent a check-sync it answers elsewhere, and counts as failed). Single-site and
+/// active-active deployments turn `auto` on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CampaignMode {
+    /// Every change is followed by a campaign over the phones it left out of date.
+    Auto,
+    /// Campaigns start only through the API or the CLI.
+    #[default]
+    Manual,
+}
+
 /// Check-sync campaigns: how a change reaches the phones it altered (`crate::fleet`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -61,7 +78,7 @@ pub struct CampaignsConfig {
     /// (single site, active-active pair); `manual` (the default): campaigns start through the
     /// API, the console or `sipdm campaign start` only.
     #[serde(default)]
-    pub mode: crate::fleet::campaign::CampaignMode,
+    pub mode: CampaignMode,
     /// Check-syncs per second to the phones of one site.
     #[serde(default = "d_site_rate")]
     pub rate_per_site: f64,
@@ -129,27 +146,15 @@ impl Default for CampaignsConfig {
 }
 
 impl CampaignsConfig {
-    pub fn settings(&self) -> crate::fleet::CampaignSettings {
-        crate::fleet::CampaignSettings {
-            mode: self.mode,
-            site_rate: self.rate_per_site,
-            source_rate: self.rate_per_source,
-            jitter: std::time::Duration::from_millis(self.jitter_ms),
-            first_wave: self.first_wave,
-            max_wave: self.max_wave,
-            failure_budget: self.failure_budget,
-            wave_timeout: std::time::Duration::from_secs(self.wave_timeout_seconds),
-            settle: std::time::Duration::from_secs(self.settle_seconds),
-        }
-    }
-
     fn validate(&self) -> Result<(), String> {
         for (key, rate) in [
             ("rate-per-site", self.rate_per_site),
             ("rate-per-source", self.rate_per_source),
         ] {
             if !(rate.is_finite() && (0.01..=10_000.0).contains(&rate)) {
-                return Err(format!("[campaigns] {key} = {rate}: want 0.01 to 10000 per second"));
+                return Err(format!(
+                    "[campaigns] {key} = {rate}: want 0.01 to 10000 per second"
+                ));
             }
         }
         if !(0.0..=1.0).contains(&self.failure_budget) {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sip::Endpoint;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -21,27 +21,12 @@ use tokio::task::JoinHandle;
 use super::out_of_date::stale_files;
 use super::pacing::Pacer;
 use super::selection::{Selection, SiteOf};
+pub use crate::config::CampaignMode;
+use crate::config::CampaignsConfig;
 use crate::fault::{Fault, HasFault};
 use crate::service::{Dm, DmError};
 use crate::sipside::checksync::CheckSync;
 use crate::store::{now_ms, Change, Source};
-
-/// Whether a change starts a campaign by itself.
-///
-/// `manual` is the default: an automatic campaign judges every phone by the receipts this
-/// node's store holds, and in a multi-site or business-continuity deployment a phone that has
-/// moved to the other site's node leaves an old receipt here that never matches again (the
-/// phone is sent a check-sync it answers elsewhere, and counts as failed). Single-site and
-/// active-active deployments turn `auto` on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum CampaignMode {
-    /// Every change is followed by a campaign over the phones it left out of date.
-    Auto,
-    /// Campaigns start only through the API or the CLI.
-    #[default]
-    Manual,
-}
 
 /// `[campaigns]` of the configuration, validated.
 #[derive(Debug, Clone)]
@@ -61,6 +46,22 @@ pub struct CampaignSettings {
     pub wave_timeout: Duration,
     /// How long after a change an automatic campaign starts (changes in between join it).
     pub settle: Duration,
+}
+
+impl From<&CampaignsConfig> for CampaignSettings {
+    fn from(c: &CampaignsConfig) -> Self {
+        CampaignSettings {
+            mode: c.mode,
+            site_rate: c.rate_per_site,
+            source_rate: c.rate_per_source,
+            jitter: Duration::from_millis(c.jitter_ms),
+            first_wave: c.first_wave,
+            max_wave: c.max_wave,
+            failure_budget: c.failure_budget,
+            wave_timeout: Duration::from_secs(c.wave_timeout_seconds),
+            settle: Duration::from_secs(c.settle_seconds),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]

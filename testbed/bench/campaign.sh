@@ -14,7 +14,7 @@ cd "$(dirname "$0")/../.."
 N=${1:-2000}
 RATE=${2:-20}
 ulimit -n 65536 2>/dev/null || true
-cargo build --release -q --bin sipdm --bin phone-sim
+cargo build --release -q --bin sipdm && cargo build --release -q -p testbed --bin phone-sim
 WORK=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
