@@ -88,7 +88,13 @@ async fn start_campaign(
             let status = StatusCode::from_u16(http_status(e.fault()))
                 .unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
             tracing::info!(error = %e, "campaign not started");
-            Ok((status, Json(ErrorBody { error: e.to_string() })).into_response())
+            Ok((
+                status,
+                Json(ErrorBody {
+                    error: e.to_string(),
+                }),
+            )
+                .into_response())
         }
     }
 }

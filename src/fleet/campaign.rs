@@ -179,6 +179,13 @@ impl HasFault for StartError {
     }
 }
 
+/// A check-sync sent: when, and the phone's registrations here at that moment.
+#[derive(Debug, Clone)]
+struct Sent {
+    at: i64,
+    registered: Vec<(String, u32)>,
+}
+
 /// A phone of a campaign: where its check-sync is paced.
 #[derive(Debug, Clone)]
 struct Target {
@@ -536,7 +543,7 @@ impl Campaigns {
         });
         let actor = format!("campaign {id}");
         let mut sends = Vec::new();
-        let mut sent_at = Vec::new();
+        let mut sent_at: Vec<(String, Sent)> = Vec::new();
         for t in wave {
             let at = pacer.slot(&t.site, &t.source, Instant::now());
             tokio::select! {
@@ -544,7 +551,14 @@ impl Campaigns {
                 _ = stop.wait_for(|s| *s) => break,
             }
             pacer.sent(&t.site, &t.source, Instant::now());
-            sent_at.push((t.mac.clone(), now_ms()));
+            let registered = self.registrations(&t.mac).await;
+            sent_at.push((
+                t.mac.clone(),
+                Sent {
+                    at: now_ms(),
+                    registered,
+                },
+            ));
             let (site, source) = peaks.sent(t, Instant::now());
             let (cs, ep, mac, actor) = (
                 self.check_sync.clone(),
@@ -565,7 +579,7 @@ impl Campaigns {
         // Phones whose NOTIFY failed are done with; the others have until the deadline to
         // re-fetch.
         let mut failures: Vec<Failure> = Vec::new();
-        let mut waiting: Vec<(String, i64)> = Vec::new();
+        let mut waiting: Vec<(String, Sent)> = Vec::new();
         for (send, (mac, at)) in sends.into_iter().zip(sent_at) {
             match send.await {
                 Ok(Ok(_)) => waiting.push((mac, at)),
@@ -601,7 +615,7 @@ impl Campaigns {
         failures.extend(waiting.into_iter().map(|(mac, _)| Failure {
             mac,
             reason: format!(
-                "did not re-fetch its file within {} s of the check-sync",
+                "did not re-fetch its file and register again within {} s of the check-sync",
                 self.settings.wave_timeout.as_secs()
             ),
         }));
@@ -621,9 +635,33 @@ impl Campaigns {
         failed
     }
 
-    /// Of the phones sent check-sync at the given times: how many have since fetched files
-    /// that match what they would be served now, and the rest.
-    async fn refetched(&self, waiting: Vec<(String, i64)>) -> (usize, Vec<(String, i64)>) {
+    /// The registrations this instance holds for a phone (its provisioning identity, its DN),
+    /// as (Call-ID, CSeq): a REGISTER after the check-sync shows as a pair not among them.
+    /// Empty where the phone registers to a switch, which sipdm cannot see.
+    async fn registrations(&self, mac: &str) -> Vec<(String, u32)> {
+        let registrar = self.ep.registrar();
+        let mut out: Vec<(String, u32)> = registrar
+            .binding_of_device(&self.dm.credentials.auth_user(mac))
+            .into_iter()
+            .map(|b| (b.call_id.clone(), b.cseq))
+            .collect();
+        if let Ok(device) = self.dm.store.device(mac).await {
+            if let Some(dn) = &device.dn {
+                out.extend(
+                    registrar
+                        .bindings(dn)
+                        .iter()
+                        .map(|b| (b.call_id.clone(), b.cseq)),
+                );
+            }
+        }
+        out
+    }
+
+    /// Of the phones sent check-sync: how many have since fetched files that match what they
+    /// would be served now and, where this instance holds their registration, registered
+    /// again; and the rest.
+    async fn refetched(&self, waiting: Vec<(String, Sent)>) -> (usize, Vec<(String, Sent)>) {
         if waiting.is_empty() {
             return (0, waiting);
         }
@@ -645,12 +683,23 @@ impl Campaigns {
         let stale: HashSet<&str> = stale.iter().map(|s| s.mac.as_str()).collect();
         let mut done = 0;
         let mut still = Vec::new();
-        for (mac, at) in waiting {
-            let fetched_since = receipts.iter().any(|r| r.mac == mac && r.fetched_at >= at);
-            if fetched_since && !stale.contains(mac.as_str()) {
+        for (mac, sent) in waiting {
+            let fetched_since = receipts
+                .iter()
+                .any(|r| r.mac == mac && r.fetched_at >= sent.at);
+            let refetched = fetched_since && !stale.contains(mac.as_str());
+            // Looked at only once the file is in: a store read per phone.
+            let registered_again = refetched
+                && (sent.registered.is_empty()
+                    || self
+                        .registrations(&mac)
+                        .await
+                        .iter()
+                        .any(|r| !sent.registered.contains(r)));
+            if registered_again {
                 done += 1;
             } else {
-                still.push((mac, at));
+                still.push((mac, sent));
             }
         }
         (done, still)

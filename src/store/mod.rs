@@ -25,8 +25,8 @@ use sqlx::AnyPool;
 
 pub use bindings::StoredBinding;
 pub use devices::{AssignOutcome, FreedDn, ImportLine, ImportReport};
-pub use receipts::Receipt;
 pub use events::{Change, ChangeBus, ChangeFeed, Listener, Notification, Source};
+pub use receipts::Receipt;
 pub use switch_credentials::{SwitchSubscriber, SwitchSync};
 
 /// Why a store operation failed; each maps to one HTTP status at the edge.
