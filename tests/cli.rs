@@ -6,6 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use common::followers::follow;
 use common::{Db, TestServer};
 use serde_json::json;
 use testbed::phone::{Mac, Phone, PhoneOptions, PhoneSpec, Vendor};
@@ -212,31 +213,6 @@ async fn sipdm_async(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// A registered Yealink phone that answers every check-sync by re-fetching its file and
-/// registering again, until `stop`.
-async fn follow(mut phone: Phone, mut stop: watch::Receiver<bool>) {
-    let mut seen = 0;
-    loop {
-        let got = tokio::select! {
-            got = phone.wait_check_sync(seen + 1, Duration::from_secs(3600)) => got.is_ok(),
-            _ = stopped(&mut stop) => false,
-        };
-        if !got {
-            break;
-        }
-        seen += 1;
-        if let Ok(Some(cfg)) = phone.fetch_config().await {
-            let _ = phone.register(&cfg).await;
-        }
-    }
-    phone.shutdown();
-}
-
-/// Resolves once `stop` is set (the guard `wait_for` returns is not `Send`).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await.map(|_| ());
-}
-
 /// `sipdm device check-sync`, `campaign …` and `fleet` against a running server: where it is
 /// and its token from the configuration and the store (or `--server` / `--token`), the API's
 /// refusals as messages with their exit codes, and a campaign followed to its end.
@@ -311,7 +287,8 @@ async fn commands_that_talk_to_the_running_server() {
     let (stop, stop_rx) = watch::channel(false);
     let followers: Vec<_> = phones
         .into_iter()
-        .map(|p| tokio::spawn(follow(p, stop_rx.clone())))
+        .enumerate()
+        .map(|(i, p)| tokio::spawn(follow(p, (1000 + i).to_string(), false, stop_rx.clone())))
         .collect();
     let r = ts.post("/devices", json!({"mac": "001565ffff01"})).await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());

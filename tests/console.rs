@@ -8,14 +8,13 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::followers::fleet;
 use common::{Db, TestServer};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
-use testbed::phone::{Mac, Phone, PhoneOptions, PhoneSpec, Vendor};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 struct Driver(Child);
 
@@ -428,118 +427,6 @@ async fn operator_console_flow() {
     ts.stop().await;
 }
 
-/// A registered phone that, like a real one, answers every check-sync by re-fetching its
-/// files and registering again, until `stop` (from tests/campaigns.rs, less what this test
-/// does not look at); how many check-syncs it followed.
-async fn follow(mut phone: Phone, mut stop: watch::Receiver<bool>) -> Result<usize, String> {
-    let mut followed = 0;
-    let result = loop {
-        let got = tokio::select! {
-            got = phone.wait_check_sync(followed + 1, Duration::from_secs(3600)) => got,
-            _ = stopped(&mut stop) => break Ok(followed),
-        };
-        if let Err(e) = got {
-            break Err(e.to_string());
-        }
-        match phone.fetch_config().await {
-            Ok(Some(cfg)) => {
-                if let Err(e) = phone.register(&cfg).await {
-                    break Err(format!("register: {e}"));
-                }
-            }
-            Ok(None) => break Err("re-fetch: nothing changed".into()),
-            Err(e) => break Err(format!("re-fetch: {e}")),
-        }
-        followed += 1;
-    };
-    phone.shutdown();
-    result
-}
-
-/// Resolves once `stop` is set (the guard `wait_for` returns is not `Send`).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await.map(|_| ());
-}
-
-/// `count` Yealink phones with DNs 1000.. on `profile`, imported, booted and following
-/// check-syncs; returns once every phone's fetch receipt is written.
-async fn fleet(
-    ts: &TestServer,
-    count: u32,
-    profile: &str,
-    stop: &watch::Receiver<bool>,
-) -> Vec<tokio::task::JoinHandle<Result<usize, String>>> {
-    let dns: String = (0..count)
-        .map(|i| format!("{},pw-{}\n", 1000 + i, 1000 + i))
-        .collect();
-    let r = ts
-        .http
-        .post(ts.api("/dns/import"))
-        .bearer_auth(&ts.token)
-        .body(dns)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    let devices: String = (0..count)
-        .map(|i| {
-            let mac = Mac::generated(Vendor::Yealink, i + 1).plain();
-            format!("{mac},T46S,{profile},{}\n", 1000 + i)
-        })
-        .collect();
-    let r = ts
-        .http
-        .post(ts.api("/import"))
-        .bearer_auth(&ts.token)
-        .body(devices)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-
-    let prov_url = format!("{}/fs/dm/prov", ts.base);
-    let booting = Arc::new(Semaphore::new(10));
-    let mut boots = Vec::new();
-    for i in 0..count {
-        let spec = PhoneSpec {
-            mac: Mac::generated(Vendor::Yealink, i + 1),
-            vendor: Vendor::Yealink,
-            prov_url: prov_url.clone(),
-            fallback_prov_urls: Vec::new(),
-            local_ip: [127, 0, 0, 1].into(),
-        };
-        let booting = booting.clone();
-        boots.push(tokio::spawn(async move {
-            let _slot = booting.acquire().await.unwrap();
-            let mut phone = Phone::with_options(spec, PhoneOptions::default())
-                .await
-                .expect("phone starts");
-            let p = phone.run_zero_touch().await.expect("phone boots");
-            assert_eq!(p.config.user, (1000 + i).to_string());
-            phone
-        }));
-    }
-    let mut followers = Vec::new();
-    for boot in boots {
-        followers.push(tokio::spawn(follow(boot.await.unwrap(), stop.clone())));
-    }
-    let since = Instant::now();
-    loop {
-        let (status, fleet) = ts.get_json("/fleet").await;
-        assert_eq!(status, 200, "{fleet}");
-        if fleet["with_receipts"] == count {
-            assert_eq!(fleet["out_of_date"], 0, "{fleet}");
-            break;
-        }
-        assert!(
-            since.elapsed() < Duration::from_secs(10),
-            "receipts: {fleet}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    followers
-}
-
 /// The Campaigns page: a profile edit leaves 20 phones out of date, the page says so, a
 /// campaign started from its form brings them up to date with the progress shown live, and a
 /// selection that matches nothing shows the API's refusal.
@@ -570,7 +457,7 @@ wave-timeout-seconds = 10
         .await;
     assert_eq!(r.status(), 201);
     let (stop, stop_rx) = watch::channel(false);
-    let followers = fleet(&ts, N, "desk", &stop_rx).await;
+    let followers = fleet(&ts, N, "desk", 0, &stop_rx).await;
     let r = ts
         .http
         .put(ts.api("/profiles/desk"))
@@ -645,10 +532,13 @@ wave-timeout-seconds = 10
     c.close().await.unwrap();
     let _ = stop.send(true);
     for f in followers {
+        let f = f.await.unwrap();
         assert_eq!(
-            f.await.unwrap(),
-            Ok(1),
-            "every phone followed one check-sync"
+            (f.notifies.len(), f.reregistered),
+            (1, 1),
+            "{}: every phone followed one check-sync ({:?})",
+            f.mac,
+            f.last_error
         );
     }
     ts.stop().await;

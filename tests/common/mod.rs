@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod baresip;
+pub mod followers;
 pub mod kamailio;
 pub mod node;
 pub mod test_ca;
