@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::followers::{fleet, Followed};
+use common::followers::{desk_profile, fleet, set_ntp, Followed};
 use common::{Db, TestServer};
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -144,25 +144,11 @@ async fn a_profile_edit_reaches_500_phones_in_paced_waves() {
         )),
     )
     .await;
-    let r = ts
-        .post(
-            "/profiles",
-            json!({"name": "desk", "kind": "device-management"}),
-        )
-        .await;
-    assert_eq!(r.status(), 201);
+    desk_profile(&ts, "desk").await;
     let (stop, stop_rx) = watch::channel(false);
     let followers = fleet(&ts, 500, "desk", 0, &stop_rx).await;
 
-    let r = ts
-        .http
-        .put(ts.api("/profiles/desk"))
-        .bearer_auth(&ts.token)
-        .json(&json!({"name": "desk", "kind": "device-management", "params": r#"{"ntp_server": "ntp.example.test"}"#}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    set_ntp(&ts, "desk", "ntp.example.test").await;
     let (_, fleet_state) = ts.get_json("/fleet").await;
     assert_eq!(fleet_state["out_of_date"], 500, "{fleet_state}");
     assert_eq!(fleet_state["by_profile"]["desk"], 500, "{fleet_state}");
@@ -258,25 +244,11 @@ async fn a_wave_that_does_not_come_back_stops_the_campaign() {
         &config("mode = \"auto\"\nsettle-seconds = 1\nrate-per-source = 100\nfirst-wave = 10\nfailure-budget = 0.2\nwave-timeout-seconds = 3"),
     )
     .await;
-    let r = ts
-        .post(
-            "/profiles",
-            json!({"name": "desk", "kind": "device-management"}),
-        )
-        .await;
-    assert_eq!(r.status(), 201);
+    desk_profile(&ts, "desk").await;
     let (stop, stop_rx) = watch::channel(false);
     // The first five phones (by MAC, the campaign's order) never re-fetch.
     let followers = fleet(&ts, 30, "desk", 5, &stop_rx).await;
-    let r = ts
-        .http
-        .put(ts.api("/profiles/desk"))
-        .bearer_auth(&ts.token)
-        .json(&json!({"name": "desk", "kind": "device-management", "params": r#"{"ntp_server": "broken.example.test"}"#}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    set_ntp(&ts, "desk", "broken.example.test").await;
     let id = automatic(&ts).await;
     let c = ended(&ts, id).await;
     assert_eq!(c["state"], "halted", "{c}");

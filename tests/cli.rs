@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::followers::follow;
+use common::followers::{desk_profile, follow, set_ntp};
 use common::{Db, TestServer};
 use serde_json::json;
 use testbed::phone::{Mac, Phone, PhoneOptions, PhoneSpec, Vendor};
@@ -243,13 +243,7 @@ async fn commands_that_talk_to_the_running_server() {
 
     // Three phones on profile `desk`, registered and following check-syncs; one device that
     // never registered.
-    let r = ts
-        .post(
-            "/profiles",
-            json!({"name": "desk", "kind": "device-management"}),
-        )
-        .await;
-    assert_eq!(r.status(), 201);
+    desk_profile(&ts, "desk").await;
     let mut phones = Vec::new();
     for i in 0..3u32 {
         let mac = Mac::generated(Vendor::Yealink, i + 1);
@@ -320,15 +314,7 @@ async fn commands_that_talk_to_the_running_server() {
     assert!(out.contains("no campaigns"), "{out}");
 
     // Editing the profile puts its three phones out of date.
-    let r = ts
-        .http
-        .put(ts.api("/profiles/desk"))
-        .bearer_auth(&ts.token)
-        .json(&json!({"name": "desk", "kind": "device-management", "params": r#"{"ntp_server": "ntp.example.test"}"#}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    set_ntp(&ts, "desk", "ntp.example.test").await;
     // `--server` and `--token` instead of the configuration.
     let (code, out, err) = run(vec![
         "--server".into(),

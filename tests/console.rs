@@ -10,7 +10,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::followers::fleet;
+use common::followers::{desk_profile, fleet, set_ntp};
 use common::{Db, TestServer};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
@@ -449,24 +449,10 @@ wave-timeout-seconds = 10
 "#,
     )
     .await;
-    let r = ts
-        .post(
-            "/profiles",
-            json!({"name": "desk", "kind": "device-management"}),
-        )
-        .await;
-    assert_eq!(r.status(), 201);
+    desk_profile(&ts, "desk").await;
     let (stop, stop_rx) = watch::channel(false);
     let followers = fleet(&ts, N, "desk", 0, &stop_rx).await;
-    let r = ts
-        .http
-        .put(ts.api("/profiles/desk"))
-        .bearer_auth(&ts.token)
-        .json(&json!({"name": "desk", "kind": "device-management", "params": r#"{"ntp_server": "x"}"#}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    set_ntp(&ts, "desk", "x").await;
 
     let (_driver, c, _profile) = browser().await;
     log_in(&c, &ts).await;

@@ -162,3 +162,29 @@ pub async fn fleet(
     }
     followers
 }
+
+/// Creates profile `name` (device management), for a fleet of its phones.
+pub async fn desk_profile(ts: &TestServer, name: &str) {
+    let r = ts
+        .post(
+            "/profiles",
+            serde_json::json!({"name": name, "kind": "device-management"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+}
+
+/// The change a fleet test makes: profile `name`'s `ntp_server` set to `ntp` (it is in every
+/// per-phone file, so each of its phones is out of date).
+pub async fn set_ntp(ts: &TestServer, name: &str, ntp: &str) {
+    let params = serde_json::json!({ "ntp_server": ntp }).to_string();
+    let r = ts
+        .http
+        .put(ts.api(&format!("/profiles/{name}")))
+        .bearer_auth(&ts.token)
+        .json(&serde_json::json!({"name": name, "kind": "device-management", "params": params}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
