@@ -500,6 +500,16 @@ fn on_message(inner: &Arc<Inner>, data: Bytes, flow: Flow, inline: bool) {
             return;
         }
     };
+    if nul_in_headers(&raw) {
+        let e = WireError::BadHeader {
+            name: "header",
+            reason: "NUL byte",
+        };
+        if !answer_malformed(inner, &raw, &e, flow) {
+            Stats::inc(&inner.stats.malformed_dropped);
+        }
+        return;
+    }
     let parsed = match flow.protocol {
         Protocol::Udp => {
             wire::parse::check_datagram_length(&raw).and_then(|_| wire::parse_raw(&raw))
@@ -520,8 +530,8 @@ fn on_message(inner: &Arc<Inner>, data: Bytes, flow: Flow, inline: bool) {
     }
 }
 
-/// RFC 3261 §8.1.1: To, From, CSeq, Call-ID, Max-Forwards (not enforced: many phones omit it
-/// on REGISTER) and Via; a usable top Via and a CSeq whose method matches. Returns the parsed
+/// RFC 3261 §8.1.1: To, From, CSeq, Call-ID, Max-Forwards (its absence not refused: many
+/// phones omit it on REGISTER; a value that is no number is) and Via; a usable top Via and a CSeq whose method matches. Returns the parsed
 /// top Via with the message, so that it is parsed once.
 fn check_mandatory(m: SipMessage) -> Result<(SipMessage, Via), WireError> {
     for (name, label) in [
@@ -545,6 +555,7 @@ fn check_mandatory(m: SipMessage) -> Result<(SipMessage, Via), WireError> {
         reason: "not number and method",
     })?;
     if let SipMessage::Request(r) = &m {
+        check_request_values(r)?;
         if crate::wire::parse::parse_method(method).ok() != Some(r.method) {
             return Err(WireError::BadHeader {
                 name: "CSeq",
@@ -564,6 +575,40 @@ fn check_mandatory(m: SipMessage) -> Result<(SipMessage, Via), WireError> {
         }
     }
     Ok((m, via))
+}
+
+/// A NUL byte in a header value: no SIP grammar allows one, and C-string handling downstream
+/// (a switch, a log) would cut the value there.
+fn nul_in_headers(raw: &RawMessage<'_>) -> bool {
+    raw.headers.iter().any(|h| h.value.as_bytes().contains(&0))
+}
+
+/// RFC 3261 §8.2: values a request must get right before anyone acts on it (a registrar
+/// that challenged such a request would invite the sender to repeat it with a digest).
+/// Max-Forwards is 0 to 255 when present (§20.22), Expires a number of seconds (§20.19). (A
+/// NUL byte in a header is refused before parsing, see `nul_in_headers`.)
+fn check_request_values(r: &Request) -> Result<(), WireError> {
+    let digits = |v: &str| {
+        let v = v.trim();
+        !v.is_empty() && v.len() <= 10 && v.bytes().all(|b| b.is_ascii_digit())
+    };
+    if let Some(v) = r.header_value("Max-Forwards") {
+        if !digits(v) || v.trim().parse::<u32>().map_or(true, |n| n > 255) {
+            return Err(WireError::BadHeader {
+                name: "Max-Forwards",
+                reason: "not a number from 0 to 255",
+            });
+        }
+    }
+    if let Some(v) = r.header_value("Expires") {
+        if !digits(v) {
+            return Err(WireError::BadHeader {
+                name: "Expires",
+                reason: "not a number of seconds",
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Answers a malformed request if it has what a response needs; true if answered.

@@ -866,3 +866,46 @@ async fn credential_source_down_is_503_with_retry_after() {
         ep.shutdown().await;
     }
 }
+
+/// RFC 3261 §8.2: a request that is malformed is refused with 400 before anything else looks
+/// at it — a registrar that wants credentials must not challenge it first (a 401 would invite
+/// the sender to retry the same broken request with a digest).
+#[tokio::test]
+async fn malformed_requests_are_400_before_any_challenge() {
+    let (ep, _) = start(true).await;
+    let phone = Phone::new(ep.local_addr()).await;
+    let a = phone.addr();
+    let cases = [
+        (
+            "Max-Forwards",
+            "Max-Forwards: 70\r\n",
+            "Max-Forwards: seventy\r\n",
+        ),
+        (
+            "Max-Forwards",
+            "Max-Forwards: 70\r\n",
+            "Max-Forwards: 70000000000\r\n",
+        ),
+        (
+            "Expires",
+            "Content-Length",
+            "Expires: soon\r\nContent-Length",
+        ),
+        ("Expires", "Content-Length", "Expires: -1\r\nContent-Length"),
+        ("NUL", "Call-ID: cid-", "Call-ID: c\0id-"),
+    ];
+    for (i, (what, from, to)) in cases.iter().enumerate() {
+        let req = register("1000", a, "UDP", &format!("m{i}"), 1, "").replacen(from, to, 1);
+        assert_ne!(req, register("1000", a, "UDP", &format!("m{i}"), 1, ""));
+        let r = phone.transact(&req).await;
+        assert!(r.starts_with("SIP/2.0 400 "), "{what}: {r}");
+        assert!(header(&r, "WWW-Authenticate").is_empty(), "{what}: {r}");
+    }
+    // The same REGISTER, well formed: challenged as before.
+    let r = phone
+        .transact(&register("1000", a, "UDP", "ok", 1, "Expires: 60\r\n"))
+        .await;
+    assert!(r.starts_with("SIP/2.0 401 "), "{r}");
+    assert!(ep.registrar().bindings("1000").is_empty());
+    ep.shutdown().await;
+}

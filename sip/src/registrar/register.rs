@@ -168,8 +168,9 @@ impl Registrar {
             .ok_or(RegistrarError::MissingHeader)?
             .to_string();
         let cseq = req.cseq().ok_or(RegistrarError::MissingHeader)?.0;
-        // RFC 3261 §20.19: a malformed Expires counts as 3600 s (the RFC 2543 date form
-        // included); huge values are capped like any other.
+        // An Expires that is no number was refused with 400 before the registrar saw it (the
+        // endpoint's request checks); 3600 s stays the fallback for a registrar used without
+        // them. Huge values are capped like any other.
         let header_expires = req
             .header_value("Expires")
             .map(|v| parse_expires(v).unwrap_or(3600));
