@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::followers::{desk_profile, fleet, set_ntp, Followed};
-use common::{Db, TestServer};
+use common::{eventually, Db, TestServer};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
@@ -33,30 +33,29 @@ secret = "test-secret"
 
 /// Until campaign `id` has ended; its final view.
 async fn ended(ts: &TestServer, id: u64) -> Value {
-    let since = Instant::now();
-    loop {
+    eventually(PATIENCE, Duration::from_millis(200), || async {
         let (status, c) = ts.get_json(&format!("/campaigns/{id}")).await;
         assert_eq!(status, 200, "{c}");
-        if c["state"] != "running" {
-            return c;
+        match c["state"] != "running" {
+            true => Ok(c),
+            false => Err(format!("campaign still running: {c}")),
         }
-        assert!(since.elapsed() < PATIENCE, "campaign still running: {c}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await
 }
 
 /// Until the automatic campaign that follows a change shows up; its id.
 async fn automatic(ts: &TestServer) -> u64 {
-    let since = Instant::now();
-    loop {
+    eventually(PATIENCE, Duration::from_millis(100), || async {
         let (_, list) = ts.get_json("/campaigns").await;
-        if let Some(c) = list.as_array().and_then(|l| l.first()) {
-            assert_eq!(c["origin"], "auto", "{c}");
-            return c["id"].as_u64().unwrap();
-        }
-        assert!(since.elapsed() < PATIENCE, "no campaign after the change");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        let c = list
+            .as_array()
+            .and_then(|l| l.first())
+            .ok_or("no campaign after the change")?;
+        assert_eq!(c["origin"], "auto", "{c}");
+        Ok(c["id"].as_u64().unwrap())
+    })
+    .await
 }
 
 async fn finish(

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Db, TestServer};
+use common::{eventually, Db, TestServer};
 use serde_json::json;
 
 /// How long a test waits for a change to show before it gives up: a bound so that a lost
@@ -95,22 +95,18 @@ async fn check(a: &TestServer, b: &TestServer, mac: &str, dn: &str, before: Vec<
     let written = Instant::now();
     let want = format!("account.1.user_name = {dn}");
     for (name, ts) in [("this instance", a), ("the peer", b)] {
-        loop {
+        eventually(PATIENCE, Duration::from_millis(20), || async {
             let (_, body) = file(ts, mac).await;
-            if body.contains(&want) {
-                eprintln!(
-                    "{name} served {mac} with {dn} {} ms after the write",
-                    written.elapsed().as_millis()
-                );
-                break;
+            match body.contains(&want) {
+                true => Ok(()),
+                false => Err(format!("{name} still serves {mac} without {dn}:\n{body}")),
             }
-            assert!(
-                written.elapsed() < PATIENCE,
-                "{name} still serves {mac} without {dn} {} ms after the write:\n{body}",
-                written.elapsed().as_millis()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await;
+        eprintln!(
+            "{name} served {mac} with {dn} {} ms after the write",
+            written.elapsed().as_millis()
+        );
     }
     for ((ts, name), (etag, _)) in [(a, "this instance"), (b, "the peer")].iter().zip(&before) {
         let n = renders(ts);
@@ -146,15 +142,14 @@ async fn admin_api() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let written = Instant::now();
     for ts in [&a, &b] {
-        while !file(ts, mac).await.1.contains("Reception") {
-            assert!(
-                written.elapsed() < PATIENCE,
-                "the DN's new name is not served"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(PATIENCE, Duration::from_millis(20), || async {
+            match file(ts, mac).await.1.contains("Reception") {
+                true => Ok(()),
+                false => Err("the DN's new name is not served".to_owned()),
+            }
+        })
+        .await;
     }
     check(&a, &b, mac, "1001", before).await;
     b.stop().await;

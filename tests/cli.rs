@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::followers::{desk_profile, follow, set_ntp};
-use common::{Db, TestServer};
+use common::{eventually, Db, TestServer};
 use serde_json::json;
 use testbed::phone::{Mac, Phone, PhoneOptions, PhoneSpec, Vendor};
 use tokio::sync::watch;
@@ -287,11 +287,18 @@ async fn commands_that_talk_to_the_running_server() {
     let r = ts.post("/devices", json!({"mac": "001565ffff01"})).await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     // Every phone's receipt is written (behind the response, within a second).
-    let since = std::time::Instant::now();
-    while ts.get_json("/fleet").await.1["with_receipts"] != 3 {
-        assert!(since.elapsed() < Duration::from_secs(10), "no receipts");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            let fleet = ts.get_json("/fleet").await.1;
+            match fleet["with_receipts"] == 3 {
+                true => Ok(()),
+                false => Err(format!("not every receipt: {fleet}")),
+            }
+        },
+    )
+    .await;
 
     // Check-sync: a registered phone gets it; one never registered is said so, exit code 3.
     let phone1 = Mac::generated(Vendor::Yealink, 1).plain();

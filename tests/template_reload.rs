@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Db, TestServer};
+use common::{eventually, Db, TestServer};
 use serde_json::json;
 
 /// How long a test waits for a change to show before it gives up: a bound so that a lost
@@ -27,22 +27,18 @@ async fn file(ts: &TestServer, mac: &str) -> (String, String) {
 /// printed, bounded by [`PATIENCE`].
 async fn bystander_shows(ts: &TestServer, name: &str, marker: &str) {
     let since = Instant::now();
-    loop {
+    eventually(PATIENCE, Duration::from_millis(20), || async {
         let (_, body) = file(ts, BYSTANDER).await;
-        if body.contains(marker) {
-            eprintln!(
-                "{name} served the new template {} ms after the reload",
-                since.elapsed().as_millis()
-            );
-            return;
+        match body.contains(marker) {
+            true => Ok(()),
+            false => Err(format!("{name} still serves the old template:\n{body}")),
         }
-        assert!(
-            since.elapsed() < PATIENCE,
-            "{name} still serves the old template {} ms after the reload:\n{body}",
-            since.elapsed().as_millis()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
+    eprintln!(
+        "{name} served the new template {} ms after the reload",
+        since.elapsed().as_millis()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

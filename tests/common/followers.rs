@@ -146,20 +146,19 @@ pub async fn fleet(
         )));
     }
     // Every phone's receipt is written (behind the response, within a second).
-    let since = Instant::now();
-    loop {
-        let (status, fleet) = ts.get_json("/fleet").await;
-        assert_eq!(status, 200, "{fleet}");
-        if fleet["with_receipts"] == count {
-            assert_eq!(fleet["out_of_date"], 0, "{fleet}");
-            break;
-        }
-        assert!(
-            since.elapsed() < Duration::from_secs(10),
-            "receipts: {fleet}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    super::eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            let (status, fleet) = ts.get_json("/fleet").await;
+            assert_eq!(status, 200, "{fleet}");
+            match fleet["with_receipts"] == count {
+                true => Ok(assert_eq!(fleet["out_of_date"], 0, "{fleet}")),
+                false => Err(format!("receipts: {fleet}")),
+            }
+        },
+    )
+    .await;
     followers
 }
 

@@ -329,3 +329,32 @@ pub fn sipp(
     );
     (out.status.success(), text)
 }
+
+/// Polls `probe` every `every` until it yields `Ok`; past `patience` the test fails with the
+/// last `Err` it gave. A bound, so that a lost event fails the test instead of hanging it, and
+/// never a speed target: how fast things happen is measured in `testbed/bench/`.
+pub async fn eventually<T, F, Fut>(
+    patience: std::time::Duration,
+    every: std::time::Duration,
+    mut probe: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let mut last = String::from("never probed");
+    let polled = tokio::time::timeout(patience, async {
+        loop {
+            match probe().await {
+                Ok(v) => return v,
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
+    .await;
+    match polled {
+        Ok(v) => v,
+        Err(_) => panic!("not within {patience:?}: {last}"),
+    }
+}
