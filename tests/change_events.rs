@@ -29,15 +29,8 @@ fn config() -> String {
     format!("{base}\n[sip]\ntrusted-peers = [\"127.0.0.1\"]\n")
 }
 
-fn ua(mac: &str) -> String {
-    format!("Yealink SIP-T46S 66.86.0.15 {mac}")
-}
-
 async fn file(ts: &TestServer, mac: &str) -> (String, String) {
-    let r = ts.fetch(&format!("{mac}.cfg"), Some(&ua(mac))).await;
-    assert_eq!(r.status(), 200, "{mac}.cfg");
-    let etag = r.headers()["etag"].to_str().unwrap().to_owned();
-    (etag, r.text().await.unwrap())
+    ts.yealink_file(mac).await
 }
 
 fn renders(ts: &TestServer) -> u64 {

@@ -16,11 +16,7 @@ const PATIENCE: Duration = Duration::from_secs(10);
 const BYSTANDER: &str = "001565000b00";
 
 async fn file(ts: &TestServer, mac: &str) -> (String, String) {
-    let ua = format!("Yealink SIP-T46S 66.86.0.15 {mac}");
-    let r = ts.fetch(&format!("{mac}.cfg"), Some(&ua)).await;
-    assert_eq!(r.status(), 200, "{mac}.cfg");
-    let etag = r.headers()["etag"].to_str().unwrap().to_owned();
-    (etag, r.text().await.unwrap())
+    ts.yealink_file(mac).await
 }
 
 /// Until `ts` serves the bystander's file with (`present`) or without `marker`; the wait is

@@ -152,10 +152,11 @@ pub async fn fleet(
         || async {
             let (status, fleet) = ts.get_json("/fleet").await;
             assert_eq!(status, 200, "{fleet}");
-            match fleet["with_receipts"] == count {
-                true => Ok(assert_eq!(fleet["out_of_date"], 0, "{fleet}")),
-                false => Err(format!("receipts: {fleet}")),
+            if fleet["with_receipts"] != count {
+                return Err(format!("receipts: {fleet}"));
             }
+            assert_eq!(fleet["out_of_date"], 0, "{fleet}");
+            Ok(())
         },
     )
     .await;

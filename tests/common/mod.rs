@@ -224,6 +224,15 @@ impl TestServer {
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// A Yealink phone's own file (`MAC.cfg`, asked with its User-Agent): its ETag and body.
+    pub async fn yealink_file(&self, mac: &str) -> (String, String) {
+        let ua = format!("Yealink SIP-T46S 66.86.0.15 {mac}");
+        let r = self.fetch(&format!("{mac}.cfg"), Some(&ua)).await;
+        assert_eq!(r.status(), 200, "{mac}.cfg");
+        let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+        (etag, r.text().await.unwrap())
+    }
+
     pub async fn fetch(&self, file: &str, user_agent: Option<&str>) -> reqwest::Response {
         let mut req = self.http.get(self.prov(file));
         if let Some(ua) = user_agent {
