@@ -30,6 +30,10 @@ ls /usr/lib/*/kamailio/modules/db_postgres.so >/dev/null 2>&1 || need+=(kamailio
 [ -x /usr/sbin/kea-dhcp4 ] || need+=(kea-dhcp4-server)
 [ -x /usr/sbin/dhclient ] || need+=(isc-dhcp-client)
 [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need+=(iproute2)
+# PostgreSQL automatic failover (tests/pg_failover_formation.rs): a pg_auto_failover monitor
+# and two nodes of PostgreSQL 15.
+command -v pg_autoctl >/dev/null 2>&1 || need+=(pg-auto-failover-cli)
+ls /usr/lib/postgresql/15/lib/pgautofailover.so >/dev/null 2>&1 || need+=(postgresql-15-auto-failover)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
     as_root apt-get update -qq
