@@ -88,15 +88,30 @@ async fn media_servers_only(
     }
 }
 
-/// Healthy means the store answers: an instance that cannot read devices cannot provision.
+/// Healthy means the store answers and takes writes. A node whose database is a read-only
+/// standby (no writable primary: a failover under way, the primary's site cut off) still serves
+/// known phones and takes REGISTERs, so it answers 200 and says `degraded`: a load balancer
+/// keeps it. With no database at all it answers 503, so one that has a database is preferred.
 async fn healthz(axum::extract::State(dm): axum::extract::State<Arc<Dm>>) -> impl IntoResponse {
+    use crate::store::Access;
+    let status = axum::http::StatusCode::SERVICE_UNAVAILABLE;
     match dm.store.version().await {
-        Ok(_) => (axum::http::StatusCode::OK, "ok\n"),
+        Ok(_) => match dm.store.access() {
+            Access::Writable => (axum::http::StatusCode::OK, "ok\n".to_owned()),
+            _ => (
+                axum::http::StatusCode::OK,
+                format!(
+                    "degraded: no writable database; reading from standby {}\n",
+                    dm.store.host()
+                ),
+            ),
+        },
         Err(e) => {
             tracing::warn!(error = %e, "health check: store unreachable");
             (
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "store unreachable\n",
+                status,
+                "degraded: store unreachable; serving cached files and registrations from memory\n"
+                    .to_owned(),
             )
         }
     }

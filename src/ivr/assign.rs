@@ -36,7 +36,11 @@ pub enum AssignRefusal {
     /// The caller may not assign anything (unknown or unauthenticated device).
     #[error("caller not permitted to assign")]
     NotPermitted,
-    /// The assignment could not be made (store down, …); nothing was committed.
+    /// No writable database (a failover that did not finish in time, a site cut off): the
+    /// caller is asked to call again later; nothing was committed.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    /// The assignment could not be made (a fault of ours); nothing was committed.
     #[error("assignment failed: {0}")]
     Internal(String),
 }

@@ -329,6 +329,7 @@ fn transition(l: Limits, state: State, ev: Event) -> (State, Vec<Action>) {
         (Assigning { .. }, Event::AssignResult(Err(r))) => {
             let clips = match r {
                 AssignRefusal::Internal(_) => vec![Prompt::Goodbye],
+                AssignRefusal::Unavailable(_) => vec![Prompt::TryLater, Prompt::Goodbye],
                 _ => vec![Prompt::NotAvailable, Prompt::Goodbye],
             };
             (
@@ -637,8 +638,12 @@ mod tests {
                 vec![Prompt::NotAvailable, Prompt::Goodbye],
             ),
             (
-                AssignRefusal::Internal("db down".into()),
+                AssignRefusal::Internal("unreadable row".into()),
                 vec![Prompt::Goodbye],
+            ),
+            (
+                AssignRefusal::Unavailable("no writable database".into()),
+                vec![Prompt::TryLater, Prompt::Goodbye],
             ),
         ] {
             let mut r = Run::started();

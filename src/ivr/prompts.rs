@@ -42,11 +42,14 @@ pub enum Prompt {
     TryAgain,
     /// "Goodbye."
     Goodbye,
+    /// "The service is busy. Please call again later." (no writable database: the entry
+    /// cannot be kept, so the caller is not asked to retype it now)
+    TryLater,
 }
 
 impl Prompt {
     /// Every clip, in a fixed order (used to index [`PromptLibrary`]).
-    pub const ALL: [Prompt; 16] = [
+    pub const ALL: [Prompt; CLIPS] = [
         Prompt::EnterExtension,
         Prompt::Extension,
         Prompt::Digit(DecimalDigit(0)),
@@ -63,6 +66,7 @@ impl Prompt {
         Prompt::NotAvailable,
         Prompt::TryAgain,
         Prompt::Goodbye,
+        Prompt::TryLater,
     ];
 
     fn index(self) -> usize {
@@ -74,6 +78,7 @@ impl Prompt {
             Prompt::NotAvailable => 13,
             Prompt::TryAgain => 14,
             Prompt::Goodbye => 15,
+            Prompt::TryLater => 16,
         }
     }
 
@@ -92,6 +97,7 @@ impl Prompt {
             Prompt::NotAvailable => "not_available",
             Prompt::TryAgain => "try_again",
             Prompt::Goodbye => "goodbye",
+            Prompt::TryLater => "try_later",
         }
     }
 
@@ -113,6 +119,7 @@ impl Prompt {
             Prompt::NotAvailable => "That extension is not available.",
             Prompt::TryAgain => "Please try again.",
             Prompt::Goodbye => "Goodbye.",
+            Prompt::TryLater => "The service is busy. Please call again later.",
         }
     }
 
@@ -130,7 +137,10 @@ impl Prompt {
     }
 }
 
-static BUILTIN: [&[u8]; 16] = [
+/// How many clips there are.
+const CLIPS: usize = 17;
+
+static BUILTIN: [&[u8]; CLIPS] = [
     include_bytes!("prompts/enter_extension.ul"),
     include_bytes!("prompts/extension.ul"),
     include_bytes!("prompts/digit_0.ul"),
@@ -147,6 +157,7 @@ static BUILTIN: [&[u8]; 16] = [
     include_bytes!("prompts/not_available.ul"),
     include_bytes!("prompts/try_again.ul"),
     include_bytes!("prompts/goodbye.ul"),
+    include_bytes!("prompts/try_later.ul"),
 ];
 
 /// The longest recording accepted from an operator's directory: 60 s of 8 kHz μ-law.
@@ -172,7 +183,7 @@ pub enum PromptError {
 /// clips; a test with 40 ms clips runs a whole call in a fraction of a second over real RTP.
 #[derive(Clone)]
 pub struct PromptLibrary {
-    clips: Arc<[Arc<[u8]>; 16]>,
+    clips: Arc<[Arc<[u8]>; CLIPS]>,
 }
 
 impl std::fmt::Debug for PromptLibrary {
@@ -218,7 +229,7 @@ impl PromptLibrary {
                 return Err(PromptError::UnknownPrompt(path));
             }
         }
-        let mut clips: [Arc<[u8]>; 16] = BUILTIN.map(Arc::from);
+        let mut clips: [Arc<[u8]>; CLIPS] = BUILTIN.map(Arc::from);
         for p in Prompt::ALL {
             let path = dir.join(format!("{}.ul", p.name()));
             let bytes = match std::fs::read(&path) {

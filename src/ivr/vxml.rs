@@ -250,11 +250,20 @@ pub fn retry_document(
 
 /// "Goodbye." then hang up (refused for good, or a request we cannot read).
 pub fn goodbye_document(with_not_available: bool) -> String {
-    let clips: &[Prompt] = if with_not_available {
+    closing_document(if with_not_available {
         &[Prompt::NotAvailable, Prompt::Goodbye]
     } else {
         &[Prompt::Goodbye]
-    };
+    })
+}
+
+/// "The service is busy. Please call again later. Goodbye." then hang up (no writable
+/// database).
+pub fn try_later_document() -> String {
+    closing_document(&[Prompt::TryLater, Prompt::Goodbye])
+}
+
+fn closing_document(clips: &[Prompt]) -> String {
     document(&format!(
         "<form id=\"goodbye\">\n<block>{}<disconnect/></block>\n</form>\n",
         prompt(clips)
@@ -439,6 +448,10 @@ async fn assign<A: Assigner + 'static>(
         Err(AssignRefusal::Internal(e)) => {
             tracing::warn!(error = %e, "VoiceXML assignment failed");
             vxml(StatusCode::OK, goodbye_document(false))
+        }
+        Err(AssignRefusal::Unavailable(e)) => {
+            tracing::warn!(error = %e, "VoiceXML assignment: no writable database; caller told to call again later");
+            vxml(StatusCode::OK, try_later_document())
         }
         Err(_) => vxml(StatusCode::OK, goodbye_document(true)),
     }

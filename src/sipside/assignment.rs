@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use sip::Endpoint;
 
+use crate::fault::{Fault, HasFault};
 use crate::ivr::{AssignRefusal, Assigner, CallerIdentity};
 use crate::service::{Dm, DmError};
 use crate::sipside::checksync::CheckSync;
@@ -83,7 +84,7 @@ impl IvrAssigner {
         let record = match dm.store.dn(dn).await {
             Ok(d) => d,
             Err(StoreError::NotFound { .. }) => return Err(AssignRefusal::UnknownDn),
-            Err(e) => return Err(AssignRefusal::Internal(e.to_string())),
+            Err(e) => return Err(refusal(e.into())),
         };
         // A DN of a switch outside this deployment's configuration is another site's.
         let served = &dm.config.switches;
@@ -96,7 +97,18 @@ impl IvrAssigner {
                 return Err(AssignRefusal::OtherSite);
             }
         }
-        match dm.assign(&mac.to_string(), dn, "ivr").await {
+        let mac = mac.to_string();
+        let mut outcome = dm.assign(&mac, dn, "ivr").await;
+        // A failover in progress: the write failed (or its commit was never confirmed). Wait
+        // for the new primary while the caller holds, and write again; assigning a DN to the
+        // device that already has it is a no-op, so a commit that did land is not doubled.
+        if matches!(&outcome, Err(e) if matches!(e.fault(), Fault::Unavailable))
+            && dm.store.wait_writable(FAILOVER_WAIT).await
+        {
+            tracing::warn!(mac = %mac, dn, "IVR assignment retried on the new database primary");
+            outcome = dm.assign(&mac, dn, "ivr").await;
+        }
+        match outcome {
             Ok(out) => Ok(out),
             Err(DmError::Store(StoreError::Conflict { .. })) => Err(AssignRefusal::Taken),
             Err(DmError::Store(StoreError::NotFound { what: "device", .. })) => {
@@ -104,8 +116,23 @@ impl IvrAssigner {
                 Err(AssignRefusal::NotPermitted)
             }
             Err(DmError::Store(StoreError::NotFound { .. })) => Err(AssignRefusal::UnknownDn),
-            Err(e) => Err(AssignRefusal::Internal(e.to_string())),
+            Err(e) => Err(refusal(e)),
         }
+    }
+}
+
+/// How long an IVR assignment waits for a writable database before the caller is asked to
+/// call again later: about what a pg_auto_failover failover takes with its default timeouts.
+/// The caller hears silence meanwhile, after the last digit; a caller who hangs up does not
+/// cancel it (see [`Assigner`]).
+pub const FAILOVER_WAIT: Duration = Duration::from_secs(30);
+
+/// A failure nothing was committed for: "call again later" when the database is unavailable.
+fn refusal(e: DmError) -> AssignRefusal {
+    if matches!(e.fault(), Fault::Unavailable) {
+        AssignRefusal::Unavailable(e.to_string())
+    } else {
+        AssignRefusal::Internal(e.to_string())
     }
 }
 

@@ -91,7 +91,7 @@ impl Store {
             "SELECT {COLUMNS} FROM bindings WHERE expires_at > $1"
         ))
         .bind(now_ms())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.pool())
         .await?;
         Ok(rows.into_iter().map(StoredBinding::from_row).collect())
     }
@@ -102,7 +102,7 @@ impl Store {
         ))
         .bind(aor)
         .bind(now_ms())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.pool())
         .await?;
         Ok(rows.into_iter().map(StoredBinding::from_row).collect())
     }
@@ -115,7 +115,7 @@ impl Store {
         ))
         .bind(device)
         .bind(now_ms())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.pool())
         .await?;
         Ok(row.map(StoredBinding::from_row))
     }
@@ -200,7 +200,7 @@ impl Store {
     pub async fn purge_expired_bindings(&self) -> Result<u64> {
         Ok(sqlx::query("DELETE FROM bindings WHERE expires_at <= $1")
             .bind(now_ms())
-            .execute(&self.pool)
+            .execute(&self.pool())
             .await?
             .rows_affected())
     }

@@ -8,7 +8,7 @@ impl Store {
     pub async fn sites(&self) -> Result<Vec<Site>> {
         Ok(
             sqlx::query_as("SELECT name, fs_url, sip_servers FROM sites ORDER BY name")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.pool())
                 .await?,
         )
     }
@@ -16,7 +16,7 @@ impl Store {
     pub async fn site(&self, name: &str) -> Result<Site> {
         sqlx::query_as("SELECT name, fs_url, sip_servers FROM sites WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.pool())
             .await?
             .ok_or_else(|| StoreError::NotFound {
                 what: "site",
@@ -85,14 +85,14 @@ impl Store {
         Ok(sqlx::query_as(
             "SELECT name, site, address, dn_ranges, peer FROM switches ORDER BY name",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.pool())
         .await?)
     }
 
     pub async fn switch(&self, name: &str) -> Result<Switch> {
         sqlx::query_as("SELECT name, site, address, dn_ranges, peer FROM switches WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.pool())
             .await?
             .ok_or_else(|| StoreError::NotFound {
                 what: "switch",
@@ -123,7 +123,7 @@ impl Store {
         Ok(sqlx::query_as(&format!(
             "SELECT {PROFILE_COLS} FROM profiles ORDER BY name"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.pool())
         .await?)
     }
 
@@ -132,7 +132,7 @@ impl Store {
             "SELECT {PROFILE_COLS} FROM profiles WHERE name = $1"
         ))
         .bind(name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.pool())
         .await?
         .ok_or_else(|| StoreError::NotFound {
             what: "profile",
@@ -209,7 +209,7 @@ impl Store {
     pub async fn dns(&self) -> Result<Vec<Dn>> {
         Ok(
             sqlx::query_as(&format!("SELECT {DN_COLS} FROM dns ORDER BY number"))
-                .fetch_all(&self.pool)
+                .fetch_all(&self.pool())
                 .await?,
         )
     }
@@ -217,7 +217,7 @@ impl Store {
     pub async fn dn(&self, number: &str) -> Result<Dn> {
         sqlx::query_as(&format!("SELECT {DN_COLS} FROM dns WHERE number = $1"))
             .bind(number)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.pool())
             .await?
             .ok_or_else(|| StoreError::NotFound {
                 what: "DN",

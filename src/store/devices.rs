@@ -82,7 +82,7 @@ impl Store {
             .bind(format!("%{s}%"))
             .bind(limit)
             .bind(offset)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.pool())
             .await?)
     }
 
@@ -93,7 +93,7 @@ impl Store {
         Ok(sqlx::query_scalar(&q)
             .bind(s)
             .bind(format!("%{s}%"))
-            .fetch_one(&self.pool)
+            .fetch_one(&self.pool())
             .await?)
     }
 
@@ -110,7 +110,7 @@ impl Store {
         Ok(
             sqlx::query_as(&format!("SELECT {DEVICE_COLS} FROM devices WHERE mac = $1"))
                 .bind(mac)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.pool())
                 .await?,
         )
     }
@@ -119,7 +119,7 @@ impl Store {
         Ok(
             sqlx::query_as(&format!("SELECT {DEVICE_COLS} FROM devices WHERE dn = $1"))
                 .bind(dn)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.pool())
                 .await?,
         )
     }
@@ -225,7 +225,7 @@ impl Store {
         .bind(s.at)
         .bind(&s.user_agent)
         .bind(&s.firmware)
-        .execute(&self.pool)
+        .execute(&self.pool())
         .await?
         .rows_affected()
             == 1;
@@ -588,7 +588,7 @@ impl Store {
         )
         .bind(mac.unwrap_or(""))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.pool())
         .await?)
     }
 }

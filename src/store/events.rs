@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, Result, Store};
+use super::{Backend, Result, Store, StoreError};
 
 /// The channel change events travel on.
 pub const CHANGES: &str = "sipdm_changes";
@@ -60,25 +60,59 @@ pub struct Notification {
 }
 
 /// A dedicated `LISTEN` connection (PostgreSQL only). It reconnects and re-subscribes by
-/// itself; a `recv` error means the connection was lost and notifications sent meanwhile may
-/// be gone.
+/// itself, to the host the store uses now (after a failover, the new primary); a `recv` error
+/// means the connection was lost and notifications sent meanwhile may be gone.
 pub struct Listener {
-    inner: sqlx::postgres::PgListener,
-    pool: sqlx::PgPool,
+    inner: Option<(sqlx::postgres::PgListener, sqlx::PgPool)>,
+    store: Store,
+    application_name: String,
+    channels: Vec<String>,
 }
 
 impl Listener {
     pub async fn recv(&mut self) -> Result<Notification> {
-        let n = self.inner.recv().await?;
-        Ok(Notification {
-            channel: n.channel().to_owned(),
-            payload: n.payload().to_owned(),
-        })
+        let (inner, _) = match &mut self.inner {
+            Some(i) => i,
+            None => {
+                let connected = self
+                    .store
+                    .connect_listener(&self.application_name, &self.channels)
+                    .await?;
+                self.inner.insert(connected)
+            }
+        };
+        match inner.try_recv().await {
+            Ok(Some(n)) => Ok(Notification {
+                channel: n.channel().to_owned(),
+                payload: n.payload().to_owned(),
+            }),
+            // Lost: the next call connects again, to wherever the store points then.
+            Ok(None) => {
+                self.drop_connection();
+                Err(StoreError::Db(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "listener connection lost",
+                ))))
+            }
+            Err(e) => {
+                self.drop_connection();
+                Err(e.into())
+            }
+        }
     }
 
-    pub async fn close(self) {
-        drop(self.inner);
-        self.pool.close().await;
+    fn drop_connection(&mut self) {
+        if let Some((inner, pool)) = self.inner.take() {
+            drop(inner);
+            tokio::spawn(async move { pool.close().await });
+        }
+    }
+
+    pub async fn close(mut self) {
+        if let Some((inner, pool)) = self.inner.take() {
+            drop(inner);
+            pool.close().await;
+        }
     }
 }
 
@@ -133,20 +167,39 @@ impl Store {
         if self.backend != Backend::Postgres {
             return Ok(None);
         }
+        let channels: Vec<String> = channels.iter().map(|c| (*c).to_owned()).collect();
+        let inner = self.connect_listener(application_name, &channels).await?;
+        Ok(Some(Listener {
+            inner: Some(inner),
+            store: self.clone(),
+            application_name: application_name.to_owned(),
+            channels,
+        }))
+    }
+
+    async fn connect_listener(
+        &self,
+        application_name: &str,
+        channels: &[String],
+    ) -> Result<(sqlx::postgres::PgListener, sqlx::PgPool)> {
         use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
         let options = self
-            .url
+            .link
+            .url()
             .parse::<PgConnectOptions>()?
             .application_name(application_name);
         let pool = PgPoolOptions::new()
             .max_connections(1)
             .max_lifetime(None)
             .idle_timeout(None)
+            .acquire_timeout(super::ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
         let mut inner = PgListener::connect_with(&pool).await?;
-        inner.listen_all(channels.iter().copied()).await?;
-        Ok(Some(Listener { inner, pool }))
+        inner
+            .listen_all(channels.iter().map(String::as_str))
+            .await?;
+        Ok((inner, pool))
     }
 
     /// Other writers' change events on this schema (PostgreSQL only; `None` on SQLite). Once
@@ -222,7 +275,7 @@ impl Store {
     pub async fn outbox_position(&self) -> Result<i64> {
         Ok(
             sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(id), 0) FROM changes")
-                .fetch_one(&self.pool)
+                .fetch_one(&self.pool())
                 .await?,
         )
     }
@@ -232,13 +285,13 @@ impl Store {
     /// slept through [`OUTBOX_KEEP`] writes) come back as [`Change::All`].
     pub async fn outbox_after(&self, after: i64) -> Result<(Vec<Change>, i64)> {
         let oldest: i64 = sqlx::query_scalar("SELECT COALESCE(MIN(id), 0) FROM changes")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.pool())
             .await?;
         let rows: Vec<(i64, String, String)> = sqlx::query_as(
             "SELECT id, origin, payload FROM changes WHERE id > $1 ORDER BY id LIMIT 1000",
         )
         .bind(after)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.pool())
         .await?;
         let Some(last) = rows.last().map(|r| r.0) else {
             return Ok((Vec::new(), after));

@@ -13,7 +13,9 @@ mod bindings;
 mod catalog;
 mod devices;
 pub mod events;
+mod link;
 pub mod model;
+pub mod primary;
 mod receipts;
 mod switch_credentials;
 
@@ -22,6 +24,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
+
+pub use primary::Access;
 
 pub use bindings::StoredBinding;
 pub use devices::{AssignOutcome, FreedDn, ImportLine, ImportReport};
@@ -67,10 +71,11 @@ impl StoreError {
                 | sqlx::Error::PoolClosed
                 | sqlx::Error::Io(_)
                 | sqlx::Error::WorkerCrashed => true,
-                // Class 08 (connection exception) and 57P01–57P03 (shutdown, starting up).
+                // Class 08 (connection exception), 57P01–57P03 (shutdown, starting up),
+                // 25006 (a write on a standby: the primary moved or is gone, see `primary`).
                 sqlx::Error::Database(d) => d
                     .code()
-                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P0")),
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P0") || c == "25006"),
                 _ => false,
             },
             _ => false,
@@ -88,10 +93,9 @@ pub enum Backend {
 
 #[derive(Clone)]
 pub struct Store {
-    pool: AnyPool,
+    /// The pool, on the writable host when `store.url` names several ([`link`]).
+    link: std::sync::Arc<link::Link>,
     backend: Backend,
-    /// The URL it was opened with (a listener opens its own connection to it).
-    url: String,
     /// The schema written to (PostgreSQL; empty on SQLite): change events name it.
     scope: String,
     /// This store's id, random per open: its own change events are not delivered back to it.
@@ -121,7 +125,8 @@ pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 pub const IDLE_IN_TRANSACTION: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Store {
-    /// Opens (creating a SQLite file if needed) and migrates.
+    /// Opens (creating a SQLite file if needed) and migrates. A PostgreSQL URL may name
+    /// several hosts ([`primary`]): the store uses the writable one and follows it.
     pub async fn open(url: &str, max_connections: u32) -> Result<Store> {
         DRIVERS.call_once(sqlx::any::install_default_drivers);
         let backend = if url.starts_with("sqlite:") {
@@ -129,65 +134,49 @@ impl Store {
         } else {
             Backend::Postgres
         };
-        let url = match backend {
+        let hosts = match backend {
             Backend::Sqlite if !url.contains("mode=") && !url.contains(":memory:") => {
-                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+                primary::HostList {
+                    urls: vec![format!(
+                        "{url}{}mode=rwc",
+                        if url.contains('?') { '&' } else { '?' }
+                    )],
+                    attrs: primary::SessionAttrs::Any,
+                    connect_timeout: primary::DEFAULT_CONNECT_TIMEOUT,
+                }
             }
-            _ => url.to_owned(),
+            Backend::Sqlite => primary::HostList {
+                urls: vec![url.to_owned()],
+                attrs: primary::SessionAttrs::Any,
+                connect_timeout: primary::DEFAULT_CONNECT_TIMEOUT,
+            },
+            Backend::Postgres => primary::parse(url).map_err(StoreError::Invalid)?,
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL lets the CLI and the server use one file at once; NORMAL sync is
-                        // durable across application crashes, which is what WAL promises.
-                        sqlx::query("PRAGMA journal_mode=WAL")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA synchronous=NORMAL")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA foreign_keys=ON")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA busy_timeout=5000")
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                    if backend == Backend::Postgres {
-                        // An instance that stalls inside a transaction (a hung process, a
-                        // network cut between it and the database) would otherwise hold its
-                        // row locks, and the version row every write updates, for as long as
-                        // its connection stays open, blocking every other instance. sipdm
-                        // never waits inside a transaction, so a session idle in one this
-                        // long is stuck: PostgreSQL ends it and the locks go.
-                        sqlx::query(&format!(
-                            "SET idle_in_transaction_session_timeout = {}",
-                            IDLE_IN_TRANSACTION.as_millis()
-                        ))
-                        .execute(&mut *conn)
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&url)
-            .await?;
-        match backend {
-            Backend::Sqlite => {
-                // sqlx takes no lock when migrating SQLite, so two processes opening a fresh
-                // file at once (the server and the CLI) would both create the tables. A file
-                // lock beside the database serialises them.
-                let _guard = match sqlite_path(&url) {
-                    Some(path) => Some(lock_beside(&path).await?),
-                    None => None,
-                };
-                sqlx::migrate!("migrations/sqlite").run(&pool).await?
-            }
-            // PostgreSQL migrations take an advisory lock of their own.
-            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
+        // Several hosts: start on the writable one, or (degraded) a standby that answers.
+        let (host, access) = if hosts.is_multi() {
+            primary::choose(&hosts).await.ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "no database host of store.url answers ({})",
+                    hosts
+                        .urls
+                        .iter()
+                        .map(|u| primary::host_of(u))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?
+        } else {
+            (0, primary::Access::Writable)
+        };
+        let url = hosts.urls[host].clone();
+        let pool = pool_options(backend, max_connections).connect(&url).await?;
+        if access == primary::Access::Writable {
+            migrate(backend, &url, &pool).await?;
+        } else {
+            tracing::warn!(
+                host = primary::host_of(&url),
+                "no writable database host: starting degraded, schema not migrated"
+            );
         }
         let scope = match backend {
             Backend::Postgres => {
@@ -199,10 +188,19 @@ impl Store {
             }
             Backend::Sqlite => String::new(),
         };
-        Ok(Store {
+        let link = link::Link::new(
             pool,
+            host,
+            access,
+            hosts,
+            Box::new(move |url| Ok(pool_options(backend, max_connections).connect_lazy(url)?)),
+        );
+        if backend == Backend::Postgres {
+            link.spawn_watcher();
+        }
+        Ok(Store {
+            link,
             backend,
-            url,
             scope,
             origin: hex::encode(rand::random::<[u8; 8]>()),
             bus: Default::default(),
@@ -215,13 +213,39 @@ impl Store {
     /// whereas an immediate one waits its turn under `busy_timeout`.
     async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => self.pool().begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool().begin().await?,
         })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The current pool: on the writable host, or a standby while the store is degraded.
+    fn pool(&self) -> AnyPool {
+        self.link.pool()
+    }
+
+    /// Whether writes can succeed now ([`Access::Writable`]), only reads (a standby: the
+    /// node is degraded), or nothing. Always writable on SQLite and a single-host URL whose
+    /// server answers; kept current by the host watcher.
+    pub fn access(&self) -> Access {
+        self.link.access()
+    }
+
+    /// Waits up to `limit` for a writable database; whether there is one. What a caller
+    /// who must not give up at the first failover (an IVR assignment) waits on.
+    pub async fn wait_writable(&self, limit: std::time::Duration) -> bool {
+        let mut rx = self.link.watch_access();
+        tokio::time::timeout(limit, rx.wait_for(|a| *a == Access::Writable))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// `host:port` of the database host in use (for health and logs).
+    pub fn host(&self) -> String {
+        primary::host_of(&self.link.url()).to_owned()
     }
 
     /// `NOTIFY channel, payload` (PostgreSQL only): how instances hand work to each other,
@@ -230,7 +254,7 @@ impl Store {
         sqlx::query("SELECT 1 FROM (SELECT pg_notify($1, $2)) AS n")
             .bind(channel)
             .bind(payload)
-            .execute(&self.pool)
+            .execute(&self.pool())
             .await?;
         Ok(())
     }
@@ -241,19 +265,19 @@ impl Store {
         let n: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1")
                 .bind(application_name)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.pool())
                 .await?;
         Ok(n > 0)
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.pool().close().await;
     }
 
     /// The generation of served data; see the module doc.
     pub async fn version(&self) -> Result<u64> {
         let v: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'version'")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.pool())
             .await?;
         Ok(v.parse().unwrap_or(0))
     }
@@ -261,7 +285,7 @@ impl Store {
     pub async fn meta_get(&self, key: &str) -> Result<Option<String>> {
         Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.pool())
             .await?)
     }
 
@@ -271,13 +295,74 @@ impl Store {
         sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
             .bind(key)
             .bind(value)
-            .execute(&self.pool)
+            .execute(&self.pool())
             .await?;
         Ok(self
             .meta_get(key)
             .await?
             .unwrap_or_else(|| value.to_owned()))
     }
+}
+
+/// The pool settings of every host: short acquire timeout, and the session settings below.
+fn pool_options(backend: Backend, max_connections: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max_connections.max(1))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // WAL lets the CLI and the server use one file at once; NORMAL sync is
+                    // durable across application crashes, which is what WAL promises.
+                    sqlx::query("PRAGMA journal_mode=WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA synchronous=NORMAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA foreign_keys=ON")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA busy_timeout=5000")
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                if backend == Backend::Postgres {
+                    // An instance that stalls inside a transaction (a hung process, a
+                    // network cut between it and the database) would otherwise hold its
+                    // row locks, and the version row every write updates, for as long as
+                    // its connection stays open, blocking every other instance. sipdm
+                    // never waits inside a transaction, so a session idle in one this
+                    // long is stuck: PostgreSQL ends it and the locks go.
+                    sqlx::query(&format!(
+                        "SET idle_in_transaction_session_timeout = {}",
+                        IDLE_IN_TRANSACTION.as_millis()
+                    ))
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+}
+
+/// Brings the schema up to date.
+async fn migrate(backend: Backend, url: &str, pool: &AnyPool) -> Result<()> {
+    match backend {
+        Backend::Sqlite => {
+            // sqlx takes no lock when migrating SQLite, so two processes opening a fresh
+            // file at once (the server and the CLI) would both create the tables. A file
+            // lock beside the database serialises them.
+            let _guard = match sqlite_path(url) {
+                Some(path) => Some(lock_beside(&path).await?),
+                None => None,
+            };
+            sqlx::migrate!("migrations/sqlite").run(pool).await?
+        }
+        // PostgreSQL migrations take an advisory lock of their own.
+        Backend::Postgres => sqlx::migrate!("migrations/postgres").run(pool).await?,
+    }
+    Ok(())
 }
 
 /// The file of a `sqlite:` URL, unless it is in memory.

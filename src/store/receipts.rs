@@ -68,7 +68,7 @@ impl Store {
         match macs {
             None => Ok(
                 sqlx::query_as(&format!("SELECT {COLS} FROM receipts ORDER BY mac, file"))
-                    .fetch_all(&self.pool)
+                    .fetch_all(&self.pool())
                     .await?,
             ),
             Some(macs) => {
@@ -86,7 +86,7 @@ impl Store {
                     for m in chunk {
                         q = q.bind(m);
                     }
-                    out.extend(q.fetch_all(&self.pool).await?);
+                    out.extend(q.fetch_all(&self.pool()).await?);
                 }
                 Ok(out)
             }

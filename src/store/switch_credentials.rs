@@ -188,7 +188,7 @@ impl Store {
         )
         .bind(username)
         .bind(realm)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.pool())
         .await?)
     }
 
@@ -196,7 +196,7 @@ impl Store {
     pub async fn switch_realms(&self) -> Result<Vec<String>> {
         Ok(
             sqlx::query_scalar("SELECT DISTINCT realm FROM switch_realms ORDER BY realm")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.pool())
                 .await?,
         )
     }

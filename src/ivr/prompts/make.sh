@@ -25,6 +25,7 @@ say assigned "assigned."
 say not_available "That extension is not available."
 say try_again "Please try again."
 say goodbye "Goodbye."
+say try_later "The service is busy. Please call again later."
 digits=(zero one two three four five six seven eight nine)
 for i in "${!digits[@]}"; do
   say "digit_$i" "${digits[$i]}"
