@@ -40,7 +40,7 @@ pub async fn serve_file(
         match raw.strip_prefix(key).and_then(|r| r.strip_prefix('/')) {
             Some(rest) if !key.is_empty() => raw = rest,
             _ => {
-                guard.check(peer.ip(), raw);
+                guard.check(peer.ip(), raw, |_| None);
                 return refuse(StatusCode::NOT_FOUND, &peer, "(no URL key)", "no such file");
             }
         }
@@ -56,8 +56,27 @@ pub async fn serve_file(
             )
         }
     };
-    match guard.check(peer.ip(), &file) {
-        Verdict::Serve => {}
+    let verdict = guard.check(peer.ip(), &file, |f| {
+        match parse_file_name(f, &dm.vendors) {
+            Ok(FileRequest::PerPhone { mac, .. }) => Some(mac),
+            _ => None,
+        }
+    });
+    let verdict = match verdict {
+        // Asked before provisioning, which records an unknown phone as a device.
+        Verdict::LookUp(mac) => match dm.store.find_device(&mac.to_string()).await {
+            Ok(Some(_)) => Verdict::Serve,
+            Ok(None) => guard.unknown_mac(peer.ip(), mac),
+            // Not counted: the provisioning below meets the same store and answers for it.
+            Err(e) => {
+                tracing::debug!(mac = %mac, error = %e, "scan guard: device look-up failed");
+                Verdict::Serve
+            }
+        },
+        v => v,
+    };
+    match verdict {
+        Verdict::Serve | Verdict::LookUp(_) => {}
         Verdict::Forbidden => {
             metrics::counter!("sipdm_prov_requests_total", "status" => "403").increment(1);
             return (StatusCode::FORBIDDEN, "forbidden\n").into_response();
@@ -123,6 +142,17 @@ pub async fn serve_file(
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             if status.is_client_error() {
                 refuse(status, &peer, &file, &e.to_string())
+            } else if status == StatusCode::SERVICE_UNAVAILABLE {
+                // No database for this phone (an unknown phone while degraded, or a failover
+                // under way): a phone waits Retry-After before asking again, and the jitter
+                // keeps a fleet that was refused together from returning together.
+                tracing::warn!(file = %file, peer = %peer, error = %e, "provisioning: store unavailable; told to retry");
+                metrics::counter!("sipdm_prov_requests_total", "status" => "503").increment(1);
+                let mut res = (status, "service unavailable: try again later\n").into_response();
+                let wait = rand::Rng::gen_range(&mut rand::thread_rng(), UNAVAILABLE_RETRY_AFTER);
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+                res
             } else {
                 tracing::error!(file = %file, peer = %peer, error = %e, "provisioning failed");
                 metrics::counter!("sipdm_prov_requests_total", "status" => status.as_str().to_owned()).increment(1);
@@ -190,6 +220,9 @@ fn check_basic(
     );
     Err(Box::new(res))
 }
+
+/// Seconds a phone refused with 503 is told to wait: about what a database failover takes.
+const UNAVAILABLE_RETRY_AFTER: std::ops::RangeInclusive<u32> = 3..=8;
 
 fn refuse(status: StatusCode, peer: &SocketAddr, file: &str, why: &str) -> Response {
     tracing::info!(status = status.as_u16(), peer = %peer, file = %file.escape_debug(), why, "provisioning request refused");
