@@ -180,19 +180,41 @@ impl CampaignsConfig {
 }
 
 /// Who may fetch provisioning files, and the MAC-scanning lockout.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+///
+/// The lockout is on by default and judges a source by the phones it asks for that nobody
+/// knows: a real fleet asks for the files of MACs that are devices (imported, or seen once
+/// and recorded), a scanner guesses MACs and mostly misses. So a boot storm of thousands of
+/// known phones behind one NAT or HTTP relay counts nothing, however many phones and files it
+/// is, while one address probing more than `max-unknown-macs-per-source` unknown MACs within
+/// `window-seconds` is locked out for `lockout-seconds`. See `crate::http::scan_guard`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ProvSecurityConfig {
     /// Networks served at all (empty: any).
     #[serde(default)]
     pub allowed_networks: Vec<ipnet::IpNet>,
     /// Distinct files one source may ask for within `window-seconds` before it is locked out
-    /// (0: no limit). A phone asks for a handful; size it for the most phones behind one NAT
-    /// address.
+    /// (0, the default: no limit). Every phone behind a NAT asks for files of its own, so this
+    /// ceiling counts a boot storm too: size it for the most phones behind one NAT address,
+    /// or leave it off and rely on `max-unknown-macs-per-source`.
     #[serde(default)]
     pub max_files_per_source: u32,
+    /// MACs that are no known device, asked for by one source within `window-seconds`, before
+    /// the source is locked out (0: no limit). Default 100. Known phones never count, so a boot
+    /// storm of a whole fleet behind one address passes; 100 still lets a site plug in that
+    /// many brand-new (never seen) phones behind one NAT at once, and holds a scanner to
+    /// about 100 guesses per `lockout-seconds` (under 10 000 a day with the defaults, against
+    /// 16.7 million MACs in one vendor prefix). The first MAC a source asks for in a window
+    /// is taken for its own phone and not looked up (no query for one phone per address), so
+    /// a scan is refused from its 102nd unknown MAC. Raise it, or list the NAT in
+    /// `trusted-networks`, for a roll-out of more new phones than that behind one address.
+    #[serde(default = "d_unknown_macs")]
+    pub max_unknown_macs_per_source: u32,
+    /// The counting window of both limits above and of the failed-credential counts (default
+    /// 600 s).
     #[serde(default = "d_scan_window")]
     pub window_seconds: u64,
+    /// How long a source stays locked out (default 900 s).
     #[serde(default = "d_lockout")]
     pub lockout_seconds: u64,
     /// A path segment phones must put before their file name (`/fs/dm/prov/<key>/MAC.cfg`);
@@ -214,11 +236,30 @@ pub struct ProvSecurityConfig {
     /// one NAT address.
     #[serde(default = "d_auth_failures_prov_source")]
     pub max_auth_failures_per_source: u32,
-    /// Sources never locked out as a whole (neither by `max-files-per-source` nor by
-    /// `max-auth-failures-per-source`): an HTTP proxy or a NAT in front of a whole site, whose
-    /// one address every phone shares. Their phones are still refused one by one.
+    /// Sources never locked out as a whole (neither by `max-files-per-source`,
+    /// `max-unknown-macs-per-source` nor `max-auth-failures-per-source`): an HTTP proxy or a
+    /// NAT in front of a whole site, whose one address every phone shares. Their phones are
+    /// still refused one by one.
     #[serde(default)]
     pub trusted_networks: Vec<ipnet::IpNet>,
+}
+
+/// The same defaults with no `[prov-security]` section at all as with an empty one.
+impl Default for ProvSecurityConfig {
+    fn default() -> Self {
+        ProvSecurityConfig {
+            allowed_networks: Vec::new(),
+            max_files_per_source: 0,
+            max_unknown_macs_per_source: d_unknown_macs(),
+            window_seconds: d_scan_window(),
+            lockout_seconds: d_lockout(),
+            url_key: None,
+            http_auth: HttpAuth::default(),
+            max_auth_failures: d_auth_failures_prov(),
+            max_auth_failures_per_source: d_auth_failures_prov_source(),
+            trusted_networks: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -234,6 +275,10 @@ fn d_auth_failures_prov() -> u32 {
 }
 
 fn d_auth_failures_prov_source() -> u32 {
+    100
+}
+
+fn d_unknown_macs() -> u32 {
     100
 }
 
