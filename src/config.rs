@@ -349,6 +349,22 @@ pub struct SipConfig {
     /// messages a second.
     #[serde(default)]
     pub udp_threads: usize,
+    /// Most SIP requests in progress at once: being handled (a credential look-up, a full
+    /// binding-store queue, a call ringing through a trunk) or queued for a TCP/TLS
+    /// dispatcher. Above it a new out-of-dialog request (REGISTER, INVITE, SUBSCRIBE, OPTIONS…)
+    /// is answered 503 with Retry-After instead of taken on; 0: no limit.
+    #[serde(default = "d_max_requests_in_progress")]
+    pub max_requests_in_progress: usize,
+    /// Longest a datagram may wait in the UDP receive buffer before a UDP receiver thread
+    /// reads it (the threads are behind), milliseconds; a new request that waited longer is
+    /// answered 503 with Retry-After. Under T1 (500 ms), so that the 503 beats the phone's
+    /// retransmission; 0: not checked.
+    #[serde(default = "d_max_queue_delay_ms")]
+    pub max_queue_delay_ms: u64,
+    /// `[min, max]` seconds: the Retry-After of those 503s is drawn at random from this
+    /// range, so that phones refused in the same second come back spread out.
+    #[serde(default = "d_overload_retry_after")]
+    pub overload_retry_after: [u32; 2],
     /// Switches and SBCs whose word sipdm takes on who is calling (addresses or CIDRs). A
     /// phone's digest ends at its switch, so an INVITE relayed by a trusted peer names its
     /// device in `P-Asserted-Identity` (the authenticated `dm-<mac>` user); from anyone else
@@ -376,6 +392,20 @@ fn de_peers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>,
 /// More UDP receiver threads than this is a typo, not a tuning: each one is an OS thread
 /// per listen address.
 const MAX_UDP_THREADS: usize = 256;
+
+fn d_max_requests_in_progress() -> usize {
+    sip::overload::DEFAULT_MAX_IN_PROGRESS
+}
+fn d_max_queue_delay_ms() -> u64 {
+    sip::overload::DEFAULT_MAX_QUEUE_DELAY.as_millis() as u64
+}
+fn d_overload_retry_after() -> [u32; 2] {
+    let r = sip::overload::DEFAULT_RETRY_AFTER;
+    [*r.start(), *r.end()]
+}
+
+/// Longest Retry-After sipdm asks for when overloaded: an hour is a phone out of service.
+const MAX_RETRY_AFTER: u32 = 3600;
 
 fn d_trunk_options_interval() -> u64 {
     5000
@@ -429,6 +459,9 @@ impl Default for SipConfig {
             tls_key: None,
             dns_servers: Vec::new(),
             udp_threads: 0,
+            max_requests_in_progress: d_max_requests_in_progress(),
+            max_queue_delay_ms: d_max_queue_delay_ms(),
+            overload_retry_after: d_overload_retry_after(),
             trusted_peers: Vec::new(),
         }
     }
@@ -943,6 +976,19 @@ impl Config {
                 self.sip.udp_threads
             ));
         }
+        let [lo, hi] = self.sip.overload_retry_after;
+        if lo == 0 || lo > hi || hi > MAX_RETRY_AFTER {
+            return Err(format!(
+                "sip: overload-retry-after [{lo}, {hi}] must be [min, max] seconds with \
+                 1 <= min <= max <= {MAX_RETRY_AFTER}"
+            ));
+        }
+        if self.sip.max_queue_delay_ms > 60_000 {
+            return Err(format!(
+                "sip: max-queue-delay-ms {} is more than a minute (0 turns the check off)",
+                self.sip.max_queue_delay_ms
+            ));
+        }
         if self.sip.min_expires > self.sip.max_expires {
             return Err(format!(
                 "sip: min-expires {} exceeds max-expires {}",
@@ -1007,6 +1053,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("udp-threads 5000 is more than 256"), "{err}");
+    }
+
+    #[test]
+    fn overload_settings_default_and_bounds() {
+        let c = parse("").unwrap();
+        assert_eq!(c.sip.max_requests_in_progress, 1000);
+        assert_eq!(c.sip.max_queue_delay_ms, 200);
+        assert_eq!(c.sip.overload_retry_after, [5, 15]);
+        let c = parse(
+            "[sip]\nmax-requests-in-progress = 0\nmax-queue-delay-ms = 50\noverload-retry-after = [2, 4]\n",
+        )
+        .unwrap();
+        assert_eq!(c.sip.max_requests_in_progress, 0);
+        assert_eq!(c.sip.max_queue_delay_ms, 50);
+        assert_eq!(c.sip.overload_retry_after, [2, 4]);
+        for bad in ["[9, 3]", "[0, 3]", "[5, 86400]"] {
+            let err = parse(&format!("[sip]\noverload-retry-after = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("overload-retry-after"), "{bad}: {err}");
+        }
+        let err = parse("[sip]\nmax-queue-delay-ms = 120000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max-queue-delay-ms"), "{err}");
     }
 
     #[test]

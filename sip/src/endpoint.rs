@@ -20,6 +20,7 @@ use crate::auth::{AuthConfig, Authenticator, DigestGuard};
 use crate::handler::{IncomingRequest, RequestHandler};
 use crate::headers::params::split_top_level;
 use crate::headers::{MessageExt, NameAddr, Via, ACCEPT, ALLOW};
+use crate::overload::{InProgress, Overload, OverloadConfig, Shed};
 use crate::registrar::{Binding, BindingStore, Registrar, RegistrarConfig, StoreError};
 use crate::stats::Stats;
 use crate::transaction::client::StartedClient;
@@ -47,6 +48,8 @@ pub struct EndpointConfig {
     pub dispatchers: Option<usize>,
     /// Bound on non-INVITE server transactions kept for retransmission absorption.
     pub max_server_transactions: usize,
+    /// When new requests are answered 503 + Retry-After instead of taken on.
+    pub overload: OverloadConfig,
 }
 
 impl Default for EndpointConfig {
@@ -60,6 +63,7 @@ impl Default for EndpointConfig {
             advertised_host: None,
             dispatchers: None,
             max_server_transactions: crate::transaction::server::DEFAULT_MAX_TRANSACTIONS,
+            overload: OverloadConfig::default(),
         }
     }
 }
@@ -116,6 +120,9 @@ struct Inner {
     handlers: parking_lot::RwLock<Arc<Vec<Arc<dyn RequestHandler>>>>,
     stats: Arc<Stats>,
     dispatchers: Mutex<Vec<JoinHandle<()>>>,
+    overload: Arc<Overload>,
+    /// The dispatchers' queues (stream messages waiting count as work in progress).
+    events: EventSenders,
 }
 
 /// A running SIP endpoint. Cheap to clone.
@@ -145,12 +152,9 @@ impl Endpoint {
         let per_queue = cfg.transport.event_queue.max(16);
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..n).map(|_| mpsc::channel(per_queue)).unzip();
-        let transport = Transport::bind(
-            cfg.transport.clone(),
-            EventSenders::new(senders),
-            stats.clone(),
-        )
-        .await?;
+        let events = EventSenders::new(senders);
+        let transport =
+            Transport::bind(cfg.transport.clone(), events.clone(), stats.clone()).await?;
         let transmit: Arc<dyn Transmit> = Arc::new(transport.clone());
         let tsx = TransactionLayer::with_limit(
             transmit,
@@ -161,6 +165,7 @@ impl Endpoint {
         );
         let mut chain: Vec<Arc<dyn RequestHandler>> = vec![registrar.clone()];
         chain.extend(handlers);
+        let overload = Overload::new(cfg.overload.clone());
         let inner = Arc::new(Inner {
             cfg,
             transport,
@@ -170,6 +175,8 @@ impl Endpoint {
             handlers: parking_lot::RwLock::new(Arc::new(chain)),
             stats,
             dispatchers: Mutex::new(Vec::new()),
+            overload,
+            events,
         });
         *inner.dispatchers.lock() = receivers
             .into_iter()
@@ -225,6 +232,11 @@ impl Endpoint {
 
     pub fn stats(&self) -> &Arc<Stats> {
         &self.inner.stats
+    }
+
+    /// Requests being handled now (see [`crate::overload`]).
+    pub fn requests_in_progress(&self) -> usize {
+        self.inner.overload.in_progress()
     }
 
     pub fn transaction_layer(&self) -> &Arc<TransactionLayer> {
@@ -439,9 +451,9 @@ pub fn contact_address(uri: &str) -> Option<(Protocol, SocketAddr)> {
 struct Datagrams(std::sync::Weak<Inner>);
 
 impl DatagramHandler for Datagrams {
-    fn on_datagram(&self, data: Bytes, flow: Flow) {
+    fn on_datagram(&self, data: Bytes, flow: Flow, queued: Duration) {
         if let Some(inner) = self.0.upgrade() {
-            on_message(&inner, data, flow, true);
+            on_message(&inner, data, flow, true, queued);
         }
     }
 
@@ -457,7 +469,7 @@ async fn dispatch(inner: Arc<Inner>, mut rx: mpsc::Receiver<TransportEvent>) {
                 // With a backlog, hand handlers to the other workers instead of running them
                 // here, so a CPU-heavy mix (digest) uses every core.
                 let inline = rx.len() < INLINE_BACKLOG;
-                on_message(&inner, data, flow, inline)
+                on_message(&inner, data, flow, inline, Duration::ZERO)
             }
             TransportEvent::StreamError { flow, error, head } => {
                 let answered = wire::normalise::salvage(&head)
@@ -474,10 +486,13 @@ async fn dispatch(inner: Arc<Inner>, mut rx: mpsc::Receiver<TransportEvent>) {
 /// Queue length below which a dispatcher runs handlers itself.
 const INLINE_BACKLOG: usize = 128;
 
-fn on_message(inner: &Arc<Inner>, data: Bytes, flow: Flow, inline: bool) {
+/// `queued`: how long a datagram waited in the socket's receive buffer (zero for streams,
+/// whose backlog counts as work in progress instead).
+fn on_message(inner: &Arc<Inner>, data: Bytes, flow: Flow, inline: bool, queued: Duration) {
     let limit = inner.cfg.transport.max_message_size;
     if data.len() > limit {
-        // The datagram was cut at the limit; answer 513 from the complete header lines.
+        // RFC 3261 §18.1.2, §21.5.14: a datagram is read whole, so the 513 copies its Via,
+        // From, To, Call-ID and CSeq wherever they are in it.
         let e = WireError::TooLarge {
             size: data.len(),
             limit,
@@ -518,7 +533,7 @@ fn on_message(inner: &Arc<Inner>, data: Bytes, flow: Flow, inline: bool) {
     };
     let parsed = parsed.and_then(check_mandatory);
     match parsed {
-        Ok((SipMessage::Request(req), via)) => on_request(inner, req, via, flow, inline),
+        Ok((SipMessage::Request(req), via)) => on_request(inner, req, via, flow, inline, queued),
         Ok((SipMessage::Response(resp), _)) => {
             inner.tsx.on_response(resp);
         }
@@ -630,7 +645,14 @@ fn answer_malformed(inner: &Arc<Inner>, raw: &RawMessage<'_>, e: &WireError, flo
     true
 }
 
-fn on_request(inner: &Arc<Inner>, mut req: Request, mut via: Via, flow: Flow, inline: bool) {
+fn on_request(
+    inner: &Arc<Inner>,
+    mut req: Request,
+    mut via: Via,
+    flow: Flow,
+    inline: bool,
+    queued: Duration,
+) {
     via.stamp_received(flow.remote);
     replace_top_via(&mut req, &via);
     let response_flow = match flow.protocol {
@@ -653,17 +675,60 @@ fn on_request(inner: &Arc<Inner>, mut req: Request, mut via: Via, flow: Flow, in
         }
         return;
     }
+    // A new out-of-dialog request while overloaded: 503, keeping nothing. ACK (and CANCEL,
+    // above) and in-dialog requests finish what was taken on; a retransmission of a request
+    // in progress is its transaction's.
+    if req.method != Method::Ack {
+        if let Some(why) = inner.overload.check(|| inner.events.queued(), queued) {
+            if out_of_dialog(&req) && !inner.tsx.knows(&key) {
+                shed(inner, &req, &key, response_flow, why);
+                return;
+            }
+        }
+    }
     match inner.tsx.on_request(&req, key, response_flow) {
         RequestDisposition::New(responder) => {
             let inc = IncomingRequest::new(req, flow, Some(responder));
-            run_now_or_spawn(run_handlers(inner.clone(), inc), inline);
+            let busy = inner.overload.begin();
+            run_now_or_spawn(run_handlers(inner.clone(), inc, busy), inline);
         }
         RequestDisposition::AckForTu => {
             let inc = IncomingRequest::new(req, flow, None);
-            run_now_or_spawn(run_handlers(inner.clone(), inc), inline);
+            let busy = inner.overload.begin();
+            run_now_or_spawn(run_handlers(inner.clone(), inc, busy), inline);
         }
         RequestDisposition::Absorbed | RequestDisposition::AckAbsorbed => {}
     }
+}
+
+/// No To tag: not inside a dialog (RFC 3261 §12.2.2).
+fn out_of_dialog(req: &Request) -> bool {
+    req.header_value("To")
+        .is_none_or(|to| !crate::headers::has_param(to, "tag"))
+}
+
+/// Answers a request the endpoint will not take on now: 503 with a Retry-After from the
+/// configured range, stateless (RFC 3261 §21.5.4).
+fn shed(inner: &Arc<Inner>, req: &Request, key: &TsxKey, flow: Flow, why: Shed) {
+    let secs = inner.overload.retry_after();
+    Stats::inc(&inner.stats.overload_rejected);
+    inner.overload.log(
+        why,
+        inner
+            .stats
+            .overload_rejected
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
+    tracing::debug!(remote = %flow.remote, method = %req.method, ?why, retry_after = secs, "overloaded: 503");
+    inner.tsx.respond_stateless(
+        req,
+        key,
+        flow,
+        StatusCode::ServiceUnavailable,
+        [Header::RetryAfter(rsip::headers::RetryAfter::new(
+            secs.to_string(),
+        ))],
+    );
 }
 
 /// Writes the stamped top Via back (RFC 3581: `received`/`rport` in the request the TU sees
@@ -711,7 +776,8 @@ fn noop_waker() -> std::task::Waker {
     unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) }
 }
 
-async fn run_handlers(inner: Arc<Inner>, mut req: IncomingRequest) {
+/// `_busy` counts the request as in progress until the chain is done with it.
+async fn run_handlers(inner: Arc<Inner>, mut req: IncomingRequest, _busy: InProgress) {
     let handlers = inner.handlers.read().clone();
     let ep = Endpoint { inner };
     for h in handlers.iter() {

@@ -7,6 +7,7 @@
 //! * [`wire`] — framing, normalisation of awkward forms, parsing into rsip types;
 //! * [`headers`] — typed reads of Via, From/To/Contact and parameters;
 //! * [`stats`] — counters exported by the server crate;
+//! * [`overload`] — when a new request is answered 503 + Retry-After instead of taken on;
 //! * [`transport`] — UDP + TCP on one port, flows, events upward on a channel;
 //! * [`transaction`] — RFC 3261 §17 client and server transactions, timers T1/T2/T4, A–K;
 //! * [`handler`] — [`IncomingRequest`] and the [`RequestHandler`] chain;
@@ -24,6 +25,7 @@ pub mod endpoint;
 pub mod fastmap;
 pub mod handler;
 pub mod headers;
+pub mod overload;
 pub mod registrar;
 pub mod stats;
 pub mod text;

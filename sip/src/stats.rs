@@ -10,8 +10,16 @@ pub struct Stats {
     pub malformed_answered: AtomicU64,
     /// Malformed messages that could not be answered and were dropped.
     pub malformed_dropped: AtomicU64,
-    /// Messages dropped because a queue was full (overload) or a connection limit was hit.
+    /// Connections refused because a connection limit was hit (TCP, TLS). Requests are not
+    /// dropped for overload: they are answered 503 ([`Stats::overload_rejected`]).
     pub dropped_overload: AtomicU64,
+    /// New requests answered 503 with Retry-After because the endpoint was overloaded
+    /// ([`crate::overload`]).
+    pub overload_rejected: AtomicU64,
+    /// Datagrams the kernel dropped because a UDP socket's receive buffer was full: they never
+    /// reached sipdm and could not be answered (`SO_RXQ_OVFL`, summed over the sockets as of
+    /// the last datagram read from each).
+    pub udp_kernel_drops: AtomicU64,
     /// Request retransmissions absorbed by a server transaction.
     pub retransmissions_absorbed: AtomicU64,
     /// Responses that matched no client transaction.
@@ -36,6 +44,8 @@ pub struct StatsSnapshot {
     pub malformed_answered: u64,
     pub malformed_dropped: u64,
     pub dropped_overload: u64,
+    pub overload_rejected: u64,
+    pub udp_kernel_drops: u64,
     pub retransmissions_absorbed: u64,
     pub stray_responses: u64,
     pub responses_sent: u64,
@@ -53,6 +63,8 @@ impl Stats {
             malformed_answered: l(&self.malformed_answered),
             malformed_dropped: l(&self.malformed_dropped),
             dropped_overload: l(&self.dropped_overload),
+            overload_rejected: l(&self.overload_rejected),
+            udp_kernel_drops: l(&self.udp_kernel_drops),
             retransmissions_absorbed: l(&self.retransmissions_absorbed),
             stray_responses: l(&self.stray_responses),
             responses_sent: l(&self.responses_sent),

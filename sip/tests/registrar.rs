@@ -515,6 +515,59 @@ async fn oversize_message_is_513_on_udp_and_tcp() {
     ep.shutdown().await;
 }
 
+/// RFC 3261 §18.1.2, §21.5.14: a datagram above the size limit is answered 513 wherever its
+/// headers are: a long header before From, To, Call-ID and CSeq, or a large body. Only one
+/// that lacks what a response must copy goes unanswered (and is counted).
+#[tokio::test]
+async fn oversize_datagram_is_513_wherever_its_headers_are() {
+    let ep = start_cfg(Arc::new(MemoryStore::default()), false, |c| {
+        c.transport.max_message_size = 2000
+    })
+    .await;
+    let phone = Phone::new(ep.local_addr()).await;
+    // The padding comes right after the Via: the first 2000 bytes hold no From or CSeq.
+    let padded_first = register("7100", phone.addr(), "UDP", "o3", 1, "").replacen(
+        "Max-Forwards: 70\r\n",
+        &format!("X-Pad: {}\r\nMax-Forwards: 70\r\n", "p".repeat(6000)),
+        1,
+    );
+    let r = phone.transact(&padded_first).await;
+    assert!(r.starts_with("SIP/2.0 513 Message Too Large\r\n"), "{r}");
+    assert!(r.contains("branch=z9hG4bKo3"), "{r}");
+    assert!(r.contains("CSeq: 1 REGISTER"), "{r}");
+    assert!(r.contains("Call-ID: cid-7100-UDP"), "{r}");
+    // A large body (an SDP of 20 000 bytes) on an INVITE.
+    let body = "v".repeat(20_000);
+    let invite = register("7101", phone.addr(), "UDP", "o4", 1, "")
+        .replace("REGISTER sip:", "INVITE sip:")
+        .replace("CSeq: 1 REGISTER", "CSeq: 1 INVITE")
+        .replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        );
+    let r = phone.transact(&invite).await;
+    assert!(r.starts_with("SIP/2.0 513 "), "{r}");
+    assert!(r.contains("CSeq: 1 INVITE"), "{r}");
+    // Without a Call-ID no response can be built: dropped and counted.
+    let before = ep.stats().snapshot().malformed_dropped;
+    let headless = padded_first.replace("Call-ID: cid-7100-UDP\r\n", "");
+    phone.send(&headless).await;
+    let mut counted = false;
+    for _ in 0..100 {
+        if ep.stats().snapshot().malformed_dropped > before {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(counted, "an unanswerable oversize datagram is counted");
+    assert_eq!(ep.stats().snapshot().malformed_answered, 2);
+    ep.shutdown().await;
+}
+
 #[tokio::test]
 async fn send_request_down_the_registered_tcp_connection() {
     let (ep, _) = start(false).await;

@@ -14,7 +14,7 @@ use sip::transport::{DatagramHandler, EventSenders, Flow, Transport, TransportCo
 struct Recorder(Mutex<Vec<String>>);
 
 impl DatagramHandler for Recorder {
-    fn on_datagram(&self, data: Bytes, _flow: Flow) {
+    fn on_datagram(&self, data: Bytes, _flow: Flow, _queued: Duration) {
         let text = String::from_utf8_lossy(&data).into_owned();
         if text == "panic" {
             panic!("the test's handler panics on purpose");

@@ -138,6 +138,8 @@ async fn metrics_text(
         ("sipdm_sip_malformed_answered_total", s.malformed_answered),
         ("sipdm_sip_malformed_dropped_total", s.malformed_dropped),
         ("sipdm_sip_dropped_overload_total", s.dropped_overload),
+        ("sipdm_sip_overload_rejected_total", s.overload_rejected),
+        ("sipdm_sip_udp_kernel_drops_total", s.udp_kernel_drops),
         (
             "sipdm_sip_retransmissions_absorbed_total",
             s.retransmissions_absorbed,
@@ -155,6 +157,7 @@ async fn metrics_text(
         metrics::counter!(name).absolute(v);
     }
     metrics::gauge!("sipdm_sip_bindings").set(ep.registrar().binding_count() as f64);
+    metrics::gauge!("sipdm_sip_requests_in_progress").set(ep.requests_in_progress() as f64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         prometheus().render(),

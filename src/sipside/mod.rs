@@ -57,6 +57,12 @@ pub async fn start(
     let mut cfg = EndpointConfig::default();
     cfg.transport.listen = config.server.sip.clone();
     cfg.transport.udp_threads = config.sip.udp_threads;
+    let [retry_lo, retry_hi] = config.sip.overload_retry_after;
+    cfg.overload = sip::overload::OverloadConfig {
+        max_in_progress: config.sip.max_requests_in_progress,
+        max_queue_delay: Duration::from_millis(config.sip.max_queue_delay_ms),
+        retry_after: retry_lo..=retry_hi,
+    };
     if !config.sip.tls_listen.is_empty() {
         // Config::validate guarantees a certificate pair when tls-listen is set.
         if let Some((cert, key)) = config.sip_tls_files() {

@@ -340,6 +340,44 @@ impl TransactionLayer {
         self.invites.lock().remove(key);
     }
 
+    /// Whether a server transaction with this key is live: a request with it is a
+    /// retransmission, which that transaction absorbs.
+    pub fn knows(&self, key: &TsxKey) -> bool {
+        if key.is_invite() {
+            self.invites.lock().contains_key(key)
+        } else {
+            self.non_invite.contains(key)
+        }
+    }
+
+    /// Answers `req` with a final response outside any transaction (a stateless UAS, RFC 3261
+    /// §8.2.7): nothing is kept, so a retransmission of the request is looked at afresh. The
+    /// To tag is derived from `key`, so such a retransmission, answered alike, gets the same
+    /// tag. `extra` headers follow the copied ones.
+    pub fn respond_stateless(
+        self: &Arc<Self>,
+        req: &Request,
+        key: &TsxKey,
+        flow: Flow,
+        status: StatusCode,
+        extra: impl IntoIterator<Item = Header>,
+    ) {
+        let mut headers = skeleton_of(req, || self.tag_for(key));
+        headers.extend(extra);
+        if !self.server_header.is_empty() {
+            headers.push(Header::Server(rsip::headers::Server::new(
+                self.server_header.as_str(),
+            )));
+        }
+        let resp = Response {
+            status_code: status,
+            version: rsip::Version::V2,
+            headers: headers.into(),
+            body: Vec::new(),
+        };
+        self.send_soon(flow, encode_response(&resp));
+    }
+
     /// The size of the response kept for a non-INVITE server transaction (for tests).
     pub fn kept_len(&self, key: &TsxKey) -> Option<usize> {
         self.non_invite.kept(key).map(|k| k.kept_len())

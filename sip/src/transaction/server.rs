@@ -211,6 +211,13 @@ impl NonInviteServerTable {
         }
     }
 
+    /// Whether a transaction with this key is remembered (its retransmissions are absorbed).
+    pub fn contains(&self, key: &TsxKey) -> bool {
+        let d = self.digest(key);
+        let g = self.shard(d).lock();
+        g.current.contains_key(&d) || g.previous.contains_key(&d)
+    }
+
     /// Forgets a transaction (TU gave up without answering).
     pub fn remove(&self, key: &TsxKey) {
         let d = self.digest(key);

@@ -57,7 +57,15 @@ pub struct TransportConfig {
     pub max_tcp_connections: usize,
     /// A TCP or TLS connection with no traffic for this long is closed.
     pub tcp_idle_timeout: Duration,
-    /// SO_RCVBUF / SO_SNDBUF for UDP sockets (high rates need large buffers).
+    /// SO_RCVBUF / SO_SNDBUF for UDP sockets. What waits in the receive buffer is what the
+    /// receiver threads have not read yet; a datagram that finds it full is dropped by the
+    /// kernel, unanswered. It should hold more than the overload queue delay's worth of
+    /// traffic ([`crate::overload`]), so that sipdm answers 503 before the kernel drops.
+    /// Linux doubles the size asked (its bookkeeping allowance) and charges each datagram's
+    /// whole buffer against it (1 280 bytes for a 550-byte REGISTER on loopback): 8 MB asked
+    /// hold about 13 000 REGISTERs, 330 ms at 40 000 messages a second, above the default
+    /// 200 ms queue delay. It grants at most `net.core.rmem_max`; a smaller grant is forced
+    /// where the process may (CAP_NET_ADMIN), else logged.
     pub udp_buffer: usize,
     /// Stream events queued towards each endpoint dispatcher before the reader waits.
     pub event_queue: usize,
@@ -176,6 +184,14 @@ impl EventSenders {
         EventSenders(Arc::new(senders))
     }
 
+    /// Events sent and not yet taken by a dispatcher, over every channel.
+    pub fn queued(&self) -> usize {
+        self.0
+            .iter()
+            .map(|s| s.max_capacity().saturating_sub(s.capacity()))
+            .sum()
+    }
+
     pub fn for_peer(&self, remote: SocketAddr) -> &mpsc::Sender<TransportEvent> {
         let n = self.0.len();
         if n == 1 {
@@ -257,7 +273,6 @@ impl Transport {
                 .spawn_receivers(
                     threads,
                     handler.clone(),
-                    self.cfg.max_message_size,
                     self.stats.clone(),
                     self.udp_stop.clone(),
                 )
@@ -453,6 +468,48 @@ fn bind_stream(addr: SocketAddr) -> Result<TcpListener, TransportError> {
     TcpListener::from_std(ts.into()).map_err(mk_err)
 }
 
+/// Sets SO_RCVBUF to `want` bytes. Linux caps it at `net.core.rmem_max` (and reports twice
+/// what it granted, the doubling being its bookkeeping allowance); when it was capped,
+/// SO_RCVBUFFORCE (CAP_NET_ADMIN) is tried, and a buffer still short of it is logged: under a
+/// burst the kernel would then drop datagrams before sipdm sees enough of a queue to answer
+/// 503.
+fn size_receive_buffer(sock: &socket2::Socket, addr: SocketAddr, want: usize) {
+    let _ = sock.set_recv_buffer_size(want);
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let granted = |s: &socket2::Socket| s.recv_buffer_size().unwrap_or(0) / 2;
+        if granted(sock) >= want {
+            return;
+        }
+        let v = libc::c_int::try_from(want).unwrap_or(libc::c_int::MAX);
+        // SAFETY: a valid descriptor and a c_int option value of the right size. Failing
+        // (no CAP_NET_ADMIN) leaves the capped size, checked below.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        let got = granted(sock);
+        if got < want {
+            tracing::warn!(
+                %addr,
+                asked = want,
+                granted = got,
+                "UDP receive buffer smaller than asked: raise net.core.rmem_max (sysctl) or \
+                 run with CAP_NET_ADMIN; a burst beyond it is dropped by the kernel before \
+                 sipdm can answer 503"
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = addr;
+}
+
 /// Binds UDP and TCP on the same port. With port 0 the UDP socket picks a port and TCP takes
 /// the same one, retrying a few times if another process holds it.
 fn bind_pair(
@@ -472,7 +529,7 @@ fn bind_pair(
         if addr.is_ipv6() {
             let _ = us.set_only_v6(true);
         }
-        let _ = us.set_recv_buffer_size(udp_buffer);
+        size_receive_buffer(&us, addr, udp_buffer);
         let _ = us.set_send_buffer_size(udp_buffer);
         us.set_nonblocking(true).map_err(mk_err)?;
         us.bind(&addr.into()).map_err(mk_err)?;

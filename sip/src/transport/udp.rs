@@ -14,14 +14,21 @@
 //! per datagram received, and one for write space per datagram sent. Only a send that finds
 //! the buffer full registers a descriptor of it, for write space, until it is through.
 //!
+//! Each datagram is read with its kernel receive timestamp (`SO_TIMESTAMPNS`), so the
+//! endpoint knows how long it waited in the receive buffer (an overloaded endpoint answers
+//! 503 rather than fall further behind: [`crate::overload`]), and with the socket's count of
+//! datagrams the kernel dropped for want of buffer space (`SO_RXQ_OVFL`), which nobody can
+//! answer and which is counted.
+//!
 //! UDP never promised order, so two datagrams of one call may be handled at once on two
 //! threads; the transaction tables match atomically, which is what absorbs a retransmission
 //! racing its original.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::unix::AsyncFd;
@@ -32,9 +39,12 @@ use crate::stats::Stats;
 
 /// Receives the datagrams read by the receiver threads.
 pub trait DatagramHandler: Send + Sync + 'static {
-    /// One received datagram, not yet parsed. Runs on a receiver thread, inside the tokio
-    /// runtime's context (it may spawn tasks), and must not block.
-    fn on_datagram(&self, data: Bytes, flow: Flow);
+    /// One received datagram, not yet parsed, whole (even above the message size limit, so
+    /// that a 513 can copy its headers). `queued`: how long it waited in the socket's receive
+    /// buffer (from the kernel's receive timestamp; zero where the system gives none). Runs
+    /// on a receiver thread, inside the tokio runtime's context (it may spawn tasks), and
+    /// must not block.
+    fn on_datagram(&self, data: Bytes, flow: Flow, queued: Duration);
     /// False once nothing is left to hand datagrams to: the receivers then stop.
     fn alive(&self) -> bool;
 }
@@ -82,11 +92,12 @@ impl UdpSock {
         &self,
         threads: usize,
         handler: Arc<dyn DatagramHandler>,
-        max_message: usize,
         stats: Arc<Stats>,
         stop: Arc<AtomicBool>,
     ) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
         let runtime = tokio::runtime::Handle::current();
+        recv::enable(&self.sock);
+        let drops_seen = Arc::new(AtomicU32::new(0));
         let mut handles = Vec::new();
         for i in 0..threads {
             let receiver = Receiver {
@@ -94,9 +105,9 @@ impl UdpSock {
                 wait: wait::Exclusive::new(&self.sock)?,
                 local: self.local,
                 handler: handler.clone(),
-                max_message,
                 stats: stats.clone(),
                 stop: stop.clone(),
+                drops_seen: drops_seen.clone(),
             };
             let runtime = runtime.clone();
             handles.push(
@@ -120,30 +131,39 @@ struct Receiver {
     wait: wait::Exclusive,
     local: SocketAddr,
     handler: Arc<dyn DatagramHandler>,
-    max_message: usize,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
+    /// The socket's kernel drop count as last reported (shared by its receiver threads).
+    drops_seen: Arc<AtomicU32>,
 }
+
+/// The largest UDP payload (IPv4: 65 507 bytes; the buffer is a little larger). A datagram is
+/// read whole whatever the message size limit, so that one above the limit can still be
+/// answered 513 with the headers a response copies, wherever they are in it.
+const MAX_DATAGRAM: usize = 65_536;
 
 impl Receiver {
     fn run(self) {
-        // One byte more than the limit, so an oversize datagram is seen as such (513), not cut.
-        let mut buf = vec![0u8; self.max_message.saturating_add(1).min(65_536)];
+        let mut buf = vec![0u8; MAX_DATAGRAM];
         while !self.stop.load(Ordering::Relaxed) {
-            match self.sock.recv_from(&mut buf) {
-                Ok((n, remote)) => {
-                    let data = &buf[..n];
+            match recv::datagram(&self.sock, &mut buf) {
+                Ok(got) => {
+                    if let Some(drops) = got.kernel_drops {
+                        self.note_drops(drops);
+                    }
+                    let data = &buf[..got.len];
                     // CRLF keep-alives (and empty datagrams) carry no message.
                     if data.iter().all(|b| b.is_ascii_whitespace()) {
                         continue;
                     }
                     self.stats.received.fetch_add(1, Ordering::Relaxed);
-                    let flow = Flow::udp(self.local, remote);
+                    let flow = Flow::udp(self.local, got.remote);
                     let data = Bytes::copy_from_slice(data);
+                    let remote = got.remote;
                     // A bug that panics on one message must not silence the socket: with one
                     // receiver thread that would be every phone's registrar gone.
                     let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        self.handler.on_datagram(data, flow)
+                        self.handler.on_datagram(data, flow, got.queued)
                     }));
                     if handled.is_err() {
                         self.stats.malformed_dropped.fetch_add(1, Ordering::Relaxed);
@@ -168,6 +188,155 @@ impl Receiver {
                 }
             }
         }
+    }
+}
+
+impl Receiver {
+    /// Adds what the kernel dropped since the socket's count was last seen (by any of its
+    /// receiver threads) to the stats.
+    fn note_drops(&self, now: u32) {
+        let before = self.drops_seen.fetch_max(now, Ordering::Relaxed);
+        if now > before {
+            let lost = now - before;
+            self.stats
+                .udp_kernel_drops
+                .fetch_add(u64::from(lost), Ordering::Relaxed);
+            // Once per 10 s at most: an overflow lasts, and the log must not add to the load.
+            static LAST_WARNED: AtomicU64 = AtomicU64::new(0);
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let last = LAST_WARNED.load(Ordering::Relaxed);
+            if secs >= last + 10
+                && LAST_WARNED
+                    .compare_exchange(last, secs, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                tracing::warn!(
+                    local = %self.local,
+                    dropped_so_far = now,
+                    "the UDP receive buffer overflowed: the kernel dropped datagrams that sipdm \
+                     never saw and could not answer (sipdm_sip_udp_kernel_drops_total)"
+                );
+            }
+        }
+    }
+}
+
+/// Reading one datagram with what the kernel knows about it: when it arrived (the time it
+/// then waited in the receive buffer is the measure of how far behind the receivers are) and
+/// how many datagrams the socket has dropped so far for lack of buffer space.
+mod recv {
+    use std::io;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    pub(super) struct Got {
+        pub len: usize,
+        pub remote: SocketAddr,
+        /// Time spent in the receive buffer (zero when unknown).
+        pub queued: Duration,
+        pub kernel_drops: Option<u32>,
+    }
+
+    /// Asks the kernel for a receive timestamp and the drop count with each datagram.
+    #[cfg(target_os = "linux")]
+    pub(super) fn enable(sock: &std::net::UdpSocket) {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        for opt in [libc::SO_TIMESTAMPNS, libc::SO_RXQ_OVFL] {
+            // SAFETY: a valid descriptor and a c_int option value of the right size.
+            let r = unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&on as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if r < 0 {
+                tracing::debug!(opt, error = %io::Error::last_os_error(), "udp socket option not set");
+            }
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn enable(_sock: &std::net::UdpSocket) {}
+
+    #[cfg(target_os = "linux")]
+    pub(super) fn datagram(sock: &std::net::UdpSocket, buf: &mut [u8]) -> io::Result<Got> {
+        use std::os::fd::AsRawFd;
+        // Room for a timespec and a u32, each behind its header.
+        let mut control = [0u64; 16];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut stamp = None;
+        let mut drops = None;
+        // SAFETY: `try_init` hands out storage for a socket address of the size it reports;
+        // the message header points at that storage, at `iov` (over `buf`) and at
+        // `control`, all of which outlive the call; control messages are read only within
+        // the length the kernel wrote, through the CMSG_* accessors.
+        let (len, addr) = unsafe {
+            socket2::SockAddr::try_init(|storage, addr_len| {
+                let mut msg: libc::msghdr = std::mem::zeroed();
+                msg.msg_name = storage.cast();
+                msg.msg_namelen = *addr_len;
+                msg.msg_iov = &mut iov;
+                msg.msg_iovlen = 1;
+                msg.msg_control = control.as_mut_ptr().cast();
+                msg.msg_controllen = std::mem::size_of_val(&control) as _;
+                let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, 0);
+                if n < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                *addr_len = msg.msg_namelen;
+                let mut c = libc::CMSG_FIRSTHDR(&msg);
+                while !c.is_null() {
+                    let h = &*c;
+                    if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_TIMESTAMPNS {
+                        let ts: libc::timespec =
+                            std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                        stamp = Some(ts);
+                    } else if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SO_RXQ_OVFL {
+                        drops = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u32>()));
+                    }
+                    c = libc::CMSG_NXTHDR(&msg, c);
+                }
+                Ok(n as usize)
+            })?
+        };
+        let remote = addr
+            .as_socket()
+            .ok_or_else(|| io::Error::other("datagram from a non-IP address"))?;
+        Ok(Got {
+            len: len.min(buf.len()),
+            remote,
+            queued: stamp.map_or(Duration::ZERO, since),
+            kernel_drops: drops,
+        })
+    }
+
+    /// How long ago a kernel timestamp (CLOCK_REALTIME) was; zero if the clock went back.
+    #[cfg(target_os = "linux")]
+    fn since(ts: libc::timespec) -> Duration {
+        let then = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(Duration::ZERO, |now| now.saturating_sub(then))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn datagram(sock: &std::net::UdpSocket, buf: &mut [u8]) -> io::Result<Got> {
+        let (len, remote) = sock.recv_from(buf)?;
+        Ok(Got {
+            len,
+            remote,
+            queued: Duration::ZERO,
+            kernel_drops: None,
+        })
     }
 }
 
