@@ -62,7 +62,7 @@ case "${1:-}" in
         # How long the standby then waits for the old primary to step down: DEMOTE_TIMEOUT,
         # which must stay above the keepers' network_partition_timeout so that a primary cut
         # off from everything has stopped taking writes before its standby is promoted.
-        psql "$admin" -v ON_ERROR_STOP=1 -q <<EOF
+        psql "$admin" -v ON_ERROR_STOP=1 -q -o /dev/null <<EOF
 ALTER SYSTEM SET pgautofailover.health_check_period = ${PGAF_HEALTH_CHECK_PERIOD:-2000};
 ALTER SYSTEM SET pgautofailover.health_check_timeout = ${PGAF_HEALTH_CHECK_TIMEOUT:-2000};
 ALTER SYSTEM SET pgautofailover.health_check_max_retries = ${PGAF_HEALTH_CHECK_MAX_RETRIES:-2};
