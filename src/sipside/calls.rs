@@ -4,8 +4,10 @@
 //! bridged by [`super::b2bua`], which also takes the in-dialog requests of those calls.
 //!
 //! The caller is authenticated when its `authenticate-requests` include `invite` (always for
-//! `gcti_provisioning`); the digest user names the device whose DN the IVR assigns. When the
-//! IVR reports an assignment and the call is over, the phone is sent check-sync.
+//! `gcti_provisioning`); the digest user names the device whose DN the IVR assigns. A device
+//! (by its digest or a trusted switch's word) may call the IVR's route only
+//! ([`super::device_scope`]). When the IVR reports an assignment and the call is over, the
+//! phone is sent check-sync.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use sip::{BoxFuture, Endpoint, IncomingRequest, RequestHandler};
 use super::assignment::IvrAssigner;
 use super::b2bua::{B2bua, Forwarded};
 use super::checksync::CheckSync;
+use super::device_scope::DeviceScope;
 use super::identity::{Assertion, TrustedPeers};
 use super::local_addr::{contact_host, local_ip};
 use super::trunks::{TrunkError, TrunkTable};
@@ -46,6 +49,8 @@ pub struct CallRouter {
     dialogs: Mutex<HashMap<String, IvrDialog>>,
     /// Switches and SBCs whose P-Asserted-Identity names the calling device.
     trusted: TrustedPeers,
+    /// Where an unassigned phone's credentials may call: the IVR.
+    devices: DeviceScope,
 }
 
 impl CallRouter {
@@ -63,8 +68,10 @@ impl CallRouter {
             resolver,
             std::time::Duration::from_millis(sip.trunk_options_interval_ms),
         )?);
+        let devices = DeviceScope::new(trunks.clone(), &dm.config.ivr.number);
         Ok(Arc::new(CallRouter {
             trunks,
+            devices,
             b2bua: Arc::new(B2bua::with_ivr_application(
                 &dm.config.ivr.number,
                 dm.config.ivr.initial_page_url.as_deref(),
@@ -110,6 +117,11 @@ impl CallRouter {
                 Err(res) => return req.respond(res),
             },
         };
+        if let Some(mac) = device {
+            if !self.devices.allows(mac, &target_user, req.flow.remote.ip()) {
+                return req.reply(StatusCode::Forbidden);
+            }
+        }
         // Preferred trunk first; the B2BUA hands the call back when the next one in line is
         // the built-in IVR.
         match self

@@ -8,6 +8,7 @@
 //!   that follows it;
 //! - [`calls`]: INVITE routing by trunk prefix and the built-in IVR's dialogs;
 //! - [`trunks`]: the trunk table, longest-prefix routing and OPTIONS health checks;
+//! - [`device_scope`]: an unassigned phone's credentials call the IVR and nothing else;
 //! - [`b2bua`]: calls to external trunks, bridged dialog to dialog;
 //! - [`local_addr`]: this end's address for SDP, Contact and Via (shared by calls and b2bua);
 //! - [`checksync`]: the NOTIFY that makes a phone re-fetch its file, by whichever route reaches
@@ -24,6 +25,7 @@ pub mod bindings;
 pub mod calls;
 pub mod checksync;
 pub mod deprovision;
+pub mod device_scope;
 pub mod identity;
 pub mod local_addr;
 pub mod trunks;

@@ -371,19 +371,13 @@ impl TrunkTable {
     /// matching prefix, in configuration order, then the other members of their groups, in
     /// configuration order. Empty: no trunk matches (404).
     pub fn candidates(&self, user: &str) -> Vec<Arc<Trunk>> {
-        let Some(best) = self
-            .trunks
-            .iter()
-            .filter(|t| user.starts_with(&t.config.prefix))
-            .map(|t| t.config.prefix.len())
-            .max()
-        else {
+        let Some(best) = self.route_prefix(user) else {
             return Vec::new();
         };
         let mut out: Vec<Arc<Trunk>> = self
             .trunks
             .iter()
-            .filter(|t| t.config.prefix.len() == best && user.starts_with(&t.config.prefix))
+            .filter(|t| t.config.prefix == best)
             .cloned()
             .collect();
         let groups: Vec<String> = out.iter().filter_map(|t| t.config.group.clone()).collect();
@@ -394,6 +388,16 @@ impl TrunkTable {
             }
         }
         out
+    }
+
+    /// The longest trunk prefix that `user` starts with: the route a call to `user` takes
+    /// (its first trunks are those of this prefix). `None`: no trunk carries it.
+    pub fn route_prefix(&self, user: &str) -> Option<&str> {
+        self.trunks
+            .iter()
+            .map(|t| t.config.prefix.as_str())
+            .filter(|p| user.starts_with(p))
+            .max_by_key(|p| p.len())
     }
 
     pub fn states(&self) -> Vec<TrunkState> {
