@@ -71,8 +71,26 @@ impl IvrAssigner {
         }
     }
 
-    /// The rules, without the notification.
+    /// The rules, without the notification. A failover in progress (the database
+    /// unavailable) is waited out once, up to [`FAILOVER_WAIT`], and the whole assignment made
+    /// again on the new primary: assigning a DN to the device that already has it is a no-op,
+    /// so a commit that landed but was never confirmed is not doubled.
     pub async fn assign_dn(
+        dm: &Dm,
+        caller: &CallerIdentity,
+        dn: &str,
+    ) -> Result<AssignOutcome, AssignRefusal> {
+        let first = Self::assign_once(dm, caller, dn).await;
+        if matches!(&first, Err(AssignRefusal::Unavailable(_)))
+            && dm.store.wait_writable(FAILOVER_WAIT).await
+        {
+            tracing::warn!(dn, caller = %caller.remote_uri, "IVR assignment made again on the new database primary");
+            return Self::assign_once(dm, caller, dn).await;
+        }
+        first
+    }
+
+    async fn assign_once(
         dm: &Dm,
         caller: &CallerIdentity,
         dn: &str,
@@ -97,18 +115,7 @@ impl IvrAssigner {
                 return Err(AssignRefusal::OtherSite);
             }
         }
-        let mac = mac.to_string();
-        let mut outcome = dm.assign(&mac, dn, "ivr").await;
-        // A failover in progress: the write failed (or its commit was never confirmed). Wait
-        // for the new primary while the caller holds, and write again; assigning a DN to the
-        // device that already has it is a no-op, so a commit that did land is not doubled.
-        if matches!(&outcome, Err(e) if matches!(e.fault(), Fault::Unavailable))
-            && dm.store.wait_writable(FAILOVER_WAIT).await
-        {
-            tracing::warn!(mac = %mac, dn, "IVR assignment retried on the new database primary");
-            outcome = dm.assign(&mac, dn, "ivr").await;
-        }
-        match outcome {
+        match dm.assign(&mac.to_string(), dn, "ivr").await {
             Ok(out) => Ok(out),
             Err(DmError::Store(StoreError::Conflict { .. })) => Err(AssignRefusal::Taken),
             Err(DmError::Store(StoreError::NotFound { what: "device", .. })) => {

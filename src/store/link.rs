@@ -4,7 +4,7 @@
 //! Every query takes the current pool ([`Link::pool`]); the watcher swaps it for a pool on
 //! another host when the current one stops being the primary. Queries in flight on the old
 //! pool finish or fail there (a failure of a write is reported to its caller as unavailable,
-//! never hidden); the old pool is closed behind them.
+//! never hidden); the old pool goes with the last of them.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -111,7 +111,9 @@ impl Link {
             old
         };
         metrics::counter!("sipdm_store_host_switches_total").increment(1);
-        tokio::spawn(async move { old.close().await });
+        // Not closed: a query that took the old pool just before the switch would fail on a
+        // closed pool. Its connections go as the last of those queries drops it.
+        drop(old);
         Ok(())
     }
 }
