@@ -127,6 +127,19 @@ async fn default_credentials_register_and_call_the_ivr_only() {
         "{bound:?}"
     );
 
+    // No other AOR: not a DN's, not one of the device's own name.
+    for user in ["1000".to_owned(), format!("dm-{mac}")] {
+        let other_aor = PhoneConfig {
+            user: user.clone(),
+            ..cfg.clone()
+        };
+        match phone.register(&other_aor).await {
+            Err(PhoneError::NotRegistered(_)) => {}
+            other => panic!("REGISTER of {user} with the device's credentials: {other:?}"),
+        }
+    }
+    assert!(ts.sip().registrar().bindings("1000").is_empty());
+
     // Another destination: 403 (after the digest), twice, and the SBC sees no INVITE.
     for _ in 0..2 {
         match phone.call_ivr(&dialling(&cfg, OUTSIDE), "").await {
