@@ -51,3 +51,26 @@ psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE 
     || psql -h 127.0.0.1 -U postgres -d postgres -c "CREATE DATABASE test"
 
 cargo test --workspace --all-targets "$@"
+
+# Fuzz smoke after the tests: fuzz/smoke.sh runs each target FUZZ_SMOKE_SECS (default 20 s).
+# Only with the nightly toolchain and cargo-fuzz (smoke.sh says "skipped" and why without
+# them), and bounded by what is left of CI's 30 minutes (CI_LIMIT_SECONDS) less 2 for margin,
+# at most FUZZ_SMOKE_BUDGET (default 900 s): the first, cold instrumented build of fuzz/ takes
+# ~17 minutes on 2 cores. Stopped by that bound, it says so and does not fail the run (cargo
+# keeps what it built for the next one); a crash does. FUZZ_SMOKE_SECS=0 turns it off.
+fuzz_secs="${FUZZ_SMOKE_SECS:-20}"
+budget=$(( ${CI_LIMIT_SECONDS:-1800} - SECONDS - 120 ))
+[ "$budget" -le "${FUZZ_SMOKE_BUDGET:-900}" ] || budget="${FUZZ_SMOKE_BUDGET:-900}"
+if [ "$fuzz_secs" = 0 ]; then
+    echo "fuzz smoke: skipped: FUZZ_SMOKE_SECS=0"
+elif [ "$budget" -lt 180 ]; then
+    echo "fuzz smoke: skipped: ${budget}s left of the CI time limit, too little to build and run"
+else
+    rc=0
+    timeout --signal=INT --kill-after=30 "$budget" fuzz/smoke.sh "$fuzz_secs" || rc=$?
+    case "$rc" in
+        0) ;;
+        124 | 137) echo "fuzz smoke: not finished within ${budget}s (a cold build of fuzz/ takes ~17 min; the next run goes on from what was built): not counted as a failure" ;;
+        *) exit "$rc" ;;
+    esac
+fi
