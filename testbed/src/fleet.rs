@@ -80,11 +80,14 @@ pub struct FleetSpec {
     pub overall_timeout: Duration,
     /// Draw an indicatif progress bar on stderr.
     pub progress: bool,
-    /// After booting, each phone stays up and answers every check-sync as a phone does (it
-    /// re-fetches its files and registers again with them) until the fleet has run this long.
+    /// After booting, each phone stays up until the fleet has run this long: it answers every
+    /// check-sync as a phone does (it re-fetches its files and registers again with them) and
+    /// refreshes its registration when due (at a random point of the granted expiry).
     pub follow: Option<Duration>,
     /// Phone `i` binds its own loopback address, 127.1.(i / 250).(i % 250 + 1), for SIP and
-    /// HTTP alike (instead of `local_ip` for all): the server sees one source per phone.
+    /// HTTP alike (instead of `local_ip` for all): the server sees one source per phone. `i`
+    /// counts from `mac_offset - 1`, so fleets side by side with disjoint MAC offsets (several
+    /// processes, each under its own open-file limit) use disjoint addresses.
     pub spread_ips: bool,
 }
 
@@ -126,6 +129,12 @@ pub struct PhoneOutcome {
     pub check_syncs: usize,
     /// Check-syncs followed by a successful re-fetch and registration (follow mode).
     pub refetches: usize,
+    /// Registration refreshes that succeeded (follow mode).
+    pub refreshes: usize,
+    /// 503s with Retry-After the phone waited out before asking again.
+    pub retry_after_waits: u32,
+    /// Attempts made again after a failed one (no answer, refused).
+    pub retries: u32,
 }
 
 /// The run's numbers.
@@ -208,6 +217,16 @@ impl FleetReport {
             ms(percentile(&t, 95.0)),
             ms(t.last().copied()),
         );
+        let waits: u64 = self
+            .outcomes
+            .iter()
+            .map(|o| u64::from(o.retry_after_waits))
+            .sum();
+        let retries: u64 = self.outcomes.iter().map(|o| u64::from(o.retries)).sum();
+        let refreshes: usize = self.outcomes.iter().map(|o| o.refreshes).sum();
+        s.push_str(&format!(
+            "503 Retry-After waits: {waits}  retries after a failure: {retries}  registration refreshes: {refreshes}\n"
+        ));
         s.push_str("failures by step:");
         for (step, n) in self.failures_by_step() {
             s.push_str(&format!("  {step} {n}"));
@@ -239,20 +258,38 @@ impl FleetReport {
     }
 }
 
-/// Answers every check-sync as a phone does, until `until`: re-fetch, register again.
-/// Returns how many were followed through.
-async fn follow(phone: &mut Phone, until: Instant) -> usize {
-    let mut followed = 0;
+/// Until `until`, does what a booted phone does: answers every check-sync (re-fetch,
+/// register again) and refreshes its registration when due. Returns the check-syncs followed
+/// through and the refreshes that succeeded.
+pub async fn follow(phone: &mut Phone, until: Instant) -> (usize, usize) {
+    let (mut followed, mut refreshed) = (0, 0);
     loop {
-        let next = phone.check_sync_count() + 1;
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() || phone.wait_check_sync(next, left).await.is_err() {
-            return followed;
+        let now = Instant::now();
+        if now >= until {
+            return (followed, refreshed);
         }
-        if let Ok(Some(cfg)) = phone.fetch_config().await {
-            if phone.register(&cfg).await.is_ok() {
-                followed += 1;
+        let wake = phone.refresh_due().map_or(until, |r| r.min(until));
+        let next = phone.check_sync_count() + 1;
+        match phone
+            .wait_check_sync(next, wake.saturating_duration_since(now))
+            .await
+        {
+            Ok(_) => {
+                if let Ok(Some(cfg)) = phone.fetch_config().await {
+                    if phone.register(&cfg).await.is_ok() {
+                        followed += 1;
+                    }
+                }
             }
+            Err(_) if phone.refresh_due().is_some_and(|r| r <= Instant::now()) => {
+                match phone.refresh().await {
+                    Ok(_) => refreshed += 1,
+                    Err(e) => {
+                        tracing::info!(mac = %phone.spec().mac, "registration refresh failed: {e}")
+                    }
+                }
+            }
+            Err(_) => {}
         }
     }
 }
@@ -290,7 +327,8 @@ pub async fn run_fleet(spec: FleetSpec) -> FleetReport {
             prov_url: urls.remove(0),
             fallback_prov_urls: urls,
             local_ip: if spec.spread_ips {
-                IpAddr::from([127, 1, (index / 250) as u8, (index % 250 + 1) as u8])
+                let i = spec.mac_offset.saturating_sub(1).wrapping_add(index);
+                IpAddr::from([127, 1, (i / 250) as u8, (i % 250 + 1) as u8])
             } else {
                 spec.local_ip
             },
@@ -311,6 +349,9 @@ pub async fn run_fleet(spec: FleetSpec) -> FleetReport {
                 timings: Vec::new(),
                 check_syncs: 0,
                 refetches: 0,
+                refreshes: 0,
+                retry_after_waits: 0,
+                retries: 0,
             };
             let mut phone = match Phone::with_options(phone_spec, options).await {
                 Ok(p) => p,
@@ -337,9 +378,11 @@ pub async fn run_fleet(spec: FleetSpec) -> FleetReport {
             if let (Some(until), true) = (follow_until, outcome.result.is_ok()) {
                 // Booted: the next phone may start; this one follows its check-syncs.
                 drop(permit);
-                outcome.refetches = follow(&mut phone, until).await;
+                (outcome.refetches, outcome.refreshes) = follow(&mut phone, until).await;
             }
             outcome.check_syncs = phone.check_sync_count();
+            outcome.retry_after_waits = phone.retry_after_waits();
+            outcome.retries = phone.retries();
             phone.shutdown();
             outcome
         });

@@ -35,6 +35,12 @@ struct State {
     prov_url: Option<String>,
     /// Call-ID → the IVR call's channel for digits that arrive as SIP INFO.
     info: HashMap<String, tokio::sync::mpsc::UnboundedSender<char>>,
+    /// The next this many file requests are answered 503 with `Retry-After: 1`.
+    busy_http: usize,
+    /// The next this many REGISTERs are answered 503 with `Retry-After: 1`.
+    busy_sip: usize,
+    /// When each file request and each REGISTER arrived, with the status it got.
+    arrivals: Vec<(&'static str, u16, std::time::Instant)>,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -150,11 +156,21 @@ async fn http_server(listener: TcpListener, state: Shared, sip: SocketAddr) {
                 .lines()
                 .any(|l| l.to_ascii_lowercase().starts_with("user-agent: "));
             let file = path.rsplit('/').next().unwrap_or_default();
-            let prov = {
+            let (prov, busy) = {
                 let mut s = state.lock().unwrap();
                 s.requests.push(file.to_string());
-                s.prov_url.clone().unwrap_or_else(|| own.clone())
+                let busy = s.busy_http > 0;
+                s.busy_http = s.busy_http.saturating_sub(1);
+                let code = if busy { 503 } else { 200 };
+                s.arrivals.push(("GET", code, std::time::Instant::now()));
+                (s.prov_url.clone().unwrap_or_else(|| own.clone()), busy)
             };
+            if busy {
+                let _ = conn
+                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+                return;
+            }
             let resp = match (ua_ok, chain_file(file, &prov), file_owner(file)) {
                 (true, Some(body), _) => format!(
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -241,6 +257,30 @@ async fn sip_server(sock: Arc<UdpSocket>, state: Shared) {
         };
         match method.as_str() {
             "REGISTER" => {
+                let busy = {
+                    let mut s = state.lock().unwrap();
+                    let busy = s.busy_sip > 0;
+                    s.busy_sip = s.busy_sip.saturating_sub(1);
+                    let code = if busy { 503 } else { 0 };
+                    s.arrivals
+                        .push(("REGISTER", code, std::time::Instant::now()));
+                    busy
+                };
+                if busy {
+                    let mut out = Outgoing::new();
+                    for (n, v) in &msg.headers {
+                        if ["Via", "From", "To", "Call-ID", "CSeq"]
+                            .iter()
+                            .any(|h| n.eq_ignore_ascii_case(h))
+                        {
+                            out = out.header(n, v.as_str());
+                        }
+                    }
+                    let _ = sock
+                        .send_to(&out.header("Retry-After", "1").response(503), from)
+                        .await;
+                    continue;
+                }
                 let Some(auth_user) = digest_ok(msg.header("Authorization"), "REGISTER") else {
                     let _ = sock.send_to(&challenge(&msg, 401), from).await;
                     continue;
@@ -545,6 +585,101 @@ async fn zero_touch_after_assignment_and_conditional_refetch() {
             own.as_str()
         ]
     );
+}
+
+/// A file fetch and a REGISTER answered 503 with Retry-After are each waited out and asked
+/// again, as phones do (never sooner than the server asked); the registration is then due for
+/// refresh at a random point between 70 and 90 % of the 300 s granted, and a refresh
+/// registers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_waited_out_and_refreshes_are_jittered() {
+    let (url, state) = start_fake().await;
+    let mac = Mac::generated(Vendor::Yealink, 9);
+    {
+        let mut s = state.lock().unwrap();
+        s.assigned.insert(mac.plain(), "1001".into());
+        s.busy_http = 1;
+        s.busy_sip = 1;
+    }
+    let spec = PhoneSpec {
+        mac,
+        vendor: Vendor::Yealink,
+        prov_url: url,
+        fallback_prov_urls: Vec::new(),
+        local_ip: "127.0.0.1".parse().unwrap(),
+    };
+    let mut phone = Phone::new(spec).await.unwrap();
+    let started = std::time::Instant::now();
+    let p = phone.run_zero_touch().await.unwrap();
+    let registered = std::time::Instant::now();
+    assert_eq!(p.config.user, "1001");
+    assert_eq!(
+        phone.retry_after_waits(),
+        2,
+        "one 503 of each kind waited out"
+    );
+    let arrivals = state.lock().unwrap().arrivals.clone();
+    for kind in ["GET", "REGISTER"] {
+        let of_kind: Vec<_> = arrivals.iter().filter(|a| a.0 == kind).collect();
+        assert_eq!(of_kind[0].1, 503, "{kind}: {arrivals:?}");
+        let gap = of_kind[1].2 - of_kind[0].2;
+        assert!(
+            gap >= Duration::from_millis(990),
+            "{kind} asked again {gap:?} after a 503 with Retry-After: 1"
+        );
+    }
+    let due = phone
+        .refresh_due()
+        .expect("a refresh is due once registered");
+    assert!(
+        due >= started + Duration::from_secs(210) && due <= registered + Duration::from_secs(270),
+        "refresh at 70-90 % of 300 s: due in {:?}",
+        due - registered
+    );
+    // Ten phones registered together are not all due at once.
+    let mut dues = Vec::new();
+    for i in 0..10 {
+        let mac = Mac::generated(Vendor::Yealink, 20 + i);
+        state
+            .lock()
+            .unwrap()
+            .assigned
+            .insert(mac.plain(), format!("{}", 1100 + i));
+        let mut p = Phone::new(PhoneSpec {
+            mac,
+            vendor: Vendor::Yealink,
+            prov_url: phone.spec().prov_url.clone(),
+            fallback_prov_urls: Vec::new(),
+            local_ip: "127.0.0.1".parse().unwrap(),
+        })
+        .await
+        .unwrap();
+        p.run_zero_touch().await.unwrap();
+        dues.push(p.refresh_due().unwrap());
+    }
+    let spread = *dues.iter().max().unwrap() - *dues.iter().min().unwrap();
+    assert!(
+        spread > Duration::from_secs(5),
+        "refreshes spread: {spread:?}"
+    );
+    // The refresh itself: registered again, next one later.
+    let before = state
+        .lock()
+        .unwrap()
+        .arrivals
+        .iter()
+        .filter(|a| a.0 == "REGISTER")
+        .count();
+    phone.refresh().await.unwrap();
+    let after = state
+        .lock()
+        .unwrap()
+        .arrivals
+        .iter()
+        .filter(|a| a.0 == "REGISTER")
+        .count();
+    assert_eq!(after - before, 2, "challenged, then registered");
+    assert!(phone.refresh_due().unwrap() > due - Duration::from_secs(60));
 }
 
 /// After the first walk (from DHCP), every fetch goes where the files said, for every vendor.

@@ -91,9 +91,21 @@ struct Common {
     /// Bound of one phone's whole flow, seconds.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
-    /// IVR flow attempts per phone (start over after a failed step, e.g. a node that died).
+    /// Attempts per phone: the IVR flow starts over after a failed step (e.g. a node that
+    /// died); in zero touch, the boot fetch and the REGISTER are each tried this many times.
     #[arg(long, default_value_t = 1)]
     attempts: u32,
+    /// Wait before the next attempt, milliseconds (jittered ±50 %); real phones wait about
+    /// 30 000 after a failed registration.
+    #[arg(long, default_value_t = 200)]
+    retry_interval_ms: u64,
+    /// Longest Retry-After of a 503 (REGISTER, file fetch) waited out before asking again,
+    /// seconds.
+    #[arg(long, default_value_t = 120)]
+    max_retry_after: u64,
+    /// Expires asked for in REGISTER, seconds (refreshed at 70–90 % of what is granted).
+    #[arg(long, default_value_t = 3600)]
+    register_expires: u32,
     /// SIP T1 in milliseconds (transaction timeouts are 64·T1).
     #[arg(long, default_value_t = 500)]
     t1_ms: u64,
@@ -147,11 +159,12 @@ struct FleetArgs {
     /// Spread the phones over the --prov-url list (phone i starts at URL i mod n).
     #[arg(long)]
     spread: bool,
-    /// After booting, follow check-syncs (re-fetch, register again) until the run is this
-    /// many seconds old.
+    /// After booting, follow check-syncs (re-fetch, register again) and refresh the
+    /// registration when due until the run is this many seconds old.
     #[arg(long)]
     follow_seconds: Option<u64>,
-    /// Phone i binds 127.1.(i/250).(i%250+1): one source address per phone.
+    /// Phone i binds 127.1.(i/250).(i%250+1), i counted from --mac-offset - 1: one source
+    /// address per phone.
     #[arg(long)]
     spread_ips: bool,
 }
@@ -164,6 +177,9 @@ fn options(c: &Common) -> PhoneOptions {
         },
         overall_timeout: Duration::from_secs(c.timeout),
         flow_attempts: c.attempts,
+        retry_interval: Duration::from_millis(c.retry_interval_ms),
+        max_retry_after: Duration::from_secs(c.max_retry_after),
+        register_expires: c.register_expires,
         dns: c.dns,
         notify_timeout: Duration::from_secs(c.notify_timeout),
         timers: testbed::phone::SipTimers {

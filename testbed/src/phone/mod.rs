@@ -110,8 +110,26 @@ pub struct PhoneOptions {
     /// Bound of a whole `run_*` flow.
     pub overall_timeout: Duration,
     /// How many times the IVR flow starts over (re-fetch, re-register, re-dial) after a step
-    /// failed, as a phone whose server went away keeps trying; 1 = no retry.
+    /// failed, as a phone whose server went away keeps trying; in zero touch, how many times
+    /// the boot fetch and the REGISTER are each tried. 1 = no retry.
     pub flow_attempts: u32,
+    /// Wait before the next attempt ([`PhoneOptions::flow_attempts`]), drawn at random
+    /// between half and one and a half times this: phones that failed together (a boot storm,
+    /// a server restart) do not all come back in the same instant. Real phones wait about
+    /// 30 s after a failed registration (Yealink `reg_fail_retry_interval`, Cisco "Reg Retry
+    /// Intvl").
+    pub retry_interval: Duration,
+    /// A 503 with Retry-After (to a REGISTER or a file fetch) is waited out, then the same
+    /// request is tried again, as phones do; a Retry-After longer than this is waited this
+    /// long.
+    pub max_retry_after: Duration,
+    /// Most 503s with Retry-After waited out in a row for one request before it counts as
+    /// failed.
+    pub retry_after_waits: u32,
+    /// A registration is refreshed at a random point within these percentages of the
+    /// expiry the registrar granted, so that a fleet that booted together does not refresh
+    /// together ([`Phone::refresh_due`]).
+    pub refresh_percent: std::ops::RangeInclusive<u32>,
 }
 
 impl Default for PhoneOptions {
@@ -130,6 +148,10 @@ impl Default for PhoneOptions {
             unregister_old: true,
             overall_timeout: Duration::from_secs(120),
             flow_attempts: 1,
+            retry_interval: Duration::from_millis(200),
+            max_retry_after: Duration::from_secs(120),
+            retry_after_waits: 10,
+            refresh_percent: 70..=90,
         }
     }
 }
@@ -277,6 +299,12 @@ pub struct Phone {
     bindings: Vec<Binding>,
     /// Index in [`Phone::prov_urls`] of the provisioning server that answered last.
     prov_index: usize,
+    /// When the registrations are to be refreshed (jittered within the granted expiry).
+    refresh_at: Option<Instant>,
+    /// 503s with Retry-After waited out (REGISTER and fetches), shared with register tasks.
+    retry_after_waits: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// Attempts made again after a failed one ([`PhoneOptions::flow_attempts`]).
+    retries: u32,
 }
 
 /// One registration this phone holds.
@@ -294,6 +322,48 @@ fn account_of(c: &PhoneConfig) -> Account {
         display_name: c.display_name.clone(),
         auth_user: c.auth_user.clone(),
         password: c.password.clone(),
+    }
+}
+
+/// How a phone waits out 503s with Retry-After.
+#[derive(Clone)]
+struct Patience {
+    /// Longest wait.
+    cap: Duration,
+    /// Most waits in a row for one request.
+    most: u32,
+    /// Waits so far (the phone's count).
+    waited: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+/// REGISTERs through `ua`, waiting out each 503's Retry-After (capped at `patience.0`, at
+/// most `patience.1` times in a row) and trying again, as phones do. `to`: registrar
+/// address, domain, Request-URI host.
+async fn register_obeying(
+    ua: &UserAgent,
+    to: (SocketAddr, &str, &str),
+    account: &Account,
+    expires: u32,
+    patience: Patience,
+) -> Result<Registered, UaError> {
+    let (addr, domain, request_host) = to;
+    let mut waits = 0;
+    loop {
+        let r = ua
+            .register(addr, domain, request_host, account, expires)
+            .await;
+        match r.as_ref().err().and_then(UaError::retry_after) {
+            Some(d) if waits < patience.most => {
+                waits += 1;
+                patience
+                    .waited
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let d = d.min(patience.cap);
+                tracing::debug!(registrar = %addr, user = %account.user, wait = ?d, "503 with Retry-After: registering again after it");
+                tokio::time::sleep(d).await;
+            }
+            _ => return r,
+        }
     }
 }
 
@@ -369,6 +439,9 @@ impl Phone {
             actions: Vec::new(),
             bindings: Vec::new(),
             prov_index: 0,
+            refresh_at: None,
+            retry_after_waits: Default::default(),
+            retries: 0,
         })
     }
 
@@ -498,7 +571,22 @@ impl Phone {
             };
             let held = self.files.get(&url);
             let etag = held.and_then(|(e, _)| e.as_deref());
-            let body = match http::fetch(&self.http, &url, &ua, etag).await {
+            let mut waits = 0;
+            let fetched = loop {
+                let r = http::fetch(&self.http, &url, &ua, etag).await;
+                match r.as_ref().err().and_then(HttpError::retry_after) {
+                    Some(d) if waits < self.options.retry_after_waits => {
+                        waits += 1;
+                        self.retry_after_waits
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let d = d.min(self.options.max_retry_after);
+                        tracing::debug!(mac = %self.spec.mac, %url, wait = ?d, "503 with Retry-After: fetching again after it");
+                        tokio::time::sleep(d).await;
+                    }
+                    _ => break r,
+                }
+            };
+            let body = match fetched {
                 Ok(Fetched::NotModified) => match held {
                     Some((_, body)) => Some(body.clone()),
                     None => return Err(PhoneError::NotModified),
@@ -544,10 +632,16 @@ impl Phone {
                     let ua = self.ua.clone();
                     let account = account.clone();
                     let expires = self.options.register_expires;
+                    let patience = self.patience();
                     set.spawn(async move {
-                        let r = ua
-                            .register(addr, &domain, &request_host, &account, expires)
-                            .await;
+                        let r = register_obeying(
+                            &ua,
+                            (addr, &domain, &request_host),
+                            &account,
+                            expires,
+                            patience,
+                        )
+                        .await;
                         let binding = Binding {
                             addr,
                             domain,
@@ -577,16 +671,14 @@ impl Phone {
             }
             Redundancy::Failover => {
                 for (addr, domain, request_host) in targets {
-                    match self
-                        .ua
-                        .register(
-                            addr,
-                            &domain,
-                            &request_host,
-                            &account,
-                            self.options.register_expires,
-                        )
-                        .await
+                    match register_obeying(
+                        &self.ua,
+                        (addr, &domain, &request_host),
+                        &account,
+                        self.options.register_expires,
+                        self.patience(),
+                    )
+                    .await
                     {
                         Ok(reg) => {
                             self.remember(Binding {
@@ -609,7 +701,71 @@ impl Phone {
         if done.is_empty() {
             return Err(PhoneError::NotRegistered(errors.join("; ")));
         }
+        // The next refresh: within the shortest expiry granted, at a random point of it.
+        self.refresh_at = done
+            .iter()
+            .map(|r| r.expires)
+            .filter(|e| *e > 0)
+            .min()
+            .map(|e| {
+                let r = &self.options.refresh_percent;
+                let pct = if r.start() < r.end() {
+                    rand::Rng::gen_range(&mut rand::thread_rng(), r.clone())
+                } else {
+                    *r.start()
+                };
+                Instant::now() + Duration::from_secs(u64::from(e)) * pct / 100
+            });
         Ok(done)
+    }
+
+    /// How long and how often this phone waits out a 503's Retry-After, and where it counts
+    /// the waits.
+    fn patience(&self) -> Patience {
+        Patience {
+            cap: self.options.max_retry_after,
+            most: self.options.retry_after_waits,
+            waited: self.retry_after_waits.clone(),
+        }
+    }
+
+    /// 503s with Retry-After this phone has waited out so far.
+    pub fn retry_after_waits(&self) -> u32 {
+        self.retry_after_waits
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Attempts made again after a failed one so far (boot fetch, REGISTER, IVR flow).
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// When the current registrations are due for a refresh (a random point between
+    /// [`PhoneOptions::refresh_percent`] of the expiry granted); `None` when none is held.
+    pub fn refresh_due(&self) -> Option<Instant> {
+        self.refresh_at.filter(|_| !self.bindings.is_empty())
+    }
+
+    /// Refreshes the registration of the current file's line, as its registrars say
+    /// (failing over when the one that held it no longer answers).
+    /// A refresh that fails is tried again after [`PhoneOptions::retry_interval`].
+    pub async fn refresh(&mut self) -> Result<Vec<Registered>, PhoneError> {
+        let cfg = self.config.clone().ok_or(PhoneError::NoConfig)?;
+        let r = self.register(&cfg).await;
+        if r.is_err() {
+            self.retries += 1;
+            let base = self.options.retry_interval;
+            self.refresh_at = Some(Instant::now() + base / 2 + base.mul_f64(rand::random::<f64>()));
+        }
+        r
+    }
+
+    /// The wait before another attempt: [`PhoneOptions::retry_interval`], jittered.
+    async fn pause_before_retry(&mut self) {
+        self.retries += 1;
+        let base = self.options.retry_interval;
+        let jittered = base / 2 + base.mul_f64(rand::random::<f64>());
+        tokio::time::sleep(jittered).await;
     }
 
     /// Records a registration; a refresh of the same one replaces it.
@@ -775,16 +931,33 @@ impl Phone {
 
     async fn zero_touch(&mut self) -> Result<Provisioned, FlowError> {
         let mut clock = Clock::new();
-        let cfg = match self.fetch_config().await {
-            Ok(Some(c)) => c,
-            Ok(None) => return Err(clock.fail(Step::Fetch, PhoneError::NotModified)),
-            Err(e) => return Err(clock.fail(Step::Fetch, e)),
+        let attempts = self.options.flow_attempts.max(1);
+        let mut attempt = 1;
+        let cfg = loop {
+            match self.fetch_config().await {
+                Ok(Some(c)) => break c,
+                Ok(None) => return Err(clock.fail(Step::Fetch, PhoneError::NotModified)),
+                Err(e) if attempt < attempts => {
+                    tracing::debug!(mac = %self.spec.mac, attempt, "boot fetch failed ({e}); trying again");
+                    attempt += 1;
+                    self.pause_before_retry().await;
+                }
+                Err(e) => return Err(clock.fail(Step::Fetch, e)),
+            }
         };
         clock.done(Step::Fetch);
-        let registered = self
-            .register(&cfg)
-            .await
-            .map_err(|e| clock.fail(Step::Register, e))?;
+        let mut attempt = 1;
+        let registered = loop {
+            match self.register(&cfg).await {
+                Ok(r) => break r,
+                Err(e) if attempt < attempts => {
+                    tracing::debug!(mac = %self.spec.mac, attempt, "REGISTER failed ({e}); trying again");
+                    attempt += 1;
+                    self.pause_before_retry().await;
+                }
+                Err(e) => return Err(clock.fail(Step::Register, e)),
+            }
+        };
         clock.done(Step::Register);
         Ok(Provisioned {
             config: cfg,
@@ -816,7 +989,7 @@ impl Phone {
                     tracing::info!(mac = %self.spec.mac, dn, attempt, "IVR provisioning failed at {e}; starting over");
                     self.files.clear();
                     attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    self.pause_before_retry().await;
                 }
                 Err(e) => return Err(e),
             }

@@ -66,7 +66,12 @@ pub enum UaError {
     #[error("{method}: no final response after {after:?}")]
     Timeout { method: String, after: Duration },
     #[error("{method}: rejected with {code}")]
-    Rejected { method: String, code: u16 },
+    Rejected {
+        method: String,
+        code: u16,
+        /// The response's Retry-After (RFC 3261 §20.33), when it had one.
+        retry_after: Option<Duration>,
+    },
     #[error("{method}: credentials refused ({code} after answering the challenge)")]
     AuthFailed { method: String, code: u16 },
     #[error("{method}: cannot answer the challenge: {source}")]
@@ -178,6 +183,27 @@ fn uri_hostport(uri: &str) -> Option<(String, u16)> {
     match rest.split_once(':') {
         Some((h, p)) => Some((h.to_string(), p.parse().ok()?)),
         None => Some((rest.to_string(), 5060)),
+    }
+}
+
+/// The delta-seconds of a response's Retry-After (`120`, `120;duration=60`, `120 (busy)`).
+fn retry_after(resp: &SipMsg) -> Option<Duration> {
+    let v = resp.header("Retry-After")?.trim();
+    let digits: &str = &v[..v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len())];
+    digits.parse().ok().map(Duration::from_secs)
+}
+
+impl UaError {
+    /// A 503 with Retry-After: the server asks to be tried again after that long.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            UaError::Rejected {
+                code: 503,
+                retry_after,
+                ..
+            } => *retry_after,
+            _ => None,
+        }
     }
 }
 
@@ -521,6 +547,7 @@ impl UserAgent {
             return Err(UaError::Rejected {
                 method: "REGISTER".into(),
                 code,
+                retry_after: retry_after(&resp),
             });
         }
         // The registrar's word on our binding: the expires of our Contact in the 200.
@@ -607,6 +634,7 @@ impl UserAgent {
             return Err(UaError::Rejected {
                 method: "INVITE".into(),
                 code,
+                retry_after: retry_after(&resp),
             });
         }
         let remote_to = resp.header("To").unwrap_or(&sent.to).to_string();
@@ -767,6 +795,7 @@ impl Dialog {
                 return Err(UaError::Rejected {
                     method: method.into(),
                     code,
+                    retry_after: retry_after(&resp),
                 });
             }
             return Ok(resp);
