@@ -87,17 +87,50 @@ pub async fn build_service(
 ) -> anyhow::Result<(Arc<Dm>, Arc<str>)> {
     // Before anything is written: a bad operator vendor file stops the start here.
     let vendors = vendor_table(&config)?;
+    // A node that starts while only a standby answers (its primary's site lost, no failover
+    // yet) starts degraded: it reads what earlier starts wrote and writes nothing.
+    let writable = store.access() == crate::store::Access::Writable;
     let secret = match &config.server.secret {
         Some(s) => s.clone(),
-        None => store.meta_get_or_insert("secret", &random_token()).await?,
+        None if writable => store.meta_get_or_insert("secret", &random_token()).await?,
+        None => stored(&store, "secret").await?,
     };
     let token: Arc<str> = match &config.server.admin_token {
         Some(t) => t.as_str().into(),
-        None => store
+        None if writable => store
             .meta_get_or_insert("admin_token", &random_token())
             .await?
             .into(),
+        None => stored(&store, "admin_token").await?.into(),
     };
+    if writable {
+        write_topology(&config, &store, &secret).await?;
+    } else {
+        tracing::warn!("starting degraded (no writable database): the configuration's sites, switches and profiles are not written; a start with a writable database writes them");
+    }
+    let renderer = Renderer::new(config.server.template_dir.as_deref(), &vendors)
+        .context("loading templates")?;
+    let dm = Dm::new(
+        store,
+        config,
+        vendors,
+        renderer,
+        secret.as_bytes(),
+        sightings,
+    );
+    Ok((Arc::new(dm), token))
+}
+
+/// A secret an earlier start generated and stored (read from a standby).
+async fn stored(store: &Store, key: &str) -> anyhow::Result<String> {
+    store.meta_get(key).await?.with_context(|| {
+        format!("no writable database, and no {key} stored by an earlier start to read")
+    })
+}
+
+/// The configuration is the source of truth for topology, switch credentials and the built-in
+/// profiles: written at each start.
+async fn write_topology(config: &Config, store: &Store, secret: &str) -> anyhow::Result<()> {
     // The configuration is the source of truth for topology; what it changes is told to the
     // instances already running (their files name these servers and URLs) by the writes'
     // change events.
@@ -152,17 +185,7 @@ pub async fn build_service(
             })
             .await?;
     }
-    let renderer = Renderer::new(config.server.template_dir.as_deref(), &vendors)
-        .context("loading templates")?;
-    let dm = Dm::new(
-        store,
-        config,
-        vendors,
-        renderer,
-        secret.as_bytes(),
-        sightings,
-    );
-    Ok((Arc::new(dm), token))
+    Ok(())
 }
 
 /// The shipped vendor table with `[server] vendor-file` merged over it (replace by name, add the

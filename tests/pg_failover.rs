@@ -6,9 +6,9 @@
 //!   standby, both nodes move to it without a restart, and every phone ends provisioned and
 //!   registered: no assignment lost, none made twice.
 //! * Site 1 is cut off (its sipdm, its PostgreSQL and the monitor, which lives there, stopped):
-//!   no failover can happen, so site 2's node runs degraded on the standby. Known phones are
-//!   served and registered meanwhile; once the primary is back, every binding accepted while
-//!   degraded is in the store.
+//!   no failover can happen, so site 2's node runs degraded on the standby, and starts again
+//!   degraded when it is restarted. Known phones are served and registered meanwhile; once the
+//!   primary is back, every binding accepted while degraded is in the store.
 
 mod common;
 
@@ -325,11 +325,11 @@ async fn health(node: &Node) -> (u16, String) {
 const KNOWN: u32 = 60;
 
 /// Known phone `i`: a Yealink with DN 2000+i on a desk profile.
-fn known_phone(i: u32, node: &Node) -> PhoneSpec {
+fn known_phone(i: u32, prov_url: &str) -> PhoneSpec {
     PhoneSpec {
         mac: Mac::generated(Vendor::Yealink, 5000 + i),
         vendor: Vendor::Yealink,
-        prov_url: node.prov_url(),
+        prov_url: prov_url.to_owned(),
         fallback_prov_urls: Vec::new(),
         local_ip: [127, 0, 0, 1].into(),
     }
@@ -366,7 +366,7 @@ async fn boot(specs: Vec<(PhoneSpec, String)>) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn site_cut_off_runs_degraded_on_the_standby_and_loses_no_binding() {
     let mut f = Formation::start().await;
-    let (mut a, b) = pair(&f).await;
+    let (mut a, mut b) = pair(&f).await;
     let r = reqwest::Client::new()
         .post(a.api("/profiles"))
         .bearer_auth(&a.token)
@@ -390,7 +390,7 @@ async fn site_cut_off_runs_degraded_on_the_standby_and_loses_no_binding() {
             .map(|i| {
                 format!(
                     "{},T46S,desk,{}\n",
-                    known_phone(i, &b).mac.plain(),
+                    known_phone(i, "").mac.plain(),
                     2000 + i
                 )
             })
@@ -398,9 +398,11 @@ async fn site_cut_off_runs_degraded_on_the_standby_and_loses_no_binding() {
     )
     .await;
     let half = KNOWN / 2;
+    // Site 2's node: the restarted one keeps the address.
+    let prov_url = b.prov_url();
     let phones = |range: std::ops::Range<u32>| -> Vec<(PhoneSpec, String)> {
         range
-            .map(|i| (known_phone(i, &b), (2000 + i).to_string()))
+            .map(|i| (known_phone(i, &prov_url), (2000 + i).to_string()))
             .collect()
     };
 
@@ -459,6 +461,24 @@ async fn site_cut_off_runs_degraded_on_the_standby_and_loses_no_binding() {
     let degraded_after = cut.elapsed();
     assert_eq!(metric(&b, "sipdm_degraded").await, 1.0);
     assert_eq!(metric(&b, "sipdm_store_writable").await, 0.0);
+
+    // Restarted while degraded (SIGKILL, then the same configuration): it starts on the
+    // standby, from what earlier starts wrote, and says so.
+    let (b_http, b_sip, a_sip) = (b.http, b.sip, a.sip);
+    b.kill();
+    drop(b);
+    let b = Node::start(
+        "B-restarted",
+        &config(&f.url(&f.dbname), b_http, b_sip, a_sip),
+        b_http,
+        b_sip,
+    )
+    .await;
+    let (status, body) = health(&b).await;
+    assert!(
+        status == 200 && body.starts_with("degraded"),
+        "restarted while degraded: {status} {body}"
+    );
 
     // Degraded: every known phone boots (the first half again, the second half for the
     // first time): files from the standby, registrations accepted and kept in memory.

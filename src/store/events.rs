@@ -61,7 +61,8 @@ pub struct Notification {
 
 /// A dedicated `LISTEN` connection (PostgreSQL only). It reconnects and re-subscribes by
 /// itself, to the host the store uses now (after a failover, the new primary); a `recv` error
-/// means the connection was lost and notifications sent meanwhile may be gone.
+/// means the connection was lost, and a notification on the empty channel that it is back:
+/// notifications sent in between may be gone.
 pub struct Listener {
     inner: Option<(sqlx::postgres::PgListener, sqlx::PgPool)>,
     store: Store,
@@ -78,7 +79,11 @@ impl Listener {
                     .store
                     .connect_listener(&self.application_name, &self.channels)
                     .await?;
-                self.inner.insert(connected)
+                self.inner = Some(connected);
+                return Ok(Notification {
+                    channel: String::new(),
+                    payload: String::new(),
+                });
             }
         };
         match inner.try_recv().await {
@@ -119,13 +124,15 @@ impl Listener {
 /// Other instances' change events, from [`Store::change_feed`].
 pub struct ChangeFeed {
     listener: Listener,
+    /// The connection was lost and not yet back (logged once).
+    lost: bool,
     scope: String,
     origin: String,
 }
 
 impl ChangeFeed {
-    /// The next batch another writer published on this schema. After a lost connection it
-    /// reports `[Change::All]`, since events may have been missed meanwhile.
+    /// The next batch another writer published on this schema. Once connected again after a
+    /// lost connection it reports `[Change::All]`, since events may have been missed meanwhile.
     pub async fn recv(&mut self) -> Vec<Change> {
         loop {
             match self.listener.recv().await {
@@ -141,11 +148,21 @@ impl ChangeFeed {
                         }
                     }
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "change listener lost its connection; reconnecting");
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                // Connected again: what others published meanwhile is unknown.
+                Ok(n) if n.channel.is_empty() => {
+                    tracing::info!("change listener connected again");
+                    self.lost = false;
                     return vec![Change::All];
+                }
+                Ok(_) => {}
+                // Once per outage, not per attempt: while no database answers, a node serves
+                // from its render cache, which a change of everything would empty.
+                Err(e) => {
+                    if !self.lost {
+                        tracing::warn!(error = %e, "change listener lost its connection; reconnecting");
+                        self.lost = true;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 }
             }
         }
@@ -168,9 +185,18 @@ impl Store {
             return Ok(None);
         }
         let channels: Vec<String> = channels.iter().map(|c| (*c).to_owned()).collect();
-        let inner = self.connect_listener(application_name, &channels).await?;
+        let inner = match self.connect_listener(application_name, &channels).await {
+            Ok(inner) => Some(inner),
+            // A standby takes no LISTEN: a node starting degraded listens once a primary is
+            // back (its first `recv` connects, and reports the gap as a lost connection).
+            Err(e) if self.access() != super::Access::Writable => {
+                tracing::warn!(error = %e, application_name, "no writable database: listening once a primary is back");
+                None
+            }
+            Err(e) => return Err(e),
+        };
         Ok(Some(Listener {
-            inner: Some(inner),
+            inner,
             store: self.clone(),
             application_name: application_name.to_owned(),
             channels,
@@ -210,6 +236,7 @@ impl Store {
         };
         Ok(Some(ChangeFeed {
             listener,
+            lost: false,
             scope: self.scope.clone(),
             origin: self.origin.clone(),
         }))

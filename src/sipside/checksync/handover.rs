@@ -149,6 +149,7 @@ impl Cluster {
         listener: &mut Listener,
         mut stop: watch::Receiver<bool>,
     ) {
+        let mut lost = false;
         loop {
             let n = tokio::select! {
                 n = listener.recv() => n,
@@ -177,10 +178,18 @@ impl Cluster {
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "unreadable check-sync answer ignored"),
                 },
+                Ok(n) if n.channel.is_empty() => {
+                    tracing::info!("check-sync listener connected again");
+                    lost = false;
+                }
                 Ok(_) => {}
                 Err(e) => {
-                    // The listener reconnects and re-subscribes on the next recv.
-                    tracing::warn!(error = %e, "check-sync listener lost its connection; reconnecting");
+                    // The listener reconnects and re-subscribes on the next recv; logged once
+                    // per outage.
+                    if !lost {
+                        tracing::warn!(error = %e, "check-sync listener lost its connection; reconnecting");
+                        lost = true;
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                         _ = stop.wait_for(|s| *s) => return,
