@@ -33,6 +33,8 @@ pub struct Link {
     current: RwLock<Current>,
     hosts: HostList,
     access: watch::Sender<Access>,
+    /// When `access` last changed.
+    since: parking_lot::Mutex<std::time::Instant>,
     make_pool: PoolMaker,
 }
 
@@ -50,6 +52,7 @@ impl Link {
             current: RwLock::new(Current { pool, host }),
             hosts,
             access: watch::channel(access).0,
+            since: parking_lot::Mutex::new(std::time::Instant::now()),
             make_pool,
         })
     }
@@ -71,6 +74,11 @@ impl Link {
         self.access.subscribe()
     }
 
+    /// How long the access has been what it is.
+    pub fn unchanged_for(&self) -> Duration {
+        self.since.lock().elapsed()
+    }
+
     /// Keeps the link on the best host until the link is dropped (PostgreSQL only).
     pub fn spawn_watcher(self: &Arc<Self>) {
         tokio::spawn(watch_hosts(Arc::downgrade(self)));
@@ -79,6 +87,7 @@ impl Link {
     fn set_access(&self, now: Access) {
         let before = self.access.send_replace(now);
         if before != now {
+            *self.since.lock() = std::time::Instant::now();
             let host = primary::host_of(&self.hosts.urls[self.current.read().host]).to_owned();
             match now {
                 Access::Writable => {

@@ -235,8 +235,13 @@ impl Store {
     }
 
     /// Waits up to `limit` for a writable database; whether there is one. What a caller
-    /// who must not give up at the first failover (an IVR assignment) waits on.
+    /// who must not give up at the first failover (an IVR assignment) waits on. A database
+    /// already unwritable for longer than `limit` is an outage, not a failover under way: no
+    /// wait then.
     pub async fn wait_writable(&self, limit: std::time::Duration) -> bool {
+        if self.access() != Access::Writable && self.link.unchanged_for() >= limit {
+            return false;
+        }
         let mut rx = self.link.watch_access();
         tokio::time::timeout(limit, rx.wait_for(|a| *a == Access::Writable))
             .await
