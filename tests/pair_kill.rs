@@ -11,12 +11,12 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::node::Node;
+use common::pair::{addr, config};
 use common::{free_port, Db, TestDb};
 use testbed::phone::{Mac, Phone, PhoneOptions, PhoneSpec, SipTimers, Vendor};
 
@@ -25,49 +25,6 @@ const PHONES: u32 = 200;
 const IN_FLIGHT: usize = 80;
 /// Phones finished before B is killed.
 const KILL_AFTER: usize = 80;
-
-/// Each node lists itself first among the SIP servers of the files it renders: a phone
-/// registers to both and dials the IVR through the node that gave it its file, through the
-/// other when that one does not answer. Its `fs_url` is its own address: a phone re-fetches
-/// from the node that gave it its file, and from the other of its DHCP URLs when that one
-/// does not answer (the other address of the pair's provisioning name).
-fn config(store: &str, http: SocketAddr, me: SocketAddr, other: SocketAddr) -> String {
-    format!(
-        r#"
-[server]
-http = "{http}"
-sip = ["{me}"]
-admin-token = "test-token"
-secret = "test-secret"
-
-[store]
-url = "{store}"
-max-connections = 8
-
-[dm]
-fs_url = "http://{http}/fs"
-sip-servers = ["{me}", "{other}"]
-
-[ivr]
-number = "8800"
-
-[[trunks]]
-name = "ivr"
-prefix = "88"
-contact = "builtin:ivr"
-group = "gcti_provisioning"
-
-# Every phone of the test is new and fetches from 127.0.0.1: a roll-out of more new phones than
-# the scan lockout allows one source, behind one NAT.
-[prov-security]
-trusted-networks = ["127.0.0.0/8"]
-"#
-    )
-}
-
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
 
 /// A phone's patience, shortened so that a dead node costs seconds rather than a minute:
 /// transactions time out after 64·T1 = 3.2 s.
@@ -174,7 +131,7 @@ async fn pair_loses_b(fault: Fault) {
         at_kill >= KILL_AFTER && at_kill < PHONES as usize,
         "the kill lands midway ({at_kill} finished)"
     );
-    let calls_on_b = in_progress_calls(&b).await;
+    let calls_on_b = b.metric("sipdm_ivr_calls_active").await as u64;
     match fault {
         Fault::Kill => b.kill(),
         Fault::Stop => b.signal("STOP"),
@@ -307,21 +264,6 @@ async fn pair_loses_b(fault: Fault) {
     }
     drop(b);
     db.drop_schema().await;
-}
-
-/// IVR calls in progress on `node` (its `sipdm_ivr_calls_active` gauge).
-async fn in_progress_calls(node: &Node) -> u64 {
-    let text = reqwest::get(format!("http://{}/metrics", node.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with("sipdm_ivr_calls_active"))
-        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
 }
 
 /// B stops answering in the middle of a write transaction (a long CSV import, frozen with

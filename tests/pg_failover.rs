@@ -13,55 +13,15 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::node::Node;
+use common::pair::{addr, config};
 use common::pgaf::Formation;
 use common::{eventually, free_port};
 use testbed::phone::{Mac, Phone, PhoneOptions, PhoneSpec, SipTimers, Vendor};
-
-/// Each node lists itself first among the SIP servers of the files it renders (as in
-/// `pair_kill`): a phone registers to both and dials the IVR through the node that gave it
-/// its file.
-fn config(store: &str, http: SocketAddr, me: SocketAddr, other: SocketAddr) -> String {
-    format!(
-        r#"
-[server]
-http = "{http}"
-sip = ["{me}"]
-admin-token = "test-token"
-secret = "test-secret"
-
-[store]
-url = "{store}"
-max-connections = 8
-
-[dm]
-fs_url = "http://{http}/fs"
-sip-servers = ["{me}", "{other}"]
-
-[ivr]
-number = "8800"
-
-[[trunks]]
-name = "ivr"
-prefix = "88"
-contact = "builtin:ivr"
-group = "gcti_provisioning"
-
-# Every phone of the test is new and fetches from 127.0.0.1: a roll-out behind one NAT.
-[prov-security]
-trusted-networks = ["127.0.0.0/8"]
-"#
-    )
-}
-
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
 
 /// Short SIP timers (a dead server costs 3.2 s), and patience for a failover: a phone refused
 /// with 503 waits its Retry-After and tries the whole flow again.
@@ -203,8 +163,8 @@ async fn primary_killed_during_an_ivr_run_fails_over_and_every_phone_ends_regist
         "no assignment on the new primary within 120 s ({assigned_before} before the kill)\n--- A:\n{}\n--- B:\n{}\n--- A health {:?}, B health {:?}",
         a.log_tail(40),
         b.log_tail(40),
-        health(&a).await,
-        health(&b).await
+        a.health().await,
+        b.health().await
     );
     let first_assignment_after = killed.elapsed();
 
@@ -275,8 +235,8 @@ async fn primary_killed_during_an_ivr_run_fails_over_and_every_phone_ends_regist
     })
     .await;
     pool.close().await;
-    let switches = metric(&a, "sipdm_store_host_switches_total").await
-        + metric(&b, "sipdm_store_host_switches_total").await;
+    let switches = a.metric("sipdm_store_host_switches_total").await
+        + b.metric("sipdm_store_host_switches_total").await;
     assert!(switches >= 2.0, "both nodes moved to the new primary");
     eprintln!(
         "failover: primary killed after {at_kill} of {IVR_PHONES} phones; no writable primary for {no_primary_for:.1?}; \
@@ -301,25 +261,14 @@ async fn assignments(url: &str) -> i64 {
     }
 }
 
-/// The sum of a metric's samples on `node`'s /metrics.
-async fn metric(node: &Node, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", node.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap_or_default();
-    text.lines()
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .sum()
-}
-
-async fn health(node: &Node) -> (u16, String) {
-    match reqwest::get(format!("http://{}/healthz", node.http)).await {
-        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
-        Err(e) => (0, e.to_string()),
-    }
+/// The latest expiry of each DN's own bindings (registered as itself) in the store.
+async fn expiries(pool: &sqlx::PgPool) -> Result<HashMap<String, i64>, String> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT aor, max(expires_at) FROM bindings WHERE device = aor GROUP BY aor")
+            .fetch_all(pool)
+            .await
+            .map_err(|e| e.to_string())?;
+    Ok(rows.into_iter().collect())
 }
 
 const KNOWN: u32 = 60;
@@ -418,16 +367,11 @@ async fn site_cut_off_runs_degraded_on_the_standby_and_loses_no_binding() {
         Duration::from_secs(20),
         Duration::from_millis(100),
         || async move {
-            let rows: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT aor, max(expires_at) FROM bindings WHERE device = aor GROUP BY aor",
-            )
-            .fetch_all(pool_ref)
-            .await
-            .map_err(|e| e.to_string())?;
-            if rows.len() == half as usize {
-                Ok(rows.into_iter().collect())
+            let stored = expiries(pool_ref).await?;
+            if stored.len() == half as usize {
+                Ok(stored)
             } else {
-                Err(format!("{} bindings stored", rows.len()))
+                Err(format!("{} bindings stored", stored.len()))
             }
         },
     )
@@ -445,7 +389,7 @@ async fn site_cut_off_runs_degraded_on_the_standby_and_loses_no_binding() {
         Duration::from_millis(100),
         || async {
             // Unreachable (503) until the watcher has moved to the standby, then degraded (200).
-            let (status, body) = health(&b).await;
+            let (status, body) = b.health().await;
             if status == 200 && body.starts_with("degraded") {
                 Ok((status, body))
             } else {
@@ -459,8 +403,8 @@ async fn site_cut_off_runs_degraded_on_the_standby_and_loses_no_binding() {
         "degraded on a standby is still serving: {body}"
     );
     let degraded_after = cut.elapsed();
-    assert_eq!(metric(&b, "sipdm_degraded").await, 1.0);
-    assert_eq!(metric(&b, "sipdm_store_writable").await, 0.0);
+    assert_eq!(b.metric("sipdm_degraded").await, 1.0);
+    assert_eq!(b.metric("sipdm_store_writable").await, 0.0);
 
     // Restarted while degraded (SIGKILL, then the same configuration): it starts on the
     // standby, from what earlier starts wrote, and says so.
@@ -474,7 +418,7 @@ async fn site_cut_off_runs_degraded_on_the_standby_and_loses_no_binding() {
         b_sip,
     )
     .await;
-    let (status, body) = health(&b).await;
+    let (status, body) = b.health().await;
     assert!(
         status == 200 && body.starts_with("degraded"),
         "restarted while degraded: {status} {body}"
@@ -507,7 +451,7 @@ async fn site_cut_off_runs_degraded_on_the_standby_and_loses_no_binding() {
         Duration::from_secs(30),
         Duration::from_millis(100),
         || async {
-            let (status, body) = health(&b).await;
+            let (status, body) = b.health().await;
             if status == 200 && body == "ok\n" {
                 Ok(())
             } else {
@@ -523,13 +467,7 @@ async fn site_cut_off_runs_degraded_on_the_standby_and_loses_no_binding() {
         Duration::from_secs(30),
         Duration::from_millis(200),
         || async move {
-            let rows: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT aor, max(expires_at) FROM bindings WHERE device = aor GROUP BY aor",
-            )
-            .fetch_all(pool_ref)
-            .await
-            .map_err(|e| e.to_string())?;
-            let after: HashMap<String, i64> = rows.into_iter().collect();
+            let after = expiries(pool_ref).await?;
             let missing: Vec<u32> = (0..KNOWN)
                 .filter(|i| {
                     let dn = (2000 + i).to_string();

@@ -6,6 +6,7 @@ pub mod baresip;
 pub mod followers;
 pub mod kamailio;
 pub mod node;
+pub mod pair;
 pub mod pgaf;
 pub mod test_ca;
 pub mod trunk;

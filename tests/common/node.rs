@@ -141,6 +141,26 @@ impl Node {
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
+
+    /// The sum of a metric's samples (all label sets) on its /metrics.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = match reqwest::get(format!("http://{}/metrics", self.http)).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        text.lines()
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Its health check's status and body (status 0: no answer).
+    pub async fn health(&self) -> (u16, String) {
+        match reqwest::get(format!("http://{}/healthz", self.http)).await {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(e) => (0, e.to_string()),
+        }
+    }
 }
 
 impl Drop for Node {
