@@ -1058,7 +1058,7 @@ mod tests {
     #[test]
     fn overload_settings_default_and_bounds() {
         let c = parse("").unwrap();
-        assert_eq!(c.sip.max_requests_in_progress, 1000);
+        assert_eq!(c.sip.max_requests_in_progress, 5000);
         assert_eq!(c.sip.max_queue_delay_ms, 200);
         assert_eq!(c.sip.overload_retry_after, [5, 15]);
         let c = parse(

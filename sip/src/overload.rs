@@ -52,10 +52,13 @@ impl Default for OverloadConfig {
     }
 }
 
-/// A REGISTER normally finishes within its first poll; what waits is a credential look-up,
-/// a full store queue or a call through a trunk. A thousand of those at once is a store or a
-/// peer that has stopped keeping up.
-pub const DEFAULT_MAX_IN_PROGRESS: usize = 1000;
+/// A REGISTER normally finishes within its first poll; what waits is a credential look-up
+/// (a cold credential cache: one PostgreSQL query per REGISTER), a full store queue or a call
+/// through a trunk. Five thousand of those is a second or two of work for a store answering a
+/// few thousand look-ups a second: more is a store or a peer that no longer keeps up. (With
+/// 1000, a storm of 2000 phones on a cold cache was answered 850 503s for work that took 2 s:
+/// testbed/bench/boot_storm.sh with COLD=1.)
+pub const DEFAULT_MAX_IN_PROGRESS: usize = 5000;
 /// Under Timer A/E's first retransmission (T1, 500 ms): the 503 reaches the phone before it
 /// sends the request again, which would double the load that made the queue.
 pub const DEFAULT_MAX_QUEUE_DELAY: Duration = Duration::from_millis(200);
