@@ -133,8 +133,8 @@ pub struct PhoneOutcome {
     pub refreshes: usize,
     /// 503s with Retry-After the phone waited out before asking again.
     pub retry_after_waits: u32,
-    /// Attempts made again after a failed one (no answer, refused).
-    pub retries: u32,
+    /// Attempts made again after a failed one (no answer, refused), by the step that failed.
+    pub retries: BTreeMap<Step, u32>,
 }
 
 /// The run's numbers.
@@ -222,11 +222,19 @@ impl FleetReport {
             .iter()
             .map(|o| u64::from(o.retry_after_waits))
             .sum();
-        let retries: u64 = self.outcomes.iter().map(|o| u64::from(o.retries)).sum();
+        let mut by_step: BTreeMap<Step, u64> = BTreeMap::new();
+        for (step, n) in self.outcomes.iter().flat_map(|o| o.retries.iter()) {
+            *by_step.entry(*step).or_default() += u64::from(*n);
+        }
+        let retries: u64 = by_step.values().sum();
         let refreshes: usize = self.outcomes.iter().map(|o| o.refreshes).sum();
         s.push_str(&format!(
-            "503 Retry-After waits: {waits}  retries after a failure: {retries}  registration refreshes: {refreshes}\n"
+            "503 Retry-After waits: {waits}  retries after a failure: {retries}"
         ));
+        for (step, n) in &by_step {
+            s.push_str(&format!("  {step} retries: {n}"));
+        }
+        s.push_str(&format!("  registration refreshes: {refreshes}\n"));
         s.push_str("failures by step:");
         for (step, n) in self.failures_by_step() {
             s.push_str(&format!("  {step} {n}"));
@@ -351,7 +359,7 @@ pub async fn run_fleet(spec: FleetSpec) -> FleetReport {
                 refetches: 0,
                 refreshes: 0,
                 retry_after_waits: 0,
-                retries: 0,
+                retries: BTreeMap::new(),
             };
             let mut phone = match Phone::with_options(phone_spec, options).await {
                 Ok(p) => p,
@@ -382,7 +390,7 @@ pub async fn run_fleet(spec: FleetSpec) -> FleetReport {
             }
             outcome.check_syncs = phone.check_sync_count();
             outcome.retry_after_waits = phone.retry_after_waits();
-            outcome.retries = phone.retries();
+            outcome.retries = phone.retries().clone();
             phone.shutdown();
             outcome
         });

@@ -303,8 +303,9 @@ pub struct Phone {
     refresh_at: Option<Instant>,
     /// 503s with Retry-After waited out (REGISTER and fetches), shared with register tasks.
     retry_after_waits: std::sync::Arc<std::sync::atomic::AtomicU32>,
-    /// Attempts made again after a failed one ([`PhoneOptions::flow_attempts`]).
-    retries: u32,
+    /// Attempts made again after a failed one ([`PhoneOptions::flow_attempts`]), by the step
+    /// that failed (a failed refresh counts as [`Step::Register`]).
+    retries: std::collections::BTreeMap<Step, u32>,
 }
 
 /// One registration this phone holds.
@@ -441,7 +442,7 @@ impl Phone {
             prov_index: 0,
             refresh_at: None,
             retry_after_waits: Default::default(),
-            retries: 0,
+            retries: Default::default(),
         })
     }
 
@@ -735,9 +736,10 @@ impl Phone {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Attempts made again after a failed one so far (boot fetch, REGISTER, IVR flow).
-    pub fn retries(&self) -> u32 {
-        self.retries
+    /// Attempts made again after a failed one so far, by the step that had failed (boot
+    /// fetch, REGISTER or its refresh, a step of the IVR flow).
+    pub fn retries(&self) -> &std::collections::BTreeMap<Step, u32> {
+        &self.retries
     }
 
     /// When the current registrations are due for a refresh (a random point between
@@ -753,7 +755,7 @@ impl Phone {
         let cfg = self.config.clone().ok_or(PhoneError::NoConfig)?;
         let r = self.register(&cfg).await;
         if r.is_err() {
-            self.retries += 1;
+            *self.retries.entry(Step::Register).or_default() += 1;
             let base = self.options.retry_interval;
             self.refresh_at = Some(Instant::now() + base / 2 + base.mul_f64(rand::random::<f64>()));
         }
@@ -761,8 +763,8 @@ impl Phone {
     }
 
     /// The wait before another attempt: [`PhoneOptions::retry_interval`], jittered.
-    async fn pause_before_retry(&mut self) {
-        self.retries += 1;
+    async fn pause_before_retry(&mut self, failed: Step) {
+        *self.retries.entry(failed).or_default() += 1;
         let base = self.options.retry_interval;
         let jittered = base / 2 + base.mul_f64(rand::random::<f64>());
         tokio::time::sleep(jittered).await;
@@ -940,7 +942,7 @@ impl Phone {
                 Err(e) if attempt < attempts => {
                     tracing::debug!(mac = %self.spec.mac, attempt, "boot fetch failed ({e}); trying again");
                     attempt += 1;
-                    self.pause_before_retry().await;
+                    self.pause_before_retry(Step::Fetch).await;
                 }
                 Err(e) => return Err(clock.fail(Step::Fetch, e)),
             }
@@ -953,7 +955,7 @@ impl Phone {
                 Err(e) if attempt < attempts => {
                     tracing::debug!(mac = %self.spec.mac, attempt, "REGISTER failed ({e}); trying again");
                     attempt += 1;
-                    self.pause_before_retry().await;
+                    self.pause_before_retry(Step::Register).await;
                 }
                 Err(e) => return Err(clock.fail(Step::Register, e)),
             }
@@ -989,7 +991,7 @@ impl Phone {
                     tracing::info!(mac = %self.spec.mac, dn, attempt, "IVR provisioning failed at {e}; starting over");
                     self.files.clear();
                     attempt += 1;
-                    self.pause_before_retry().await;
+                    self.pause_before_retry(e.step).await;
                 }
                 Err(e) => return Err(e),
             }
