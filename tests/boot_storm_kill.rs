@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::node::Node;
 use common::{free_port, Db, TestDb};
-use testbed::phone::{Mac, Phone, PhoneOptions, PhoneSpec, SipTimers, Vendor};
+use testbed::phone::{Mac, Phone, PhoneOptions, SipTimers, Vendor};
 
 const PHONES: u32 = 10_000;
 /// Phones booting at once (each holds its SIP socket for the whole test).
@@ -168,19 +168,7 @@ async fn boot_storm_on_a_pair_survives_sigkill_of_a_node() {
     // test ends and aborts them).
     let until = Instant::now() + Duration::from_secs(240);
     for i in 0..PHONES {
-        let vendor = Vendor::ALL[i as usize % Vendor::ALL.len()];
-        let (first, second) = if i % 2 == 0 {
-            (a.prov_url(), b.prov_url())
-        } else {
-            (b.prov_url(), a.prov_url())
-        };
-        let spec = PhoneSpec {
-            mac: Mac::generated(vendor, i + 1),
-            vendor,
-            prov_url: first,
-            fallback_prov_urls: vec![second],
-            local_ip: [127, 0, 0, 1].into(),
-        };
+        let spec = common::pair::phone_spec(i, &a, &b);
         let dn = (FIRST_DN + i).to_string();
         let (up, gate, booted) = (up.clone(), gate.clone(), booted_tx.clone());
         phones.spawn(async move {
@@ -213,7 +201,7 @@ async fn boot_storm_on_a_pair_survives_sigkill_of_a_node() {
                     "{} {dn}: registered as {}",
                     spec.mac, p.config.user
                 )),
-                Err(e) => Err(format!("{vendor:?} {} {dn}: {e}", spec.mac)),
+                Err(e) => Err(format!("{:?} {} {dn}: {e}", spec.vendor, spec.mac)),
             };
             let ok = result.is_ok();
             let _ = booted.send((

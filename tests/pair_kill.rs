@@ -18,7 +18,7 @@ use std::time::Duration;
 use common::node::Node;
 use common::pair::{addr, config};
 use common::{free_port, Db, TestDb};
-use testbed::phone::{Mac, Phone, PhoneOptions, PhoneSpec, SipTimers, Vendor};
+use testbed::phone::{Phone, PhoneOptions, SipTimers};
 
 const PHONES: u32 = 200;
 /// Phones in flight at once: enough that the kill lands on flows at every step.
@@ -91,19 +91,7 @@ async fn pair_loses_b(fault: Fault) {
     let gate = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let mut set = tokio::task::JoinSet::new();
     for i in 0..PHONES {
-        let vendor = Vendor::ALL[i as usize % Vendor::ALL.len()];
-        let (first, second) = if i % 2 == 0 {
-            (a.prov_url(), b.prov_url())
-        } else {
-            (b.prov_url(), a.prov_url())
-        };
-        let spec = PhoneSpec {
-            mac: Mac::generated(vendor, i + 1),
-            vendor,
-            prov_url: first,
-            fallback_prov_urls: vec![second],
-            local_ip: [127, 0, 0, 1].into(),
-        };
+        let spec = common::pair::phone_spec(i, &a, &b);
         let dn = (1000 + i).to_string();
         let (finished, gate) = (finished.clone(), gate.clone());
         set.spawn(async move {

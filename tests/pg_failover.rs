@@ -87,19 +87,7 @@ async fn primary_killed_during_an_ivr_run_fails_over_and_every_phone_ends_regist
     let gate = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let mut set = tokio::task::JoinSet::new();
     for i in 0..IVR_PHONES {
-        let vendor = Vendor::ALL[i as usize % Vendor::ALL.len()];
-        let (first, second) = if i % 2 == 0 {
-            (a.prov_url(), b.prov_url())
-        } else {
-            (b.prov_url(), a.prov_url())
-        };
-        let spec = PhoneSpec {
-            mac: Mac::generated(vendor, i + 1),
-            vendor,
-            prov_url: first,
-            fallback_prov_urls: vec![second],
-            local_ip: [127, 0, 0, 1].into(),
-        };
+        let spec = common::pair::phone_spec(i, &a, &b);
         let dn = (1000 + i).to_string();
         let (finished, gate) = (finished.clone(), gate.clone());
         set.spawn(async move {

@@ -3,6 +3,10 @@
 
 use std::net::SocketAddr;
 
+use testbed::phone::{Mac, PhoneSpec, Vendor};
+
+use super::node::Node;
+
 /// A loopback address.
 pub fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -45,4 +49,18 @@ group = "gcti_provisioning"
 trusted-networks = ["127.0.0.0/8"]
 "#
     )
+}
+
+/// Phone `i` of a fleet spread over the pair: vendors in turn, even phones starting on `a`,
+/// odd ones on `b`, each with the other node as its second provisioning URL.
+pub fn phone_spec(i: u32, a: &Node, b: &Node) -> PhoneSpec {
+    let vendor = Vendor::ALL[i as usize % Vendor::ALL.len()];
+    let (first, second) = if i % 2 == 0 { (a, b) } else { (b, a) };
+    PhoneSpec {
+        mac: Mac::generated(vendor, i + 1),
+        vendor,
+        prov_url: first.prov_url(),
+        fallback_prov_urls: vec![second.prov_url()],
+        local_ip: [127, 0, 0, 1].into(),
+    }
 }
